@@ -14,7 +14,7 @@ std::atomic<uint64_t> g_bug_count{0};
 std::atomic<bool> g_abort_on_bug{HERALD_DEBUG_BUILD != 0};
 }  // namespace
 
-void check_failed(const char* expr, const char* msg, std::source_location loc) {
+void check_failed(const char* expr, const char* msg, SourceLocation loc) {
   // Plain stdio, not the log: the process is about to die and the logger may be what broke.
   std::fprintf(stderr, "FATAL check failed: %s (%s) at %s:%u in %s\n", expr, msg, loc.file_name(),
                static_cast<unsigned>(loc.line()), loc.function_name());
@@ -22,7 +22,7 @@ void check_failed(const char* expr, const char* msg, std::source_location loc) {
   std::abort();
 }
 
-void report_bug(const char* expr, const char* msg, std::source_location loc) {
+void report_bug(const char* expr, const char* msg, SourceLocation loc) {
   g_bug_count.fetch_add(1, std::memory_order_relaxed);
   if (g_abort_on_bug.load(std::memory_order_relaxed)) check_failed(expr, msg, loc);
   static log::RateLimiter limiter(10);

@@ -11,14 +11,15 @@
 #pragma once
 
 #include <cstdint>
-#include <source_location>
+
+#include "platform/assert/source_location.h"
 
 namespace herald {
 
-[[noreturn]] void check_failed(const char* expr, const char* msg, std::source_location loc);
+[[noreturn]] void check_failed(const char* expr, const char* msg, SourceLocation loc);
 
 // Records a survivable bug: log line (rate limited) + counter; aborts when abort_on_bug() is on.
-void report_bug(const char* expr, const char* msg, std::source_location loc);
+void report_bug(const char* expr, const char* msg, SourceLocation loc);
 
 // Number of HERALD_BUG_IF reports since start (all threads).
 uint64_t bug_count();
@@ -27,12 +28,22 @@ uint64_t bug_count();
 void set_abort_on_bug(bool abort_on_bug);
 bool abort_on_bug();
 
+namespace detail {
+inline bool bug_if(bool failed, const char* expr, const char* msg, SourceLocation loc) {
+  if (__builtin_expect(failed, 0)) [[unlikely]] {
+    report_bug(expr, msg, loc);
+    return true;
+  }
+  return false;
+}
+}  // namespace detail
+
 }  // namespace herald
 
-#define HERALD_CHECK(cond, msg)                                              \
-  do {                                                                       \
-    if (__builtin_expect(!(cond), 0)) [[unlikely]]                           \
-      ::herald::check_failed(#cond, (msg), std::source_location::current()); \
+#define HERALD_CHECK(cond, msg)                                                  \
+  do {                                                                           \
+    if (__builtin_expect(!(cond), 0)) [[unlikely]]                               \
+      ::herald::check_failed(#cond, (msg), ::herald::SourceLocation::current()); \
   } while (0)
 
 #ifdef NDEBUG
@@ -51,11 +62,5 @@ bool abort_on_bug();
 
 // Evaluates to `cond`, so it can guard a recovery path:
 //   if (HERALD_BUG_IF(slot == nullptr, "free list empty")) return Error::kNoMemory;
-#define HERALD_BUG_IF(cond, msg)                                           \
-  ([&]() -> bool {                                                         \
-    if (__builtin_expect(!!(cond), 0)) [[unlikely]] {                      \
-      ::herald::report_bug(#cond, (msg), std::source_location::current()); \
-      return true;                                                         \
-    }                                                                      \
-    return false;                                                          \
-  }())
+#define HERALD_BUG_IF(cond, msg) \
+  ::herald::detail::bug_if(!!(cond), #cond, (msg), ::herald::SourceLocation::current())

@@ -131,7 +131,7 @@ void set_sink_fd(int fd) {
   g_sink_fd.store(fd, std::memory_order_relaxed);
 }
 
-Line::Line(Level level, std::string_view event, std::source_location loc, uint64_t suppressed)
+Line::Line(Level level, std::string_view event, SourceLocation loc, uint64_t suppressed)
     : format_(static_cast<Format>(g_format.load(std::memory_order_relaxed))) {
   buf_.reserve(256);
   std::string src(basename(loc.file_name()));

@@ -11,9 +11,10 @@
 #include <atomic>
 #include <concepts>
 #include <cstdint>
-#include <source_location>
 #include <string>
 #include <string_view>
+
+#include "platform/assert/source_location.h"
 
 namespace herald::log {
 
@@ -39,7 +40,7 @@ inline bool enabled(Level level) {
 // Builds one record and writes it when destroyed (at the end of the full expression).
 class Line {
  public:
-  Line(Level level, std::string_view event, std::source_location loc, uint64_t suppressed = 0);
+  Line(Level level, std::string_view event, ::herald::SourceLocation loc, uint64_t suppressed = 0);
   ~Line();
   Line(const Line&) = delete;
   Line& operator=(const Line&) = delete;
@@ -92,7 +93,7 @@ class RateLimiter {
 #define HLOG(level, event)              \
   if (!::herald::log::enabled(level)) { \
   } else                                \
-    ::herald::log::Line((level), (event), std::source_location::current())
+    ::herald::log::Line((level), (event), ::herald::SourceLocation::current())
 
 #define HLOG_DEBUG(event) HLOG(::herald::log::Level::kDebug, event)
 #define HLOG_INFO(event) HLOG(::herald::log::Level::kInfo, event)
@@ -101,13 +102,13 @@ class RateLimiter {
 
 // `level` is a bare enumerator: kDebug, kInfo, kWarn or kError. The lambda gives each call
 // site its own limiter.
-#define HLOG_RATE_LIMITED(level, event, per_second)                                            \
-  if (uint64_t hlog_suppressed_ = 0; !::herald::log::enabled(::herald::log::Level::level) ||   \
-                                         ![]() -> ::herald::log::RateLimiter& {                \
-        static ::herald::log::RateLimiter limiter(per_second);                                 \
-        return limiter;                                                                        \
-      }()                                                                                      \
-                                                      .allow(&hlog_suppressed_)) {             \
-  } else                                                                                       \
-    ::herald::log::Line(::herald::log::Level::level, (event), std::source_location::current(), \
+#define HLOG_RATE_LIMITED(level, event, per_second)                                                \
+  if (uint64_t hlog_suppressed_ = 0; !::herald::log::enabled(::herald::log::Level::level) ||       \
+                                         ![]() -> ::herald::log::RateLimiter& {                    \
+        static ::herald::log::RateLimiter limiter(per_second);                                     \
+        return limiter;                                                                            \
+      }()                                                                                          \
+                                                      .allow(&hlog_suppressed_)) {                 \
+  } else                                                                                           \
+    ::herald::log::Line(::herald::log::Level::level, (event), ::herald::SourceLocation::current(), \
                         hlog_suppressed_)
