@@ -1,0 +1,329 @@
+// Group commit, segment rotation and preallocation, and the fail-stop rule of the durable log.
+// Recovery (the open path) is in recovery.cc.
+#include "controlplane/storage/log.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "platform/assert/assert.h"
+#include "platform/log/log.h"
+
+namespace herald::storage {
+namespace {
+
+std::unique_ptr<uint8_t, void (*)(void*)> aligned_buffer(size_t size_bytes) {
+  void* p = std::aligned_alloc(kBlockBytes, align_up(size_bytes, kBlockBytes));
+  HERALD_CHECK(p != nullptr, "out of memory for a log buffer");
+  std::memset(p, 0, size_bytes);
+  return {static_cast<uint8_t*>(p), &std::free};
+}
+
+absl::Status io_error(const char* what, int32_t result, uint32_t expected) {
+  if (result < 0) {
+    return absl::InternalError(absl::StrCat(what, ": ", std::strerror(-result)));
+  }
+  return absl::InternalError(
+      absl::StrCat(what, ": short transfer (", result, " of ", expected, " bytes)"));
+}
+
+}  // namespace
+
+absl::Status validate(const LogOptions& o) {
+  if (o.segment_size_bytes % kBlockBytes != 0 || o.segment_size_bytes < 2 * kBlockBytes) {
+    return absl::InvalidArgumentError("segment_size_bytes must be a multiple of 4096, >= 8192");
+  }
+  if (o.max_write_bytes % kBlockBytes != 0 || o.max_write_bytes < 2 * kBlockBytes) {
+    return absl::InvalidArgumentError("max_write_bytes must be a multiple of 4096, >= 8192");
+  }
+  // The largest record must fit in one write after a partly filled tail block, and in a segment
+  // after its header block, or it could never be written.
+  const uint64_t largest = record_size_bytes(o.max_payload_bytes);
+  if (largest + kBlockBytes > o.max_write_bytes) {
+    return absl::InvalidArgumentError("max_payload_bytes too large for max_write_bytes");
+  }
+  if (largest + kBlockBytes > o.segment_size_bytes) {
+    return absl::InvalidArgumentError("max_payload_bytes too large for segment_size_bytes");
+  }
+  if (o.group_commit_bytes == 0 || o.max_staged_bytes < largest) {
+    return absl::InvalidArgumentError(
+        "group_commit_bytes must be > 0 and max_staged_bytes must "
+        "hold the largest record");
+  }
+  return absl::OkStatus();
+}
+
+Log::Log(Device& device, const LogOptions& options)
+    : device_(device),
+      options_(options),
+      tail_block_(aligned_buffer(kBlockBytes)),
+      write_buffer_(aligned_buffer(options.max_write_bytes)),
+      header_block_(aligned_buffer(kBlockBytes)) {}
+
+Log::~Log() {
+  if (current_.file >= 0) device_.close(current_.file);
+  if (next_state_ == NextState::kReady) device_.close(next_.file);
+}
+
+bool Log::idle() const {
+  return pending_.empty() && !batch_in_flight_ && !timer_armed_ &&
+         next_state_ != NextState::kCreating;
+}
+
+absl::StatusOr<uint64_t> Log::append(uint8_t type, std::span<const uint8_t> payload,
+                                     DurableCallback on_durable) {
+  if (failed()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("log failed: ", std::string(status_.message())));
+  }
+  if (type == kRecordTypeInvalid) return absl::InvalidArgumentError("record type 0 is invalid");
+  if (payload.size() > options_.max_payload_bytes) {
+    return absl::InvalidArgumentError("record payload larger than max_payload_bytes");
+  }
+  const uint32_t size = static_cast<uint32_t>(record_size_bytes(payload.size()));
+  if (staged_.size() - staged_head_ + size > options_.max_staged_bytes) {
+    ++stats_.appends_refused;
+    return absl::ResourceExhaustedError("log staging full; retry after durable callbacks");
+  }
+  const uint64_t sequence = next_sequence_++;
+  const size_t offset = staged_.size();
+  staged_.resize(offset + size);
+  encode_record(staged_.data() + offset, sequence, type, payload);
+  pending_.push_back(Pending{sequence, size, device_.now_ns(), std::move(on_durable)});
+  ++stats_.appends;
+  maybe_flush();
+  return sequence;
+}
+
+void Log::flush() {
+  flush_requested_ = true;
+  maybe_flush();
+}
+
+void Log::maybe_flush() {
+  if (failed() || batch_in_flight_ || waiting_for_segment_) return;
+  if (pending_.empty()) {
+    flush_requested_ = false;
+    return;
+  }
+  const uint64_t now_ns = device_.now_ns();
+  const uint64_t delay_ns = options_.group_commit_delay_us * 1000;
+  const uint64_t oldest_ns = pending_.front().append_ns;
+  const bool by_size = staged_.size() - staged_head_ >= options_.group_commit_bytes;
+  const bool by_time = now_ns - oldest_ns >= delay_ns;
+  if (by_size || by_time || flush_requested_) {
+    if (by_size) {
+      ++stats_.batches_by_size;
+    } else if (by_time) {
+      ++stats_.batches_by_time;
+    }
+    start_batch();
+    return;
+  }
+  if (!timer_armed_) {
+    timer_armed_ = true;
+    device_.after(oldest_ns + delay_ns - now_ns, [this] {
+      timer_armed_ = false;
+      maybe_flush();
+    });
+  }
+}
+
+void Log::start_batch() {
+  const Pending& first = pending_.front();
+  if (current_.file < 0 || current_.tail_offset + first.size_bytes > current_.size_bytes) {
+    // Rotate. Only now, with no batch in flight, so the old segment's last write is durable
+    // before the new segment's first: a crash never leaves a hole followed by newer records.
+    if (next_state_ != NextState::kReady) {
+      waiting_for_segment_ = true;
+      ++stats_.rotation_waits;
+      prepare_next_segment();
+      return;
+    }
+    if (current_.file >= 0) device_.close(current_.file);
+    current_ = next_;
+    current_.tail_offset = kBlockBytes;
+    next_ = Segment{};
+    next_state_ = NextState::kNone;
+    std::memset(tail_block_.get(), 0, kBlockBytes);
+    prepare_next_segment();
+  }
+  flush_requested_ = false;
+  const uint64_t block_start = align_down(current_.tail_offset, kBlockBytes);
+  const uint64_t prefix = current_.tail_offset - block_start;
+  const uint64_t room = std::min<uint64_t>(options_.max_write_bytes - prefix,
+                                           current_.size_bytes - current_.tail_offset);
+  uint64_t bytes = 0;
+  uint32_t records = 0;
+  for (const Pending& p : pending_) {
+    if (bytes + p.size_bytes > room) break;
+    bytes += p.size_bytes;
+    ++records;
+  }
+  HERALD_CHECK(records > 0, "a record larger than a write or a segment was staged");
+  uint8_t* out = write_buffer_.get();
+  std::memcpy(out, tail_block_.get(), prefix);
+  std::memcpy(out + prefix, staged_.data() + staged_head_, bytes);
+  const uint64_t write_bytes = align_up(prefix + bytes, kBlockBytes);
+  // Zeros after the last record: the scan stops at a zero header, and a stale byte here could
+  // otherwise be mistaken for data (this is also how a truncated torn tail gets cleared).
+  std::memset(out + prefix + bytes, 0, write_bytes - prefix - bytes);
+
+  batch_in_flight_ = true;
+  batch_records_ = records;
+  batch_record_bytes_ = bytes;
+  batch_write_offset_ = block_start;
+  batch_write_bytes_ = static_cast<uint32_t>(write_bytes);
+  ++stats_.batches;
+  stats_.bytes_written += write_bytes;
+  device_.write(current_.file, block_start, out, batch_write_bytes_,
+                [this](int32_t result) { on_batch_written(result); });
+}
+
+void Log::on_batch_written(int32_t result) {
+  if (failed()) {
+    batch_in_flight_ = false;
+    return;
+  }
+  if (result != static_cast<int32_t>(batch_write_bytes_)) {
+    batch_in_flight_ = false;
+    fail(io_error("log write", result, batch_write_bytes_));
+    return;
+  }
+  if (device_.writes_are_durable()) {
+    on_batch_synced(0);
+    return;
+  }
+  ++stats_.syncs;
+  device_.sync(current_.file, [this](int32_t r) { on_batch_synced(r); });
+}
+
+void Log::on_batch_synced(int32_t result) {
+  if (failed()) {
+    batch_in_flight_ = false;
+    return;
+  }
+  if (result < 0) {
+    batch_in_flight_ = false;
+    fail(io_error("log sync", result, 0));
+    return;
+  }
+  uint64_t offset = current_.tail_offset;
+  const uint64_t new_tail = offset + batch_record_bytes_;
+  current_.tail_offset = new_tail;
+  const uint64_t tail_block_start = align_down(new_tail, kBlockBytes);
+  if (new_tail < current_.size_bytes) {
+    std::memcpy(tail_block_.get(), write_buffer_.get() + (tail_block_start - batch_write_offset_),
+                new_tail - tail_block_start);
+  }
+  staged_head_ += batch_record_bytes_;
+  if (staged_head_ == staged_.size()) {
+    staged_.clear();
+    staged_head_ = 0;
+  } else if (staged_head_ >= (1u << 20) && staged_head_ * 2 >= staged_.size()) {
+    staged_.erase(staged_.begin(), staged_.begin() + static_cast<ptrdiff_t>(staged_head_));
+    staged_head_ = 0;
+  }
+  // batch_in_flight_ stays set while callbacks run, so appends they make only stage.
+  for (uint32_t i = 0; i < batch_records_; ++i) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    durable_sequence_ = p.sequence;
+    const RecordLocation location{p.sequence, current_.index, offset, p.size_bytes};
+    offset += p.size_bytes;
+    if (p.on_durable) p.on_durable(absl::OkStatus(), location);
+    if (failed()) break;
+  }
+  batch_in_flight_ = false;
+  maybe_flush();
+}
+
+void Log::prepare_next_segment() {
+  if (failed() || next_state_ != NextState::kNone) return;
+  next_ = Segment{};
+  next_.index = next_segment_index_++;
+  next_.size_bytes = options_.segment_size_bytes;
+  next_state_ = NextState::kCreating;
+  char name[kSegmentNameBytes + 1];
+  segment_file_name(next_.index, name);
+  device_.create(name, next_.size_bytes, [this](int32_t r) { on_next_created(r); });
+}
+
+void Log::on_next_created(int32_t result) {
+  if (failed()) {
+    if (result >= 0) device_.close(result);
+    next_state_ = NextState::kNone;
+    return;
+  }
+  if (result < 0) {
+    fail(io_error("create segment", result, 0));
+    next_state_ = NextState::kNone;
+    return;
+  }
+  next_.file = result;
+  SegmentHeader header;
+  header.segment_index = next_.index;
+  header.segment_size_bytes = next_.size_bytes;
+  header.max_write_bytes = options_.max_write_bytes;
+  header.max_payload_bytes = options_.max_payload_bytes;
+  encode_segment_header(header, header_block_.get());
+  device_.write(next_.file, 0, header_block_.get(), kBlockBytes,
+                [this](int32_t r) { on_next_header_written(r); });
+}
+
+void Log::on_next_header_written(int32_t result) {
+  if (!failed() && result != static_cast<int32_t>(kBlockBytes)) {
+    fail(io_error("write segment header", result, kBlockBytes));
+  }
+  if (failed()) {
+    device_.close(next_.file);
+    next_state_ = NextState::kNone;
+    return;
+  }
+  if (device_.writes_are_durable()) {
+    on_next_header_synced(0);
+    return;
+  }
+  ++stats_.syncs;
+  device_.sync(next_.file, [this](int32_t r) { on_next_header_synced(r); });
+}
+
+void Log::on_next_header_synced(int32_t result) {
+  if (!failed() && result < 0) fail(io_error("sync segment header", result, 0));
+  if (failed()) {
+    device_.close(next_.file);
+    next_state_ = NextState::kNone;
+    return;
+  }
+  next_state_ = NextState::kReady;
+  ++stats_.segments_created;
+  if (waiting_for_segment_) {
+    waiting_for_segment_ = false;
+    maybe_flush();
+  }
+}
+
+void Log::fail(absl::Status status) {
+  if (failed()) return;
+  // Fail-stop (README.md): after a failed write or fsync the kernel may already have dropped
+  // the dirty pages and marked them clean, so a retry could "succeed" over lost data. Nothing
+  // is retried; every append not yet durable fails, and so does every later one. The process
+  // recovers from what the log holds on disk, by reopening it.
+  status_ = std::move(status);
+  HLOG_ERROR("storage.log.failed")
+      .kv("error", std::string(status_.message()))
+      .kv("durable_sequence", durable_sequence_)
+      .kv("pending", static_cast<uint64_t>(pending_.size()));
+  std::deque<Pending> pending;
+  pending.swap(pending_);
+  staged_.clear();
+  staged_head_ = 0;
+  waiting_for_segment_ = false;
+  for (Pending& p : pending) {
+    if (p.on_durable) p.on_durable(status_, RecordLocation{p.sequence, 0, 0, p.size_bytes});
+  }
+}
+
+}  // namespace herald::storage

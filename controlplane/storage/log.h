@@ -1,0 +1,165 @@
+// The durable log at the bottom of the storage engine: fixed-size preallocated segments of
+// CRC32C-framed records with increasing sequence numbers, group commit by size and by time,
+// fail-stop on any write or sync error, and recovery that rebuilds state from the segments.
+//
+//   Log::open(device, options, visitor, [&](absl::StatusOr<std::unique_ptr<Log>> log) {...});
+//   log->append(type, payload, [](const absl::Status& s, const RecordLocation& where) {...});
+//
+// The durable callback of an append runs only after the write and the sync that cover the
+// record have both succeeded; then the record survives any crash. README.md has the format and
+// the argument.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "controlplane/storage/device.h"
+#include "controlplane/storage/record.h"
+
+namespace herald::storage {
+
+struct LogOptions {
+  // Size of every new segment file (a multiple of kBlockBytes). Existing segments keep theirs.
+  uint64_t segment_size_bytes = 64ull << 20;
+  // Group commit: a batch goes out once it holds this many bytes...
+  uint32_t group_commit_bytes = 256u << 10;
+  // ...or once its oldest append has waited this long, whichever comes first. One batch is in
+  // flight at a time; appends meanwhile gather for the next one.
+  uint64_t group_commit_delay_us = 200;
+  // Largest single write (tail block included). Bounds how far a torn write can reach, which
+  // recovery relies on; stored in each segment header.
+  uint32_t max_write_bytes = 1u << 20;
+  uint32_t max_payload_bytes = 64u << 10;
+  // Appends staged and not yet durable, in bytes; beyond it append() refuses (backpressure).
+  uint64_t max_staged_bytes = 64ull << 20;
+};
+absl::Status validate(const LogOptions& options);
+
+// Called once per appended record, in sequence order: OK and where the record lives once it is
+// durable, or the error that failed the log.
+using DurableCallback = std::function<void(const absl::Status& status, const RecordLocation&)>;
+
+struct LogStats {
+  uint64_t appends = 0;
+  uint64_t appends_refused = 0;  // backpressure (max_staged_bytes)
+  uint64_t batches = 0;
+  uint64_t batches_by_size = 0;
+  uint64_t batches_by_time = 0;
+  uint64_t bytes_written = 0;  // whole blocks, tail blocks rewritten included
+  uint64_t syncs = 0;
+  uint64_t segments_created = 0;
+  uint64_t rotation_waits = 0;  // a batch waited for the next segment's preallocation
+  // Recovery.
+  uint64_t recovered_records = 0;
+  uint64_t recovered_segments = 0;
+  uint64_t torn_tails = 0;
+};
+
+class Log {
+ public:
+  using OpenCallback = std::function<void(absl::StatusOr<std::unique_ptr<Log>> log)>;
+
+  // Scans every segment on `device` in order, calls `visitor` for each valid record (the index
+  // above rebuilds from these), then prepares a segment to append to and completes. Fails with
+  // DataLoss on corruption (never truncates past it), or with the device's error. `device` must
+  // outlive the Log.
+  static void open(Device& device, const LogOptions& options, RecordVisitor visitor,
+                   OpenCallback done);
+
+  // Dropping a Log with I/O in flight is allowed only when the device will never complete it
+  // (a simulated crash); otherwise wait for idle() first.
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Stages a record and returns its sequence number; `on_durable` runs later (never inside this
+  // call). Errors here mean the record was not taken and `on_durable` will never run:
+  // FailedPrecondition once the log has failed, InvalidArgument for a bad type or size,
+  // ResourceExhausted when max_staged_bytes are waiting (retry after some callbacks ran).
+  // Callbacks may append; they must not destroy the Log.
+  absl::StatusOr<uint64_t> append(uint8_t type, std::span<const uint8_t> payload,
+                                  DurableCallback on_durable);
+  // Sends whatever is staged without waiting for the size or time limit.
+  void flush();
+
+  // The first error the log met; after it every append fails (fail-stop, README.md).
+  const absl::Status& status() const { return status_; }
+  bool failed() const { return !status_.ok(); }
+  // Nothing staged, nothing in flight (segment preallocation included).
+  bool idle() const;
+  uint64_t next_sequence() const { return next_sequence_; }
+  // Every record up to this one is durable.
+  uint64_t durable_sequence() const { return durable_sequence_; }
+  const LogStats& stats() const { return stats_; }
+  const LogOptions& options() const { return options_; }
+
+ private:
+  struct Pending {
+    uint64_t sequence;
+    uint32_t size_bytes;
+    uint64_t append_ns;
+    DurableCallback on_durable;
+  };
+  struct Segment {
+    FileHandle file = -1;
+    uint64_t index = 0;
+    uint64_t size_bytes = 0;
+    uint64_t tail_offset = 0;  // where the next record goes
+  };
+  enum class NextState : uint8_t { kNone, kCreating, kReady };
+  class Recovery;
+
+  Log(Device& device, const LogOptions& options);
+
+  void maybe_flush();
+  void start_batch();
+  void on_batch_written(int32_t result);
+  void on_batch_synced(int32_t result);
+  void prepare_next_segment();
+  void on_next_created(int32_t result);
+  void on_next_header_written(int32_t result);
+  void on_next_header_synced(int32_t result);
+  void fail(absl::Status status);
+
+  Device& device_;
+  const LogOptions options_;
+  absl::Status status_;
+  LogStats stats_;
+
+  uint64_t next_sequence_ = 1;
+  uint64_t durable_sequence_ = 0;
+
+  // Staged records, encoded, in sequence order; staged_[staged_head_, end) are not yet durable.
+  std::vector<uint8_t> staged_;
+  size_t staged_head_ = 0;
+  std::deque<Pending> pending_;
+  uint64_t oldest_staged_ns_ = 0;
+  bool timer_armed_ = false;
+  bool flush_requested_ = false;
+
+  Segment current_;
+  // The block holding current_.tail_offset, as written: the next batch rewrites it whole.
+  std::unique_ptr<uint8_t, void (*)(void*)> tail_block_;
+  std::unique_ptr<uint8_t, void (*)(void*)> write_buffer_;
+  std::unique_ptr<uint8_t, void (*)(void*)> header_block_;
+
+  // The batch in flight.
+  bool batch_in_flight_ = false;
+  bool waiting_for_segment_ = false;
+  uint32_t batch_records_ = 0;
+  uint32_t batch_write_bytes_ = 0;
+  uint64_t batch_write_offset_ = 0;
+  uint64_t batch_record_bytes_ = 0;
+
+  Segment next_;
+  NextState next_state_ = NextState::kNone;
+  uint64_t next_segment_index_ = 0;
+};
+
+}  // namespace herald::storage

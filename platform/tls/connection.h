@@ -1,0 +1,164 @@
+// A TLS connection driven by bytes, not sockets: the caller feeds received ciphertext in,
+// takes ciphertext to send out, and reads and writes plaintext. The io_uring server and the
+// DPDK TCP stack both drive it the same way.
+//
+//   conn->feed_ciphertext(received);            // returns how much it took
+//   while ((r = conn->read_plaintext(buf)).status == IoStatus::kOk) consume(buf, r.bytes);
+//   (void)conn->write_plaintext(reply);
+//   send(conn->pending_ciphertext()); conn->consume_ciphertext(sent);
+#pragma once
+
+#include <openssl/base.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "platform/tls/certificate.h"
+#include "platform/tls/context.h"
+
+namespace herald::tls {
+
+// Why a connection failed. Stable: counters and logs key on these names.
+enum class TlsError : uint8_t {
+  kNone = 0,
+  kProtocol,     // malformed or unexpected record or message (garbage, plain HTTP, ...)
+  kDecrypt,      // a record failed authentication (RFC 8446 §5.2 bad_record_mac)
+  kHandshake,    // no shared version, cipher suite, group, signature algorithm or ALPN
+  kCertificate,  // the peer's certificate is missing, untrusted, expired or unpinned
+  kPeerAlert,    // the peer sent a fatal alert
+  kTruncated,    // the transport ended without close_notify (RFC 8446 §6.1)
+  kInternal,     // allocation or library failure on our side
+};
+inline constexpr int kTlsErrorCount = 8;
+std::string_view tls_error_name(TlsError error);
+
+enum class IoStatus : uint8_t {
+  kOk,        // `bytes` moved
+  kWantMore,  // nothing to do until more ciphertext arrives (or output drains)
+  kClosed,    // the peer sent close_notify: no more plaintext will come
+  kError,     // fatal; see error(). Send pending_ciphertext() (it may hold an alert), then close
+};
+
+struct IoResult {
+  IoStatus status;
+  size_t bytes;
+};
+
+enum class HandshakeState : uint8_t { kInProgress, kDone, kFailed };
+
+// What the peer's certificate was (mTLS on the server; the server's, on a client).
+struct PeerCertificate {
+  bool present = false;
+  Sha256 sha256{};      // of the leaf's DER
+  std::string subject;  // one-line subject
+};
+
+// Resumable session handed out by a client connection.
+using ClientSession = std::shared_ptr<SSL_SESSION>;
+
+class Connection {
+ public:
+  // Ciphertext held in our input queue before the caller must drain plaintext: two maximum
+  // records (RFC 8446 §5.2: 2^14 + 256 bytes of payload plus the 5-byte header).
+  static constexpr size_t kMaxBufferedInputBytes = 2 * (16384 + 256 + 5);
+  // write_plaintext stops taking plaintext while this much ciphertext awaits sending.
+  static constexpr size_t kMaxBufferedOutputBytes = 4 * (16384 + 256 + 5);
+
+  static absl::StatusOr<std::unique_ptr<Connection>> server(std::shared_ptr<ServerContext> context);
+  // server_name: sent as SNI (when a DNS name) and checked against the certificate when the
+  // context verifies with a CA file. resume: a session from an earlier connection, or null.
+  static absl::StatusOr<std::unique_ptr<Connection>> client(std::shared_ptr<ClientContext> context,
+                                                            const std::string& server_name,
+                                                            ClientSession resume = nullptr);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Takes up to kMaxBufferedInputBytes of buffered ciphertext and advances the handshake.
+  // Returns how many bytes it took: fewer than offered means read_plaintext() first.
+  [[nodiscard]] size_t feed_ciphertext(std::span<const uint8_t> ciphertext);
+  // The transport reached end of stream: after buffered input, reads see kClosed (if the peer
+  // sent close_notify) or kError/kTruncated.
+  void feed_eof();
+
+  [[nodiscard]] IoResult read_plaintext(std::span<uint8_t> out);
+  // Encrypts as much as fits (records of up to 16 KiB); kWantMore with 0 bytes while the
+  // handshake is unfinished or output is backed up.
+  [[nodiscard]] IoResult write_plaintext(std::span<const uint8_t> plaintext);
+
+  // Ciphertext to send, valid until the next call on this connection.
+  [[nodiscard]] std::span<const uint8_t> pending_ciphertext() const;
+  void consume_ciphertext(size_t bytes);
+  // pending_ciphertext() copied out and consumed; for tests and simple drivers.
+  [[nodiscard]] std::vector<uint8_t> take_ciphertext();
+
+  // Queues close_notify (RFC 8446 §6.1). Further writes fail.
+  void close();
+
+  HandshakeState handshake_state() const { return state_; }
+  bool handshake_done() const { return state_ == HandshakeState::kDone; }
+  bool resumed() const { return resumed_; }
+  std::string_view alpn() const { return {alpn_.data(), alpn_length_}; }
+  uint16_t protocol_version() const { return version_; }  // TLS1_3_VERSION, TLS1_2_VERSION
+  const char* cipher_name() const { return cipher_name_; }
+  const PeerCertificate& peer_certificate() const { return peer_; }
+  bool close_notify_received() const { return close_notify_received_; }
+  bool is_server() const { return is_server_; }
+
+  TlsError error() const { return error_; }
+  // BoringSSL's reason for the error ("DECRYPTION_FAILED_OR_BAD_RECORD_MAC"); static storage.
+  std::string_view error_reason() const { return error_reason_; }
+
+  // The newest resumable session a client received (TLS 1.3 tickets arrive after the
+  // handshake, so read_plaintext must have run). Null on a server or before one arrived.
+  ClientSession session() const { return session_; }
+
+  // Internal (BIO and BoringSSL callbacks).
+  struct ByteQueue {
+    std::unique_ptr<uint8_t[]> data;
+    size_t capacity = 0;
+    size_t begin = 0;
+    size_t end = 0;
+    size_t size() const { return end - begin; }
+    bool append(const uint8_t* bytes, size_t n);
+    void consume(size_t n);
+  };
+  int bio_read(uint8_t* out, int len);
+  int bio_write(const uint8_t* in, int len);
+  void set_session(SSL_SESSION* session);
+
+ private:
+  Connection(std::shared_ptr<const void> context, bool is_server);
+  absl::Status init(SSL_CTX* ctx);
+  void advance_handshake();
+  void on_handshake_done();
+  IoStatus fail(int ssl_result);
+
+  std::shared_ptr<const void> context_;  // keeps the context (and its callbacks' state) alive
+  bssl::UniquePtr<SSL> ssl_;
+  ByteQueue in_;
+  ByteQueue out_;
+  ClientSession session_;
+  PeerCertificate peer_;
+  const char* cipher_name_ = "";
+  const char* error_reason_ = "";
+  std::array<char, 255> alpn_{};
+  uint8_t alpn_length_ = 0;
+  uint16_t version_ = 0;
+  HandshakeState state_ = HandshakeState::kInProgress;
+  TlsError error_ = TlsError::kNone;
+  bool is_server_;
+  bool resumed_ = false;
+  bool eof_ = false;
+  bool close_notify_received_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace herald::tls
