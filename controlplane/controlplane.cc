@@ -108,12 +108,20 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
                                                     std::move(*loop), std::move(*signal_fd)));
   if (absl::Status status = cp->register_counters(); !status.ok()) return status;
 
+  IpcServerOptions ipc_options = IpcServerOptions::from_config(cp->config_);
+  ipc_options.counters_fd = cp->counters_.fd();
+  ipc_options.build = HERALD_VERSION;
+  auto ipc = IpcServer::start(*cp->loop_, std::move(ipc_options), &cp->ipc_handler_);
+  if (!ipc.ok()) return ipc.status();
+  cp->ipc_ = std::move(*ipc);
+
   cp->loop_->poll(cp->signal_op_, cp->signal_fd_.get(), POLLIN, /*persistent=*/true);
   cp->loop_->tick(cp->tick_op_, kTickPeriodNs);
   HLOG_INFO("controlplane.started")
       .kv("version", HERALD_VERSION)
       .kv("node_id", cp->config_.node().id())
       .kv("data_dir", cp->data_dir_)
+      .kv("ipc_socket", cp->config_.controlplane().ipc_socket_path()->str())
       .kv("counters_bytes", cp->counters_.segment().size());
   return cp;
 }
@@ -145,16 +153,28 @@ absl::Status ControlPlane::register_counters() {
   thread_counters_.emplace(*thread);
   auto uptime = registry.gauge("controlplane.uptime_seconds");
   auto node_id = registry.gauge("controlplane.node_id");
-  auto iterations = registry.counter("controlplane.loop.iterations");
-  auto completions = registry.counter("controlplane.loop.completions");
-  for (const absl::Status& s :
-       {uptime.status(), node_id.status(), iterations.status(), completions.status()}) {
-    if (!s.ok()) return s;
-  }
+  auto connected = registry.gauge("ipc.dataplane_connected");
+  if (!uptime.ok()) return uptime.status();
+  if (!node_id.ok()) return node_id.status();
+  if (!connected.ok()) return connected.status();
   uptime_seconds_ = *uptime;
   config_node_id_ = *node_id;
-  loop_iterations_ = *iterations;
-  loop_completions_ = *completions;
+  ipc_dataplane_connected_ = *connected;
+  const std::pair<MirroredCounter*, const char*> mirrored[] = {
+      {&loop_iterations_, "controlplane.loop.iterations"},
+      {&loop_completions_, "controlplane.loop.completions"},
+      {&ipc_connects_, "ipc.connects"},
+      {&ipc_disconnects_, "ipc.disconnects"},
+      {&ipc_rejections_, "ipc.rejections"},
+      {&ipc_records_in_, "ipc.records_in"},
+      {&ipc_records_out_, "ipc.records_out"},
+      {&ipc_bad_records_, "ipc.bad_records"},
+  };
+  for (auto [counter, name] : mirrored) {
+    auto handle = registry.counter(name);
+    if (!handle.ok()) return handle.status();
+    counter->handle = *handle;
+  }
   thread_counters_->set(config_node_id_, config_.node().id());
   return absl::OkStatus();
 }
@@ -165,16 +185,34 @@ uint64_t ControlPlane::uptime_ms() const {
 
 void ControlPlane::run() {
   loop_->run();
-  publish_loop_stats();
+  publish_stats();
   HLOG_INFO("controlplane.stopped").kv("uptime_ms", uptime_ms());
 }
 
-void ControlPlane::publish_loop_stats() {
-  const uring::LoopStats& now = loop_->stats();
-  thread_counters_->add(loop_iterations_, now.iterations - published_stats_.iterations);
-  thread_counters_->add(loop_completions_, now.completions - published_stats_.completions);
-  published_stats_ = now;
+void ControlPlane::mirror(MirroredCounter& counter, uint64_t now_value) {
+  thread_counters_->add(counter.handle, now_value - counter.published);
+  counter.published = now_value;
+}
+
+void ControlPlane::publish_stats() {
+  const uring::LoopStats& loop = loop_->stats();
+  mirror(loop_iterations_, loop.iterations);
+  mirror(loop_completions_, loop.completions);
   thread_counters_->set(uptime_seconds_, static_cast<int64_t>(uptime_ms() / 1000));
+
+  const IpcServerStats& ipc = ipc_->stats();
+  uint64_t records_in = 0, records_out = 0, bad = 0;
+  for (uint64_t n : ipc.records_in) records_in += n;
+  for (uint64_t n : ipc.records_out) records_out += n;
+  for (uint64_t n : ipc.bad_records) bad += n;
+  mirror(ipc_connects_, ipc.connects);
+  mirror(ipc_disconnects_, ipc.disconnects);
+  mirror(ipc_rejections_, ipc.rejected_bad_hello + ipc.rejected_version + ipc.rejected_workers +
+                              ipc.rejected_busy + ipc.rejected_internal + ipc.handshake_timeouts);
+  mirror(ipc_records_in_, records_in);
+  mirror(ipc_records_out_, records_out);
+  mirror(ipc_bad_records_, bad);
+  thread_counters_->set(ipc_dataplane_connected_, ipc_->dataplane_connected() ? 1 : 0);
 }
 
 void ControlPlane::on_signal(uring::Operation& op, const uring::Completion& completion) {
@@ -195,7 +233,25 @@ void ControlPlane::on_signal(uring::Operation& op, const uring::Completion& comp
 void ControlPlane::on_tick(uring::Operation& op, const uring::Completion& completion) {
   auto* self = op.context_as<ControlPlane>();
   if (completion.result < 0 && completion.result != -ETIME) return;
-  self->publish_loop_stats();
+  self->publish_stats();
+}
+
+void UnservedRecords::on_record(uint16_t worker, const ipc::Envelope& envelope) {
+  const ipc::Record type = envelope.record_type();
+  ++by_type_[static_cast<size_t>(type)];
+  if (type == ipc::Record::Hello || type == ipc::Record::Heartbeat) return;
+  HLOG_RATE_LIMITED(kWarn, "ipc.record_unserved", 1)
+      .kv("worker", worker)
+      .kv("type", ipc::EnumNameRecord(type))
+      .kv("count", by_type_[static_cast<size_t>(type)]);
+}
+
+void UnservedRecords::on_dataplane_connected(uint64_t instance_id, bool restarted) {
+  HLOG_INFO("ipc.dataplane_connected").kv("instance_id", instance_id).kv("restarted", restarted);
+}
+
+void UnservedRecords::on_dataplane_disconnected() {
+  HLOG_INFO("ipc.dataplane_disconnected");
 }
 
 }  // namespace herald::controlplane

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controlplane/ipc/ipc_server.h"
 #include "platform/config/config.h"
 #include "platform/counters/segment.h"
 #include "platform/shm/unique_fd.h"
@@ -19,6 +20,21 @@ namespace herald::controlplane {
 
 struct StartOptions {
   std::string data_dir;  // effective data directory (--data-dir, else the config's)
+};
+
+// Receives the dataplane's IPC records. The store and registration services that answer them
+// (StoreAppend, DrainRequest, StoreAck, PushHint) are not built yet: until they are, records
+// are counted by type and logged (rate limited), so a connected dataplane is visible and
+// nothing it sends is mistaken for handled.
+class UnservedRecords : public IpcHandler {
+ public:
+  void on_record(uint16_t worker, const ipc::Envelope& envelope) override;
+  void on_dataplane_connected(uint64_t instance_id, bool restarted) override;
+  void on_dataplane_disconnected() override;
+  uint64_t count(ipc::Record type) const { return by_type_[static_cast<size_t>(type)]; }
+
+ private:
+  uint64_t by_type_[ipc::kRecordTypeCount] = {};
 };
 
 class ControlPlane {
@@ -39,6 +55,7 @@ class ControlPlane {
   const config::Config& config() const { return config_; }
   const std::string& data_dir() const { return data_dir_; }
   uint64_t uptime_ms() const;
+  const IpcServer& ipc() const { return *ipc_; }
 
  private:
   ControlPlane(config::Config config, std::string data_dir, shm::UniqueFd lock_fd,
@@ -47,7 +64,14 @@ class ControlPlane {
   absl::Status register_counters();
   static void on_signal(uring::Operation& op, const uring::Completion& completion);
   static void on_tick(uring::Operation& op, const uring::Completion& completion);
-  void publish_loop_stats();
+  void publish_stats();
+
+  // A monotonic source (loop or IPC stats) mirrored into a counter by deltas.
+  struct MirroredCounter {
+    counters::CounterHandle handle;
+    uint64_t published = 0;
+  };
+  void mirror(MirroredCounter& counter, uint64_t now_value);
 
   config::Config config_;
   std::string data_dir_;
@@ -58,14 +82,22 @@ class ControlPlane {
   uring::Operation signal_op_;
   uring::Operation tick_op_;
   uint64_t started_ns_;
+  UnservedRecords ipc_handler_;
+  std::unique_ptr<IpcServer> ipc_;  // after loop_: destroyed first, while the loop still runs
 
   // This thread's block in the counters segment and what the control plane itself reports.
   std::optional<counters::ThreadCounters> thread_counters_;
   counters::GaugeHandle uptime_seconds_;
   counters::GaugeHandle config_node_id_;
-  counters::CounterHandle loop_iterations_;
-  counters::CounterHandle loop_completions_;
-  uring::LoopStats published_stats_{};
+  MirroredCounter loop_iterations_;
+  MirroredCounter loop_completions_;
+  MirroredCounter ipc_connects_;
+  MirroredCounter ipc_disconnects_;
+  MirroredCounter ipc_rejections_;
+  MirroredCounter ipc_records_in_;
+  MirroredCounter ipc_records_out_;
+  MirroredCounter ipc_bad_records_;
+  counters::GaugeHandle ipc_dataplane_connected_;
 };
 
 }  // namespace herald::controlplane

@@ -6,6 +6,8 @@ Usage: controlplane_lifecycle.py PATH_TO_herald-controlplane
 """
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,16 +40,41 @@ def run(*args):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=DEADLINE_S)
 
 
+def write_config(tmp, name):
+    """A config whose IPC socket lives in the test's own directory."""
+    socket_path = os.path.join(tmp, f"{name}.sock")
+    path = os.path.join(tmp, f"{name}.json")
+    with open(path, "w") as f:
+        f.write('{"controlplane": {"ipc_socket_path": "%s"}}' % socket_path)
+    return path, socket_path
+
+
 def check_lifecycle(tmp, stop_signal):
     data_dir = os.path.join(tmp, f"data-{stop_signal}")
-    proc = start("--data-dir", data_dir)
+    config, socket_path = write_config(tmp, f"node-{stop_signal}")
+    proc = start("--config", config, "--data-dir", data_dir)
     try:
         wait_for_line(proc, "controlplane.started")
         with open(os.path.join(data_dir, "controlplane.lock")) as f:
             assert f.read().strip() == str(proc.pid), "lock file must name its holder"
         assert (os.stat(data_dir).st_mode & 0o777) == 0o700, "data dir must be private"
+        mode = os.stat(socket_path).st_mode
+        assert stat.S_ISSOCK(mode) and (mode & 0o777) == 0o600, "IPC socket must be private"
 
-        second = run("--data-dir", data_dir)
+        # A peer on the IPC socket that is not a dataplane is refused; the node keeps running.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as peer:
+            peer.settimeout(DEADLINE_S)
+            peer.connect(socket_path)
+            peer.send(b"not a flatbuffer hello")
+            refusal = b""
+            try:
+                while chunk := peer.recv(4096):
+                    refusal += chunk
+            except ConnectionResetError:
+                pass
+            assert proc.poll() is None, "a bad IPC peer must not stop the control plane"
+
+        second = run("--config", config, "--data-dir", data_dir)
         assert second.returncode == 1, second
         assert "is in use by another herald-controlplane" in second.stderr, second.stderr
 
@@ -56,13 +83,14 @@ def check_lifecycle(tmp, stop_signal):
         assert proc.wait(timeout=DEADLINE_S) == 0, f"exit {proc.returncode}: {rest}"
         assert "controlplane.stopped" in rest, rest
         assert "ERROR" not in rest, rest
+        assert not os.path.exists(socket_path), "a clean stop removes the IPC socket"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
     # The lock dies with its holder: a new instance takes the directory at once.
-    again = start("--data-dir", data_dir)
+    again = start("--config", config, "--data-dir", data_dir)
     try:
         wait_for_line(again, "controlplane.started")
     finally:
