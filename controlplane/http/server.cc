@@ -1,0 +1,802 @@
+// The HTTP/1.1 server on the io_uring loop: connections, the per-connection response queue
+// (responses leave in request order), limits and the timeout lists. See server.h.
+#include "controlplane/http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "controlplane/http/status.h"
+#include "platform/assert/assert.h"
+#include "platform/clock/clock.h"
+#include "platform/log/log.h"
+
+namespace herald::http {
+namespace {
+
+constexpr uint64_t kNsPerMs = 1'000'000;
+// After the last response of a closing connection its write side is shut and what the client
+// still sends is read and dropped for this long: closing with unread bytes would send an RST,
+// which can destroy the response before the client reads it (the "lingering close").
+constexpr uint64_t kLingerMs = 2'000;
+// Per-connection buffers keep their capacity between requests (no allocation in steady state)
+// up to this size; a rare large body or response gives its memory back, so a million idle
+// connections do not each keep the largest request they ever saw.
+constexpr size_t kKeepBufferBytes = 16 * 1024;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// A rejected connection gets this and is closed at once; written with one non-blocking send on
+// a fresh socket, whose send buffer is empty.
+constexpr std::string_view kBusy =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    "Content-Length: 60\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"try again "
+    "later\"}";
+static_assert(std::string_view("{\"error\":\"too_many_connections\",\"message\":\"try again "
+                               "later\"}")
+                  .size() == 60);
+
+}  // namespace
+
+// One accepted socket. Pooled: the parser, the slots and their buffers are reused by the next
+// connection, so steady-state requests allocate nothing once the buffers reached their size.
+struct Connection {
+  enum class SlotState : uint8_t { kFree, kWaiting, kReady, kQueued };
+  struct Slot {
+    std::string out;
+    uring::SendChunk chunk;
+    SlotState state = SlotState::kFree;
+    bool close_after = false;
+    bool head_request = false;
+    bool http10 = false;
+  };
+
+  Connection(Server& s, uint32_t i)
+      : server(s), index(i), parser(s.limits_.parser), slots(s.limits_.max_pipeline_depth) {
+    recv_op.set_callback(&Connection::on_recv, this);
+    close_op.set_callback(&Connection::on_close, this);
+    continue_chunk.data = reinterpret_cast<const uint8_t*>(kContinue.data());
+    continue_chunk.size_bytes = static_cast<uint32_t>(kContinue.size());
+  }
+
+  void start(int new_fd, const Server::AddressKey& key);
+  // The TLS seam: decrypted (here: received) bytes in, queued response bytes out.
+  void on_plaintext(std::string_view data);
+  void transmit();
+
+  size_t feed(std::string_view input);
+  void dispatch();
+  void fail_parse(ParseError error);
+  void timed_out(Server::TimerKind kind);
+  uint32_t allocate_slot(bool close_after);
+  void write_error(uint32_t slot, int status, std::string_view name, std::string_view message);
+  void finish_slot(Slot& slot);
+  void pause();
+  void resume();
+  void arm_recv();
+  void update_timer();
+  void begin_close();
+  void start_linger();
+  void maybe_finish_close();
+
+  static void on_recv(uring::Operation& op, const uring::Completion& c);
+  static void on_close(uring::Operation& op, const uring::Completion& c);
+  static void on_send_done(uring::SendStream& stream, uring::SendChunk& chunk, int32_t result);
+
+  Server& server;
+  const uint32_t index;
+  uint64_t generation = 0;
+  int fd = -1;
+  Server::AddressKey address;
+  RequestParser parser;
+  std::optional<uring::SendStream> stream;
+  uring::Operation recv_op;
+  uring::Operation close_op;
+  uring::SendChunk continue_chunk;
+  std::string body;
+  std::string pending_in;  // received while reading was paused
+  size_t pending_offset = 0;
+  std::vector<Slot> slots;
+  uint32_t slot_head = 0;    // oldest request without its response fully sent
+  uint32_t slot_count = 0;   // slots in use
+  uint32_t slot_queued = 0;  // of those, handed to the SendStream
+  uint32_t requests = 0;
+  bool recv_armed = false;
+  bool paused = false;
+  bool stop_parsing = false;  // a closing response is queued: later bytes are dropped
+  bool in_body = false;
+  bool peer_eof = false;
+  bool lingering = false;
+  bool closing = false;
+  bool close_started = false;
+  bool continue_in_flight = false;
+  bool in_use = false;
+  // Timer list links.
+  Server::TimerKind timer_kind = Server::TimerKind::kNone;
+  uint64_t deadline_ns = 0;
+  Connection* timer_prev = nullptr;
+  Connection* timer_next = nullptr;
+};
+
+// --- Connection ----------------------------------------------------------------------------
+
+void Connection::start(int new_fd, const Server::AddressKey& key) {
+  ++generation;
+  fd = new_fd;
+  address = key;
+  parser.reset();
+  stream.emplace(server.loop_, fd, &Connection::on_send_done, this);
+  body.clear();
+  pending_in.clear();
+  pending_offset = 0;
+  for (Slot& s : slots) s.state = SlotState::kFree;
+  slot_head = slot_count = slot_queued = 0;
+  requests = 0;
+  recv_armed = paused = stop_parsing = in_body = peer_eof = lingering = false;
+  closing = close_started = continue_in_flight = false;
+  in_use = true;
+  arm_recv();
+  update_timer();
+}
+
+void Connection::arm_recv() {
+  if (recv_armed || closing) return;
+  recv_armed = true;
+  server.loop_.recv_multishot(recv_op, fd, *server.buffers_);
+}
+
+void Connection::on_recv(uring::Operation& op, const uring::Completion& c) {
+  auto* conn = op.context_as<Connection>();
+  if (c.result > 0 && c.buffer_ring != nullptr) {
+    if (!conn->closing) {
+      conn->on_plaintext(
+          std::string_view(reinterpret_cast<const char*>(c.data), static_cast<size_t>(c.result)));
+    }
+    c.buffer_ring->recycle(c.buffer_id);
+  }
+  if (c.more) return;
+  conn->recv_armed = false;
+  if (conn->closing) {
+    conn->maybe_finish_close();
+    return;
+  }
+  if (c.result == 0) {
+    // EOF. A client may half-close after its last pipelined request and still read the
+    // answers, so the connection closes once nothing is left to send.
+    conn->peer_eof = true;
+    conn->stop_parsing = true;
+    if (conn->lingering || (conn->slot_count == 0 && conn->stream->idle())) {
+      conn->begin_close();
+    } else {
+      conn->update_timer();
+    }
+    return;
+  }
+  if (c.result == -ECANCELED && conn->paused) return;  // resume() re-arms
+  if (c.result < 0 && c.result != -ECANCELED) {
+    conn->begin_close();
+    return;
+  }
+  // Ended without an error while we still want bytes (a cancel that raced a resume).
+  if (!conn->paused) conn->arm_recv();
+}
+
+void Connection::on_plaintext(std::string_view data) {
+  if (stop_parsing) return;
+  if (paused || pending_offset < pending_in.size()) {
+    pending_in.append(data);
+    return;
+  }
+  const size_t used = feed(data);
+  if (used < data.size() && !stop_parsing) {
+    pending_in.assign(data.substr(used));
+    pending_offset = 0;
+  }
+}
+
+// Parses until the input is used up, the queue of unanswered requests is full (then reading
+// pauses) or the connection stops parsing. Returns the bytes consumed (all when dropped).
+size_t Connection::feed(std::string_view input) {
+  const size_t total = input.size();
+  for (;;) {
+    if (stop_parsing || closing) return total;
+    if (slot_count == slots.size()) {
+      pause();
+      break;
+    }
+    const ParseStep step = parser.parse(input);
+    input.remove_prefix(step.consumed_bytes);
+    bool done = false;
+    switch (step.event) {
+      case ParseEvent::kNeedMore: done = true; break;
+      case ParseEvent::kHeadersComplete: {
+        in_body = true;
+        body.clear();
+        const Request& req = parser.request();
+        // 100 (Continue) only when every earlier response is already in the SendStream, so it
+        // cannot overtake one (RFC 9110 §10.1.1). Otherwise the client sends after its wait.
+        if (req.expect_continue() && req.body_framing() != BodyFraming::kNone && slot_count == 0 &&
+            !continue_in_flight && !server.shutting_down_) {
+          if (stream->push(continue_chunk) == 0) {
+            continue_in_flight = true;
+            ++server.stats_.continues_sent;
+          }
+        }
+        break;
+      }
+      case ParseEvent::kBodyData: body.append(step.body); break;
+      case ParseEvent::kMessageComplete:
+        in_body = false;
+        dispatch();
+        break;
+      case ParseEvent::kError: fail_parse(parser.error()); return total;
+    }
+    if (done) break;
+  }
+  update_timer();
+  return total - input.size();
+}
+
+uint32_t Connection::allocate_slot(bool close_after) {
+  HERALD_CHECK(slot_count < slots.size(), "http connection slot overflow");
+  const uint32_t i = static_cast<uint32_t>((slot_head + slot_count) % slots.size());
+  ++slot_count;
+  Slot& s = slots[i];
+  s.state = SlotState::kWaiting;
+  s.close_after = close_after;
+  s.head_request = false;
+  s.http10 = false;
+  if (close_after) stop_parsing = true;
+  return i;
+}
+
+void Connection::dispatch() {
+  ++requests;
+  ++server.stats_.requests;
+  const Request& req = parser.request();
+  bool close_after = !req.keep_alive() || server.shutting_down_;
+  if (!close_after && requests >= server.limits_.max_requests_per_connection) {
+    close_after = true;
+    ++server.stats_.max_requests_closes;
+  }
+  const uint32_t i = allocate_slot(close_after);
+  slots[i].head_request = req.method() == Method::kHead;
+  slots[i].http10 = req.version() == Version::kHttp10;
+  Responder responder(&server, index, generation, i);
+  server.handler_.handle(req, body, responder);
+  if (body.capacity() > kKeepBufferBytes) std::string().swap(body);
+}
+
+void Connection::write_error(uint32_t slot, int status, std::string_view name,
+                             std::string_view message) {
+  Slot& s = slots[slot];
+  s.close_after = true;
+  stop_parsing = true;
+  std::string json = "{\"error\":\"";
+  json.append(name);
+  json.append("\",\"message\":\"");
+  json.append(message);
+  json.append("\"}");
+  s.out.clear();
+  ResponseWriter w(s.out, status);
+  w.header("Date", server.dates_.now());
+  w.header("Content-Type", "application/json");
+  w.header("Connection", "close");
+  const bool ok = w.finish(json);
+  HERALD_DCHECK(ok, "error response refused by the writer");
+  (void)ok;
+  s.state = SlotState::kReady;
+  ++server.stats_.responses;
+  transmit();
+}
+
+void Connection::fail_parse(ParseError error) {
+  ++server.stats_.parse_errors[static_cast<size_t>(error) - 1];
+  const int status = parse_error_status(error);
+  const uint32_t i = allocate_slot(true);
+  std::string message(reason_phrase(status));
+  write_error(i, status, parse_error_name(error), message);
+}
+
+void Connection::timed_out(Server::TimerKind kind) {
+  switch (kind) {
+    case Server::TimerKind::kHeader:
+    case Server::TimerKind::kBody:
+      if (kind == Server::TimerKind::kHeader) {
+        ++server.stats_.header_timeouts;
+      } else {
+        ++server.stats_.body_timeouts;
+      }
+      if (slot_count < slots.size() && !stop_parsing) {
+        const uint32_t i = allocate_slot(true);
+        write_error(i, 408, kind == Server::TimerKind::kHeader ? "header_timeout" : "body_timeout",
+                    "the request did not arrive in time");
+      } else {
+        begin_close();
+      }
+      return;
+    case Server::TimerKind::kIdle:
+      ++server.stats_.idle_timeouts;
+      begin_close();
+      return;
+    case Server::TimerKind::kSend:
+      ++server.stats_.send_timeouts;
+      begin_close();
+      return;
+    case Server::TimerKind::kLinger:
+    case Server::TimerKind::kNone: begin_close(); return;
+  }
+}
+
+// Hands every response that is next in request order to the SendStream.
+void Connection::transmit() {
+  while (slot_queued < slot_count && !closing) {
+    Slot& s = slots[(slot_head + slot_queued) % slots.size()];
+    if (s.state != SlotState::kReady) break;
+    s.chunk.data = reinterpret_cast<const uint8_t*>(s.out.data());
+    s.chunk.size_bytes = static_cast<uint32_t>(s.out.size());
+    s.chunk.user = &s;
+    s.state = SlotState::kQueued;
+    ++slot_queued;
+    if (stream->push(s.chunk) != 0) {
+      s.state = SlotState::kReady;
+      --slot_queued;
+      begin_close();
+      return;
+    }
+  }
+  update_timer();
+}
+
+void Connection::on_send_done(uring::SendStream& stream, uring::SendChunk& chunk, int32_t result) {
+  auto* conn = static_cast<Connection*>(stream.context());
+  if (&chunk == &conn->continue_chunk) {
+    conn->continue_in_flight = false;
+    if (result < 0) conn->begin_close();
+    conn->maybe_finish_close();
+    return;
+  }
+  auto* slot = static_cast<Slot*>(chunk.user);
+  HERALD_DCHECK(slot == &conn->slots[conn->slot_head], "http response completed out of order");
+  slot->state = SlotState::kFree;
+  if (slot->out.capacity() > kKeepBufferBytes) std::string().swap(slot->out);
+  conn->slot_head = static_cast<uint32_t>((conn->slot_head + 1) % conn->slots.size());
+  --conn->slot_count;
+  --conn->slot_queued;
+  if (result < 0) {
+    if (result != -ECANCELED) ++conn->server.stats_.send_errors;
+    conn->begin_close();
+    conn->maybe_finish_close();
+    return;
+  }
+  if (conn->closing) {
+    conn->maybe_finish_close();
+    return;
+  }
+  if (slot->close_after) {
+    conn->start_linger();
+    return;
+  }
+  if (conn->peer_eof && conn->slot_count == 0) {
+    conn->begin_close();
+    return;
+  }
+  // Progress: a send timeout counts from the last completed response, not the first queued.
+  if (conn->timer_kind == Server::TimerKind::kSend) conn->server.unlink_timer(*conn);
+  if (conn->paused) conn->resume();
+  conn->update_timer();
+}
+
+void Connection::pause() {
+  paused = true;
+  if (recv_armed) (void)server.loop_.cancel(recv_op);
+}
+
+void Connection::resume() {
+  paused = false;
+  if (pending_offset < pending_in.size()) {
+    const std::string_view rest = std::string_view(pending_in).substr(pending_offset);
+    pending_offset += feed(rest);
+    if (closing) return;
+    if (pending_offset >= pending_in.size()) {
+      pending_in.clear();
+      pending_offset = 0;
+      if (pending_in.capacity() > kKeepBufferBytes) std::string().swap(pending_in);
+    }
+  }
+  if (!paused && !peer_eof) arm_recv();
+}
+
+void Connection::start_linger() {
+  ::shutdown(fd, SHUT_WR);
+  lingering = true;
+  stop_parsing = true;
+  if (peer_eof) {
+    begin_close();
+    return;
+  }
+  paused = false;
+  arm_recv();
+  update_timer();
+}
+
+// Which timeout runs follows from the connection's state; a timer that keeps its kind keeps
+// its deadline (the header timeout runs from a request's first byte, not its latest).
+void Connection::update_timer() {
+  if (closing) return;
+  Server::TimerKind kind = Server::TimerKind::kNone;
+  if (lingering) {
+    kind = Server::TimerKind::kLinger;
+  } else if (parser.in_progress()) {
+    kind = in_body ? Server::TimerKind::kBody : Server::TimerKind::kHeader;
+  } else if (slot_count == 0 && stream->idle()) {
+    if (server.shutting_down_) {
+      begin_close();  // graceful shutdown: an idle connection goes now
+      return;
+    }
+    kind = Server::TimerKind::kIdle;
+  } else if (!stream->idle()) {
+    kind = Server::TimerKind::kSend;
+  }
+  if (kind != timer_kind) server.set_timer(*this, kind);
+}
+
+void Connection::begin_close() {
+  if (closing) return;
+  closing = true;
+  server.unlink_timer(*this);
+  if (recv_armed) (void)server.loop_.cancel(recv_op);
+  if (!stream->idle()) stream->cancel();
+  maybe_finish_close();
+}
+
+void Connection::maybe_finish_close() {
+  if (!closing || close_started || recv_armed || !stream->idle()) return;
+  close_started = true;
+  server.loop_.close(close_op, fd);
+}
+
+void Connection::on_close(uring::Operation& op, const uring::Completion&) {
+  op.context_as<Connection>()->server.release_connection(*op.context_as<Connection>());
+}
+
+// --- Responder -----------------------------------------------------------------------------
+
+void Responder::respond(int status, std::string_view content_type, std::string_view body,
+                        std::span<const HeaderField> headers) {
+  if (server_ == nullptr) return;
+  server_->respond(*this, status, content_type, body, headers);
+}
+
+bool Responder::pending() const {
+  return server_ != nullptr && server_->responder_pending(*this);
+}
+
+// --- Server --------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Server>> Server::create(uring::EventLoop& loop, Handler& handler,
+                                                       const ServerLimits& limits) {
+  if (limits.max_pipeline_depth == 0 || limits.max_connections == 0 ||
+      limits.max_connections_per_address == 0 || limits.max_requests_per_connection == 0) {
+    return absl::InvalidArgumentError("http server limits must be positive");
+  }
+  if (limits.header_timeout_ms == 0 || limits.body_timeout_ms == 0 || limits.idle_timeout_ms == 0 ||
+      limits.send_timeout_ms == 0) {
+    return absl::InvalidArgumentError("http server timeouts must be positive");
+  }
+  auto buffers =
+      uring::BufferRing::create(loop, limits.recv_buffer_count, limits.recv_buffer_size_bytes);
+  if (!buffers.ok()) return buffers.status();
+  return std::unique_ptr<Server>(new Server(loop, handler, limits, std::move(*buffers)));
+}
+
+Server::Server(uring::EventLoop& loop, Handler& handler, const ServerLimits& limits,
+               std::unique_ptr<uring::BufferRing> buffers)
+    : loop_(loop),
+      handler_(handler),
+      limits_(limits),
+      buffers_(std::move(buffers)),
+      accept_op_(&Server::on_accept, this),
+      tick_op_(&Server::on_tick, this) {}
+
+Server::~Server() {
+  shutting_down_ = true;
+  if (accept_op_.in_flight()) (void)loop_.cancel(accept_op_);
+  if (tick_op_.in_flight()) (void)loop_.cancel(tick_op_);
+  for (auto& conn : connections_) {
+    if (conn->in_use) conn->begin_close();
+  }
+  // Bounded: every cancel completes promptly; the loop's own shutdown covers a stuck kernel.
+  for (int i = 0; i < 1000; ++i) {
+    bool busy = accept_op_.in_flight() || tick_op_.in_flight();
+    for (auto& conn : connections_) busy = busy || conn->in_use;
+    if (!busy) break;
+    (void)loop_.run_once(10 * kNsPerMs);
+  }
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+absl::Status Server::listen(const std::string& address, uint16_t port) {
+  if (listen_fd_ >= 0) return absl::FailedPreconditionError("http server already listening");
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (::inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    len = sizeof(sockaddr_in);
+  } else if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    len = sizeof(sockaddr_in6);
+  } else {
+    return absl::InvalidArgumentError("not an IPv4 or IPv6 address: " + address);
+  }
+  const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "http listen socket");
+  const int one = 1;
+  (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::ErrnoToStatus(err, "http bind/listen " + address + ":" + std::to_string(port));
+  }
+  sockaddr_storage bound{};
+  socklen_t bound_len = sizeof(bound);
+  (void)::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
+  port_ = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                           : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  listen_fd_ = fd;
+  loop_.accept(accept_op_, listen_fd_);
+  // One tick serves every timeout list; a quarter of the shortest timeout bounds how late a
+  // timeout fires (never early: deadlines are compared, the tick only samples them).
+  const uint64_t shortest_ms = std::min({limits_.header_timeout_ms, limits_.body_timeout_ms,
+                                         limits_.idle_timeout_ms, limits_.send_timeout_ms});
+  const uint64_t period_ms = std::clamp<uint64_t>(shortest_ms / 4, 10, 1000);
+  if (!tick_op_.in_flight()) loop_.tick(tick_op_, period_ms * kNsPerMs);
+  HLOG_INFO("http.listening").kv("address", address).kv("port", port_);
+  return absl::OkStatus();
+}
+
+void Server::on_accept(uring::Operation& op, const uring::Completion& c) {
+  auto* server = op.context_as<Server>();
+  if (c.result >= 0) {
+    server->accept_one(c.result);
+  } else if (c.result != -ECANCELED) {
+    ++server->stats_.accept_errors;
+    HLOG_RATE_LIMITED(kWarn, "http.accept_failed", 1).kv("errno", -c.result);
+  }
+  // EMFILE and the like end the accept (more == false); the next tick re-arms it rather than
+  // spinning here.
+}
+
+void Server::on_tick(uring::Operation& op, const uring::Completion& c) {
+  auto* server = op.context_as<Server>();
+  if (c.result < 0 && !c.more) return;
+  server->expire_timers(clock::monotonic_ns());
+  if (!server->shutting_down_ && server->listen_fd_ >= 0 && !server->accept_op_.in_flight()) {
+    server->loop_.accept(server->accept_op_, server->listen_fd_);
+  }
+  server->maybe_finish_tick();
+}
+
+void Server::reject(int fd, uint64_t& counter) {
+  ++counter;
+  (void)::send(fd, kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+void Server::accept_one(int fd) {
+  ++stats_.accepted;
+  if (shutting_down_) {
+    ::close(fd);
+    return;
+  }
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof(peer);
+  AddressKey key;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
+    if (peer.ss_family == AF_INET) {
+      key.hi = 4;
+      key.lo = reinterpret_cast<sockaddr_in*>(&peer)->sin_addr.s_addr;
+    } else if (peer.ss_family == AF_INET6) {
+      const uint8_t* a = reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr.s6_addr;
+      static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+      if (memcmp(a, kMapped, sizeof(kMapped)) == 0) {
+        key.hi = 4;  // an IPv4 client on a dual-stack listener counts as its IPv4 address
+        uint32_t v4 = 0;
+        memcpy(&v4, a + 12, 4);
+        key.lo = v4;
+      } else {
+        key.hi = 6;
+        memcpy(&key.lo, a, 8);  // the /64
+      }
+    }
+  }
+  if (stats_.live_connections >= limits_.max_connections) {
+    reject(fd, stats_.rejected_max_connections);
+    return;
+  }
+  uint32_t& count = per_address_[key];
+  if (count >= limits_.max_connections_per_address) {
+    if (count == 0) per_address_.erase(key);
+    reject(fd, stats_.rejected_per_address);
+    return;
+  }
+  ++count;
+  const int one = 1;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  Connection* conn = acquire_connection();
+  ++stats_.live_connections;
+  conn->start(fd, key);
+}
+
+Connection* Server::acquire_connection() {
+  if (!free_connections_.empty()) {
+    const uint32_t i = free_connections_.back();
+    free_connections_.pop_back();
+    return connections_[i].get();
+  }
+  const auto i = static_cast<uint32_t>(connections_.size());
+  connections_.push_back(std::make_unique<Connection>(*this, i));
+  return connections_.back().get();
+}
+
+void Server::release_connection(Connection& conn) {
+  unlink_timer(conn);
+  release_address(conn.address);
+  conn.stream.reset();
+  conn.fd = -1;
+  conn.in_use = false;
+  ++conn.generation;  // a Responder kept from this use is now stale
+  ++stats_.closed;
+  --stats_.live_connections;
+  free_connections_.push_back(conn.index);
+  maybe_finish_tick();
+}
+
+void Server::release_address(const AddressKey& key) {
+  auto it = per_address_.find(key);
+  if (it == per_address_.end()) return;
+  if (--it->second == 0) per_address_.erase(it);
+}
+
+void Server::shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  if (accept_op_.in_flight()) (void)loop_.cancel(accept_op_);
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  for (auto& conn : connections_) {
+    if (conn->in_use && !conn->closing) conn->update_timer();  // closes the idle ones
+  }
+  maybe_finish_tick();
+  HLOG_INFO("http.shutdown").kv("live_connections", stats_.live_connections);
+}
+
+bool Server::finished() const {
+  return shutting_down_ && stats_.live_connections == 0 && !accept_op_.in_flight();
+}
+
+void Server::maybe_finish_tick() {
+  if (shutting_down_ && stats_.live_connections == 0 && tick_op_.in_flight()) {
+    (void)loop_.cancel(tick_op_);
+  }
+}
+
+uint64_t Server::timer_duration_ns(TimerKind kind) const {
+  switch (kind) {
+    case TimerKind::kHeader: return limits_.header_timeout_ms * kNsPerMs;
+    case TimerKind::kBody: return limits_.body_timeout_ms * kNsPerMs;
+    case TimerKind::kIdle: return limits_.idle_timeout_ms * kNsPerMs;
+    case TimerKind::kSend: return limits_.send_timeout_ms * kNsPerMs;
+    case TimerKind::kLinger: return kLingerMs * kNsPerMs;
+    case TimerKind::kNone: return 0;
+  }
+  return 0;
+}
+
+void Server::set_timer(Connection& conn, TimerKind kind) {
+  unlink_timer(conn);
+  conn.timer_kind = kind;
+  if (kind == TimerKind::kNone) return;
+  conn.deadline_ns = clock::monotonic_ns() + timer_duration_ns(kind);
+  TimerList& list = timers_[static_cast<size_t>(kind)];
+  conn.timer_prev = list.tail;
+  conn.timer_next = nullptr;
+  if (list.tail != nullptr) {
+    list.tail->timer_next = &conn;
+  } else {
+    list.head = &conn;
+  }
+  list.tail = &conn;
+}
+
+void Server::unlink_timer(Connection& conn) {
+  if (conn.timer_kind == TimerKind::kNone) return;
+  TimerList& list = timers_[static_cast<size_t>(conn.timer_kind)];
+  if (conn.timer_prev != nullptr) {
+    conn.timer_prev->timer_next = conn.timer_next;
+  } else {
+    list.head = conn.timer_next;
+  }
+  if (conn.timer_next != nullptr) {
+    conn.timer_next->timer_prev = conn.timer_prev;
+  } else {
+    list.tail = conn.timer_prev;
+  }
+  conn.timer_prev = conn.timer_next = nullptr;
+  conn.timer_kind = TimerKind::kNone;
+}
+
+void Server::expire_timers(uint64_t now_ns) {
+  for (size_t k = 1; k < kTimerKinds; ++k) {
+    TimerList& list = timers_[k];
+    while (list.head != nullptr && list.head->deadline_ns <= now_ns) {
+      Connection& conn = *list.head;
+      unlink_timer(conn);
+      conn.timed_out(static_cast<TimerKind>(k));
+    }
+  }
+}
+
+bool Server::responder_pending(const Responder& r) const {
+  if (r.conn_index_ >= connections_.size()) return false;
+  const Connection& conn = *connections_[r.conn_index_];
+  return conn.in_use && !conn.closing && conn.generation == r.generation_ &&
+         conn.slots[r.slot_].state == Connection::SlotState::kWaiting;
+}
+
+void Server::respond(const Responder& r, int status, std::string_view content_type,
+                     std::string_view body, std::span<const HeaderField> headers) {
+  if (!responder_pending(r)) {
+    ++stats_.late_responses_dropped;
+    return;
+  }
+  Connection& conn = *connections_[r.conn_index_];
+  Connection::Slot& slot = conn.slots[r.slot_];
+  if (shutting_down_ && !slot.close_after) {
+    slot.close_after = true;
+    conn.stop_parsing = true;
+  }
+  const bool bodiless = status < 200 || status == 204 || status == 304;
+  bool ok = status >= 200 && status <= 999 && !(bodiless && !body.empty());
+  if (ok) {
+    slot.out.clear();
+    ResponseWriter w(slot.out, status);
+    w.header("Date", dates_.now());
+    if (!content_type.empty()) w.header("Content-Type", content_type);
+    for (const HeaderField& h : headers) w.header(h.name, h.value);
+    if (slot.close_after) {
+      w.header("Connection", "close");
+    } else if (slot.http10) {
+      w.header("Connection", "keep-alive");  // HTTP/1.0 closes unless told (RFC 9112 §9.3)
+    }
+    if (slot.head_request && !bodiless) {
+      w.header("Content-Length", static_cast<uint64_t>(body.size()));
+      ok = w.finish_head_only();
+    } else {
+      ok = w.finish(slot.head_request ? std::string_view() : body);
+    }
+  }
+  if (!ok) {
+    ++stats_.invalid_responses;
+    HLOG_RATE_LIMITED(kError, "http.invalid_response", 1).kv("status", status);
+    conn.write_error(r.slot_, 500, "internal", "the server produced an invalid response");
+    return;
+  }
+  slot.state = Connection::SlotState::kReady;
+  ++stats_.responses;
+  conn.transmit();
+}
+
+}  // namespace herald::http
