@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -324,6 +325,68 @@ void Log::fail(absl::Status status) {
   for (Pending& p : pending) {
     if (p.on_durable) p.on_durable(status_, RecordLocation{p.sequence, 0, 0, p.size_bytes});
   }
+}
+
+void Log::read(const RecordLocation& where, ReadCallback done) const {
+  const auto refuse = [&](const char* why) {
+    // Completions never run inside the call: defer the refusal like any other completion.
+    device_.after(0, [cb = std::move(done), why] { cb(absl::InvalidArgumentError(why)); });
+  };
+  if (where.sequence == 0 || where.sequence > durable_sequence_) {
+    return refuse("log read: record not durable");
+  }
+  if (where.offset < kBlockBytes || where.offset % kRecordAlignBytes != 0 ||
+      where.size_bytes < kRecordHeaderBytes ||
+      where.size_bytes > record_size_bytes(options_.max_payload_bytes)) {
+    return refuse("log read: bad location");
+  }
+  struct Read {
+    Device* device;
+    RecordLocation where;
+    uint32_t max_payload_bytes;
+    uint64_t start;  // first block read
+    uint32_t length_bytes;
+    std::unique_ptr<uint8_t, void (*)(void*)> buffer{nullptr, &std::free};
+    FileHandle file = -1;
+    ReadCallback done;
+  };
+  auto r = std::make_shared<Read>();
+  r->device = &device_;
+  r->where = where;
+  r->max_payload_bytes = options_.max_payload_bytes;
+  r->start = align_down(where.offset, kBlockBytes);
+  r->length_bytes =
+      static_cast<uint32_t>(align_up(where.offset + where.size_bytes, kBlockBytes) - r->start);
+  r->buffer = aligned_buffer(r->length_bytes);
+  r->done = std::move(done);
+  char name[kSegmentNameBytes + 1];
+  segment_file_name(where.segment_index, name);
+  device_.open(name, [r](int32_t opened) {
+    if (opened < 0) {
+      r->done(absl::DataLossError(absl::StrCat("log read: segment ", r->where.segment_index, ": ",
+                                               std::strerror(-opened))));
+      return;
+    }
+    r->file = opened;
+    r->device->read(r->file, r->start, r->buffer.get(), r->length_bytes, [r](int32_t result) {
+      r->device->close(r->file);
+      if (result < 0 || static_cast<uint32_t>(result) != r->length_bytes) {
+        r->done(io_error("log read", result, r->length_bytes));
+        return;
+      }
+      DecodedRecord record;
+      const std::span<const uint8_t> bytes(r->buffer.get() + (r->where.offset - r->start),
+                                           r->where.size_bytes);
+      if (decode_record(bytes, r->max_payload_bytes, &record) != DecodeStatus::kOk ||
+          record.sequence != r->where.sequence || record.size_bytes != r->where.size_bytes) {
+        r->done(absl::DataLossError(absl::StrCat("log read: record ", r->where.sequence,
+                                                 " at segment ", r->where.segment_index, " offset ",
+                                                 r->where.offset, " is corrupt")));
+        return;
+      }
+      r->done(ReadRecord{record.type, {record.payload.begin(), record.payload.end()}});
+    });
+  });
 }
 
 }  // namespace herald::storage

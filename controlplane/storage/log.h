@@ -61,6 +61,12 @@ struct LogStats {
   uint64_t torn_tails = 0;
 };
 
+// A record read back by Log::read.
+struct ReadRecord {
+  uint8_t type = 0;
+  std::vector<uint8_t> payload;
+};
+
 class Log {
  public:
   using OpenCallback = std::function<void(absl::StatusOr<std::unique_ptr<Log>> log)>;
@@ -87,6 +93,14 @@ class Log {
                                   DurableCallback on_durable);
   // Sends whatever is staged without waiting for the size or time limit.
   void flush();
+
+  // Reads back one durable record by the location its durable callback (or recovery) gave.
+  // Opens its segment for this read alone (rotation may close the log's own handle meanwhile),
+  // reads the blocks covering it and checks framing, CRC32C, sequence and size: a mismatch is
+  // DataLoss, never wrong bytes. `done` runs later (never inside this call), may outlive the Log
+  // (it needs only the device). InvalidArgument for a location that is not durable or not sane.
+  using ReadCallback = std::function<void(absl::StatusOr<ReadRecord> record)>;
+  void read(const RecordLocation& where, ReadCallback done) const;
 
   // The first error the log met; after it every append fails (fail-stop, README.md).
   const absl::Status& status() const { return status_; }
