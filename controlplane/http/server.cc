@@ -30,6 +30,8 @@ constexpr uint64_t kLingerMs = 2'000;
 // up to this size; a rare large body or response gives its memory back, so a million idle
 // connections do not each keep the largest request they ever saw.
 constexpr size_t kKeepBufferBytes = 16 * 1024;
+// Decrypted bytes are handed on in pieces of this size (one maximum TLS record, RFC 8446 §5.1).
+constexpr size_t kTlsPlaintextBytes = 16384;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // A rejected connection gets this and is closed at once; written with one non-blocking send on
 // a fresh socket, whose send buffer is empty.
@@ -56,6 +58,15 @@ struct Connection {
     bool http10 = false;
   };
 
+  // Ciphertext handed to the SendStream. `slots_completed`: responses whose last bytes are in
+  // it, finished when it is sent (0 for handshake flights and tickets).
+  struct CipherChunk {
+    std::string data;
+    uring::SendChunk chunk;
+    uint32_t slots_completed = 0;
+    bool close_after = false;  // carries close_notify: the connection lingers once it is sent
+  };
+
   Connection(Server& s, uint32_t i)
       : server(s), index(i), parser(s.limits_.parser), slots(s.limits_.max_pipeline_depth) {
     recv_op.set_callback(&Connection::on_recv, this);
@@ -68,6 +79,15 @@ struct Connection {
   // The TLS seam: decrypted (here: received) bytes in, queued response bytes out.
   void on_plaintext(std::string_view data);
   void transmit();
+  // TLS between the socket and the seam.
+  void on_ciphertext(std::span<const uint8_t> data);
+  void transmit_tls();
+  void flush_ciphertext(bool close_after = false);
+  void tls_fail();
+  void close_quietly();
+  bool handshaking() const { return tls != nullptr && !tls->handshake_done(); }
+  bool pop_head_slot();
+  void after_send(int32_t result, bool close_after, bool progressed);
 
   size_t feed(std::string_view input);
   void dispatch();
@@ -98,6 +118,13 @@ struct Connection {
   uring::Operation recv_op;
   uring::Operation close_op;
   uring::SendChunk continue_chunk;
+  std::unique_ptr<tls::Connection> tls;                     // null on a plain-TCP server
+  std::vector<std::unique_ptr<CipherChunk>> cipher_chunks;  // grows to the peak, reused
+  std::vector<CipherChunk*> cipher_free;
+  size_t tls_offset = 0;             // bytes of the next response already encrypted
+  uint32_t tls_slots_encrypted = 0;  // responses fully encrypted since the last flush
+  bool tls_failed = false;
+  bool tls_handshake_counted = false;
   std::string body;
   std::string pending_in;  // received while reading was paused
   size_t pending_offset = 0;
@@ -139,7 +166,21 @@ void Connection::start(int new_fd, const Server::AddressKey& key) {
   requests = 0;
   recv_armed = paused = stop_parsing = in_body = peer_eof = lingering = false;
   closing = close_started = continue_in_flight = false;
+  tls_offset = 0;
+  tls_slots_encrypted = 0;
+  tls_failed = tls_handshake_counted = false;
   in_use = true;
+  if (server.tls_ != nullptr) {
+    auto t = tls::Connection::server(server.tls_);
+    if (!t.ok()) {
+      HLOG_RATE_LIMITED(kError, "http.tls_connection_failed", 1)
+          .kv("error", std::string(t.status().message()));
+      ++server.stats_.tls_errors[static_cast<size_t>(tls::TlsError::kInternal)];
+      begin_close();
+      return;
+    }
+    tls = std::move(*t);
+  }
   arm_recv();
   update_timer();
 }
@@ -153,7 +194,12 @@ void Connection::arm_recv() {
 void Connection::on_recv(uring::Operation& op, const uring::Completion& c) {
   auto* conn = op.context_as<Connection>();
   if (c.result > 0 && c.buffer_ring != nullptr) {
-    if (!conn->closing) {
+    if (conn->tls != nullptr) {
+      // A lingering connection only drains what the client still sends.
+      if (!conn->closing && !conn->lingering) {
+        conn->on_ciphertext(std::span<const uint8_t>(c.data, static_cast<size_t>(c.result)));
+      }
+    } else if (!conn->closing) {
       conn->on_plaintext(
           std::string_view(reinterpret_cast<const char*>(c.data), static_cast<size_t>(c.result)));
     }
@@ -222,7 +268,15 @@ size_t Connection::feed(std::string_view input) {
         // cannot overtake one (RFC 9110 §10.1.1). Otherwise the client sends after its wait.
         if (req.expect_continue() && req.body_framing() != BodyFraming::kNone && slot_count == 0 &&
             !continue_in_flight && !server.shutting_down_) {
-          if (stream->push(continue_chunk) == 0) {
+          if (tls != nullptr) {
+            // Through the TLS stream, which keeps it in order with everything else sent.
+            const auto* p = reinterpret_cast<const uint8_t*>(kContinue.data());
+            const tls::IoResult w = tls->write_plaintext(std::span(p, kContinue.size()));
+            if (w.status == tls::IoStatus::kOk && w.bytes == kContinue.size()) {
+              ++server.stats_.continues_sent;
+              flush_ciphertext();
+            }
+          } else if (stream->push(continue_chunk) == 0) {
             continue_in_flight = true;
             ++server.stats_.continues_sent;
           }
@@ -312,7 +366,7 @@ void Connection::timed_out(Server::TimerKind kind) {
       } else {
         ++server.stats_.body_timeouts;
       }
-      if (slot_count < slots.size() && !stop_parsing) {
+      if (slot_count < slots.size() && !stop_parsing && !handshaking() && !tls_failed) {
         const uint32_t i = allocate_slot(true);
         write_error(i, 408, kind == Server::TimerKind::kHeader ? "header_timeout" : "body_timeout",
                     "the request did not arrive in time");
@@ -322,7 +376,7 @@ void Connection::timed_out(Server::TimerKind kind) {
       return;
     case Server::TimerKind::kIdle:
       ++server.stats_.idle_timeouts;
-      begin_close();
+      close_quietly();
       return;
     case Server::TimerKind::kSend:
       ++server.stats_.send_timeouts;
@@ -335,6 +389,10 @@ void Connection::timed_out(Server::TimerKind kind) {
 
 // Hands every response that is next in request order to the SendStream.
 void Connection::transmit() {
+  if (tls != nullptr) {
+    transmit_tls();
+    return;
+  }
   while (slot_queued < slot_count && !closing) {
     Slot& s = slots[(slot_head + slot_queued) % slots.size()];
     if (s.state != SlotState::kReady) break;
@@ -361,35 +419,227 @@ void Connection::on_send_done(uring::SendStream& stream, uring::SendChunk& chunk
     conn->maybe_finish_close();
     return;
   }
-  auto* slot = static_cast<Slot*>(chunk.user);
-  HERALD_DCHECK(slot == &conn->slots[conn->slot_head], "http response completed out of order");
-  slot->state = SlotState::kFree;
-  if (slot->out.capacity() > kKeepBufferBytes) std::string().swap(slot->out);
-  conn->slot_head = static_cast<uint32_t>((conn->slot_head + 1) % conn->slots.size());
-  --conn->slot_count;
-  --conn->slot_queued;
+  if (conn->tls != nullptr) {
+    auto* cc = static_cast<CipherChunk*>(chunk.user);
+    const uint32_t n = cc->slots_completed;
+    if (cc->data.capacity() > kKeepBufferBytes) std::string().swap(cc->data);
+    conn->cipher_free.push_back(cc);
+    bool close_after = cc->close_after;
+    for (uint32_t k = 0; k < n; ++k) close_after = conn->pop_head_slot() || close_after;
+    // An idle TLS connection keeps no ciphertext buffers: with millions of them open, 16 KiB
+    // each would dwarf everything else. A busy one reuses them (no allocation per response).
+    if (conn->stream->idle()) {
+      for (CipherChunk* free_chunk : conn->cipher_free) std::string().swap(free_chunk->data);
+    }
+    conn->after_send(result, close_after, n > 0);
+    return;
+  }
+  HERALD_DCHECK(chunk.user == &conn->slots[conn->slot_head],
+                "http response completed out of order");
+  const bool close_after = conn->pop_head_slot();
+  conn->after_send(result, close_after, true);
+}
+
+// The oldest response was sent: frees its slot. Returns whether it closes the connection.
+bool Connection::pop_head_slot() {
+  Slot& slot = slots[slot_head];
+  slot.state = SlotState::kFree;
+  if (slot.out.capacity() > kKeepBufferBytes) std::string().swap(slot.out);
+  slot_head = static_cast<uint32_t>((slot_head + 1) % slots.size());
+  --slot_count;
+  --slot_queued;
+  return slot.close_after;
+}
+
+// After a chunk was sent (or failed). `progressed`: a response completed.
+void Connection::after_send(int32_t result, bool close_after, bool progressed) {
   if (result < 0) {
-    if (result != -ECANCELED) ++conn->server.stats_.send_errors;
-    conn->begin_close();
-    conn->maybe_finish_close();
+    if (result != -ECANCELED) ++server.stats_.send_errors;
+    begin_close();
+    maybe_finish_close();
     return;
   }
-  if (conn->closing) {
-    conn->maybe_finish_close();
+  if (closing) {
+    maybe_finish_close();
     return;
   }
-  if (slot->close_after) {
-    conn->start_linger();
+  if (close_after) {
+    start_linger();
     return;
   }
-  if (conn->peer_eof && conn->slot_count == 0) {
-    conn->begin_close();
+  if (tls_failed) {
+    if (stream->idle()) begin_close();  // the alert went out
+    return;
+  }
+  if (peer_eof && slot_count == 0) {
+    begin_close();
     return;
   }
   // Progress: a send timeout counts from the last completed response, not the first queued.
-  if (conn->timer_kind == Server::TimerKind::kSend) conn->server.unlink_timer(*conn);
-  if (conn->paused) conn->resume();
-  conn->update_timer();
+  if (progressed && timer_kind == Server::TimerKind::kSend) server.unlink_timer(*this);
+  if (paused) resume();
+  update_timer();
+}
+
+// --- TLS -----------------------------------------------------------------------------------
+
+// Received ciphertext: advances the handshake and hands decrypted bytes to on_plaintext().
+void Connection::on_ciphertext(std::span<const uint8_t> data) {
+  if (tls_failed) return;
+  uint8_t* plain = server.tls_plaintext_.get();
+  for (;;) {
+    const size_t took = data.empty() ? 0 : tls->feed_ciphertext(data);
+    data = data.subspan(took);
+    bool progressed = took > 0;
+    for (;;) {
+      const tls::IoResult r = tls->read_plaintext(std::span(plain, kTlsPlaintextBytes));
+      if (r.status == tls::IoStatus::kOk) {
+        progressed = true;
+        on_plaintext(std::string_view(reinterpret_cast<const char*>(plain), r.bytes));
+        if (closing) return;
+        continue;
+      }
+      if (r.status == tls::IoStatus::kError) {
+        tls_fail();
+        return;
+      }
+      if (r.status == tls::IoStatus::kClosed && !peer_eof) {
+        // close_notify: no more requests come; answer those in progress, then close.
+        peer_eof = true;
+        stop_parsing = true;
+        if (slot_count == 0 && stream->idle() && tls->pending_ciphertext().empty()) {
+          begin_close();
+          return;
+        }
+      }
+      break;
+    }
+    if (tls->handshake_state() == tls::HandshakeState::kFailed) {
+      tls_fail();
+      return;
+    }
+    if (!tls_handshake_counted && tls->handshake_done()) {
+      tls_handshake_counted = true;
+      ++server.stats_.tls_handshakes;
+    }
+    if (data.empty()) break;
+    if (!progressed) {
+      // The engine took nothing and gave nothing back: cannot happen with its queue drained.
+      HERALD_BUG_IF(true, "tls connection stalled with input left");
+      tls_fail();
+      return;
+    }
+  }
+  flush_ciphertext();  // handshake flights, session tickets, responses
+  update_timer();
+}
+
+// Encrypts every response that is next in request order; the ciphertext goes to the stream.
+void Connection::transmit_tls() {
+  if (handshaking() || tls_failed || closing) {
+    update_timer();
+    return;
+  }
+  while (slot_queued < slot_count && !closing) {
+    Slot& s = slots[(slot_head + slot_queued) % slots.size()];
+    if (s.state != SlotState::kReady) break;
+    while (tls_offset < s.out.size()) {
+      const auto* p = reinterpret_cast<const uint8_t*>(s.out.data()) + tls_offset;
+      const tls::IoResult w = tls->write_plaintext(std::span(p, s.out.size() - tls_offset));
+      if (w.status == tls::IoStatus::kError) {
+        tls_fail();
+        return;
+      }
+      tls_offset += w.bytes;
+      if (w.bytes == 0) {
+        // The engine's output queue is full: move it to the stream and go on.
+        if (tls->pending_ciphertext().empty()) {
+          HERALD_BUG_IF(true, "tls write refused with no output pending");
+          tls_fail();
+          return;
+        }
+        flush_ciphertext();
+        if (closing) return;
+      }
+    }
+    tls_offset = 0;
+    s.state = SlotState::kQueued;
+    ++slot_queued;
+    ++tls_slots_encrypted;
+    // The last response of the connection is followed by close_notify (RFC 8446 §6.1).
+    if (s.close_after) tls->close();
+  }
+  flush_ciphertext();
+  update_timer();
+}
+
+// Moves the engine's pending ciphertext into a chunk on the SendStream.
+void Connection::flush_ciphertext(bool close_after) {
+  if (closing) return;
+  const std::span<const uint8_t> pending = tls->pending_ciphertext();
+  if (pending.empty()) {
+    HERALD_DCHECK(tls_slots_encrypted == 0, "tls response encrypted to nothing");
+    return;
+  }
+  CipherChunk* cc = nullptr;
+  if (!cipher_free.empty()) {
+    cc = cipher_free.back();
+    cipher_free.pop_back();
+  } else {
+    cipher_chunks.push_back(std::make_unique<CipherChunk>());
+    cc = cipher_chunks.back().get();
+  }
+  cc->data.assign(reinterpret_cast<const char*>(pending.data()), pending.size());
+  tls->consume_ciphertext(pending.size());
+  cc->slots_completed = tls_slots_encrypted;
+  cc->close_after = close_after;
+  tls_slots_encrypted = 0;
+  cc->chunk = uring::SendChunk{};
+  cc->chunk.data = reinterpret_cast<const uint8_t*>(cc->data.data());
+  cc->chunk.size_bytes = static_cast<uint32_t>(cc->data.size());
+  cc->chunk.user = cc;
+  if (stream->push(cc->chunk) != 0) {
+    cipher_free.push_back(cc);
+    begin_close();
+  }
+}
+
+// Closes a connection with nothing in progress (idle timeout, graceful shutdown). Over TLS it
+// first sends close_notify (RFC 8446 §6.1), so the client can tell the end from a truncation,
+// and lingers like after a last response; plain TCP closes at once.
+void Connection::close_quietly() {
+  if (closing) return;
+  if (tls == nullptr || handshaking() || tls_failed || lingering || !stream->idle()) {
+    begin_close();
+    return;
+  }
+  stop_parsing = true;
+  tls->close();
+  if (tls->pending_ciphertext().empty()) {
+    begin_close();
+    return;
+  }
+  flush_ciphertext(/*close_after=*/true);
+  if (!closing) server.set_timer(*this, Server::TimerKind::kSend);
+}
+
+// A failed handshake or a TLS error: counted, the alert (if any) sent, then the connection is
+// closed. Responses still queued are dropped (the stream cannot carry them any more).
+void Connection::tls_fail() {
+  if (tls_failed) return;
+  tls_failed = true;
+  stop_parsing = true;
+  const tls::TlsError e = tls->error();
+  ++server.stats_.tls_errors[static_cast<size_t>(e)];
+  HLOG_RATE_LIMITED(kInfo, "http.tls_error", 1)
+      .kv("error", std::string(tls::tls_error_name(e)))
+      .kv("reason", std::string(tls->error_reason()));
+  flush_ciphertext();
+  if (!closing && stream->idle()) {
+    begin_close();
+  } else {
+    update_timer();
+  }
 }
 
 void Connection::pause() {
@@ -432,11 +682,15 @@ void Connection::update_timer() {
   Server::TimerKind kind = Server::TimerKind::kNone;
   if (lingering) {
     kind = Server::TimerKind::kLinger;
+  } else if (handshaking()) {
+    kind = Server::TimerKind::kHeader;  // from the accept: a silent client is cut off
+  } else if (tls_failed) {
+    kind = Server::TimerKind::kSend;  // the alert goes out, or the connection goes
   } else if (parser.in_progress()) {
     kind = in_body ? Server::TimerKind::kBody : Server::TimerKind::kHeader;
   } else if (slot_count == 0 && stream->idle()) {
     if (server.shutting_down_) {
-      begin_close();  // graceful shutdown: an idle connection goes now
+      close_quietly();  // graceful shutdown: an idle connection goes now
       return;
     }
     kind = Server::TimerKind::kIdle;
@@ -521,7 +775,8 @@ Server::~Server() {
   if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
-absl::Status Server::listen(const std::string& address, uint16_t port) {
+absl::Status Server::listen(const std::string& address, uint16_t port,
+                            std::shared_ptr<tls::ServerContext> tls) {
   if (listen_fd_ >= 0) return absl::FailedPreconditionError("http server already listening");
   sockaddr_storage ss{};
   socklen_t len = 0;
@@ -553,6 +808,10 @@ absl::Status Server::listen(const std::string& address, uint16_t port) {
   port_ = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
                                            : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
   listen_fd_ = fd;
+  if (tls != nullptr) {
+    tls_ = std::move(tls);
+    tls_plaintext_ = std::make_unique<uint8_t[]>(kTlsPlaintextBytes);
+  }
   loop_.accept(accept_op_, listen_fd_);
   // One tick serves every timeout list; a quarter of the shortest timeout bounds how late a
   // timeout fires (never early: deadlines are compared, the tick only samples them).
@@ -560,7 +819,7 @@ absl::Status Server::listen(const std::string& address, uint16_t port) {
                                          limits_.idle_timeout_ms, limits_.send_timeout_ms});
   const uint64_t period_ms = std::clamp<uint64_t>(shortest_ms / 4, 10, 1000);
   if (!tick_op_.in_flight()) loop_.tick(tick_op_, period_ms * kNsPerMs);
-  HLOG_INFO("http.listening").kv("address", address).kv("port", port_);
+  HLOG_INFO("http.listening").kv("address", address).kv("port", port_).kv("tls", tls_ != nullptr);
   return absl::OkStatus();
 }
 
@@ -653,6 +912,7 @@ void Server::release_connection(Connection& conn) {
   unlink_timer(conn);
   release_address(conn.address);
   conn.stream.reset();
+  conn.tls.reset();
   conn.fd = -1;
   conn.in_use = false;
   ++conn.generation;  // a Responder kept from this use is now stale

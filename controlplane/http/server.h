@@ -13,8 +13,9 @@
 // Threading: everything, the handler included, runs on the loop's thread.
 //
 // TLS seam: bytes enter a connection only through Connection::on_plaintext() and leave only
-// through Connection::transmit(); a TLS layer goes between the receive and on_plaintext(), and
-// between the response queue and the SendStream, without touching request handling.
+// through Connection::transmit(). With a tls::ServerContext given to listen(), each connection
+// gets a tls::Connection between the receive and on_plaintext(), and between the response
+// queue and the SendStream; request handling does not change.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,8 @@
 #include "controlplane/http/request.h"
 #include "controlplane/http/request_parser.h"
 #include "controlplane/http/response_writer.h"
+#include "platform/tls/connection.h"
+#include "platform/tls/context.h"
 #include "platform/uring/buffer_ring.h"
 #include "platform/uring/event_loop.h"
 #include "platform/uring/send_stream.h"
@@ -74,7 +77,7 @@ struct ServerStats {
   uint64_t requests = 0;
   uint64_t responses = 0;
   uint64_t continues_sent = 0;
-  uint64_t header_timeouts = 0;
+  uint64_t header_timeouts = 0;  // with TLS, also handshakes not done within the timeout
   uint64_t body_timeouts = 0;
   uint64_t idle_timeouts = 0;
   uint64_t send_timeouts = 0;
@@ -84,6 +87,10 @@ struct ServerStats {
   uint64_t send_errors = 0;
   uint64_t live_connections = 0;                 // gauge
   uint64_t parse_errors[kParseErrorCount] = {};  // index: static_cast<size_t>(error) - 1
+  uint64_t tls_handshakes = 0;                   // completed
+  // Failed handshakes and TLS errors after one; index: static_cast<size_t>(tls::TlsError)
+  // (names: tls::tls_error_name).
+  uint64_t tls_errors[tls::kTlsErrorCount] = {};
 };
 
 // How a handler answers one request, now or later. A small value: copy it to answer after an
@@ -132,8 +139,12 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Binds (SO_REUSEADDR) and starts accepting. `address` is an IPv4 or IPv6 literal; port 0
-  // picks an ephemeral port (see port()).
-  absl::Status listen(const std::string& address, uint16_t port);
+  // picks an ephemeral port (see port()). With `tls`, every connection speaks TLS (HTTPS); the
+  // header timeout then runs from the accept, so it also bounds the handshake. A certificate
+  // reload is tls->set_certificate(): new handshakes present the new certificate, established
+  // connections keep going.
+  absl::Status listen(const std::string& address, uint16_t port,
+                      std::shared_ptr<tls::ServerContext> tls = nullptr);
   uint16_t port() const { return port_; }
 
   // Graceful shutdown: stops accepting, closes idle connections, lets requests in progress
@@ -204,6 +215,10 @@ class Server {
   TimerList timers_[kTimerKinds];
   DateCache dates_;
   ServerStats stats_;
+  std::shared_ptr<tls::ServerContext> tls_;  // null: plain TCP
+  // Decrypted bytes go through here into on_plaintext() (which copies what it keeps), so one
+  // buffer serves every connection of the loop.
+  std::unique_ptr<uint8_t[]> tls_plaintext_;
 };
 
 }  // namespace herald::http
