@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/controlplane/http/loop_server.h"
+
 namespace herald::http {
 namespace {
 
@@ -61,68 +63,7 @@ class TestHandler : public Handler {
   const std::string big_ = std::string(1 << 20, 'b');
 };
 
-// The loop, server and handler live on one thread; stats are copied out after each iteration.
-class ServerThread {
- public:
-  explicit ServerThread(const ServerLimits& limits, std::string address = "127.0.0.1") {
-    std::promise<uint16_t> port;
-    auto ready = port.get_future();
-    thread_ = std::thread([this, limits, address, &port] {
-      auto loop = uring::EventLoop::create();
-      if (!loop.ok()) {
-        port.set_value(0);
-        return;
-      }
-      auto server = Server::create(**loop, handler_, limits);
-      if (!server.ok() || !(*server)->listen(address, 0).ok()) {
-        port.set_value(0);
-        return;
-      }
-      handler_.server = server->get();
-      port.set_value((*server)->port());
-      while (!stop_.load()) {
-        (void)(*loop)->run_once(20'000'000);
-        std::lock_guard<std::mutex> lock(mu_);
-        stats_ = (*server)->stats();
-        finished_ = (*server)->finished();
-      }
-      server->reset();
-    });
-    port_ = ready.get();
-  }
-  ~ServerThread() {
-    stop_.store(true);
-    thread_.join();
-  }
-
-  uint16_t port() const { return port_; }
-  ServerStats stats() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  bool finished() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return finished_;
-  }
-  // Polls (bounded) until `pred` holds on the copied stats.
-  template <typename Pred>
-  bool wait_for(Pred pred) {
-    for (int i = 0; i < 500; ++i) {
-      if (pred(stats())) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-
- private:
-  TestHandler handler_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  ServerStats stats_;
-  bool finished_ = false;
-  uint16_t port_ = 0;
-};
+using ServerThread = testing::LoopServer<TestHandler>;
 
 int connect_to(uint16_t port, bool ipv6 = false) {
   const int fd = ::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

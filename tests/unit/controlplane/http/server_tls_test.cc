@@ -19,6 +19,7 @@
 #include "platform/tls/certificate.h"
 #include "platform/tls/connection.h"
 #include "platform/tls/context.h"
+#include "tests/unit/controlplane/http/loop_server.h"
 
 namespace herald::http {
 namespace {
@@ -47,60 +48,7 @@ std::shared_ptr<const tls::CertifiedKey> make_certificate(const std::string& nam
   return *key;
 }
 
-// The loop, server and handler live on one thread; stats are copied out after each iteration.
-class TlsServerThread {
- public:
-  TlsServerThread(const ServerLimits& limits, std::shared_ptr<tls::ServerContext> context) {
-    std::promise<uint16_t> port;
-    auto ready = port.get_future();
-    thread_ = std::thread([this, limits, context, &port] {
-      auto loop = uring::EventLoop::create();
-      if (!loop.ok()) {
-        port.set_value(0);
-        return;
-      }
-      auto server = Server::create(**loop, handler_, limits);
-      if (!server.ok() || !(*server)->listen("127.0.0.1", 0, context).ok()) {
-        port.set_value(0);
-        return;
-      }
-      port.set_value((*server)->port());
-      while (!stop_.load()) {
-        (void)(*loop)->run_once(20'000'000);
-        std::lock_guard<std::mutex> lock(mu_);
-        stats_ = (*server)->stats();
-      }
-      server->reset();
-    });
-    port_ = ready.get();
-  }
-  ~TlsServerThread() {
-    stop_.store(true);
-    thread_.join();
-  }
-
-  uint16_t port() const { return port_; }
-  ServerStats stats() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  template <typename Pred>
-  bool wait_for(Pred pred) {
-    for (int i = 0; i < 500; ++i) {
-      if (pred(stats())) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-
- private:
-  EchoHandler handler_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  ServerStats stats_;
-  uint16_t port_ = 0;
-};
+using TlsServerThread = testing::LoopServer<EchoHandler>;
 
 int connect_to(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -251,7 +199,7 @@ class ServerTlsTest : public ::testing::Test {
 };
 
 TEST_F(ServerTlsTest, GetOverTls13WithKeepAliveAndPipelining) {
-  TlsServerThread server(ServerLimits{}, context_);
+  TlsServerThread server(ServerLimits{}, "127.0.0.1", context_);
   ASSERT_NE(server.port(), 0);
   TlsClient client(server.port(), pinned_client(*cert_));
   ASSERT_TRUE(client.handshake());
@@ -281,7 +229,7 @@ TEST_F(ServerTlsTest, GetOverTls13WithKeepAliveAndPipelining) {
 }
 
 TEST_F(ServerTlsTest, LargeBodiesCrossManyRecords) {
-  TlsServerThread server(ServerLimits{}, context_);
+  TlsServerThread server(ServerLimits{}, "127.0.0.1", context_);
   TlsClient client(server.port(), pinned_client(*cert_));
   ASSERT_TRUE(client.handshake());
   // Far beyond one record and the engine's output queue (tls::Connection::
@@ -299,7 +247,7 @@ TEST_F(ServerTlsTest, LargeBodiesCrossManyRecords) {
 }
 
 TEST_F(ServerTlsTest, ConnectionCloseSendsCloseNotify) {
-  TlsServerThread server(ServerLimits{}, context_);
+  TlsServerThread server(ServerLimits{}, "127.0.0.1", context_);
   TlsClient client(server.port(), pinned_client(*cert_));
   ASSERT_TRUE(client.handshake());
   ASSERT_TRUE(client.write("GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
@@ -313,7 +261,7 @@ TEST_F(ServerTlsTest, ConnectionCloseSendsCloseNotify) {
 TEST_F(ServerTlsTest, IdleTimeoutSendsCloseNotify) {
   ServerLimits limits;
   limits.idle_timeout_ms = 200;
-  TlsServerThread server(limits, context_);
+  TlsServerThread server(limits, "127.0.0.1", context_);
   TlsClient client(server.port(), pinned_client(*cert_));
   ASSERT_TRUE(client.handshake());
   ASSERT_TRUE(client.write("GET /one HTTP/1.1\r\nHost: a\r\n\r\n"));
@@ -326,7 +274,7 @@ TEST_F(ServerTlsTest, IdleTimeoutSendsCloseNotify) {
 }
 
 TEST_F(ServerTlsTest, GarbageInsteadOfClientHelloIsClosedAndCounted) {
-  TlsServerThread server(ServerLimits{}, context_);
+  TlsServerThread server(ServerLimits{}, "127.0.0.1", context_);
   const int fd = connect_to(server.port());
   ASSERT_GE(fd, 0);
   const std::string_view plain = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -349,7 +297,7 @@ TEST_F(ServerTlsTest, GarbageInsteadOfClientHelloIsClosedAndCounted) {
 TEST_F(ServerTlsTest, SilentClientIsCutOffByTheHeaderTimeout) {
   ServerLimits limits;
   limits.header_timeout_ms = 200;
-  TlsServerThread server(limits, context_);
+  TlsServerThread server(limits, "127.0.0.1", context_);
   const int fd = connect_to(server.port());
   ASSERT_GE(fd, 0);
   // No ClientHello at all; the receive timeout (5 s) is far beyond the header timeout.
@@ -362,7 +310,7 @@ TEST_F(ServerTlsTest, SilentClientIsCutOffByTheHeaderTimeout) {
 TEST_F(ServerTlsTest, HalfHandshakeIsCutOffByTheHeaderTimeout) {
   ServerLimits limits;
   limits.header_timeout_ms = 200;
-  TlsServerThread server(limits, context_);
+  TlsServerThread server(limits, "127.0.0.1", context_);
   TlsClient client(server.port(), pinned_client(*cert_));
   // The ClientHello alone, never the client's Finished.
   const std::vector<uint8_t> hello =
@@ -374,7 +322,7 @@ TEST_F(ServerTlsTest, HalfHandshakeIsCutOffByTheHeaderTimeout) {
 }
 
 TEST_F(ServerTlsTest, CertificateReloadKeepsConnectionsAndServesTheNewOne) {
-  TlsServerThread server(ServerLimits{}, context_);
+  TlsServerThread server(ServerLimits{}, "127.0.0.1", context_);
   TlsClient old_client(server.port(), pinned_client(*cert_));
   ASSERT_TRUE(old_client.handshake());
   ASSERT_TRUE(old_client.write("GET /before HTTP/1.1\r\nHost: a\r\n\r\n"));
