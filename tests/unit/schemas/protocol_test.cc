@@ -12,8 +12,10 @@
 #include "schemas/admin_generated.h"
 #include "schemas/codec/frame_builder.h"
 #include "schemas/codec/frame_decoder.h"
+#include "schemas/config_api_fbs.h"
 #include "schemas/config_fbs.h"
 #include "schemas/ipc_generated.h"
+#include "schemas/public_api_fbs.h"
 #include "schemas/wire_fbs.h"
 
 namespace herald::codec {
@@ -97,7 +99,8 @@ TEST(Schemas, IpcNumbersAreFrozen) {
 
 // The embedded texts are what run-time parsers use; they must parse as they are.
 TEST(Schemas, EmbeddedSchemaTextsParse) {
-  for (std::string_view text : {schemas::kWireFbs, schemas::kConfigFbs, schemas::kAdminFbs}) {
+  for (std::string_view text : {schemas::kWireFbs, schemas::kConfigFbs, schemas::kAdminFbs,
+                                schemas::kConfigApiFbs, schemas::kPublicApiFbs}) {
     flatbuffers::Parser parser;
     const std::string copy(text);
     EXPECT_TRUE(parser.Parse(copy.c_str())) << parser.error_;
@@ -113,10 +116,10 @@ TEST(Schemas, AdminErrorBodyJsonRoundTrip) {
   ASSERT_TRUE(parser.Parse(schema.c_str())) << parser.error_;
   ASSERT_TRUE(parser.SetRootType("herald.admin.ErrorBody"));
   ASSERT_TRUE(parser.ParseJson(
-      R"({"code": "invalid_config", "message": "bad", "field": "limits.max_frame_bytes"})"))
+      R"({"error": "invalid_config", "message": "bad", "field": "limits.max_frame_bytes"})"))
       << parser.error_;
   const auto* body = flatbuffers::GetRoot<admin::ErrorBody>(parser.builder_.GetBufferPointer());
-  EXPECT_EQ(body->code()->str(), "invalid_config");
+  EXPECT_EQ(body->error()->str(), "invalid_config");
   EXPECT_EQ(body->field()->str(), "limits.max_frame_bytes");
   std::string json;
   ASSERT_TRUE(flatbuffers::GenerateText(parser, parser.builder_.GetBufferPointer(), &json));
