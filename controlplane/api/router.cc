@@ -86,8 +86,15 @@ void Router::add(http::Method method, std::string_view pattern, Scope scope, Rou
     route.segments.emplace_back(segment);
   }
   HERALD_CHECK(!route.segments.empty() && params <= kMaxPathParams, "bad route pattern");
+  auto same_shape = [](const std::vector<std::string>& a, const std::vector<std::string>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (is_param(a[i]) != is_param(b[i]) || (!is_param(a[i]) && a[i] != b[i])) return false;
+    }
+    return true;
+  };
   for (const Route& other : routes_) {
-    HERALD_CHECK(!(other.method == method && other.segments == route.segments),
+    HERALD_CHECK(!(other.method == method && same_shape(other.segments, route.segments)),
                  "route added twice");
   }
   routes_.push_back(std::move(route));
@@ -100,7 +107,10 @@ void Router::handle(const http::Request& request, std::string_view body,
   const http::Method method =
       request.method() == http::Method::kHead ? http::Method::kGet : request.method();
 
+  // The route with the most literal segments wins ("/v1/accounts/by-phone" before
+  // "/v1/accounts/{id}"), whatever the order they were added in.
   const Route* match = nullptr;
+  size_t match_literals = 0;
   std::string allow;
   for (const Route& route : routes_) {
     if (route.segments.size() != segments.size()) continue;
@@ -111,8 +121,13 @@ void Router::handle(const http::Request& request, std::string_view body,
     }
     if (!same_path) continue;
     if (route.method == method) {
-      match = &route;
-      break;
+      size_t literals = 0;
+      for (const std::string& segment : route.segments) literals += is_param(segment) ? 0 : 1;
+      if (match == nullptr || literals > match_literals) {
+        match = &route;
+        match_literals = literals;
+      }
+      continue;
     }
     if (!allow.empty()) allow += ", ";
     allow += method_token(route.method);
