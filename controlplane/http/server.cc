@@ -75,7 +75,8 @@ struct Connection {
     continue_chunk.size_bytes = static_cast<uint32_t>(kContinue.size());
   }
 
-  void start(int new_fd, const Server::AddressKey& key);
+  void start(int new_fd, const Server::AddressKey& key, const sockaddr_storage& peer_address,
+             socklen_t peer_address_len);
   // The TLS seam: decrypted (here: received) bytes in, queued response bytes out.
   void on_plaintext(std::string_view data);
   void transmit();
@@ -113,6 +114,8 @@ struct Connection {
   uint64_t generation = 0;
   int fd = -1;
   Server::AddressKey address;
+  sockaddr_storage peer{};  // the client's address, for handlers (rate limits, logs)
+  socklen_t peer_len = 0;   // 0: unknown
   RequestParser parser;
   std::optional<uring::SendStream> stream;
   uring::Operation recv_op;
@@ -152,10 +155,13 @@ struct Connection {
 
 // --- Connection ----------------------------------------------------------------------------
 
-void Connection::start(int new_fd, const Server::AddressKey& key) {
+void Connection::start(int new_fd, const Server::AddressKey& key,
+                       const sockaddr_storage& peer_address, socklen_t peer_address_len) {
   ++generation;
   fd = new_fd;
   address = key;
+  peer = peer_address;
+  peer_len = peer_address_len;
   parser.reset();
   stream.emplace(server.loop_, fd, &Connection::on_send_done, this);
   body.clear();
@@ -731,6 +737,15 @@ bool Responder::pending() const {
   return server_ != nullptr && server_->responder_pending(*this);
 }
 
+const sockaddr* Responder::peer_address(socklen_t* length) const {
+  *length = 0;
+  if (server_ == nullptr || conn_index_ >= server_->connections_.size()) return nullptr;
+  const Connection& conn = *server_->connections_[conn_index_];
+  if (conn.generation != generation_ || conn.peer_len == 0) return nullptr;
+  *length = conn.peer_len;
+  return reinterpret_cast<const sockaddr*>(&conn.peer);
+}
+
 // --- Server --------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<Server>> Server::create(uring::EventLoop& loop, Handler& handler,
@@ -861,7 +876,8 @@ void Server::accept_one(int fd) {
   sockaddr_storage peer{};
   socklen_t peer_len = sizeof(peer);
   AddressKey key;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) peer_len = 0;
+  if (peer_len != 0) {
     if (peer.ss_family == AF_INET) {
       key.hi = 4;
       key.lo = reinterpret_cast<sockaddr_in*>(&peer)->sin_addr.s_addr;
@@ -894,7 +910,7 @@ void Server::accept_one(int fd) {
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Connection* conn = acquire_connection();
   ++stats_.live_connections;
-  conn->start(fd, key);
+  conn->start(fd, key, peer, peer_len);
 }
 
 Connection* Server::acquire_connection() {

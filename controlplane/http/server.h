@@ -18,6 +18,8 @@
 // queue and the SendStream; request handling does not change.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -107,6 +109,9 @@ class Responder {
                std::span<const HeaderField> headers = {});
   // Whether the connection still waits for this answer.
   bool pending() const;
+  // The client's address (AF_INET or AF_INET6) and its length, while the connection lives;
+  // nullptr (and *length = 0) once it is gone or when unknown. Valid until the loop runs on.
+  const sockaddr* peer_address(socklen_t* length) const;
 
  private:
   friend class Server;

@@ -37,6 +37,20 @@ class TestHandler : public Handler {
       held_.clear();
       return;
     }
+    if (path == "/peer") {
+      socklen_t len = 0;
+      const sockaddr* peer = r.peer_address(&len);
+      char text[INET6_ADDRSTRLEN] = "none";
+      if (peer != nullptr && peer->sa_family == AF_INET) {
+        ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(peer)->sin_addr, text,
+                    sizeof(text));
+      } else if (peer != nullptr && peer->sa_family == AF_INET6) {
+        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(peer)->sin6_addr, text,
+                    sizeof(text));
+      }
+      r.respond(200, "text/plain", text);
+      return;
+    }
     if (path == "/big") {
       r.respond(200, "application/octet-stream", big_);
       return;
@@ -185,6 +199,17 @@ TEST(HttpServer, GetPostContentLengthAndChunkedOnOneKeepAliveConnection) {
   EXPECT_EQ(r.body, "GET /z ");
   ::close(fd);
   EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.requests == 5; }));
+}
+
+TEST(HttpServer, HandlerSeesThePeerAddress) {
+  ServerThread st(test_limits());
+  const int fd = connect_to(st.port());
+  ASSERT_GE(fd, 0);
+  send_all(fd, "GET /peer HTTP/1.1\r\nHost: x\r\n\r\n");
+  const Response r = read_response(fd);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "127.0.0.1");
+  ::close(fd);
 }
 
 TEST(HttpServer, PipelinedResponsesLeaveInRequestOrder) {
