@@ -68,7 +68,10 @@ struct Connection {
   };
 
   Connection(Server& s, uint32_t i)
-      : server(s), index(i), parser(s.limits_.parser), slots(s.limits_.max_pipeline_depth) {
+      : server(s),
+        index(i),
+        parser(s.limits_.parser, RequestParser::NoStorage{}),
+        slots(s.limits_.max_pipeline_depth) {
     recv_op.set_callback(&Connection::on_recv, this);
     close_op.set_callback(&Connection::on_close, this);
     continue_chunk.data = reinterpret_cast<const uint8_t*>(kContinue.data());
@@ -91,6 +94,8 @@ struct Connection {
   void after_send(int32_t result, bool close_after, bool progressed);
 
   size_t feed(std::string_view input);
+  // Gives the head storage back to the server's pool when no request is being read.
+  void return_head();
   void dispatch();
   void fail_parse(ParseError error);
   void timed_out(Server::TimerKind kind);
@@ -114,6 +119,9 @@ struct Connection {
   uint64_t generation = 0;
   int fd = -1;
   Server::AddressKey address;
+  // Head storage borrowed from the server's pool while a request is being read, so an idle
+  // keep-alive connection holds none (about 26 KiB at the default limits).
+  std::optional<Server::HeadBlock> head;
   sockaddr_storage peer{};  // the client's address, for handlers (rate limits, logs)
   socklen_t peer_len = 0;   // 0: unknown
   RequestParser parser;
@@ -261,6 +269,11 @@ size_t Connection::feed(std::string_view input) {
       pause();
       break;
     }
+    if (!parser.has_storage()) {
+      if (input.empty()) break;  // nothing to parse: keep none
+      head.emplace(server.acquire_head());
+      parser.attach_storage(head->storage());
+    }
     const ParseStep step = parser.parse(input);
     input.remove_prefix(step.consumed_bytes);
     bool done = false;
@@ -294,12 +307,23 @@ size_t Connection::feed(std::string_view input) {
         in_body = false;
         dispatch();
         break;
-      case ParseEvent::kError: fail_parse(parser.error()); return total;
+      case ParseEvent::kError:
+        fail_parse(parser.error());
+        return_head();
+        return total;
     }
     if (done) break;
   }
+  return_head();
   update_timer();
   return total - input.size();
+}
+
+void Connection::return_head() {
+  if (!head || parser.in_progress()) return;
+  (void)parser.release_storage();
+  server.release_head(std::move(*head));
+  head.reset();
 }
 
 uint32_t Connection::allocate_slot(bool close_after) {
@@ -924,7 +948,35 @@ Connection* Server::acquire_connection() {
   return connections_.back().get();
 }
 
+Server::HeadBlock Server::acquire_head() {
+  ++stats_.head_storage_in_use;
+  if (!free_heads_.empty()) {
+    HeadBlock block = std::move(free_heads_.back());
+    free_heads_.pop_back();
+    return block;
+  }
+  HeadBlock block;
+  block.bytes_size = HeadStorage::bytes_needed(limits_.parser);
+  block.fields_size = HeadStorage::fields_needed(limits_.parser);
+  block.bytes.reset(new char[block.bytes_size]);
+  block.fields.reset(new HeaderField[block.fields_size]);
+  return block;
+}
+
+void Server::release_head(HeadBlock block) {
+  --stats_.head_storage_in_use;
+  // Keep a few for the next requests; beyond that give memory back (a burst of slow clients
+  // must not pin its peak for good).
+  if (free_heads_.size() < kFreeHeadsKept) free_heads_.push_back(std::move(block));
+}
+
 void Server::release_connection(Connection& conn) {
+  if (conn.head) {
+    conn.parser.reset();  // back to idle, so the storage can be released mid-request
+    (void)conn.parser.release_storage();
+    release_head(std::move(*conn.head));
+    conn.head.reset();
+  }
   unlink_timer(conn);
   release_address(conn.address);
   conn.stream.reset();

@@ -88,6 +88,7 @@ struct ServerStats {
   uint64_t invalid_responses = 0;       // the writer refused a header: 500 sent instead
   uint64_t send_errors = 0;
   uint64_t live_connections = 0;                 // gauge
+  uint64_t head_storage_in_use = 0;              // gauge: connections reading a request head/body
   uint64_t parse_errors[kParseErrorCount] = {};  // index: static_cast<size_t>(error) - 1
   uint64_t tls_handshakes = 0;                   // completed
   // Failed handshakes and TLS errors after one; index: static_cast<size_t>(tls::TlsError)
@@ -164,6 +165,18 @@ class Server {
  private:
   friend class Responder;
   friend struct Connection;
+  // One parser's head storage (HeadStorage points into it), pooled across connections.
+  struct HeadBlock {
+    std::unique_ptr<char[]> bytes;
+    std::unique_ptr<HeaderField[]> fields;
+    size_t bytes_size = 0;
+    size_t fields_size = 0;
+    HeadStorage storage() const { return {{bytes.get(), bytes_size}, {fields.get(), fields_size}}; }
+  };
+  static constexpr size_t kFreeHeadsKept = 64;
+  HeadBlock acquire_head();
+  void release_head(HeadBlock block);
+
   struct AddressKey {
     uint64_t hi = 0;
     uint64_t lo = 0;
@@ -216,6 +229,7 @@ class Server {
   uring::Operation tick_op_;
   std::vector<std::unique_ptr<Connection>> connections_;  // grows to the peak, reused
   std::vector<uint32_t> free_connections_;
+  std::vector<HeadBlock> free_heads_;
   std::unordered_map<AddressKey, uint32_t, AddressKeyHash> per_address_;
   TimerList timers_[kTimerKinds];
   DateCache dates_;

@@ -212,6 +212,31 @@ TEST(HttpServer, HandlerSeesThePeerAddress) {
   ::close(fd);
 }
 
+// An idle keep-alive connection holds no head storage; one in the middle of a head holds one,
+// and gives it back when the request completes.
+TEST(HttpServer, HeadStorageIsHeldOnlyWhileARequestIsRead) {
+  ServerThread st(test_limits());
+  int fds[8];
+  for (int& fd : fds) {
+    fd = connect_to(st.port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(read_response(fd).status, 200);
+  }
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.head_storage_in_use == 0; }));
+  send_all(fds[0], "GET /b HTTP/1.1\r\nHo");
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.head_storage_in_use == 1; }));
+  send_all(fds[0], "st: x\r\n\r\n");
+  EXPECT_EQ(read_response(fds[0]).status, 200);
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.head_storage_in_use == 0; }));
+  // Closed in the middle of a head: the storage comes back too.
+  send_all(fds[1], "GET /c HTTP/1.1\r\nHo");
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.head_storage_in_use == 1; }));
+  ::close(fds[1]);
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.head_storage_in_use == 0; }));
+  for (int fd : fds) ::close(fd);
+}
+
 TEST(HttpServer, PipelinedResponsesLeaveInRequestOrder) {
   ServerThread st(test_limits());
   const int fd = connect_to(st.port());
