@@ -1,6 +1,6 @@
 // How a verification code reaches the phone: an interface, and the `log` gateway that appends
 // one JSON line per code to a file (<data-dir>/sms.log; for development and tests). The
-// `webhook` gateway comes with the HTTP client.
+// `webhook` gateway is in webhook_gateway.h.
 #pragma once
 
 #include <memory>

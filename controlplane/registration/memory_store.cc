@@ -27,6 +27,14 @@ std::optional<Account> MemoryStore::find_account_by_phone(PhoneNumber phone) {
   return it->second;
 }
 
+std::optional<Account> MemoryStore::find_account(const AccountId& id) {
+  // Linear: the memory store only serves tests.
+  for (const auto& [phone, account] : accounts_) {
+    if (account.id == id) return account;
+  }
+  return std::nullopt;
+}
+
 std::optional<Device> MemoryStore::find_device(const AccountId& account, uint32_t device_id) {
   auto it = devices_.find({account.hi, account.lo, device_id});
   if (it == devices_.end()) return std::nullopt;

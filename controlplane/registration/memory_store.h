@@ -13,6 +13,7 @@ class MemoryStore final : public RegistrationStore {
   std::optional<PendingCode> find_code(PhoneNumber phone) override;
   absl::Status put_code(PhoneNumber phone, const PendingCode& code) override;
   std::optional<Account> find_account_by_phone(PhoneNumber phone) override;
+  std::optional<Account> find_account(const AccountId& id) override;
   std::optional<Device> find_device(const AccountId& account, uint32_t device_id) override;
   std::optional<Device> find_device_by_credential(const Digest& credential_hash) override;
   absl::Status commit_registration(const RegistrationCommit& commit) override;

@@ -23,6 +23,7 @@ std::string_view error_name(RegistrationError error) {
     case RegistrationError::kInvalidCredential: return "invalid_credential";
     case RegistrationError::kGatewayFailed: return "gateway_failed";
     case RegistrationError::kStoreFailed: return "store_failed";
+    case RegistrationError::kAccountDisabled: return "account_disabled";
     case RegistrationError::kCount: break;
   }
   return "unknown";
@@ -46,6 +47,7 @@ std::string_view error_message(RegistrationError error) {
     case RegistrationError::kInvalidCredential: return "the device credential is not valid";
     case RegistrationError::kGatewayFailed: return "the code could not be sent; try again later";
     case RegistrationError::kStoreFailed: return "internal storage error; try again later";
+    case RegistrationError::kAccountDisabled: return "this account has been disabled";
     case RegistrationError::kCount: break;
   }
   return "unknown error";
@@ -63,8 +65,11 @@ int http_status(RegistrationError error) {
     case RegistrationError::kCodeExpired: return 403;
     case RegistrationError::kRateLimited:
     case RegistrationError::kTooManyAttempts: return 429;
-    case RegistrationError::kGatewayFailed: return 502;
+    // 503, not 502: the server is temporarily unable to take the request (the provider queue
+    // is full or the provider failed), and the client should retry later (RFC 9110 §15.6.4).
+    case RegistrationError::kGatewayFailed:
     case RegistrationError::kStoreFailed: return 503;
+    case RegistrationError::kAccountDisabled: return 403;
     case RegistrationError::kCount: break;
   }
   return 500;
@@ -239,6 +244,11 @@ VerifyResult Registrar::verify(std::string_view phone_text, std::string_view cod
 
   RegistrationCommit commit;
   std::optional<Account> existing = store_.find_account_by_phone(phone.number);
+  // Told only to whoever holds the right code, so the state of a number does not leak.
+  if (existing && existing->disabled_ms != 0) {
+    result.error = count(RegistrationError::kAccountDisabled);
+    return result;
+  }
   if (existing) {
     commit.account = *existing;
     if (existing->primary_device_id != 0) commit.revoked_device_id = existing->primary_device_id;
@@ -292,6 +302,15 @@ SessionResult Registrar::create_session(std::string_view credential, const KeyRi
   // whose index is looser than an exact match (a truncated or prefix index).
   if (!device || device->revoked_ms != 0 || !constant_time_equal(device->credential_hash, *hash)) {
     result.error = count(RegistrationError::kInvalidCredential);
+    return result;
+  }
+  std::optional<Account> account = store_.find_account(device->account);
+  if (!account) {
+    result.error = count(RegistrationError::kInvalidCredential);
+    return result;
+  }
+  if (account->disabled_ms != 0) {
+    result.error = count(RegistrationError::kAccountDisabled);
     return result;
   }
   result.token = issue_token(ring, device->account, device->device_id, now_ms);

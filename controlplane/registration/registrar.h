@@ -38,6 +38,7 @@ enum class RegistrationError : uint8_t {
   kInvalidCredential,
   kGatewayFailed,
   kStoreFailed,
+  kAccountDisabled,  // an admin disabled the account: no verify, no session
   kCount,
 };
 std::string_view error_name(RegistrationError error);

@@ -31,6 +31,9 @@ struct Account {
   uint32_t primary_device_id = 0;  // 0 = none
   uint32_t next_device_id = 1;     // device ids are never reused within an account
   uint64_t created_ms = 0;
+  // 0 = active. A disabled account cannot verify a code or create a session, and the admin
+  // revokes all its tokens at the dataplane when disabling it.
+  uint64_t disabled_ms = 0;
 };
 
 struct Device {
@@ -62,6 +65,7 @@ class RegistrationStore {
   virtual absl::Status put_code(PhoneNumber phone, const PendingCode& code) = 0;
 
   virtual std::optional<Account> find_account_by_phone(PhoneNumber phone) = 0;
+  virtual std::optional<Account> find_account(const AccountId& id) = 0;
   virtual std::optional<Device> find_device(const AccountId& account, uint32_t device_id) = 0;
   // Active devices only: a revoked device's credential no longer finds it.
   virtual std::optional<Device> find_device_by_credential(const Digest& credential_hash) = 0;

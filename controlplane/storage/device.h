@@ -53,6 +53,14 @@ class Device {
   // means some of them may be lost for good, whatever a later sync says (see README.md).
   virtual void sync(FileHandle file, IoCallback done) = 0;
 
+  // Unlinks `name`, then fsyncs the directory: once this completes with 0 the removal survives
+  // a crash (before that, a crash may or may not have applied it). -ENOENT if absent. No
+  // handle may be open on the file.
+  virtual void remove(const std::string& name, IoCallback done) = 0;
+  // Renames `from` to `to` atomically (replacing `to`), then fsyncs the directory: durable once
+  // it completes with 0; a crash before leaves either name, never neither nor a mix.
+  virtual void rename(const std::string& from, const std::string& to, IoCallback done) = 0;
+
   // The driver's clock (CLOCK_MONOTONIC, or the simulation's virtual time) and a one-shot timer
   // on it, for group commit's time limit.
   virtual uint64_t now_ns() const = 0;

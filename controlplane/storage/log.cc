@@ -2,6 +2,7 @@
 // Recovery (the open path) is in recovery.cc.
 #include "controlplane/storage/log.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "platform/assert/assert.h"
+#include "platform/crc32c/crc32c.h"
 #include "platform/log/log.h"
 
 namespace herald::storage {
@@ -30,7 +32,107 @@ absl::Status io_error(const char* what, int32_t result, uint32_t expected) {
       absl::StrCat(what, ": short transfer (", result, " of ", expected, " bytes)"));
 }
 
+constexpr uint64_t kManifestMagic = 0x314e414d444c5248ULL;  // "HRLDMAN1"
+constexpr uint32_t kManifestVersion = 1;
+constexpr size_t kManifestHeaderBytes = 32;
+constexpr size_t kManifestEntryBytes = 32;
+
+template <typename T>
+T load(const uint8_t* p) {
+  T value;
+  std::memcpy(&value, p, sizeof(value));
+  return value;
+}
+template <typename T>
+void store(uint8_t* p, T value) {
+  std::memcpy(p, &value, sizeof(value));
+}
+
+uint64_t manifest_bytes_for(uint64_t count) {
+  return align_up(kManifestHeaderBytes + count * kManifestEntryBytes + 4, kBlockBytes);
+}
+
 }  // namespace
+
+void manifest_add(LogManifest& m, std::span<const SegmentInfo> segments) {
+  for (const SegmentInfo& s : segments) {
+    if (s.index >= m.low_index) m.retired.push_back(s);
+  }
+  std::sort(m.retired.begin(), m.retired.end(),
+            [](const SegmentInfo& a, const SegmentInfo& b) { return a.index < b.index; });
+  // Retired segments contiguous with the low mark fold into it, so the manifest holds only the
+  // holes in the middle of the log (bounded by the live segments, not by the log's history).
+  size_t folded = 0;
+  while (folded < m.retired.size() && m.retired[folded].index == m.low_index) {
+    if (m.retired[folded].record_count > 0) {
+      m.low_next_sequence = m.retired[folded].last_sequence + 1;
+    }
+    ++m.low_index;
+    ++folded;
+  }
+  m.retired.erase(m.retired.begin(), m.retired.begin() + static_cast<ptrdiff_t>(folded));
+}
+
+std::vector<uint8_t> encode_manifest(const LogManifest& m) {
+  std::vector<uint8_t> out(manifest_bytes_for(m.retired.size()), 0);
+  uint8_t* p = out.data();
+  store<uint64_t>(p, kManifestMagic);
+  store<uint32_t>(p + 8, kManifestVersion);
+  store<uint32_t>(p + 12, static_cast<uint32_t>(m.retired.size()));
+  store<uint64_t>(p + 16, m.low_index);
+  store<uint64_t>(p + 24, m.low_next_sequence);
+  size_t at = kManifestHeaderBytes;
+  for (const SegmentInfo& s : m.retired) {
+    store<uint64_t>(p + at, s.index);
+    store<uint64_t>(p + at + 8, s.first_sequence);
+    store<uint64_t>(p + at + 16, s.last_sequence);
+    store<uint64_t>(p + at + 24, s.record_count);
+    at += kManifestEntryBytes;
+  }
+  store<uint32_t>(p + at, crc32c::extend(0, p, at));
+  return out;
+}
+
+uint64_t manifest_size_bytes(std::span<const uint8_t> first_block) {
+  if (first_block.size() < kManifestHeaderBytes ||
+      load<uint64_t>(first_block.data()) != kManifestMagic) {
+    return 0;
+  }
+  const uint32_t count = load<uint32_t>(first_block.data() + 12);
+  if (count > kMaxManifestEntries) return 0;
+  return manifest_bytes_for(count);
+}
+
+absl::Status decode_manifest(std::span<const uint8_t> bytes, LogManifest* out) {
+  const uint64_t size = manifest_size_bytes(bytes);
+  if (size == 0 || bytes.size() < size) {
+    return absl::DataLossError("log manifest: bad magic, count or size");
+  }
+  const uint8_t* p = bytes.data();
+  if (load<uint32_t>(p + 8) != kManifestVersion) {
+    return absl::DataLossError("log manifest: unknown version");
+  }
+  const uint32_t count = load<uint32_t>(p + 12);
+  const size_t end = kManifestHeaderBytes + size_t{count} * kManifestEntryBytes;
+  if (load<uint32_t>(p + end) != crc32c::extend(0, p, end)) {
+    return absl::DataLossError("log manifest: checksum mismatch");
+  }
+  LogManifest m;
+  m.low_index = load<uint64_t>(p + 16);
+  m.low_next_sequence = load<uint64_t>(p + 24);
+  for (size_t at = kManifestHeaderBytes; at < end; at += kManifestEntryBytes) {
+    SegmentInfo s{load<uint64_t>(p + at), load<uint64_t>(p + at + 8), load<uint64_t>(p + at + 16),
+                  load<uint64_t>(p + at + 24)};
+    const bool sane =
+        s.index >= m.low_index && (m.retired.empty() || s.index > m.retired.back().index) &&
+        (s.record_count == 0 ? s.last_sequence + 1 == s.first_sequence
+                             : s.last_sequence - s.first_sequence + 1 == s.record_count);
+    if (!sane) return absl::DataLossError("log manifest: inconsistent entry");
+    m.retired.push_back(s);
+  }
+  *out = std::move(m);
+  return absl::OkStatus();
+}
 
 absl::Status validate(const LogOptions& o) {
   if (o.segment_size_bytes % kBlockBytes != 0 || o.segment_size_bytes < 2 * kBlockBytes) {
@@ -70,7 +172,7 @@ Log::~Log() {
 
 bool Log::idle() const {
   return pending_.empty() && !batch_in_flight_ && !timer_armed_ &&
-         next_state_ != NextState::kCreating;
+         next_state_ != NextState::kCreating && !retire_in_flight_ && retire_queue_.empty();
 }
 
 absl::StatusOr<uint64_t> Log::append(uint8_t type, std::span<const uint8_t> payload,
@@ -143,7 +245,19 @@ void Log::start_batch() {
       prepare_next_segment();
       return;
     }
-    if (current_.file >= 0) device_.close(current_.file);
+    if (current_.file >= 0) {
+      device_.close(current_.file);
+      SegmentInfo sealed{current_.index, current_first_sequence_, current_last_sequence_,
+                         current_records_};
+      if (current_records_ == 0) {
+        sealed.first_sequence = durable_sequence_ + 1;
+        sealed.last_sequence = durable_sequence_;
+      }
+      sealed_.push_back(sealed);
+    }
+    current_first_sequence_ = 0;
+    current_last_sequence_ = 0;
+    current_records_ = 0;
     current_ = next_;
     current_.tail_offset = kBlockBytes;
     next_ = Segment{};
@@ -232,6 +346,8 @@ void Log::on_batch_synced(int32_t result) {
     Pending p = std::move(pending_.front());
     pending_.pop_front();
     durable_sequence_ = p.sequence;
+    if (current_records_++ == 0) current_first_sequence_ = p.sequence;
+    current_last_sequence_ = p.sequence;
     const RecordLocation location{p.sequence, current_.index, offset, p.size_bytes};
     offset += p.size_bytes;
     if (p.on_durable) p.on_durable(absl::OkStatus(), location);
@@ -325,6 +441,127 @@ void Log::fail(absl::Status status) {
   for (Pending& p : pending) {
     if (p.on_durable) p.on_durable(status_, RecordLocation{p.sequence, 0, 0, p.size_bytes});
   }
+  // Queued retirements fail too (the batch in flight finishes with the error at its next step).
+  std::vector<Retirement> queued;
+  queued.swap(retire_queue_);
+  for (Retirement& r : queued) {
+    if (r.done) r.done(status_);
+  }
+}
+
+std::vector<SegmentInfo> Log::sealed_segments() const {
+  return sealed_;
+}
+
+bool Log::is_retired(uint64_t segment_index) const {
+  if (segment_index < manifest_.low_index || retiring_.count(segment_index) != 0) return true;
+  auto it = std::lower_bound(manifest_.retired.begin(), manifest_.retired.end(), segment_index,
+                             [](const SegmentInfo& s, uint64_t index) { return s.index < index; });
+  return it != manifest_.retired.end() && it->index == segment_index;
+}
+
+void Log::retire_segment(uint64_t index, RetireCallback done) {
+  const auto refuse = [&](absl::Status status) {
+    device_.after(0, [cb = std::move(done), status = std::move(status)] { cb(status); });
+  };
+  if (failed()) {
+    return refuse(absl::FailedPreconditionError(
+        absl::StrCat("log failed: ", std::string(status_.message()))));
+  }
+  auto it = std::find_if(sealed_.begin(), sealed_.end(),
+                         [index](const SegmentInfo& s) { return s.index == index; });
+  if (it == sealed_.end()) {
+    return refuse(absl::NotFoundError(absl::StrCat("segment ", index, " is not sealed")));
+  }
+  if (manifest_.retired.size() + retiring_.size() + 1 > kMaxManifestEntries) {
+    return refuse(absl::ResourceExhaustedError("log manifest full"));
+  }
+  retire_queue_.push_back(Retirement{*it, std::move(done)});
+  retiring_.insert(index);
+  sealed_.erase(it);
+  start_retirement();
+}
+
+// Retirements queued meanwhile go out together: one manifest write covers them all.
+void Log::start_retirement() {
+  if (retire_in_flight_ || retire_queue_.empty() || failed()) return;
+  retire_in_flight_ = true;
+  retire_batch_.swap(retire_queue_);
+  retire_queue_.clear();
+  retire_removed_ = 0;
+  retire_manifest_ = manifest_;
+  std::vector<SegmentInfo> segments;
+  for (const Retirement& r : retire_batch_) segments.push_back(r.segment);
+  manifest_add(retire_manifest_, segments);
+  retire_bytes_ = encode_manifest(retire_manifest_);
+  retire_buffer_ = aligned_buffer(retire_bytes_.size());
+  std::memcpy(retire_buffer_.get(), retire_bytes_.data(), retire_bytes_.size());
+  const uint32_t size = static_cast<uint32_t>(retire_bytes_.size());
+  // 1. The new manifest under a temporary name, synced; 2. renamed over the old one (the
+  // directory synced: now the retirement is durable); 3. only then the segment files go. A
+  // crash before 2 leaves the old manifest and the segment; after 2, recovery skips the segment
+  // and removes it if it is still there.
+  device_.create(kManifestTempFileName, size, [this, size](int32_t fd) {
+    if (failed()) {
+      if (fd >= 0) device_.close(fd);
+      return finish_retirement(status_);
+    }
+    if (fd < 0) return finish_retirement(io_error("create log manifest", fd, 0));
+    device_.write(fd, 0, retire_buffer_.get(), size, [this, fd, size](int32_t written) {
+      if (failed() || written != static_cast<int32_t>(size)) {
+        device_.close(fd);
+        return finish_retirement(failed() ? status_
+                                          : io_error("write log manifest", written, size));
+      }
+      device_.sync(fd, [this, fd](int32_t synced) {
+        device_.close(fd);
+        if (failed() || synced < 0) {
+          return finish_retirement(failed() ? status_ : io_error("sync log manifest", synced, 0));
+        }
+        device_.rename(kManifestTempFileName, kManifestFileName, [this](int32_t renamed) {
+          if (renamed < 0) return finish_retirement(io_error("rename log manifest", renamed, 0));
+          manifest_ = retire_manifest_;  // durable now, whatever happens next
+          ++stats_.manifest_writes;
+          remove_next_retired();
+        });
+      });
+    });
+  });
+}
+
+void Log::remove_next_retired() {
+  if (retire_removed_ == retire_batch_.size()) return finish_retirement(absl::OkStatus());
+  char name[kSegmentNameBytes + 1];
+  segment_file_name(retire_batch_[retire_removed_].segment.index, name);
+  device_.remove(name, [this](int32_t removed) {
+    // ENOENT: already gone; the manifest says it is retired, which is what counts.
+    if (removed < 0 && removed != -ENOENT) {
+      return finish_retirement(io_error("remove retired segment", removed, 0));
+    }
+    ++retire_removed_;
+    remove_next_retired();
+  });
+}
+
+void Log::finish_retirement(absl::Status status) {
+  if (!status.ok()) fail(status);
+  std::vector<Retirement> batch;
+  batch.swap(retire_batch_);
+  retire_in_flight_ = false;
+  for (const Retirement& r : batch) {
+    if (status.ok()) {
+      retiring_.erase(r.segment.index);
+      ++stats_.segments_retired;
+      HLOG_INFO("storage.log.segment_retired")
+          .kv("segment", r.segment.index)
+          .kv("first_sequence", r.segment.first_sequence)
+          .kv("last_sequence", r.segment.last_sequence);
+    }
+  }
+  for (Retirement& r : batch) {
+    if (r.done) r.done(status.ok() ? status : status_);
+  }
+  start_retirement();
 }
 
 void Log::read(const RecordLocation& where, ReadCallback done) const {
@@ -334,6 +571,12 @@ void Log::read(const RecordLocation& where, ReadCallback done) const {
   };
   if (where.sequence == 0 || where.sequence > durable_sequence_) {
     return refuse("log read: record not durable");
+  }
+  if (is_retired(where.segment_index)) {
+    device_.after(0, [cb = std::move(done), index = where.segment_index] {
+      cb(absl::NotFoundError(absl::StrCat("log read: segment ", index, " is retired")));
+    });
+    return;
   }
   if (where.offset < kBlockBytes || where.offset % kRecordAlignBytes != 0 ||
       where.size_bytes < kRecordHeaderBytes ||

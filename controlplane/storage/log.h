@@ -11,9 +11,12 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -45,6 +48,38 @@ absl::Status validate(const LogOptions& options);
 // durable, or the error that failed the log.
 using DurableCallback = std::function<void(const absl::Status& status, const RecordLocation&)>;
 
+// A segment as the log knows it. An empty segment has record_count 0 and
+// last_sequence == first_sequence - 1.
+struct SegmentInfo {
+  uint64_t index;
+  uint64_t first_sequence;
+  uint64_t last_sequence;
+  uint64_t record_count;
+};
+
+// The log's manifest (file `log.manifest`): which segments were retired on purpose, so recovery
+// accepts the gaps they leave and still detects a segment that vanished (README.md,
+// "Retirement"). Every segment with index < low_index is retired, and the first live segment
+// at or after it starts at low_next_sequence (0: unknown, any); `retired` lists the retired
+// segments at or above low_index, by index.
+struct LogManifest {
+  uint64_t low_index = 0;
+  uint64_t low_next_sequence = 0;
+  std::vector<SegmentInfo> retired;
+};
+inline constexpr char kManifestFileName[] = "log.manifest";
+inline constexpr char kManifestTempFileName[] = "log.manifest.tmp";
+inline constexpr uint32_t kMaxManifestEntries = 1u << 16;
+// Adds `segments`, then folds retired segments contiguous with low_index into it.
+void manifest_add(LogManifest& manifest, std::span<const SegmentInfo> segments);
+// Whole blocks: [magic "HRLDMAN1" u64][version u32][count u32][low_index u64]
+// [low_next_sequence u64] then count x [index, first, last, count u64] then crc32c u32 of all
+// before it, zero padded.
+std::vector<uint8_t> encode_manifest(const LogManifest& manifest);
+// Bytes needed to decode a manifest whose first block is `first_block` (0 if it is invalid).
+uint64_t manifest_size_bytes(std::span<const uint8_t> first_block);
+absl::Status decode_manifest(std::span<const uint8_t> bytes, LogManifest* out);
+
 struct LogStats {
   uint64_t appends = 0;
   uint64_t appends_refused = 0;  // backpressure (max_staged_bytes)
@@ -59,6 +94,10 @@ struct LogStats {
   uint64_t recovered_records = 0;
   uint64_t recovered_segments = 0;
   uint64_t torn_tails = 0;
+  // Retirement.
+  uint64_t segments_retired = 0;
+  uint64_t manifest_writes = 0;
+  uint64_t stale_segments_removed = 0;  // retired, still present at open (crash mid-retire)
 };
 
 // A record read back by Log::read.
@@ -102,6 +141,18 @@ class Log {
   using ReadCallback = std::function<void(absl::StatusOr<ReadRecord> record)>;
   void read(const RecordLocation& where, ReadCallback done) const;
 
+  // Sealed segments (every one except the segment being appended to), oldest first.
+  std::vector<SegmentInfo> sealed_segments() const;
+  // Deletes a sealed segment whose records the caller no longer needs; durable when `done` runs
+  // with OK. Any sealed segment may go, not only the oldest. The retirement is first recorded
+  // in the manifest (written to a temporary file, synced, renamed over log.manifest, directory
+  // synced), then the file is removed; from this call on, read() of its records is NotFound
+  // and recovery never returns them. NotFound for a segment that is not sealed (current,
+  // unknown, already retired); an I/O error fails the log (fail-stop). `done` never runs
+  // inside this call.
+  void retire_segment(uint64_t index, std::function<void(const absl::Status&)> done);
+  const LogManifest& manifest() const { return manifest_; }
+
   // The first error the log met; after it every append fails (fail-stop, README.md).
   const absl::Status& status() const { return status_; }
   bool failed() const { return !status_.ok(); }
@@ -140,6 +191,10 @@ class Log {
   void on_next_header_written(int32_t result);
   void on_next_header_synced(int32_t result);
   void fail(absl::Status status);
+  bool is_retired(uint64_t segment_index) const;
+  void start_retirement();
+  void remove_next_retired();
+  void finish_retirement(absl::Status status);
 
   Device& device_;
   const LogOptions options_;
@@ -174,6 +229,28 @@ class Log {
   Segment next_;
   NextState next_state_ = NextState::kNone;
   uint64_t next_segment_index_ = 0;
+
+  // What the current segment holds (durable records only).
+  uint64_t current_first_sequence_ = 0;
+  uint64_t current_last_sequence_ = 0;
+  uint64_t current_records_ = 0;
+  std::vector<SegmentInfo> sealed_;
+
+  // Retirement: the durable manifest, the retirements waiting, and the one being written.
+  using RetireCallback = std::function<void(const absl::Status&)>;
+  struct Retirement {
+    SegmentInfo segment;
+    RetireCallback done;
+  };
+  LogManifest manifest_;
+  std::set<uint64_t> retiring_;  // queued or in flight: read() refuses them already
+  std::vector<Retirement> retire_queue_;
+  std::vector<Retirement> retire_batch_;  // in flight
+  LogManifest retire_manifest_;           // what the batch in flight writes
+  std::vector<uint8_t> retire_bytes_;     // its encoding
+  std::unique_ptr<uint8_t, void (*)(void*)> retire_buffer_{nullptr, &std::free};
+  size_t retire_removed_ = 0;  // segment files of the batch removed so far
+  bool retire_in_flight_ = false;
 };
 
 }  // namespace herald::storage

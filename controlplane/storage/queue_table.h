@@ -8,9 +8,12 @@
 //   table.append(id, body, recipients, [](const absl::Status& s) { /* durable: ServerAck */ });
 //   table.drain(device, after, max_messages, max_bytes, [](auto messages) {...});
 //   table.remove(device, ids, [](const absl::Status& s) { /* tombstone durable */ });
+//   every few ms from a timer: table.compact_step();  // bounded: retire and clean segments
 //
 // Single-threaded: every call and callback runs on the thread driving the log's device. The
-// log's pending callbacks point at the table: destroy the Log first (or let it go idle).
+// log's pending callbacks point at the table: destroy the Log first (or let it go idle), after
+// compaction_idle() (compaction's reads would otherwise complete into a table with a dead log).
+// The table must own its log: with other tables' records in it, compaction stays off.
 //
 // Design (record formats, visibility, cap policy, memory cost, what is not built):
 // Records (little-endian; ids are wire.fbs ServerMsgId hi/lo, devices are
@@ -20,15 +23,16 @@
 // | --- | --- | --- |
 // | 16 | BodyPut | `[msg id 16][body]` |
 // | 17 | QueueAppend | `[msg id 16][n u32][n x (account 16, device u32)]` |
-// | 18 | QueueDelete | `[account 16, device u32][n u32][n x msg id 16]` |
+// | 18 | QueueDelete | `[account 16, device u32][n u32][n x (msg id 16, position u64)]` |
+// | 22 | QueueAppendCopy | `[msg id 16][position u64][n u32][n x (account 16, device u32)]` |
 //
 // - **One QueueAppend per message, for all its accepted recipients.** The log recovers a prefix,
 //   so a message is in all of those queues after a crash or in none; a BodyPut without its
 //   QueueAppend (crash between them, or the second append refused by backpressure) is an orphan
 //   that `start()` drops.
 // - **Order is append order**, not id order: an entry's position is its QueueAppend's sequence
-//   number. Server message ids are ordered only per (node, worker), so ordering by id could put a
-//   late message before a drain cursor and skip it.
+//   number (a copy carries the original's). Server message ids are ordered only per (node,
+//   worker), so ordering by id could put a late message before a drain cursor and skip it.
 // - **Visibility: entries are drainable only once durable** (the QueueAppend's durable callback,
 //   which is also when `append`'s completion fires: the sender's ServerAck, DESIGN.md's durability
 //   rule). Durable callbacks run in sequence order, so the durable entries are a prefix of each
@@ -38,7 +42,8 @@
 //   durable. The device has the message, so hiding it early is safe; a tombstone lost in a crash
 //   brings the entry back and the device gets it again, dropping it by id (at least once).
 //   Deletes of ids not queued write nothing; on recovery, tombstones of unknown entries are
-//   ignored (counted).
+//   ignored (counted). A tombstone names each entry's position, so it kills that entry only,
+//   never a later message with the same id (which matters once compaction moves tombstones).
 // - **Drain cursor**: `after` is the last id the device was sent; if it is no longer queued (acked
 //   and deleted) the drain starts at the head, since everything still queued is unacknowledged.
 //   Out-of-order acks can cause a duplicate, never a skip. At least one message is returned even
@@ -50,23 +55,71 @@
 // - **Bodies stay on disk**: the index keeps each body's BodyPut `RecordLocation` (known from its
 //   durable callback, or from recovery) and `drain` reads them back with `Log::read`, which
 //   checks CRC, sequence and size; the id inside the BodyPut is checked too. A corrupt body fails
-//   the drain with DataLoss, never returns wrong bytes. Memory: about 80 B per message plus about
-//   100 B per entry (a map node and a hash node), whatever the body size. Every read opens its
-//   segment (no handle cache yet) and there is no body cache or read-ahead yet.
+//   the drain with DataLoss, never returns wrong bytes. Every read opens its segment (no handle
+//   cache yet) and there is no body cache or read-ahead yet.
+// - **The index is flat** (docs/PERFORMANCE.md had the node-based maps at ~55% of CPU): bodies in
+//   an open-addressing hash map by id (112 B slots at load 3/8 to 3/4: locations of the BodyPut
+//   and of the record carrying its entries, position, size, refs); per device a vector of 32 B
+//   entries sorted by position with a head index (acks at the head pop in O(1); an ack in the
+//   middle leaves a hole, squeezed out once holes outnumber entries). An id's entry in a queue
+//   is found by binary search on its body's position (all entries of a message share it), so no
+//   per-entry hash node exists. Memory: about 150-300 B per message plus 32-64 B per entry, plus
+//   16 B per record in compaction's per-segment lists until the segment is retired.
 // - **A log failure** (fail-stop) completes pending appends with the error and removes their
 //   entries from the index: whether they survived is for recovery to say.
-// - Not built yet: compaction (dead BodyPut/QueueAppend/QueueDelete records are never reclaimed;
-//   a live entry pins its segment), snapshots of the index for fast restart, and a shared
-//   record-type registry once other tables use the same log (types 16-18 are taken).
+//
+// Compaction (`compact_step`, driven by the owner's timer; bounded work per call):
+// - **Live records.** A BodyPut is live while its body is referenced and it is the body's current
+//   location; the record carrying a message's entries (QueueAppend or its latest copy) while any
+//   entry is queued; a tombstone while a record carrying an entry it killed may still exist in a
+//   segment other than its own (the tombstone's dependencies: the carrying record at delete
+//   time, a copy in flight, and superseded carriers whose segments are not retired yet). The
+//   table counts live bytes per segment and keeps, per segment, the ids and tombstone sequences
+//   that may be live there (checked again when used).
+// - **Retire**: a sealed segment with no live record is retired (`Log::retire_segment`, durable
+//   through the log's manifest). Retiring resolves the dependencies of tombstones on it.
+// - **Clean**: the oldest sealed segment whose live bytes are below `clean_below_live_fraction`
+//   of the bytes the table wrote there has its live records copied forward: the BodyPut re-
+//   appended unchanged, the carrying record as a QueueAppendCopy that keeps the original position
+//   and lists only recipients still queued at copy time, a tombstone re-appended unchanged (it
+//   names positions). Each copy takes effect in the index at its durable callback; once the
+//   segment has no live record (every copy durable), it is retired. One segment at a time.
+// - **Why order and the cursor rules hold**: positions never change (a copy carries the
+//   original's), so each queue's order, `locate` and the drain cursor are as before; only sealed
+//   segments are cleaned and everything in them is durable, so a copy never makes a pending
+//   entry visible, and visibility is unchanged.
+// - **Why no acknowledged entry disappears, at any crash**: (1) a copy only adds entries at
+//   their original positions, for recipients still queued when it was staged; a recipient deleted
+//   before has its tombstone earlier in the log, one deleted after has its tombstone later and
+//   depending on the copy. (2) A segment is retired only once every live record in it has a
+//   durable copy (or is dead); the retirement itself is made durable (manifest) before the file
+//   goes. A crash before leaves original and copy: recovery applies both, idempotently (same
+//   position; the last BodyPut of an id wins, same bytes). (3) A tombstone leaves the disk only
+//   when no segment other than its own still holds a record carrying what it killed, or after a
+//   durable copy of it (same payload) exists; so a deleted entry never comes back either.
+//   (4) Recovery no longer requires a body before its entries (a BodyPut copy may come after the
+//   QueueAppend it serves): entries whose body never comes are dropped at `start()`.
+//   (5) The same id appended again after its entries were deleted: recovery may now meet the
+//   new QueueAppend before a copied tombstone of the old entries. The old entries are dead by
+//   construction (append() takes an id only once all its entries are deleted and their tombstones
+//   staged before), so recovery drops them there, and a later tombstone of them still depends on
+//   their records. `tests/sim/storage/queue_sim_test` crashes during cleaning and retirement.
+// - A drain that chose a body just before its segment was retired re-reads it at its new
+//   location (NotFound from the log, once).
+// - Not built yet: snapshots of the index for fast restart (recovery reads every record, bodies
+//   included: docs/PERFORMANCE.md), sharing one log with other tables (a record-type registry and
+//   combined liveness), and a bound on copy amplification beyond the live-fraction threshold.
 #pragma once
 
 #include <compare>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <span>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -76,11 +129,13 @@
 
 namespace herald::storage {
 
-// The engine's record types (>= kFirstEngineRecordType) used by this table. Other tables take
-// the numbers after these; they share one log, so the numbers are part of the on-disk format.
-inline constexpr uint8_t kRecordTypeBodyPut = 16;      // [id 16][body]
-inline constexpr uint8_t kRecordTypeQueueAppend = 17;  // [id 16][n u32][n x device 20]
-inline constexpr uint8_t kRecordTypeQueueDelete = 18;  // [device 20][n u32][n x id 16]
+// The engine's record types used by this table. The queue table owns its log (<data-dir>/queues/);
+// the catalog (19, catalog.h) has its own, but the numbers stay distinct across the engine so a
+// record is never ambiguous. Part of the on-disk format.
+inline constexpr uint8_t kRecordTypeBodyPut = 16;          // [id 16][body]
+inline constexpr uint8_t kRecordTypeQueueAppend = 17;      // [id 16][n u32][n x device 20]
+inline constexpr uint8_t kRecordTypeQueueDelete = 18;      // [device 20][n u32][n x (id 16, pos 8)]
+inline constexpr uint8_t kRecordTypeQueueAppendCopy = 22;  // [id 16][pos 8][n u32][n x device 20]
 
 // wire.fbs ServerMsgId: (unix_time_ms << 16 | node, worker << 56 | sequence).
 struct MessageId {
@@ -105,12 +160,145 @@ struct MessageIdHash {
 struct DeviceKeyHash {
   size_t operator()(const DeviceKey& key) const;
 };
+struct SequenceHash {
+  size_t operator()(uint64_t sequence) const;
+};
+
+namespace queue_internal {
+
+// An open-addressing hash map (linear probing, backward-shift deletion, no tombstones): one
+// array of slots, no node per element, so lookups touch one or two cache lines (the node-based
+// std::unordered_map was most of the table's CPU time, docs/PERFORMANCE.md). The hash must mix
+// well (the low bits pick the slot). Pointers returned by find/try_emplace are invalidated by
+// any later try_emplace or erase. Load factor at most 3/4.
+template <class K, class V, class Hash>
+class FlatMap {
+ public:
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  V* find(const K& key) {
+    if (size_ == 0) return nullptr;
+    for (size_t i = Hash{}(key)&mask_;; i = (i + 1) & mask_) {
+      if (!used_[i]) return nullptr;
+      if (slots_[i].key == key) return &slots_[i].value;
+    }
+  }
+  const V* find(const K& key) const { return const_cast<FlatMap*>(this)->find(key); }
+
+  // The value of `key`, default-constructed and inserted if absent; true when inserted.
+  std::pair<V*, bool> try_emplace(const K& key) {
+    if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.empty() ? 16 : slots_.size() * 2);
+    size_t i = Hash{}(key)&mask_;
+    for (; used_[i]; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return {&slots_[i].value, false};
+    }
+    used_[i] = 1;
+    slots_[i].key = key;
+    slots_[i].value = V{};
+    ++size_;
+    return {&slots_[i].value, true};
+  }
+
+  bool erase(const K& key) {
+    if (size_ == 0) return false;
+    for (size_t i = Hash{}(key)&mask_;; i = (i + 1) & mask_) {
+      if (!used_[i]) return false;
+      if (slots_[i].key == key) {
+        erase_at(i);
+        return true;
+      }
+    }
+  }
+
+  // Calls f(key, value) for every element; erases those for which it returns true.
+  template <class F>
+  void erase_if(F&& f) {
+    // Backward shifting only moves an element into the hole being visited (or from the wrapped
+    // start of the array to its end, already visited and kept), so nothing is skipped.
+    for (size_t i = 0; i < slots_.size();) {
+      if (used_[i] && f(slots_[i].key, slots_[i].value)) {
+        erase_at(i);
+      } else {
+        ++i;
+      }
+    }
+  }
+  template <class F>
+  void for_each_mutable(F&& f) {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (used_[i]) f(slots_[i].key, slots_[i].value);
+    }
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (used_[i]) f(slots_[i].key, slots_[i].value);
+    }
+  }
+
+  void reserve(size_t n) {
+    size_t capacity = 16;
+    while (n * 4 > capacity * 3) capacity *= 2;
+    if (capacity > slots_.size()) rehash(capacity);
+  }
+
+ private:
+  struct Slot {
+    K key{};
+    V value{};
+  };
+
+  void erase_at(size_t hole) {
+    // Backward-shift deletion (Knuth 6.4, Algorithm R): move later members of the probe run
+    // into the hole when their home slot does not lie cyclically in (hole, j].
+    for (size_t j = (hole + 1) & mask_; used_[j]; j = (j + 1) & mask_) {
+      const size_t home = Hash{}(slots_[j].key) & mask_;
+      const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+      if (stays) continue;
+      slots_[hole] = std::move(slots_[j]);
+      hole = j;
+    }
+    used_[hole] = 0;
+    slots_[hole] = Slot{};
+    --size_;
+  }
+
+  void rehash(size_t capacity) {
+    std::vector<Slot> old_slots(capacity);
+    std::vector<uint8_t> old_used(capacity, 0);
+    old_slots.swap(slots_);
+    old_used.swap(used_);
+    mask_ = capacity - 1;
+    for (size_t i = 0; i < old_slots.size(); ++i) {
+      if (!old_used[i]) continue;
+      size_t j = Hash{}(old_slots[i].key) & mask_;
+      while (used_[j]) j = (j + 1) & mask_;
+      used_[j] = 1;
+      slots_[j] = std::move(old_slots[i]);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> used_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+}  // namespace queue_internal
 
 struct QueueTableOptions {
   // Entries per device queue, durable and pending alike. When a queue is full, the append is
   // refused for that recipient (QueueFull, reported to the sender); nothing already queued is
   // ever dropped to make room, since queued messages are ones the server acknowledged.
   uint32_t max_queued_messages_per_device = 10'000;
+  // Compaction (compact_step): a sealed segment whose live bytes fall below this fraction of
+  // the bytes the table wrote there is cleaned (its live records copied forward, then it is
+  // retired); one with no live record is retired at once. 0 disables cleaning (dead segments are
+  // still retired).
+  double clean_below_live_fraction = 0.5;
+  // Records read and copied forward per compact_step() call: the bound on one step's work.
+  uint32_t compaction_records_per_step = 256;
 };
 
 struct QueueTableStats {
@@ -129,6 +317,21 @@ struct QueueTableStats {
   uint64_t recovered_foreign = 0;          // records of other types, not this table's
   uint64_t drains = 0;
   uint64_t body_reads = 0;
+  // Compaction.
+  uint64_t segments_retired = 0;
+  uint64_t segments_cleaned = 0;   // cleaning finished: live records copied, segment retiring
+  uint64_t records_copied = 0;     // BodyPut, QueueAppendCopy and QueueDelete records re-appended
+  uint64_t tombstones_copied = 0;  // of those, QueueDelete
+  uint64_t bytes_copied = 0;
+  uint64_t compaction_errors = 0;  // a read or retirement failed (logged; the segment stays)
+};
+
+// The table's live records in one segment (compaction's view; tests and metrics).
+struct SegmentUsage {
+  uint64_t index = 0;
+  uint64_t total_bytes = 0;  // of the table's records written there, dead ones included
+  uint64_t live_bytes = 0;
+  uint64_t live_records = 0;
 };
 
 // What append() did synchronously.
@@ -198,15 +401,67 @@ class QueueTable {
   // Bodies referenced (each once) and their total size on disk.
   size_t bodies() const { return bodies_.size(); }
   uint64_t body_bytes() const { return body_bytes_; }
-  bool has_body(const MessageId& id) const { return bodies_.contains(id); }
+  bool has_body(const MessageId& id) const { return bodies_.find(id) != nullptr; }
   const QueueTableStats& stats() const { return stats_; }
+
+  // --- Compaction -----------------------------------------------------------------------------
+  // One bounded step: retires sealed segments with no live record, or continues cleaning one
+  // segment (at most compaction_records_per_step records read and copied forward). Returns true
+  // while there is more to do (call again soon); false when idle. The owner calls it from a
+  // timer on the log's thread. Does nothing on a failed log or while foreign records (another
+  // table's) share the log: the table cannot tell whether those are live.
+  bool compact_step();
+  // No compaction read, copy or retirement in flight: wait for it (driving the loop) before
+  // destroying the Log, whose reads would otherwise complete into a table using a dead log.
+  bool compaction_idle() const { return cleaning_.in_flight == 0 && retiring_ == 0; }
+  // Live records per segment that holds any, oldest first.
+  std::vector<SegmentUsage> segment_usage() const;
 
  private:
   struct Body {
-    RecordLocation where;     // of the BodyPut; where.sequence is set when it is staged
-    bool durable = false;     // `where` is complete (set by the BodyPut's durable callback)
+    RecordLocation where;  // of the BodyPut; where.sequence is set when it is staged
+    // The record carrying its entries (QueueAppend or its latest durable copy): complete once
+    // durable (append_durable). Live while refs > 0.
+    RecordLocation append_where;
+    uint64_t position = 0;  // the original QueueAppend's sequence: all its entries share it
+    // A copy of the carrying record staged but not yet durable (0: none). It, the carrying
+    // record and the superseded ones (superseded_) are what a tombstone of an entry depends on.
+    uint64_t copy_sequence = 0;
     uint32_t size_bytes = 0;  // of the body alone
     uint32_t refs = 0;        // entries (durable or pending) referencing it
+    bool durable = false;     // `where` is complete (set by the BodyPut's durable callback)
+    bool append_durable = false;
+    bool superseded = false;  // superseded_ holds carrying records replaced by copies
+  };
+  // A QueueDelete record that is still needed: some segment other than its own may still hold
+  // a record carrying an entry it kills. Keyed by its sequence.
+  struct Tombstone {
+    RecordLocation where;
+    std::vector<uint64_t> depends_on;  // segment indices, not retired yet
+  };
+  // This table's view of one segment: live bytes and records, and the records that may be live
+  // (checked again when cleaning: ids whose BodyPut or carrying record was seen here, tombstone
+  // sequences), and the tombstones elsewhere that depend on it.
+  struct SegmentState {
+    uint64_t total_bytes = 0;  // of this table's records written there
+    uint64_t live_bytes = 0;
+    uint64_t live_records = 0;
+    std::vector<MessageId> bodies;
+    std::vector<MessageId> appends;
+    std::vector<uint64_t> tombstones;
+    std::vector<uint64_t> dependents;  // tombstone sequences
+    bool retiring = false;
+    bool unreadable = false;  // a copy's read failed: left alone (logged)
+  };
+  // The segment being cleaned: cursors into its lists, copies in flight.
+  struct Cleaning {
+    uint64_t segment = 0;
+    bool active = false;
+    size_t body_cursor = 0;
+    size_t append_cursor = 0;
+    size_t tombstone_cursor = 0;
+    uint32_t in_flight = 0;  // reads and copies not yet durable
+    bool failed = false;     // a read failed or found a record that does not match
   };
   struct Selected {
     MessageId id;
@@ -214,29 +469,80 @@ class QueueTable {
   };
   std::vector<Selected> select(const DeviceKey& device, std::optional<MessageId> after,
                                uint32_t max_messages, uint64_t max_bytes) const;
+  struct DrainState;
+  void read_for_drain(const std::shared_ptr<DrainState>& d, size_t i, const RecordLocation& where,
+                      bool retry);
+  enum class EntryState : uint8_t { kPending, kDurable, kRemoved };
   struct Entry {
     MessageId id;
-    bool durable = false;
+    uint64_t position = 0;  // the QueueAppend's sequence: the order appends were accepted in
+    EntryState state = EntryState::kPending;
   };
+  // One device's FIFO: entries[head, end) sorted by position. A delete marks its entry kRemoved
+  // (a hole, skipped) and advances `head` past removed entries; holes are squeezed out once
+  // they outnumber the live entries, so the vector stays within about twice the cap.
   struct Queue {
-    // Keyed by the sequence of the QueueAppend record: the order appends were accepted in.
-    std::map<uint64_t, Entry> entries;
-    std::unordered_map<MessageId, uint64_t, MessageIdHash> position_of;
+    std::vector<Entry> entries;
+    uint32_t head = 0;
+    uint32_t live = 0;  // entries not kRemoved
   };
 
-  void add_entry(const DeviceKey& device, const MessageId& id, uint64_t position, bool durable);
+  // Index in queue.entries of `id`'s live entry, or -1. The body gives the position (one per
+  // message), a binary search in the sorted queue finds it.
+  int64_t locate(const Queue& queue, const MessageId& id) const;
+  // Adds an entry at `position` (at the back unless recovery meets an older position).
+  absl::Status add_entry(const DeviceKey& device, const MessageId& id, uint64_t position,
+                         bool durable, Body& body);
   // Removes the entry and drops the body's reference; false if it was not there.
   bool erase_entry(const DeviceKey& device, const MessageId& id);
+  void erase_at(Queue& queue, size_t index);
   void unref_body(const MessageId& id);
-  void on_append_durable(const absl::Status& status, const MessageId& id, uint64_t position,
-                         const std::vector<DeviceKey>& devices, const DoneCallback& done);
+  void on_append_durable(const absl::Status& status, const RecordLocation& at, const MessageId& id,
+                         uint64_t position, const std::vector<DeviceKey>& devices,
+                         const DoneCallback& done);
+
+  // Compaction's bookkeeping.
+  void note_location(const RecordLocation& at);  // learns where segments start
+  uint64_t segment_of(uint64_t sequence) const;
+  void count(const RecordLocation& at, int64_t sign);
+  // Sequences of the records that may carry `body`'s entries (for a tombstone's dependencies).
+  void carrying_sequences(const MessageId& id, const Body& body, std::vector<uint64_t>& out);
+  // Registers a durable tombstone at `at` killing entries carried by `sequences`.
+  void add_tombstone(const RecordLocation& at, const std::vector<uint64_t>& sequences);
+  void drop_tombstone(uint64_t sequence);
+  void retire(uint64_t segment);
+  void on_retired(uint64_t segment, const absl::Status& status);
+  void clean_some();
+  void copy_body(const MessageId& id);
+  void copy_append(const MessageId& id);
+  void copy_tombstone(uint64_t sequence);
+  void copy_done(bool read_failed);
 
   const QueueTableOptions options_;
   Log* log_ = nullptr;
-  std::unordered_map<MessageId, Body, MessageIdHash> bodies_;
+  queue_internal::FlatMap<MessageId, Body, MessageIdHash> bodies_;
   uint64_t body_bytes_ = 0;
-  std::unordered_map<DeviceKey, Queue, DeviceKeyHash> queues_;
+  queue_internal::FlatMap<DeviceKey, Queue, DeviceKeyHash> queues_;
   QueueTableStats stats_;
+  // Compaction.
+  std::map<uint64_t, SegmentState> segments_;
+  std::vector<std::pair<uint64_t, uint64_t>> segment_starts_;  // (index, first sequence seen)
+  std::set<uint64_t> retired_;
+  uint32_t retiring_ = 0;
+  // Sequences of carrying records replaced by a durable copy whose segments may not be retired
+  // yet, per message (only for the few being compacted; pruned as segments retire).
+  queue_internal::FlatMap<MessageId, std::vector<uint64_t>, MessageIdHash> superseded_;
+  queue_internal::FlatMap<uint64_t, Tombstone, SequenceHash> tombstones_;
+  Cleaning cleaning_;
+  // Recovery only: older incarnations of ids appended again (recover()), by id.
+  struct StaleIncarnation {
+    uint64_t position = 0;
+    std::vector<uint64_t> sequences;  // records that carried its entries
+  };
+  queue_internal::FlatMap<MessageId, std::vector<StaleIncarnation>, MessageIdHash> recovery_stale_;
+  bool stale_entries_ = false;
+  // Read callbacks may outlive the table (Log::read's contract); they check this first.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace herald::storage

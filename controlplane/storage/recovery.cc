@@ -40,19 +40,107 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
                     [self = shared_from_this(), status = names.status()] { self->finish(status); });
       return;
     }
+    bool has_manifest = false;
     for (const std::string& name : *names) {
       uint64_t index;
       if (parse_segment_file_name(std::span<const char>(name.data(), name.size()), &index)) {
         indices_.push_back(index);
+      } else if (name == kManifestFileName) {
+        has_manifest = true;
       }
     }
     std::sort(indices_.begin(), indices_.end());
-    next_segment();
+    if (!has_manifest) return after_manifest();
+    device_.open(kManifestFileName,
+                 [self = shared_from_this()](int32_t r) { self->on_manifest_opened(r); });
   }
 
  private:
+  // --- The manifest: which segments were retired on purpose -------------------------------
+  void on_manifest_opened(int32_t result) {
+    if (result < 0) {
+      return finish(
+          absl::InternalError(absl::StrCat("open log manifest: ", std::strerror(-result))));
+    }
+    file_ = result;
+    ensure_buffer(kBlockBytes);
+    device_.read(file_, 0, buffer_, kBlockBytes,
+                 [self = shared_from_this()](int32_t r) { self->on_manifest_head(r); });
+  }
+
+  void on_manifest_head(int32_t result) {
+    if (result < 0) return finish(manifest_error(result));
+    if (static_cast<uint32_t>(result) < kBlockBytes)
+      std::memset(buffer_ + result, 0, kBlockBytes - result);
+    const uint64_t size = manifest_size_bytes(std::span<const uint8_t>(buffer_, kBlockBytes));
+    if (size == 0) return finish(absl::DataLossError("log manifest: bad header"));
+    if (size == kBlockBytes) return on_manifest_read(static_cast<int32_t>(size));
+    ensure_buffer(size);
+    device_.read(file_, 0, buffer_, static_cast<uint32_t>(size),
+                 [self = shared_from_this()](int32_t r) { self->on_manifest_read(r); });
+  }
+
+  void on_manifest_read(int32_t result) {
+    device_.close(file_);
+    file_ = -1;
+    if (result < 0) return finish(manifest_error(result));
+    LogManifest manifest;
+    absl::Status status = decode_manifest(
+        std::span<const uint8_t>(buffer_, static_cast<uint32_t>(result)), &manifest);
+    if (!status.ok()) return finish(status);
+    log_->manifest_ = std::move(manifest);
+    after_manifest();
+  }
+
+  absl::Status manifest_error(int32_t result) {
+    return absl::InternalError(absl::StrCat("read log manifest: ", std::strerror(-result)));
+  }
+
+  const SegmentInfo* retired_entry(uint64_t index) const {
+    const auto& retired = log_->manifest_.retired;
+    auto it = std::lower_bound(retired.begin(), retired.end(), index,
+                               [](const SegmentInfo& s, uint64_t i) { return s.index < i; });
+    return it != retired.end() && it->index == index ? &*it : nullptr;
+  }
+
+  // Retired segments still on disk (a crash between the manifest's rename and the unlink) are
+  // never read: their records are gone for the layers above. They are removed before the open
+  // completes.
+  void after_manifest() {
+    const LogManifest& m = log_->manifest_;
+    std::vector<uint64_t> live;
+    for (uint64_t index : indices_) {
+      if (index < m.low_index || retired_entry(index) != nullptr) {
+        stale_.push_back(index);
+      } else {
+        live.push_back(index);
+      }
+    }
+    indices_ = std::move(live);
+    expected_index_ = m.low_index;
+    expected_sequence_ = m.low_next_sequence;
+    next_segment();
+  }
+
+  // Steps expected_index_ up to `index` over retired segments; any other missing segment
+  // vanished without being retired: records may be lost, so the open fails.
+  absl::Status skip_retired_until(uint64_t index) {
+    while (expected_index_ < index) {
+      const SegmentInfo* retired = retired_entry(expected_index_);
+      if (retired == nullptr) {
+        return absl::DataLossError(
+            absl::StrCat("log segment ", expected_index_, " is missing and was not retired"));
+      }
+      if (retired->record_count > 0) expected_sequence_ = retired->last_sequence + 1;
+      ++expected_index_;
+    }
+    return absl::OkStatus();
+  }
+
   void next_segment() {
-    if (position_ == indices_.size()) return choose_segment_for_appends();
+    if (position_ == indices_.size()) return remove_stale();
+    if (absl::Status s = skip_retired_until(indices_[position_]); !s.ok()) return finish(s);
+    expected_index_ = indices_[position_] + 1;
     char name[kSegmentNameBytes + 1];
     segment_file_name(indices_[position_], name);
     device_.open(name, [self = shared_from_this()](int32_t r) { self->on_opened(r); });
@@ -87,7 +175,7 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
         incomplete_last_ = true;
         HLOG_WARN("storage.log.incomplete_segment").kv("segment", indices_[position_]);
         ++position_;
-        return choose_segment_for_appends();
+        return remove_stale();
       }
       return finish(absl::DataLossError(
           absl::StrCat("segment ", indices_[position_], ": ", std::string(status.message()))));
@@ -140,7 +228,15 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
           .kv("segment", header_.segment_index)
           .kv("offset", result.end_offset);
     }
-    if (result.records > 0) expected_sequence_ = result.last_sequence + 1;
+    SegmentInfo info{header_.segment_index, std::max<uint64_t>(expected_sequence_, 1), 0, 0};
+    if (result.records > 0) {
+      info.first_sequence = result.last_sequence - result.records + 1;
+      info.last_sequence = result.last_sequence;
+      info.record_count = result.records;
+      expected_sequence_ = result.last_sequence + 1;
+    } else {
+      info.last_sequence = info.first_sequence - 1;
+    }
     const bool last = position_ + 1 == indices_.size();
     // The newest segment is appended to again only if nothing at all was written after its
     // header. Otherwise new records go to a fresh segment: they must never land in front of
@@ -152,13 +248,38 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
     } else {
       device_.close(file_);
       file_ = -1;
+      log_->sealed_.push_back(info);
     }
     ++position_;
     next_segment();
   }
 
+  void remove_stale() {
+    if (stale_.empty()) return choose_segment_for_appends();
+    const uint64_t index = stale_.back();
+    stale_.pop_back();
+    char name[kSegmentNameBytes + 1];
+    segment_file_name(index, name);
+    device_.remove(name, [self = shared_from_this(), index](int32_t r) {
+      if (r < 0 && r != -ENOENT) {
+        return self->finish(absl::InternalError(
+            absl::StrCat("remove retired segment ", index, ": ", std::strerror(-r))));
+      }
+      ++self->log_->stats_.stale_segments_removed;
+      self->remove_stale();
+    });
+  }
+
   void choose_segment_for_appends() {
     Log& log = *log_;
+    // Retired segments after the last live one still move the sequence on: numbering never
+    // restarts below what was retired (a snapshot above may cover it).
+    if (!log.manifest_.retired.empty()) {
+      const uint64_t top = log.manifest_.retired.back().index + 1;
+      if (top > expected_index_) {
+        if (absl::Status s = skip_retired_until(top); !s.ok()) return finish(s);
+      }
+    }
     log.next_sequence_ = expected_sequence_ == 0 ? 1 : expected_sequence_;
     log.durable_sequence_ = log.next_sequence_ - 1;
     if (reuse_last_) {
@@ -168,11 +289,15 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
       log.current_.tail_offset = kBlockBytes;
       log.next_segment_index_ = header_.segment_index + 1;
       file_ = -1;
-    } else if (indices_.empty()) {
-      log.next_segment_index_ = 0;
-    } else {
+    } else if (incomplete_last_) {
       // An incomplete newest segment is created again under its own index.
-      log.next_segment_index_ = incomplete_last_ ? indices_.back() : indices_.back() + 1;
+      log.next_segment_index_ = indices_.back();
+    } else {
+      log.next_segment_index_ = expected_index_;
+    }
+    if (reuse_last_) {
+      log.current_first_sequence_ = 0;
+      log.current_records_ = 0;
     }
     // Preallocate now; the first batch waits for it if it is not ready.
     log.prepare_next_segment();
@@ -221,6 +346,8 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
   uint64_t buffer_bytes_ = 0;
   uint64_t read_offset_ = 0;
   uint64_t expected_sequence_ = 0;
+  uint64_t expected_index_ = 0;  // the next segment index continuity expects
+  std::vector<uint64_t> stale_;  // retired segments still present, to remove
   bool reuse_last_ = false;
   bool incomplete_last_ = false;
   uint32_t reads_in_flight_ = 0;

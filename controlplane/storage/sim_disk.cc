@@ -162,6 +162,47 @@ void SimDisk::sync(FileHandle handle, IoCallback done) {
   });
 }
 
+int32_t SimDisk::apply_namespace_op(const NamespaceOp& op) {
+  auto it = files_.find(op.from);
+  if (it == files_.end()) return -ENOENT;
+  if (op.rename) {
+    std::unique_ptr<File> f = std::move(it->second);
+    files_.erase(it);
+    files_[op.to] = std::move(f);
+  } else {
+    files_.erase(it);
+  }
+  return 0;
+}
+
+void SimDisk::submit_namespace_op(NamespaceOp op, IoCallback done) {
+  const uint64_t id = next_namespace_id_++;
+  pending_namespace_.emplace(id, std::move(op));
+  schedule(latency_ns() + options_.sync_extra_latency_ns, [this, id, done = std::move(done)] {
+    auto it = pending_namespace_.find(id);
+    HERALD_CHECK(it != pending_namespace_.end(), "namespace op lost");
+    const NamespaceOp submitted = std::move(it->second);
+    pending_namespace_.erase(it);
+    if (faults_enabled_ && chance(options_.create_error_probability)) {
+      ++stats_.namespace_errors;
+      if (random_() % 2 == 0) (void)apply_namespace_op(submitted);
+      done(-EIO);
+      return;
+    }
+    done(apply_namespace_op(submitted));
+  });
+}
+
+void SimDisk::remove(const std::string& name, IoCallback done) {
+  ++stats_.removes;
+  submit_namespace_op(NamespaceOp{false, name, {}}, std::move(done));
+}
+
+void SimDisk::rename(const std::string& from, const std::string& to, IoCallback done) {
+  ++stats_.renames;
+  submit_namespace_op(NamespaceOp{true, from, to}, std::move(done));
+}
+
 void SimDisk::after(uint64_t delay_ns, std::function<void()> fn) {
   schedule(delay_ns, std::move(fn));
 }
@@ -196,6 +237,18 @@ void SimDisk::crash() {
   dropped.clear();
   const int mode = static_cast<int>(random_() % 3);
   const double keep = mode == 0 ? 0.0 : (mode == 1 ? 1.0 : 0.5);
+  // A directory change not yet synced may or may not have reached the disk, each on its own,
+  // in submission order (the filesystem journals them in that order).
+  auto pending = std::move(pending_namespace_);
+  pending_namespace_.clear();
+  for (const auto& [id, op] : pending) {
+    if (random_() % 2 == 0) {
+      ++stats_.namespace_ops_applied_at_crash;
+      (void)apply_namespace_op(op);
+    } else {
+      ++stats_.namespace_ops_lost_at_crash;
+    }
+  }
   for (auto& [name, f] : files_) {
     for (const PendingWrite& w : f->unsynced) apply_sectors(f->durable, w, keep);
     f->unsynced.clear();

@@ -39,6 +39,11 @@ struct SimDiskStats {
   uint64_t create_errors = 0;
   uint64_t bitflips = 0;
   uint64_t sectors_lost = 0;  // unsynced sectors dropped by crashes and failed syncs
+  uint64_t removes = 0;
+  uint64_t renames = 0;
+  uint64_t namespace_errors = 0;
+  uint64_t namespace_ops_applied_at_crash = 0;
+  uint64_t namespace_ops_lost_at_crash = 0;
 };
 
 class SimDisk final : public Device {
@@ -57,6 +62,11 @@ class SimDisk final : public Device {
   void read(FileHandle file, uint64_t offset, void* data, uint32_t size_bytes,
             IoCallback done) override;
   void sync(FileHandle file, IoCallback done) override;
+  // Take effect when they complete (with the directory synced). A crash while one is pending
+  // applies it or not, picked from the seed; a fault (create_error_probability) reports -EIO
+  // and may or may not have applied it.
+  void remove(const std::string& name, IoCallback done) override;
+  void rename(const std::string& from, const std::string& to, IoCallback done) override;
   uint64_t now_ns() const override { return now_ns_; }
   void after(uint64_t delay_ns, std::function<void()> fn) override;
 
@@ -96,6 +106,15 @@ class SimDisk final : public Device {
     std::vector<PendingWrite> unsynced;
   };
 
+  // A remove or rename submitted and not yet completed.
+  struct NamespaceOp {
+    bool rename = false;
+    std::string from;
+    std::string to;
+  };
+  int32_t apply_namespace_op(const NamespaceOp& op);
+  void submit_namespace_op(NamespaceOp op, IoCallback done);
+
   void schedule(uint64_t delay_ns, std::function<void()> fn);
   uint64_t latency_ns();
   bool chance(double probability);
@@ -110,6 +129,8 @@ class SimDisk final : public Device {
   std::map<std::pair<uint64_t, uint64_t>, std::function<void()>> events_;
   std::map<std::string, std::unique_ptr<File>> files_;
   std::map<FileHandle, std::string> handles_;
+  std::map<uint64_t, NamespaceOp> pending_namespace_;  // by submission order
+  uint64_t next_namespace_id_ = 0;
   FileHandle next_handle_ = 3;
   bool faults_enabled_ = false;
   bool bitflips_enabled_ = true;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -20,7 +21,7 @@
 namespace herald::storage {
 
 struct UringDevice::Request {
-  enum class Kind : uint8_t { kSimple, kOpen, kCreate, kTimer };
+  enum class Kind : uint8_t { kSimple, kFixed, kOpen, kCreate, kTimer };
   enum class Step : uint8_t { kOpen, kPreallocate, kSyncFile, kSyncDir, kReopen };
   uring::Operation op;
   UringDevice* device = nullptr;
@@ -35,6 +36,7 @@ struct UringDevice::Request {
   uint32_t chunk = 0;   // bytes of the zero-fill write in flight
   IoCallback done;
   std::function<void()> timer_fn;
+  int32_t fixed_result = 0;  // kFixed: what the completion reports (the nop's own is ignored)
 };
 
 absl::StatusOr<std::unique_ptr<UringDevice>> UringDevice::create(
@@ -98,6 +100,13 @@ void UringDevice::on_complete(uring::Operation& op, const uring::Completion& com
       IoCallback done = std::move(r->done);
       device->release(r);
       done(completion.result);
+      return;
+    }
+    case Request::Kind::kFixed: {
+      IoCallback done = std::move(r->done);
+      const int32_t result = r->fixed_result;
+      device->release(r);
+      done(result);
       return;
     }
     case Request::Kind::kTimer: {
@@ -260,6 +269,30 @@ void UringDevice::sync(FileHandle file, IoCallback done) {
   Request* r = acquire();
   r->done = std::move(done);
   loop_.fsync(r->op, file, /*data_only=*/true);
+}
+
+void UringDevice::finish_namespace_change(int32_t result, IoCallback done) {
+  Request* r = acquire();
+  r->done = std::move(done);
+  if (result < 0) {
+    // Completions never run inside the submitting call: the error goes through the loop too.
+    r->kind = Request::Kind::kFixed;
+    r->fixed_result = result;
+    loop_.nop(r->op);
+    return;
+  }
+  // The directory entry change is durable only once the directory itself is synced.
+  loop_.fsync(r->op, dir_fd_, /*data_only=*/false);
+}
+
+void UringDevice::remove(const std::string& name, IoCallback done) {
+  const int rc = ::unlinkat(dir_fd_, name.c_str(), 0);
+  finish_namespace_change(rc == 0 ? 0 : -errno, std::move(done));
+}
+
+void UringDevice::rename(const std::string& from, const std::string& to, IoCallback done) {
+  const int rc = ::renameat(dir_fd_, from.c_str(), dir_fd_, to.c_str());
+  finish_namespace_change(rc == 0 ? 0 : -errno, std::move(done));
 }
 
 uint64_t UringDevice::now_ns() const {

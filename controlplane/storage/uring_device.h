@@ -51,6 +51,11 @@ class UringDevice final : public Device {
   void read(FileHandle file, uint64_t offset, void* data, uint32_t size_bytes,
             IoCallback done) override;
   void sync(FileHandle file, IoCallback done) override;
+  // unlinkat/renameat run synchronously (the shared EventLoop exposes no IORING_OP_UNLINKAT /
+  // RENAMEAT, and these are rare metadata operations); the directory fsync that makes them
+  // durable goes through the loop, and so does every completion.
+  void remove(const std::string& name, IoCallback done) override;
+  void rename(const std::string& from, const std::string& to, IoCallback done) override;
   uint64_t now_ns() const override;
   void after(uint64_t delay_ns, std::function<void()> fn) override;
 
@@ -70,6 +75,8 @@ class UringDevice final : public Device {
   void start_open(Request* request);
   void step_create(Request* request, int32_t result);
   void zero_fill_next(Request* request);
+  // Completes a synchronous namespace change: its error through the loop, or the dir fsync.
+  void finish_namespace_change(int32_t result, IoCallback done);
 
   uring::EventLoop& loop_;
   const UringDeviceOptions options_;

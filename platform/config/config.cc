@@ -7,9 +7,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/idl.h"
@@ -47,24 +51,65 @@ absl::Status parse_schema(flatbuffers::Parser& parser) {
   return absl::OkStatus();
 }
 
-// Rules that involve two fields, which the per-field attributes cannot say.
+// Rules that involve two fields, which the per-field attributes cannot say. Each error names the
+// field an operator would change.
 absl::Status check_cross_field(const Config& config) {
   const Dataplane& dp = config.dataplane();
   if (dp.cores()->size() != 0 && dp.cores()->size() != dp.workers()) {
-    return absl::InvalidArgumentError(absl::StrCat("dataplane.cores lists ", dp.cores()->size(),
-                                                   " cores for ", dp.workers(),
-                                                   " workers; list one core per worker, or none"));
+    return internal::field_error(
+        "dataplane.cores",
+        absl::StrCat("dataplane.cores lists ", dp.cores()->size(), " cores for ", dp.workers(),
+                     " workers; list one core per worker, or none"));
   }
   const Limits& limits = config.limits();
   // A Message frame carries the body plus its own fields (ids, recipient): leave room for them.
   constexpr uint32_t kFrameOverheadBytes = 512;
   if (limits.max_body_bytes() > limits.max_frame_bytes() - kFrameOverheadBytes) {
-    return absl::InvalidArgumentError(
+    return internal::field_error(
+        "limits.max_body_bytes",
         absl::StrCat("limits.max_body_bytes = ", limits.max_body_bytes(),
                      " leaves no room for the frame around it: at most limits.max_frame_bytes - ",
                      kFrameOverheadBytes, " = ", limits.max_frame_bytes() - kFrameOverheadBytes));
   }
+  // key_ring.h: the ring holds the current, the staged and up to 6 retired keys, and a retired
+  // key must keep verifying for token_ttl + skew (30 s); so 6 rotations must span that time.
+  const SessionTokens& tokens = config.session_tokens();
+  constexpr uint64_t kRetiredKeys = 6;
+  constexpr uint64_t kClockSkewS = 30;
+  if (uint64_t{tokens.key_rotation_s()} * kRetiredKeys <
+      uint64_t{tokens.token_ttl_s()} + kClockSkewS) {
+    return internal::field_error(
+        "session_tokens.key_rotation_s",
+        absl::StrCat(
+            "session_tokens.key_rotation_s = ", tokens.key_rotation_s(),
+            " retires signing keys before the tokens they signed expire: at least "
+            "(session_tokens.token_ttl_s + 30) / 6 = ",
+            (uint64_t{tokens.token_ttl_s()} + kClockSkewS + kRetiredKeys - 1) / kRetiredKeys));
+  }
+  const CodeGateway& gateway = config.code_gateway();
+  if (gateway.kind() == CodeGatewayKind::webhook && gateway.webhook_url()->size() == 0) {
+    return internal::field_error("code_gateway.webhook_url",
+                                 "code_gateway.webhook_url is required when code_gateway.kind is "
+                                 "\"webhook\"");
+  }
+  const Tls& tls = config.tls();
+  if ((tls.public_cert_path()->size() == 0) != (tls.public_key_path()->size() == 0)) {
+    const bool cert_missing = tls.public_cert_path()->size() == 0;
+    return internal::field_error(
+        cert_missing ? "tls.public_cert_path" : "tls.public_key_path",
+        "tls.public_cert_path and tls.public_key_path go together: set both, or neither (a "
+        "self-signed pair is generated)");
+  }
   return absl::OkStatus();
+}
+
+// `status` with `prefix` before its message, keeping the field payload.
+absl::Status prefixed(const absl::Status& status, const std::string& prefix) {
+  absl::Status out(status.code(), absl::StrCat(prefix, status.message()));
+  if (auto field = status.GetPayload(internal::kFieldPayloadUrl)) {
+    out.SetPayload(internal::kFieldPayloadUrl, *field);
+  }
+  return out;
 }
 
 // Builds the normalised buffer from a parsed one (or from nothing: the defaults).
@@ -82,30 +127,35 @@ absl::StatusOr<Config> normalize(const flatbuffers::Parser& parser, const uint8_
 }
 
 // FlatBuffers' parser errors carry "<name>:<line>: <column>: error: ..." but, for a bad value,
-// not the field. Find the last "key": before that position, so the message can name it.
-std::string field_near_error(const std::string& text, const std::string& error) {
+// not the field. The byte offset in `text` the error points at, or npos.
+size_t error_offset(const std::string& text, const std::string& error) {
   // The source name may itself contain ':', so parse backwards from the ": error:" tag:
   // "...:<line>: <column>: error:".
   const size_t tag = error.find(": error:");
-  if (tag == std::string::npos) return "";
+  if (tag == std::string::npos) return std::string::npos;
   const size_t col_start = error.rfind(' ', tag);
-  if (col_start == std::string::npos || col_start == 0) return "";
+  if (col_start == std::string::npos || col_start == 0) return std::string::npos;
   const size_t line_end = error.rfind(':', col_start);
-  if (line_end == std::string::npos || line_end == 0) return "";
+  if (line_end == std::string::npos || line_end == 0) return std::string::npos;
   const size_t line_start = error.rfind(':', line_end - 1);
-  if (line_start == std::string::npos) return "";
+  if (line_start == std::string::npos) return std::string::npos;
   int line = 0, column = 0;
   if (!absl::SimpleAtoi(error.substr(line_start + 1, line_end - line_start - 1), &line) ||
       !absl::SimpleAtoi(error.substr(col_start + 1, tag - col_start - 1), &column)) {
-    return "";
+    return std::string::npos;
   }
   size_t offset = 0;
   for (int l = 1; l < line && offset != std::string::npos; ++l) {
     offset = text.find('\n', offset);
     if (offset != std::string::npos) ++offset;
   }
+  if (offset == std::string::npos) return std::string::npos;
+  return std::min(text.size(), offset + static_cast<size_t>(std::max(column, 0)));
+}
+
+// The last "key": before `offset`, so the message can name it.
+std::string field_near_error(const std::string& text, size_t offset) {
   if (offset == std::string::npos) return "";
-  offset = std::min(text.size(), offset + static_cast<size_t>(std::max(column, 0)));
   // Walk back to a ':' outside the value, then take the quoted key before it.
   const size_t colon = text.rfind(':', offset == 0 ? 0 : offset - 1);
   if (colon == std::string::npos) return "";
@@ -114,6 +164,93 @@ std::string field_near_error(const std::string& text, const std::string& error) 
   const size_t key_start = text.rfind('"', key_end - 1);
   if (key_start == std::string::npos) return "";
   return text.substr(key_start + 1, key_end - key_start - 1);
+}
+
+// The dotted path of the last object key before byte `offset` of JSON `text` ("limits.x"): a
+// forgiving scan (the text may be malformed after the error). The parser reports an error after
+// the token it read ahead, which may close the table, so the last key, not the innermost open
+// object, is what the error is about.
+std::string json_path_at(const std::string& text, size_t offset) {
+  if (offset == std::string::npos) return "";
+  struct Frame {
+    bool object;
+    std::string key;
+  };
+  std::vector<Frame> stack;
+  std::string last_path;
+  bool expecting_key = false;
+  for (size_t i = 0; i < offset && i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"') {
+      std::string str;
+      for (++i; i < text.size() && text[i] != '"'; ++i) {
+        if (text[i] == '\\' && i + 1 < text.size()) ++i;
+        str += text[i];
+      }
+      // A string just after '{' or ',' in an object is a key.
+      if (expecting_key && !stack.empty() && stack.back().object) {
+        stack.back().key = str;
+        last_path.clear();
+        for (const Frame& frame : stack) {
+          if (!frame.object || frame.key.empty()) continue;
+          if (!last_path.empty()) last_path += '.';
+          last_path += frame.key;
+        }
+      }
+      expecting_key = false;
+      continue;
+    }
+    switch (c) {
+      case '{':
+        stack.push_back({true, ""});
+        expecting_key = true;
+        break;
+      case '[':
+        stack.push_back({false, ""});
+        expecting_key = false;
+        break;
+      case '}':
+      case ']':
+        if (!stack.empty()) stack.pop_back();
+        expecting_key = false;
+        break;
+      case ',': expecting_key = !stack.empty() && stack.back().object; break;
+      default: break;
+    }
+  }
+  return last_path;
+}
+
+// Where the parser's error is about. An out-of-range number is reported once its table is
+// complete, after later fields; when the message quotes the number ("invalid number: \"70000\""),
+// the last occurrence of that literal before the error position is the field.
+size_t error_subject(const std::string& text, const std::string& error, size_t offset) {
+  if (offset == std::string::npos) return offset;
+  static constexpr std::string_view kInvalidNumber = "invalid number: \"";
+  const size_t at = error.find(kInvalidNumber);
+  if (at == std::string::npos) return offset;
+  const size_t start = at + kInvalidNumber.size();
+  const size_t end = error.find('"', start);
+  if (end == std::string::npos || end == start) return offset;
+  const std::string literal = error.substr(start, end - start);
+  size_t found = text.rfind(literal, offset);
+  while (found != std::string::npos) {
+    // A whole value token: after ':', '[' or ',' and before ',', ']' or '}' (whitespace aside),
+    // so not part of a longer number or of a string.
+    const auto is_before = [](char c) {
+      return std::string_view(" \t\r\n:[,").find(c) != std::string_view::npos;
+    };
+    const auto is_after = [](char c) {
+      return std::string_view(" \t\r\n,]}").find(c) != std::string_view::npos;
+    };
+    const bool head = found != 0 && is_before(text[found - 1]);
+    const bool tail =
+        found + literal.size() < text.size() && is_after(text[found + literal.size()]);
+    if (head && tail) return found;
+    if (found == 0) break;
+    found = text.rfind(literal, found - 1);
+  }
+  return offset;
 }
 
 absl::StatusOr<std::string> read_file(const std::string& path) {
@@ -174,17 +311,19 @@ absl::StatusOr<Config> load_config_from_string(std::string_view json,
   if (absl::Status status = parse_schema(parser); !status.ok()) return status;
   const std::string text(json);
   if (!parser.ParseJson(text.c_str(), name.c_str())) {
-    const std::string field = field_near_error(text, parser.error_);
-    if (field.empty() || parser.error_.find(field) != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("config: ", parser.error_));
+    const size_t offset = error_offset(text, parser.error_);
+    const std::string field = field_near_error(text, offset);
+    const std::string path = json_path_at(text, error_subject(text, parser.error_, offset));
+    std::string message = absl::StrCat("config: ", parser.error_);
+    if (!field.empty() && parser.error_.find(field) == std::string::npos) {
+      absl::StrAppend(&message, " (near field \"", field, "\")");
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("config: ", parser.error_, " (near field \"", field, "\")"));
+    return path.empty() ? absl::InvalidArgumentError(message)
+                        : internal::field_error(path, message);
   }
   absl::StatusOr<Config> config = normalize(parser, parser.builder_.GetBufferPointer());
   if (!config.ok() && absl::IsInvalidArgument(config.status())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config: ", name, ": ", config.status().message()));
+    return prefixed(config.status(), absl::StrCat("config: ", name, ": "));
   }
   return config;
 }
@@ -230,9 +369,132 @@ absl::StatusOr<Config> config_from_buffer(std::span<const uint8_t> buffer) {
   if (absl::Status status = parse_schema(parser); !status.ok()) return status;
   absl::StatusOr<Config> config = normalize(parser, copy.data());
   if (!config.ok() && absl::IsInvalidArgument(config.status())) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", config.status().message()));
+    return prefixed(config.status(), "config: ");
   }
   return config;
+}
+
+std::string error_field(const absl::Status& status) {
+  auto field = status.GetPayload(internal::kFieldPayloadUrl);
+  return field ? std::string(*field) : std::string();
+}
+
+namespace {
+
+// Walks table `def` of two normalised buffers (every field present: ForceDefaults) and reports
+// each field whose value differs, with whether herald_restart covers it.
+void diff_table(const flatbuffers::StructDef& def, const flatbuffers::Table* a,
+                const flatbuffers::Table* b, const std::string& path, bool restart,
+                const std::function<void(const std::string&, bool)>& report) {
+  using flatbuffers::BaseType;
+  for (const flatbuffers::FieldDef* field : def.fields.vec) {
+    if (field->deprecated) continue;
+    const std::string name = path.empty() ? field->name : absl::StrCat(path, ".", field->name);
+    const bool field_restart = restart || field->attributes.Lookup("herald_restart") != nullptr;
+    const flatbuffers::voffset_t offset = field->value.offset;
+    const flatbuffers::Type& type = field->value.type;
+    bool differs = false;
+    switch (type.base_type) {
+      case BaseType::BASE_TYPE_STRUCT: {
+        const auto* sub_a =
+            a != nullptr ? a->GetPointer<const flatbuffers::Table*>(offset) : nullptr;
+        const auto* sub_b =
+            b != nullptr ? b->GetPointer<const flatbuffers::Table*>(offset) : nullptr;
+        diff_table(*type.struct_def, sub_a, sub_b, name, field_restart, report);
+        continue;
+      }
+      case BaseType::BASE_TYPE_STRING: {
+        const auto* sa = a != nullptr ? a->GetPointer<const flatbuffers::String*>(offset) : nullptr;
+        const auto* sb = b != nullptr ? b->GetPointer<const flatbuffers::String*>(offset) : nullptr;
+        differs = (sa != nullptr ? sa->string_view() : std::string_view()) !=
+                  (sb != nullptr ? sb->string_view() : std::string_view());
+        break;
+      }
+      case BaseType::BASE_TYPE_VECTOR: {
+        using Strings = flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>;
+        if (type.VectorType().base_type == BaseType::BASE_TYPE_STRING) {
+          const auto* va = a != nullptr ? a->GetPointer<const Strings*>(offset) : nullptr;
+          const auto* vb = b != nullptr ? b->GetPointer<const Strings*>(offset) : nullptr;
+          const size_t na = va != nullptr ? va->size() : 0, nb = vb != nullptr ? vb->size() : 0;
+          differs = na != nb;
+          for (size_t i = 0; !differs && i < na; ++i) {
+            differs = va->Get(static_cast<flatbuffers::uoffset_t>(i))->string_view() !=
+                      vb->Get(static_cast<flatbuffers::uoffset_t>(i))->string_view();
+          }
+        } else {
+          const size_t element = flatbuffers::SizeOf(type.VectorType().base_type);
+          const auto* va =
+              a != nullptr ? a->GetPointer<const flatbuffers::Vector<uint8_t>*>(offset) : nullptr;
+          const auto* vb =
+              b != nullptr ? b->GetPointer<const flatbuffers::Vector<uint8_t>*>(offset) : nullptr;
+          const size_t na = va != nullptr ? va->size() * element : 0;
+          const size_t nb = vb != nullptr ? vb->size() * element : 0;
+          differs = na != nb || (na != 0 && std::memcmp(va->Data(), vb->Data(), na) != 0);
+        }
+        break;
+      }
+      default: {
+        // A scalar: both buffers hold it explicitly, so the bytes compare.
+        const size_t size = flatbuffers::SizeOf(type.base_type);
+        const uint8_t* pa = a != nullptr ? a->GetAddressOf(offset) : nullptr;
+        const uint8_t* pb = b != nullptr ? b->GetAddressOf(offset) : nullptr;
+        differs =
+            (pa == nullptr) != (pb == nullptr) || (pa != nullptr && std::memcmp(pa, pb, size) != 0);
+        break;
+      }
+    }
+    if (differs) report(name, field_restart);
+  }
+}
+
+void diff_configs(const Config& from, const Config& to,
+                  const std::function<void(const std::string&, bool)>& report) {
+  flatbuffers::Parser parser(parser_options());
+  // The embedded schema always parses (default_config() proved it), so no error to return.
+  if (!parse_schema(parser).ok()) return;
+  diff_table(*parser.root_struct_def_,
+             flatbuffers::GetRoot<flatbuffers::Table>(from.bytes().data()),
+             flatbuffers::GetRoot<flatbuffers::Table>(to.bytes().data()), "", false, report);
+}
+
+void list_restart_fields(const flatbuffers::StructDef& def, const std::string& path, bool restart,
+                         std::vector<std::string>& out) {
+  for (const flatbuffers::FieldDef* field : def.fields.vec) {
+    if (field->deprecated) continue;
+    const std::string name = path.empty() ? field->name : absl::StrCat(path, ".", field->name);
+    const bool field_restart = restart || field->attributes.Lookup("herald_restart") != nullptr;
+    if (field->value.type.base_type == flatbuffers::BaseType::BASE_TYPE_STRUCT) {
+      list_restart_fields(*field->value.type.struct_def, name, field_restart, out);
+    } else if (field_restart) {
+      out.push_back(name);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> changed_fields(const Config& from, const Config& to) {
+  std::vector<std::string> out;
+  diff_configs(from, to, [&](const std::string& path, bool) { out.push_back(path); });
+  return out;
+}
+
+std::vector<std::string> restart_required_changes(const Config& from, const Config& to) {
+  std::vector<std::string> out;
+  diff_configs(from, to, [&](const std::string& path, bool restart) {
+    if (restart) out.push_back(path);
+  });
+  return out;
+}
+
+const std::vector<std::string>& restart_required_fields() {
+  static const std::vector<std::string>* const fields = [] {
+    auto* out = new std::vector<std::string>();
+    flatbuffers::Parser parser(parser_options());
+    if (parse_schema(parser).ok()) list_restart_fields(*parser.root_struct_def_, "", false, *out);
+    return out;
+  }();
+  return *fields;
 }
 
 }  // namespace herald::config

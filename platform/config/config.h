@@ -37,6 +37,13 @@ class Config {
   [[nodiscard]] const Limits& limits() const { return *root().limits(); }
   [[nodiscard]] const Profiler& profiler() const { return *root().profiler(); }
   [[nodiscard]] const Shm& shm() const { return *root().shm(); }
+  [[nodiscard]] const HttpListener& admin_http() const { return *root().admin_http(); }
+  [[nodiscard]] const HttpListener& public_http() const { return *root().public_http(); }
+  [[nodiscard]] const Registration& registration() const { return *root().registration(); }
+  [[nodiscard]] const SessionTokens& session_tokens() const { return *root().session_tokens(); }
+  [[nodiscard]] const CodeGateway& code_gateway() const { return *root().code_gateway(); }
+  [[nodiscard]] const Tls& tls() const { return *root().tls(); }
+  [[nodiscard]] const Catalog& catalog() const { return *root().catalog(); }
 
   // The FlatBuffer (identifier "HCFG"): what config revisions store and the admin API compares.
   [[nodiscard]] std::span<const uint8_t> bytes() const { return buffer_; }
@@ -70,5 +77,24 @@ class Config {
 // Checks a buffer from elsewhere (a stored config revision): verifies it, fills defaults and
 // enforces ranges as if it had been loaded from JSON.
 [[nodiscard]] absl::StatusOr<Config> config_from_buffer(std::span<const uint8_t> buffer);
+
+// The field an InvalidArgument from the functions above is about, as a path
+// ("limits.max_frame_bytes", "dataplane.cores[1]"), or "" when the error names none (malformed
+// JSON before any key, a rule about the whole config). For the admin API's 400 answers.
+[[nodiscard]] std::string error_field(const absl::Status& status);
+
+// Paths of the fields whose values differ between `from` and `to` ("dataplane.workers"), in
+// schema order; a vector or string counts as one field. Found by walking config.fbs, so a field
+// added to the schema is covered without touching this code.
+[[nodiscard]] std::vector<std::string> changed_fields(const Config& from, const Config& to);
+
+// The subset of changed_fields() marked herald_restart in config.fbs (on the field or on a
+// table that holds it): the changes the running node cannot apply without a restart.
+[[nodiscard]] std::vector<std::string> restart_required_changes(const Config& from,
+                                                                const Config& to);
+
+// Every field path marked herald_restart (a table so marked lists its fields), in schema order:
+// what GET /v1/config publishes and docs/CONFIG.md lists.
+[[nodiscard]] const std::vector<std::string>& restart_required_fields();
 
 }  // namespace herald::config

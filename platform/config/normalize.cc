@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/util.h"
 
@@ -51,8 +52,8 @@ absl::Status check_scalar(const FieldDef& field, T value, const std::string& pat
       return schema_error(path, "herald_min does not fit the field's type");
     }
     if (value < bound) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " = ", number_text(value), " is below the minimum ", min->constant));
+      return field_error(path, absl::StrCat(path, " = ", number_text(value),
+                                            " is below the minimum ", min->constant));
     }
   }
   if (const flatbuffers::Value* max = attribute(field, "herald_max")) {
@@ -61,15 +62,15 @@ absl::Status check_scalar(const FieldDef& field, T value, const std::string& pat
       return schema_error(path, "herald_max does not fit the field's type");
     }
     if (value > bound) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " = ", number_text(value), " is above the maximum ", max->constant));
+      return field_error(path, absl::StrCat(path, " = ", number_text(value),
+                                            " is above the maximum ", max->constant));
     }
   }
   if (attribute(field, "herald_pow2") != nullptr) {
     if constexpr (std::is_integral_v<T>) {
       if (value <= 0 || (value & (value - 1)) != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, " = ", number_text(value), " is not a power of two"));
+        return field_error(path,
+                           absl::StrCat(path, " = ", number_text(value), " is not a power of two"));
       }
     } else {
       return schema_error(path, "herald_pow2 on a floating-point field");
@@ -82,8 +83,8 @@ absl::Status check_scalar(const FieldDef& field, T value, const std::string& pat
     if (enum_def != nullptr && !enum_def->is_union &&
         enum_def->attributes.Lookup("bit_flags") == nullptr &&
         enum_def->ReverseLookup(static_cast<int64_t>(value), false) == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " = ", number_text(value), " is not a ", enum_def->name, " value"));
+      return field_error(path, absl::StrCat(path, " = ", number_text(value), " is not a ",
+                                            enum_def->name, " value"));
     }
   }
   return absl::OkStatus();
@@ -131,13 +132,23 @@ absl::Status check_format(const FieldDef& field, std::string_view value, const s
         inet_pton(AF_INET6, text.c_str(), &addr) == 1) {
       return absl::OkStatus();
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " = \"", text, "\" is not an IPv4 or IPv6 address"));
+    return field_error(path,
+                       absl::StrCat(path, " = \"", text, "\" is not an IPv4 or IPv6 address"));
   }
-  if (format->constant == "abs_path") {
+  if (format->constant == "abs_path" || format->constant == "abs_path_or_empty") {
     if (!value.empty() && value.front() == '/') return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " = \"", std::string(value), "\" is not an absolute path"));
+    if (value.empty() && format->constant == "abs_path_or_empty") return absl::OkStatus();
+    return field_error(
+        path, absl::StrCat(path, " = \"", std::string(value), "\" is not an absolute path"));
+  }
+  if (format->constant == "url") {
+    // Only the scheme and a non-empty rest are checked here; the gateway that uses the URL
+    // parses it in full when it starts.
+    const bool http = value.starts_with("http://") && value.size() > 7;
+    const bool https = value.starts_with("https://") && value.size() > 8;
+    if (value.empty() || http || https) return absl::OkStatus();
+    return field_error(path, absl::StrCat(path, " = \"", std::string(value),
+                                          "\" is not an http:// or https:// URL"));
   }
   return schema_error(path, absl::StrCat("unknown herald_format \"", format->constant, "\""));
 }
@@ -199,6 +210,12 @@ absl::StatusOr<flatbuffers::uoffset_t> normalize_vector(flatbuffers::FlatBufferB
 }
 
 }  // namespace
+
+absl::Status field_error(const std::string& path, const std::string& message) {
+  absl::Status status = absl::InvalidArgumentError(message);
+  status.SetPayload(kFieldPayloadUrl, absl::Cord(path));
+  return status;
+}
 
 absl::StatusOr<flatbuffers::uoffset_t> normalize_table(flatbuffers::FlatBufferBuilder& fbb,
                                                        const StructDef& def, const Table* src,

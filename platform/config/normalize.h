@@ -11,6 +11,13 @@
 
 namespace herald::config::internal {
 
+// The absl::Status payload that names the offending field ("limits.max_frame_bytes") of an
+// InvalidArgument error; config::error_field() reads it.
+inline constexpr char kFieldPayloadUrl[] = "herald.config/field";
+
+// InvalidArgument(`message`) naming `path` in its payload.
+absl::Status field_error(const std::string& path, const std::string& message);
+
 // Rebuilds table `src` of type `def` into `fbb` (which must have ForceDefaults on), with every
 // field written: scalars, strings (defaults filled), sub-tables (built from defaults when
 // absent), vectors. `src` may be null: then the table is all defaults. `path` names the table

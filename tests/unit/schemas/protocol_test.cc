@@ -92,7 +92,8 @@ TEST(Schemas, IpcNumbersAreFrozen) {
   EXPECT_EQ(static_cast<int>(ipc::Record::StoreAppend), 3);
   EXPECT_EQ(static_cast<int>(ipc::Record::AppendDurable), 6);
   EXPECT_EQ(static_cast<int>(ipc::Record::PushHint), 12);
-  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 12);
+  EXPECT_EQ(static_cast<int>(ipc::Record::ConfigPush), 13);
+  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 13);
   EXPECT_EQ(std::string(ipc::EnvelopeIdentifier()), "HIPC");
   EXPECT_EQ(sizeof(ipc::AppendOutcome), 16u);
 }

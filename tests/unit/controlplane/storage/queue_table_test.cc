@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -390,6 +392,194 @@ TEST_F(QueueTableTest, LogFailureFailsPendingAppendsAndHidesThem) {
   EXPECT_EQ(table_->queued(dev(1)), 0u);
   EXPECT_FALSE(table_->has_body(mid(1)));
   EXPECT_FALSE(table_->append(mid(2), body(2), std::vector<DeviceKey>{dev(1)}, nullptr).ok());
+}
+
+// The flat hash map under the index, against std::map, with a hash that piles keys into a few
+// slots at the end of the array (long probe runs that wrap around: backward-shift deletion's
+// hard case) and with a well-mixed one over many keys (growth).
+struct WrappingHash {
+  size_t operator()(uint64_t key) const { return 13 + key % 5; }
+};
+template <class Hash>
+void check_flat_map_against_std_map(uint64_t keys, int operations, uint64_t seed) {
+  queue_internal::FlatMap<uint64_t, uint64_t, Hash> flat;
+  std::map<uint64_t, uint64_t> model;
+  std::mt19937_64 random(seed);
+  for (int i = 0; i < operations; ++i) {
+    const uint64_t key = random() % keys;
+    switch (random() % 4) {
+      case 0:
+      case 1: {
+        auto [value, inserted] = flat.try_emplace(key);
+        ASSERT_EQ(inserted, !model.contains(key));
+        *value = i;
+        model[key] = static_cast<uint64_t>(i);
+        break;
+      }
+      case 2: ASSERT_EQ(flat.erase(key), model.erase(key) == 1); break;
+      default:
+        if (random() % 64 == 0) {
+          const uint64_t cut = random() % keys;
+          flat.erase_if([cut](uint64_t k, uint64_t) { return k < cut; });
+          std::erase_if(model, [cut](const auto& kv) { return kv.first < cut; });
+        }
+        break;
+    }
+    ASSERT_EQ(flat.size(), model.size());
+    for (uint64_t k = 0; k < std::min<uint64_t>(keys, 16); ++k) {
+      const uint64_t* v = flat.find(k);
+      auto it = model.find(k);
+      ASSERT_EQ(v != nullptr, it != model.end()) << "key " << k << " op " << i;
+      if (v != nullptr) {
+        ASSERT_EQ(*v, it->second);
+      }
+    }
+  }
+  size_t seen = 0;
+  flat.for_each([&](uint64_t k, uint64_t v) {
+    ++seen;
+    EXPECT_EQ(model.at(k), v);
+  });
+  EXPECT_EQ(seen, model.size());
+}
+
+TEST(FlatMapTest, MatchesStdMapWithWrappingProbeRuns) {
+  check_flat_map_against_std_map<WrappingHash>(11, 20'000, 1);
+}
+TEST(FlatMapTest, MatchesStdMapWhileGrowing) {
+  check_flat_map_against_std_map<SequenceHash>(5'000, 50'000, 2);
+}
+
+// --- Compaction --------------------------------------------------------------------------------
+
+QueueTableOptions compacting(double clean_below) {
+  QueueTableOptions o;
+  o.clean_below_live_fraction = clean_below;
+  o.compaction_records_per_step = 7;  // small steps: many rounds
+  return o;
+}
+
+// Runs compaction until it has nothing left to do.
+void compact_all(QueueTable& table, SimDisk& disk) {
+  for (int i = 0; i < 100'000 && table.compact_step(); ++i) disk.run_until_idle();
+  disk.run_until_idle();
+  ASSERT_FALSE(table.compact_step()) << "compaction never settled";
+  ASSERT_TRUE(table.compaction_idle());
+}
+
+TEST_F(QueueTableTest, CompactionRetiresDeadSegmentsAndCopiesLiveOnesInOrder) {
+  open(compacting(0.5));
+  // Three live messages spread over the first segments, among many that get deleted.
+  std::vector<MessageId> live;
+  for (uint64_t n = 1; n <= 600; ++n) {
+    append(n, {n % 250 == 1 ? dev(1) : dev(2)}, 200);
+    if (n % 250 == 1) live.push_back(mid(n));
+  }
+  disk_->run_until_idle();
+  std::vector<MessageId> dead;
+  for (uint64_t n = 1; n <= 600; ++n) {
+    if (n % 250 != 1) dead.push_back(mid(n));
+  }
+  for (size_t i = 0; i < dead.size(); i += 50) {
+    std::vector<MessageId> batch(
+        dead.begin() + static_cast<ptrdiff_t>(i),
+        dead.begin() + static_cast<ptrdiff_t>(std::min(i + 50, dead.size())));
+    ASSERT_TRUE(table_->remove(dev(2), batch, nullptr).ok());
+  }
+  for (uint64_t n = 601; n <= 900; ++n) append(n, {dev(3)}, 200);  // rotate past them
+  disk_->run_until_idle();
+  const size_t sealed_before = log_->sealed_segments().size();
+  ASSERT_GE(sealed_before, 3u);
+
+  compact_all(*table_, *disk_);
+  EXPECT_GT(table_->stats().segments_retired, 0u);
+  EXPECT_GT(table_->stats().segments_cleaned, 0u);
+  EXPECT_GT(table_->stats().records_copied, 0u);
+  EXPECT_LT(log_->sealed_segments().size(), sealed_before);
+  EXPECT_EQ(drain_all(dev(1)), live);
+  auto drained = drain(dev(1));
+  ASSERT_TRUE(drained.ok()) << drained.status();
+  ASSERT_EQ(drained->size(), 3u);
+  EXPECT_EQ((*drained)[1].body, body(251, 200)) << "the body copied forward";
+  // Every live record is accounted in a segment that still exists.
+  for (const SegmentUsage& u : table_->segment_usage()) {
+    EXPECT_LE(u.live_bytes, u.total_bytes);
+  }
+
+  open(compacting(0.5));  // recovery from what compaction left
+  EXPECT_EQ(drain_all(dev(1)), live);
+  EXPECT_EQ(table_->queued(dev(2)), 0u);
+  EXPECT_EQ(table_->queued(dev(3)), 300u);
+  drained = drain(dev(1));
+  ASSERT_TRUE(drained.ok()) << drained.status();
+  EXPECT_EQ((*drained)[2].body, body(501, 200));
+}
+
+TEST_F(QueueTableTest, CopiedGroupMessageKeepsOnlyItsQueuedRecipients) {
+  open(compacting(0.9));
+  append(1, {dev(1), dev(2), dev(3)}, 200);
+  for (uint64_t n = 2; n <= 400; ++n) append(n, {dev(4)}, 200);
+  disk_->run_until_idle();
+  ASSERT_TRUE(table_->remove(dev(2), std::vector<MessageId>{mid(1)}, nullptr).ok());
+  for (uint64_t n = 2; n <= 400; ++n) {
+    ASSERT_TRUE(table_->remove(dev(4), std::vector<MessageId>{mid(n)}, nullptr).ok());
+  }
+  for (uint64_t n = 401; n <= 700; ++n) append(n, {dev(5)}, 200);
+  disk_->run_until_idle();
+  compact_all(*table_, *disk_);
+  EXPECT_GT(table_->stats().records_copied, 0u);
+  for (int life = 0; life < 2; ++life) {
+    EXPECT_EQ(drain_all(dev(1)), std::vector<MessageId>{mid(1)});
+    EXPECT_TRUE(drain_all(dev(2)).empty())
+        << "a deleted recipient stays deleted (life " << life << ")";
+    EXPECT_EQ(drain_all(dev(3)), std::vector<MessageId>{mid(1)});
+    open(compacting(0.9));
+  }
+}
+
+TEST_F(QueueTableTest, CopiedTombstoneDoesNotKillTheSameIdAppendedAgain) {
+  open(compacting(0.5));
+  append(1000, {dev(1)}, 200);
+  for (uint64_t n = 1; n <= 250; ++n) append(n, {dev(2)}, 200);  // live: the first segment stays
+  disk_->run_until_idle();
+  ASSERT_TRUE(table_->remove(dev(1), std::vector<MessageId>{mid(1000)}, nullptr).ok());
+  for (uint64_t n = 2001; n <= 2300; ++n) append(n, {dev(3)}, 200);
+  disk_->run_until_idle();
+  for (uint64_t n = 2001; n <= 2300; ++n) {
+    ASSERT_TRUE(table_->remove(dev(3), std::vector<MessageId>{mid(n)}, nullptr).ok());
+  }
+  append(1000, {dev(1)}, 64);  // the same id again, after its tombstone
+  for (uint64_t n = 3001; n <= 3300; ++n) append(n, {dev(4)}, 200);
+  disk_->run_until_idle();
+  compact_all(*table_, *disk_);
+  EXPECT_GT(table_->stats().tombstones_copied, 0u) << "the scenario must copy a tombstone";
+  for (int life = 0; life < 2; ++life) {
+    EXPECT_EQ(drain_all(dev(1)), std::vector<MessageId>{mid(1000)}) << "life " << life;
+    auto drained = drain(dev(1));
+    ASSERT_TRUE(drained.ok()) << drained.status();
+    ASSERT_EQ(drained->size(), 1u);
+    EXPECT_EQ((*drained)[0].body, body(1000, 64));
+    EXPECT_EQ(table_->queued(dev(2)), 250u);
+    EXPECT_EQ(table_->queued(dev(3)), 0u);
+    open(compacting(0.5));
+  }
+}
+
+TEST_F(QueueTableTest, CompactionDisabledCleaningStillRetiresDeadSegments) {
+  open(compacting(0.0));
+  for (uint64_t n = 1; n <= 600; ++n) append(n, {dev(1)}, 200);
+  disk_->run_until_idle();
+  for (uint64_t n = 1; n <= 600; ++n) {
+    ASSERT_TRUE(table_->remove(dev(1), std::vector<MessageId>{mid(n)}, nullptr).ok());
+  }
+  for (uint64_t n = 601; n <= 900; ++n) append(n, {dev(2)}, 200);
+  disk_->run_until_idle();
+  compact_all(*table_, *disk_);
+  EXPECT_GT(table_->stats().segments_retired, 0u);
+  EXPECT_EQ(table_->stats().records_copied, 0u);
+  open(compacting(0.0));
+  EXPECT_EQ(table_->queued(dev(1)), 0u);
+  EXPECT_EQ(table_->queued(dev(2)), 300u);
 }
 
 }  // namespace
