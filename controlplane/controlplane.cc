@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "controlplane/api/registration_api.h"
 #include "platform/clock/clock.h"
 #include "platform/log/log.h"
 
@@ -58,15 +59,17 @@ absl::StatusOr<shm::UniqueFd> lock_data_dir(const std::string& data_dir) {
   return fd;
 }
 
-// SIGINT and SIGTERM stop the node; they are blocked and read from a signalfd on the loop,
-// so shutdown runs as an ordinary completion rather than inside a signal handler.
+// SIGINT and SIGTERM stop the node and SIGHUP reloads the public certificate; they are blocked
+// and read from a signalfd on the loop, so they run as ordinary completions rather than inside
+// a signal handler.
 absl::StatusOr<shm::UniqueFd> make_signal_fd() {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
   if (::pthread_sigmask(SIG_BLOCK, &mask, nullptr) != 0) {
-    return absl::InternalError("cannot block SIGINT/SIGTERM");
+    return absl::InternalError("cannot block SIGINT/SIGTERM/SIGHUP");
   }
   shm::UniqueFd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!fd) return errno_status("signalfd", errno);
@@ -108,12 +111,32 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
                                                     std::move(*loop), std::move(*signal_fd)));
   if (absl::Status status = cp->register_counters(); !status.ok()) return status;
 
+  NodeServicesOptions service_options;
+  service_options.data_dir = cp->data_dir_;
+  service_options.config_from_file = options.config_from_file;
+  service_options.version = HERALD_VERSION;
+  service_options.started_unix_ms = api::system_unix_ms();
+  ControlPlane* self = cp.get();
+  service_options.uptime_ms = [self] { return self->uptime_ms(); };
+  service_options.dataplane_connected = [self] {
+    return self->ipc_ != nullptr && self->ipc_->dataplane_connected();
+  };
+  auto services = NodeServices::create(*cp->loop_, cp->config_, cp->counters_, service_options);
+  if (!services.ok()) return services.status();
+  cp->services_ = std::move(*services);
+  for (const NodeServices::Counter& counter : cp->services_->counters()) {
+    auto handle = cp->counters_.registry().counter(counter.name);
+    if (!handle.ok()) return handle.status();
+    cp->service_counters_.emplace_back(*handle, 0);
+  }
+
   IpcServerOptions ipc_options = IpcServerOptions::from_config(cp->config_);
   ipc_options.counters_fd = cp->counters_.fd();
   ipc_options.build = HERALD_VERSION;
-  auto ipc = IpcServer::start(*cp->loop_, std::move(ipc_options), &cp->ipc_handler_);
+  auto ipc = IpcServer::start(*cp->loop_, std::move(ipc_options), &cp->services_->store_service());
   if (!ipc.ok()) return ipc.status();
   cp->ipc_ = std::move(*ipc);
+  cp->services_->attach_ipc(*cp->ipc_);
 
   cp->loop_->poll(cp->signal_op_, cp->signal_fd_.get(), POLLIN, /*persistent=*/true);
   cp->loop_->tick(cp->tick_op_, kTickPeriodNs);
@@ -122,6 +145,8 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
       .kv("node_id", cp->config_.node().id())
       .kv("data_dir", cp->data_dir_)
       .kv("ipc_socket", cp->config_.controlplane().ipc_socket_path()->str())
+      .kv("admin_port", cp->services_->admin_port())
+      .kv("public_port", cp->services_->public_port())
       .kv("counters_bytes", cp->counters_.segment().size());
   return cp;
 }
@@ -185,6 +210,8 @@ uint64_t ControlPlane::uptime_ms() const {
 
 void ControlPlane::run() {
   loop_->run();
+  // Listeners drain and the logs go idle before the process lets go of anything.
+  services_->shutdown();
   publish_stats();
   HLOG_INFO("controlplane.stopped").kv("uptime_ms", uptime_ms());
 }
@@ -213,6 +240,13 @@ void ControlPlane::publish_stats() {
   mirror(ipc_records_out_, records_out);
   mirror(ipc_bad_records_, bad);
   thread_counters_->set(ipc_dataplane_connected_, ipc_->dataplane_connected() ? 1 : 0);
+  const auto& service_counters = services_->counters();
+  for (size_t i = 0; i < service_counters.size(); ++i) {
+    auto& [handle, published] = service_counters_[i];
+    const uint64_t now_value = service_counters[i].value();
+    thread_counters_->add(handle, now_value - published);
+    published = now_value;
+  }
 }
 
 void ControlPlane::on_signal(uring::Operation& op, const uring::Completion& completion) {
@@ -225,6 +259,10 @@ void ControlPlane::on_signal(uring::Operation& op, const uring::Completion& comp
   }
   signalfd_siginfo info{};
   while (::read(self->signal_fd_.get(), &info, sizeof info) == sizeof info) {
+    if (info.ssi_signo == SIGHUP) {
+      self->services_->reload_certificate();
+      continue;
+    }
     HLOG_INFO("controlplane.stopping").kv("signal", ::strsignal(static_cast<int>(info.ssi_signo)));
     self->loop_->stop();
   }
@@ -233,25 +271,8 @@ void ControlPlane::on_signal(uring::Operation& op, const uring::Completion& comp
 void ControlPlane::on_tick(uring::Operation& op, const uring::Completion& completion) {
   auto* self = op.context_as<ControlPlane>();
   if (completion.result < 0 && completion.result != -ETIME) return;
+  self->services_->tick();
   self->publish_stats();
-}
-
-void UnservedRecords::on_record(uint16_t worker, const ipc::Envelope& envelope) {
-  const ipc::Record type = envelope.record_type();
-  ++by_type_[static_cast<size_t>(type)];
-  if (type == ipc::Record::Hello || type == ipc::Record::Heartbeat) return;
-  HLOG_RATE_LIMITED(kWarn, "ipc.record_unserved", 1)
-      .kv("worker", worker)
-      .kv("type", ipc::EnumNameRecord(type))
-      .kv("count", by_type_[static_cast<size_t>(type)]);
-}
-
-void UnservedRecords::on_dataplane_connected(uint64_t instance_id, bool restarted) {
-  HLOG_INFO("ipc.dataplane_connected").kv("instance_id", instance_id).kv("restarted", restarted);
-}
-
-void UnservedRecords::on_dataplane_disconnected() {
-  HLOG_INFO("ipc.dataplane_disconnected");
 }
 
 }  // namespace herald::controlplane

@@ -1,6 +1,6 @@
 // herald-controlplane's process: owns the node's data directory, the counters segment shared
 // with the dataplane and the io_uring event loop every control-plane service runs on.
-// Services (HTTP APIs, storage, IPC, profiler) attach to it as their issues land.
+// The services (storage, APIs, IPC store service) live in NodeServices, run on this loop.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "controlplane/ipc/ipc_server.h"
+#include "controlplane/node_services.h"
 #include "platform/config/config.h"
 #include "platform/counters/segment.h"
 #include "platform/shm/unique_fd.h"
@@ -19,22 +20,8 @@
 namespace herald::controlplane {
 
 struct StartOptions {
-  std::string data_dir;  // effective data directory (--data-dir, else the config's)
-};
-
-// Receives the dataplane's IPC records. The store and registration services that answer them
-// (StoreAppend, DrainRequest, StoreAck, PushHint) are not built yet: until they are, records
-// are counted by type and logged (rate limited), so a connected dataplane is visible and
-// nothing it sends is mistaken for handled.
-class UnservedRecords : public IpcHandler {
- public:
-  void on_record(uint16_t worker, const ipc::Envelope& envelope) override;
-  void on_dataplane_connected(uint64_t instance_id, bool restarted) override;
-  void on_dataplane_disconnected() override;
-  uint64_t count(ipc::Record type) const { return by_type_[static_cast<size_t>(type)]; }
-
- private:
-  uint64_t by_type_[ipc::kRecordTypeCount] = {};
+  std::string data_dir;           // effective data directory (--data-dir, else the config's)
+  bool config_from_file = false;  // --config was given: the file seeds a config revision
 };
 
 class ControlPlane {
@@ -56,6 +43,7 @@ class ControlPlane {
   const std::string& data_dir() const { return data_dir_; }
   uint64_t uptime_ms() const;
   const IpcServer& ipc() const { return *ipc_; }
+  NodeServices& services() { return *services_; }
 
  private:
   ControlPlane(config::Config config, std::string data_dir, shm::UniqueFd lock_fd,
@@ -82,8 +70,11 @@ class ControlPlane {
   uring::Operation signal_op_;
   uring::Operation tick_op_;
   uint64_t started_ns_;
-  UnservedRecords ipc_handler_;
-  std::unique_ptr<IpcServer> ipc_;  // after loop_: destroyed first, while the loop still runs
+  // After loop_, so both are destroyed while the loop still runs; ipc_ after services_, so the
+  // IPC server (which calls the store service) goes first.
+  std::unique_ptr<NodeServices> services_;
+  std::unique_ptr<IpcServer> ipc_;
+  std::vector<std::pair<counters::CounterHandle, uint64_t>> service_counters_;
 
   // This thread's block in the counters segment and what the control plane itself reports.
   std::optional<counters::ThreadCounters> thread_counters_;

@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   }
   apply_log_settings(*config);
 
-  auto cp = herald::controlplane::ControlPlane::start(std::move(*config), {.data_dir = data_dir});
+  auto cp = herald::controlplane::ControlPlane::start(
+      std::move(*config), {.data_dir = data_dir, .config_from_file = !config_path.empty()});
   if (!cp.ok()) {
     HLOG_ERROR("controlplane.start_failed").kv("error", cp.status().ToString());
     return kExitFailure;

@@ -40,12 +40,20 @@ def run(*args):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=DEADLINE_S)
 
 
+def free_port():
+    """A port nothing listens on now, so tests running side by side do not collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_config(tmp, name):
     """A config whose IPC socket lives in the test's own directory."""
     socket_path = os.path.join(tmp, f"{name}.sock")
     path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
-        f.write('{"controlplane": {"ipc_socket_path": "%s"}}' % socket_path)
+        f.write('{"controlplane": {"ipc_socket_path": "%s", "admin_port": %d, "public_port": %d, '
+                '"public_address": "127.0.0.1"}}' % (socket_path, free_port(), free_port()))
     return path, socket_path
 
 

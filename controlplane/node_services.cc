@@ -1,0 +1,482 @@
+// The control plane's services wired together (node_services.h).
+#include "controlplane/node_services.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controlplane/config/service_options.h"
+#include "controlplane/registration/webhook_gateway.h"
+#include "platform/clock/clock.h"
+#include "platform/log/log.h"
+
+namespace herald::controlplane {
+namespace {
+
+// Runs the loop until `done` turns true (start-up only: recovery before serving anything).
+template <typename Pred>
+void run_until(uring::EventLoop& loop, Pred done) {
+  while (!done()) loop.run_once(100'000'000);
+}
+
+// Segment sizes: the catalog holds small records (accounts, keys, revisions) and is compacted
+// by snapshots; the queues hold message bodies and are compacted segment by segment.
+constexpr uint64_t kCatalogSegmentBytes = 16ull << 20;
+constexpr uint64_t kQueueSegmentBytes = 64ull << 20;
+// Queue compaction: bounded steps per one-second tick, so it never holds the loop for long.
+constexpr int kCompactionStepsPerTick = 64;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NodeServices>> NodeServices::create(
+    uring::EventLoop& loop, const config::Config& boot_config, counters::CountersSegment& counters,
+    const NodeServicesOptions& options) {
+  std::unique_ptr<NodeServices> services(new NodeServices(loop, options));
+  if (absl::Status s = services->open_storage(boot_config); !s.ok()) return s;
+  if (absl::Status s = services->create_services(boot_config); !s.ok()) return s;
+  auto reader = counters::CounterReader::attach(counters.segment().bytes());
+  if (reader.ok()) services->counter_reader_ = std::make_unique<counters::CounterReader>(*reader);
+  services->register_counters();
+  if (absl::Status s = services->start_listeners(); !s.ok()) return s;
+  return services;
+}
+
+NodeServices::~NodeServices() {
+  shutdown();
+}
+
+absl::Status NodeServices::open_storage(const config::Config& boot_config) {
+  const uint64_t started_ns = clock::monotonic_ns();
+  storage::UringDeviceOptions catalog_device;
+  catalog_device.directory = options_.data_dir + "/catalog";
+  auto catalog_dev = storage::UringDevice::create(loop_, catalog_device);
+  if (!catalog_dev.ok()) return catalog_dev.status();
+  catalog_device_ = std::move(*catalog_dev);
+
+  storage::CatalogOptions catalog_options;
+  catalog_options.log.segment_size_bytes = kCatalogSegmentBytes;
+  catalog_options.log.group_commit_delay_us =
+      boot_config->controlplane()->group_commit_max_delay_us();
+  catalog_options.snapshot_after_bytes = boot_config->catalog()->snapshot_after_bytes();
+  bool catalog_done = false;
+  absl::Status catalog_status;
+  storage::Catalog::open(*catalog_device_, catalog_options,
+                         [&](absl::StatusOr<std::unique_ptr<storage::Catalog>> catalog) {
+                           if (catalog.ok()) {
+                             catalog_ = std::move(*catalog);
+                           } else {
+                             catalog_status = catalog.status();
+                           }
+                           catalog_done = true;
+                         });
+  run_until(loop_, [&] { return catalog_done; });
+  if (!catalog_status.ok()) {
+    return absl::Status(catalog_status.code(), absl::StrCat("catalog (", catalog_device.directory,
+                                                            "): ", catalog_status.message()));
+  }
+
+  storage::UringDeviceOptions queue_device;
+  queue_device.directory = options_.data_dir + "/queues";
+  auto queue_dev = storage::UringDevice::create(loop_, queue_device);
+  if (!queue_dev.ok()) return queue_dev.status();
+  queue_device_ = std::move(*queue_dev);
+  storage::QueueTableOptions queue_options;
+  queues_ = std::make_unique<storage::QueueTable>(queue_options);
+  storage::LogOptions queue_log_options;
+  queue_log_options.segment_size_bytes = kQueueSegmentBytes;
+  queue_log_options.group_commit_delay_us =
+      boot_config->controlplane()->group_commit_max_delay_us();
+  bool queues_done = false;
+  absl::Status queue_status;
+  storage::Log::open(
+      *queue_device_, queue_log_options,
+      [this](const storage::RecoveredRecord& record) { return queues_->recover(record); },
+      [&](absl::StatusOr<std::unique_ptr<storage::Log>> log) {
+        if (log.ok()) {
+          queue_log_ = std::move(*log);
+        } else {
+          queue_status = log.status();
+        }
+        queues_done = true;
+      });
+  run_until(loop_, [&] { return queues_done; });
+  if (!queue_status.ok()) {
+    return absl::Status(
+        queue_status.code(),
+        absl::StrCat("offline queues (", queue_device.directory, "): ", queue_status.message()));
+  }
+  queues_->start(*queue_log_);
+  HLOG_INFO("storage.opened")
+      .kv("catalog_replayed", catalog_->stats().records_replayed)
+      .kv("catalog_snapshot_entries", catalog_->stats().snapshot_entries_loaded)
+      .kv("queue_records", queue_log_->stats().recovered_records)
+      .kv("ms", (clock::monotonic_ns() - started_ns) / 1'000'000);
+  return absl::OkStatus();
+}
+
+absl::Status NodeServices::create_services(const config::Config& boot_config) {
+  // Config revisions first: the services run with the active revision.
+  config_revisions::Revisions::Options revision_options;
+  revision_options.now_unix_ms = api::system_unix_ms;
+  revision_options.apply = [this](const config::Config& config, uint64_t revision,
+                                  const std::vector<std::string>& restart_required) {
+    push_config(config, revision, restart_required);
+  };
+  auto revisions = config_revisions::Revisions::open(
+      *catalog_, boot_config,
+      options_.config_from_file ? config_revisions::Revisions::Source::kConfigFile
+                                : config_revisions::Revisions::Source::kDefaults,
+      std::move(revision_options));
+  if (!revisions.ok()) return revisions.status();
+  revisions_ = std::move(*revisions);
+  const config::Config& config = revisions_->running();
+
+  api_keys_ = std::make_unique<api::ApiKeys>(*catalog_, api::system_unix_ms);
+  if (absl::Status s = api_keys_->ensure_bootstrap_key(options_.data_dir); !s.ok()) return s;
+
+  const auto* gateway_config = config->code_gateway();
+  if (gateway_config->kind() == config::CodeGatewayKind::webhook) {
+    registration::WebhookOptions webhook;
+    webhook.url = gateway_config->webhook_url()->str();
+    webhook.code_ttl_ms = uint64_t{config->registration()->code_ttl_s()} * 1000;
+    webhook.attempt_timeout_ms = gateway_config->webhook_timeout_ms();
+    webhook.connect_timeout_ms =
+        std::min<uint64_t>(webhook.connect_timeout_ms, gateway_config->webhook_timeout_ms());
+    webhook.max_attempts = gateway_config->webhook_retries() + 1;
+    auto gateway = registration::WebhookGateway::create(loop_, webhook);
+    if (!gateway.ok()) return gateway.status();
+    gateway_ = std::move(*gateway);
+  } else {
+    auto gateway = registration::LogGateway::open(options_.data_dir + "/sms.log");
+    if (!gateway.ok()) return gateway.status();
+    gateway_ = std::move(*gateway);
+  }
+
+  api::RegistrationApiOptions registration_options;
+  registration_options.registrar = config_revisions::registrar_options(*config->registration());
+  registration_options.keys = config_revisions::key_ring_options(*config->session_tokens());
+  registration_options.key_rotation_interval_ms =
+      config_revisions::key_rotation_period_ms(*config->session_tokens());
+  token_ttl_ms_ = uint64_t{config->session_tokens()->token_ttl_s()} * 1000;
+  auto registration = api::RegistrationApi::create(registration_options, *catalog_, *gateway_);
+  if (!registration.ok()) return registration.status();
+  registration_ = std::move(*registration);
+  registration_->set_peer_address_fn(
+      [](const http::Request&,
+         const http::Responder& responder) -> std::optional<registration::SourceAddress> {
+        socklen_t length = 0;
+        const sockaddr* peer = responder.peer_address(&length);
+        if (peer == nullptr) return std::nullopt;
+        return registration::SourceAddress::from_sockaddr(peer, length);
+      });
+  auto revocation_hook = [this](const registration::AccountId& account,
+                                std::optional<uint32_t> device, uint64_t issued_before_ms) {
+    on_revocation(account, device, issued_before_ms);
+  };
+  registration_->set_revocation_hook(revocation_hook);
+  registration_->set_keys_hook([this](const registration::KeyRing& ring) { push_keys(ring); });
+
+  accounts_ = std::make_unique<api::AccountsApi>(*catalog_, registration_->store());
+  accounts_->set_revocation_hook(revocation_hook);
+
+  // Revocations of the last token lifetime: a dataplane that connects needs them, since tokens
+  // issued before them may still be presented.
+  const uint64_t now_ms = api::system_unix_ms();
+  catalog_->scan(storage::TableId::kDevices, "", [&](std::string_view key, std::string_view value) {
+    if (key.size() != 20) return true;
+    registration::AccountId account;
+    uint32_t device_id = 0;
+    for (int i = 0; i < 8; ++i) account.hi = account.hi << 8 | static_cast<uint8_t>(key[i]);
+    for (int i = 8; i < 16; ++i) account.lo = account.lo << 8 | static_cast<uint8_t>(key[i]);
+    for (int i = 16; i < 20; ++i) device_id = device_id << 8 | static_cast<uint8_t>(key[i]);
+    auto device = registration::CatalogStore::decode_device(account, device_id, value);
+    if (device && device->revoked_ms != 0 && device->revoked_ms + token_ttl_ms_ > now_ms) {
+      recent_revocations_.push_back({account, device_id, device->revoked_ms});
+    }
+    return true;
+  });
+
+  api::GroupsOptions group_options;
+  group_options.max_group_members = config->limits()->max_group_members();
+  group_options.account_exists = [this](const registration::AccountId& id) {
+    return registration_->store().find_account(id).has_value();
+  };
+  group_options.on_membership_change = [this](uint64_t group_id,
+                                              const std::vector<registration::AccountId>& members) {
+    std::vector<std::pair<uint64_t, uint64_t>> ids;
+    ids.reserve(members.size());
+    for (const auto& m : members) ids.emplace_back(m.hi, m.lo);
+    (void)store_service_->pusher().push_group_membership(0, group_id, api::system_unix_ms(), ids,
+                                                         members.empty());
+  };
+  groups_ = std::make_unique<api::Groups>(*catalog_, std::move(group_options));
+  if (auto swept = groups_->sweep_orphans(); !swept.ok()) return swept.status();
+
+  api::SystemSources sources;
+  sources.version = options_.version;
+  sources.node_id = config->node()->id();
+  sources.node_name = config->node()->name()->str();
+  sources.backend = config::EnumNameBackend(config->dataplane()->backend());
+  sources.workers = config->dataplane()->workers();
+  sources.started_unix_ms = options_.started_unix_ms;
+  sources.roles = {"controlplane"};
+  sources.listeners = {{"admin", config->controlplane()->admin_address()->str(),
+                        config->controlplane()->admin_port()},
+                       {"public", config->controlplane()->public_address()->str(),
+                        config->controlplane()->public_port()}};
+  sources.uptime_ms = options_.uptime_ms;
+  sources.config_revision = [this] { return revisions_->active_revision(); };
+  sources.dataplane_connected = options_.dataplane_connected;
+  sources.read_counters = [this](counters::Snapshot* out) {
+    if (!counter_reader_) return absl::UnavailableError("counters segment not readable");
+    return counter_reader_->read(out);
+  };
+  system_ = std::make_unique<api::SystemApi>(*catalog_, std::move(sources));
+  config_api_ = std::make_unique<config_revisions::ConfigApi>(*revisions_, *catalog_);
+
+  store_service_ =
+      std::make_unique<StoreService>(loop_, *queues_, queue_log_.get(), StoreServiceOptions{});
+  store_service_->set_resync([this](Pusher& pusher) { resync_dataplane(pusher); });
+
+  admin_router_ = std::make_unique<api::Router>(api_keys_.get());
+  system_->add_routes(*admin_router_);
+  api_keys_->add_routes(*admin_router_);
+  accounts_->add_routes(*admin_router_);
+  groups_->add_routes(*admin_router_);
+  config_api_->add_routes(*admin_router_);
+  public_router_ = std::make_unique<api::Router>(nullptr);
+  registration_->add_routes(*public_router_);
+  return absl::OkStatus();
+}
+
+absl::Status NodeServices::start_listeners() {
+  const config::Config& config = revisions_->running();
+  const auto* cp = config->controlplane();
+  const auto* tls_config = config->tls();
+  auto files = ensure_public_certificate(options_.data_dir, tls_config->public_cert_path()->str(),
+                                         tls_config->public_key_path()->str(),
+                                         config->node()->name()->str());
+  if (!files.ok()) return files.status();
+  certificate_files_ = *files;
+  auto certificate = load_public_certificate(certificate_files_);
+  if (!certificate.ok()) return certificate.status();
+
+  tls::ServerOptions public_tls_options;
+  public_tls_options.alpn_protocols = {"http/1.1"};
+  auto public_tls = tls::ServerContext::create(public_tls_options, *certificate);
+  if (!public_tls.ok()) return public_tls.status();
+  public_tls_ = *public_tls;
+
+  auto admin = http::Server::create(loop_, *admin_router_,
+                                    config_revisions::server_limits(*config->admin_http()));
+  if (!admin.ok()) return admin.status();
+  admin_http_ = std::move(*admin);
+  if (!tls_config->admin_client_ca_path()->str().empty()) {
+    // mTLS on the admin listener: a client certificate from the operator's CA, and still an
+    // API key (the certificate says which machine, the key which operator and scope).
+    tls::ServerOptions admin_tls_options;
+    admin_tls_options.alpn_protocols = {"http/1.1"};
+    admin_tls_options.client_auth = tls::ClientAuth::kRequire;
+    admin_tls_options.client_ca_file = tls_config->admin_client_ca_path()->str();
+    auto admin_tls = tls::ServerContext::create(admin_tls_options, *certificate);
+    if (!admin_tls.ok()) return admin_tls.status();
+    admin_tls_ = *admin_tls;
+  }
+  if (absl::Status s =
+          admin_http_->listen(cp->admin_address()->str(), cp->admin_port(), admin_tls_);
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("admin listener: ", s.message()));
+  }
+
+  auto public_server = http::Server::create(
+      loop_, *public_router_, config_revisions::server_limits(*config->public_http()));
+  if (!public_server.ok()) return public_server.status();
+  public_http_ = std::move(*public_server);
+  if (absl::Status s =
+          public_http_->listen(cp->public_address()->str(), cp->public_port(), public_tls_);
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("public listener: ", s.message()));
+  }
+  last_ticket_rotation_ms_ = api::system_unix_ms();
+  HLOG_INFO("http.listening")
+      .kv("admin", absl::StrCat(cp->admin_address()->str(), ":", admin_http_->port()))
+      .kv("admin_mtls", admin_tls_ != nullptr)
+      .kv("public", absl::StrCat(cp->public_address()->str(), ":", public_http_->port()))
+      .kv("certificate", certificate_files_.cert_path);
+  return absl::OkStatus();
+}
+
+void NodeServices::tick() {
+  if (shut_down_) return;
+  const uint64_t now_ms = api::system_unix_ms();
+  revisions_->tick(now_ms);
+  if (absl::Status s = registration_->rotate_keys_if_due(now_ms); !s.ok()) {
+    HLOG_RATE_LIMITED(kWarn, "registration.key_rotation_failed", 1).kv("error", s.ToString());
+  }
+  if (now_ms - last_ticket_rotation_ms_ >=
+      uint64_t{public_tls_->options().ticket_lifetime_s} * 1000) {
+    public_tls_->rotate_ticket_keys();
+    if (admin_tls_) admin_tls_->rotate_ticket_keys();
+    last_ticket_rotation_ms_ = now_ms;
+  }
+  for (int i = 0; i < kCompactionStepsPerTick && queues_->compact_step(); ++i) {
+  }
+  // Revocations older than a token's lifetime concern no token any more.
+  std::erase_if(recent_revocations_, [&](const RecentRevocation& r) {
+    return r.issued_before_ms + token_ttl_ms_ <= now_ms;
+  });
+}
+
+void NodeServices::reload_certificate() {
+  auto certificate = load_public_certificate(certificate_files_);
+  if (!certificate.ok()) {
+    HLOG_ERROR("tls.reload_failed")
+        .kv("cert", certificate_files_.cert_path)
+        .kv("error", certificate.status().ToString());
+    return;
+  }
+  public_tls_->set_certificate(*certificate);
+  if (admin_tls_) admin_tls_->set_certificate(*certificate);
+  HLOG_INFO("tls.reloaded").kv("cert", certificate_files_.cert_path);
+}
+
+void NodeServices::shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  const uint64_t deadline_ns = clock::monotonic_ns() + 5'000'000'000ull;
+  if (admin_http_) admin_http_->shutdown();
+  if (public_http_) public_http_->shutdown();
+  run_until(loop_, [&] {
+    const bool drained =
+        (!admin_http_ || admin_http_->finished()) && (!public_http_ || public_http_->finished());
+    return drained || clock::monotonic_ns() > deadline_ns;
+  });
+  admin_http_.reset();
+  public_http_.reset();
+  // Whatever is staged becomes durable (or fails) before the process lets go of the files.
+  if (queue_log_) {
+    queue_log_->flush();
+    run_until(loop_, [&] {
+      return (queue_log_->idle() && queues_->compaction_idle()) ||
+             clock::monotonic_ns() > deadline_ns + 5'000'000'000ull;
+    });
+  }
+  if (catalog_) {
+    run_until(loop_, [&] {
+      return catalog_->idle() || clock::monotonic_ns() > deadline_ns + 5'000'000'000ull;
+    });
+  }
+}
+
+void NodeServices::resync_dataplane(Pusher& pusher) {
+  push_keys(registration_->key_ring());
+  for (const RecentRevocation& r : recent_revocations_) {
+    (void)pusher.push_revocation(r.account.hi, r.account.lo, r.device, r.issued_before_ms);
+  }
+  catalog_->scan(storage::TableId::kGroups, "", [&](std::string_view key, std::string_view) {
+    const auto group =
+        api::decode_group_record(key, *catalog_->find(storage::TableId::kGroups, key));
+    if (!group) return true;
+    std::vector<std::pair<uint64_t, uint64_t>> ids;
+    for (const auto& m : groups_->members(group->id)) ids.emplace_back(m.hi, m.lo);
+    (void)pusher.push_group_membership(0, group->id, api::system_unix_ms(), ids);
+    return true;
+  });
+  const config::Config& active = revisions_->active();
+  const std::vector<std::string> restart =
+      config::restart_required_changes(revisions_->running(), active);
+  (void)pusher.push_config(revisions_->active_revision(), active.bytes(), restart);
+}
+
+void NodeServices::push_config(const config::Config& config, uint64_t revision,
+                               const std::vector<std::string>& restart_required) {
+  HLOG_INFO("config.committed")
+      .kv("revision", revision)
+      .kv("restart_required", restart_required.size());
+  if (store_service_) {
+    (void)store_service_->pusher().push_config(revision, config.bytes(), restart_required);
+  }
+}
+
+void NodeServices::on_revocation(const registration::AccountId& account,
+                                 std::optional<uint32_t> device, uint64_t issued_before_ms) {
+  recent_revocations_.push_back({account, device, issued_before_ms});
+  (void)store_service_->pusher().push_revocation(account.hi, account.lo, device, issued_before_ms);
+}
+
+void NodeServices::push_keys(const registration::KeyRing& ring) {
+  for (const registration::SessionKey& key : ring.keys()) {
+    (void)store_service_->pusher().push_session_key(
+        {key.key_id, key.key, key.not_before_ms, key.not_after_ms});
+  }
+}
+
+void NodeServices::register_counters() {
+  auto add = [this](std::string name, std::function<uint64_t()> value) {
+    counters_.push_back({std::move(name), std::move(value)});
+  };
+  for (auto [name, server] :
+       {std::pair{"admin", &admin_http_}, std::pair{"public", &public_http_}}) {
+    const std::string prefix = absl::StrCat("http.", name, ".");
+    add(prefix + "accepted", [server] { return *server ? (*server)->stats().accepted : 0; });
+    add(prefix + "requests", [server] { return *server ? (*server)->stats().requests : 0; });
+    add(prefix + "responses", [server] { return *server ? (*server)->stats().responses : 0; });
+    add(prefix + "rejected_connections", [server] {
+      return *server ? (*server)->stats().rejected_max_connections +
+                           (*server)->stats().rejected_per_address
+                     : 0;
+    });
+    add(prefix + "timeouts", [server] {
+      if (!*server) return uint64_t{0};
+      const auto& s = (*server)->stats();
+      return s.header_timeouts + s.body_timeouts + s.idle_timeouts + s.send_timeouts;
+    });
+    add(prefix + "parse_errors", [server] {
+      uint64_t n = 0;
+      if (*server) {
+        for (uint64_t e : (*server)->stats().parse_errors) n += e;
+      }
+      return n;
+    });
+    add(prefix + "tls_handshakes",
+        [server] { return *server ? (*server)->stats().tls_handshakes : 0; });
+  }
+  add("api.auth.allowed", [this] { return api_keys_->stats().allowed; });
+  add("api.auth.refused", [this] {
+    const auto& s = api_keys_->stats();
+    return s.missing + s.malformed + s.unknown + s.bad_secret + s.revoked;
+  });
+  add("api.auth.forbidden", [this] { return api_keys_->stats().forbidden; });
+  for (size_t i = 0; i < static_cast<size_t>(registration::RegistrationError::kCount); ++i) {
+    add(absl::StrCat(
+            "registration.outcome.",
+            std::string(registration::error_name(static_cast<registration::RegistrationError>(i)))),
+        [this, i] { return registration_->registrar().outcomes()[i]; });
+  }
+  add("registration.store_unavailable",
+      [this] { return registration_->stats().store_unavailable; });
+  add("registration.key_rotations", [this] { return registration_->stats().key_rotations; });
+  add("catalog.batches", [this] { return catalog_->stats().batches_applied; });
+  add("catalog.batches_refused", [this] { return catalog_->stats().batches_refused; });
+  add("catalog.snapshots", [this] { return catalog_->stats().snapshots_written; });
+  add("catalog.segments_retired", [this] { return catalog_->stats().segments_retired; });
+  add("catalog.log_syncs", [this] { return catalog_->log().stats().syncs; });
+  add("queues.entries_appended", [this] { return queues_->stats().entries_appended; });
+  add("queues.entries_deleted", [this] { return queues_->stats().entries_deleted; });
+  add("queues.refused_queue_full", [this] { return queues_->stats().refused_queue_full; });
+  add("queues.segments_retired", [this] { return queues_->stats().segments_retired; });
+  add("queues.records_copied", [this] { return queues_->stats().records_copied; });
+  add("queues.log_syncs", [this] { return queue_log_->stats().syncs; });
+  add("store.outcome_records", [this] { return store_service_->stats().outcome_records; });
+  add("store.drain_messages", [this] { return store_service_->stats().drain_messages; });
+  add("store.acked_entries", [this] { return store_service_->stats().acked_entries; });
+  add("store.outcomes_orphaned", [this] { return store_service_->stats().outcomes_orphaned; });
+  add("config.commits", [this] { return revisions_->stats().commits; });
+  add("config.reverts", [this] { return revisions_->stats().reverts; });
+}
+
+}  // namespace herald::controlplane
