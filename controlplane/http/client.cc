@@ -60,7 +60,9 @@ absl::StatusOr<HttpTarget> parse_http_url(std::string_view url) {
   const size_t slash = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, slash);
   std::string path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (!path.empty() && path[0] != '/') path.insert(0, "/");
+  // "?q" or "#f" right after the authority: the path is "/" (prepending, not insert(), which
+  // trips a GCC 12 -O3 -Wrestrict false positive).
+  if (!path.empty() && path[0] != '/') path = "/" + path;
   if (path.find('#') != std::string::npos) path.erase(path.find('#'));
   if (authority.empty() || authority.find('@') != std::string_view::npos || has_crlf_or_nul(url) ||
       url.find(' ') != std::string_view::npos) {

@@ -189,6 +189,8 @@ BENCHMARK(BM_HeraldQueue)
     ->Args({16, 200'000})
     ->Args({1024, 200'000})
     ->Args({1024, 2'000'000})
+    ->Args({512, 2'000'000})
+    ->Args({256, 2'000'000})
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
