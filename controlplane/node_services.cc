@@ -419,9 +419,11 @@ void NodeServices::register_counters() {
   auto add = [this](std::string name, std::function<uint64_t()> value) {
     counters_.push_back({std::move(name), std::move(value)});
   };
-  for (auto [name, server] :
+  for (const auto& listener :
        {std::pair{"admin", &admin_http_}, std::pair{"public", &public_http_}}) {
-    const std::string prefix = absl::StrCat("http.", name, ".");
+    // A plain variable, not a structured binding: lambdas capture it (clang 14 refuses those).
+    std::unique_ptr<http::Server>* const server = listener.second;
+    const std::string prefix = absl::StrCat("http.", listener.first, ".");
     add(prefix + "accepted", [server] { return *server ? (*server)->stats().accepted : 0; });
     add(prefix + "requests", [server] { return *server ? (*server)->stats().requests : 0; });
     add(prefix + "responses", [server] { return *server ? (*server)->stats().responses : 0; });
