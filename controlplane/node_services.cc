@@ -29,6 +29,9 @@ constexpr uint64_t kCatalogSegmentBytes = 16ull << 20;
 constexpr uint64_t kQueueSegmentBytes = 64ull << 20;
 // Queue compaction: bounded steps per one-second tick, so it never holds the loop for long.
 constexpr int kCompactionStepsPerTick = 64;
+// Expired verification codes: at most this many looked at per tick (a full pass over a
+// million pending codes takes a few minutes; each code is dead once its TTL passed anyway).
+constexpr size_t kCodeSweepKeysPerTick = 4096;
 
 }  // namespace
 
@@ -325,6 +328,10 @@ void NodeServices::tick() {
   }
   for (int i = 0; i < kCompactionStepsPerTick && queues_->compact_step(); ++i) {
   }
+  if (auto swept = registration_->store().sweep_expired_codes(now_ms, kCodeSweepKeysPerTick);
+      swept.ok()) {
+    codes_swept_ += *swept;
+  }
   // Revocations older than a token's lifetime concern no token any more.
   std::erase_if(recent_revocations_, [&](const RecentRevocation& r) {
     return r.issued_before_ms + token_ttl_ms_ <= now_ms;
@@ -462,6 +469,7 @@ void NodeServices::register_counters() {
   add("registration.store_unavailable",
       [this] { return registration_->stats().store_unavailable; });
   add("registration.key_rotations", [this] { return registration_->stats().key_rotations; });
+  add("registration.expired_codes_swept", [this] { return codes_swept_; });
   add("catalog.batches", [this] { return catalog_->stats().batches_applied; });
   add("catalog.batches_refused", [this] { return catalog_->stats().batches_refused; });
   add("catalog.snapshots", [this] { return catalog_->stats().snapshots_written; });

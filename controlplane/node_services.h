@@ -137,6 +137,7 @@ class NodeServices {
   std::unique_ptr<http::Server> admin_http_;
   std::unique_ptr<http::Server> public_http_;
   uint64_t last_ticket_rotation_ms_ = 0;
+  uint64_t codes_swept_ = 0;
 
   std::unique_ptr<counters::CounterReader> counter_reader_;
   std::vector<Counter> counters_;

@@ -326,6 +326,25 @@ absl::StatusOr<Device> CatalogStore::revoke_device(const AccountId& account_id, 
 
 // --- Node secrets ------------------------------------------------------------------------
 
+absl::StatusOr<size_t> CatalogStore::sweep_expired_codes(uint64_t now_ms, size_t max_keys) {
+  std::vector<Mutation> batch;
+  size_t seen = 0;
+  std::string last;
+  const std::string from = sweep_cursor_.empty() ? std::string() : sweep_cursor_ + '\0';
+  tables_.scan(TableId::kCodes, from, [&](std::string_view key, std::string_view value) {
+    if (seen++ == max_keys) return false;
+    last = std::string(key);
+    const std::optional<PendingCode> code = decode_code(value);
+    if (!code || code->expires_ms <= now_ms) batch.push_back(Mutation::erase(TableId::kCodes, key));
+    return true;
+  });
+  // Past the end: the next sweep starts over from the first code.
+  sweep_cursor_ = seen > max_keys ? last : std::string();
+  if (batch.empty()) return size_t{0};
+  if (absl::Status s = tables_.apply(batch); !s.ok()) return s;
+  return batch.size();
+}
+
 absl::StatusOr<std::vector<uint8_t>> CatalogStore::load_or_create_node_secret() {
   if (const std::string* value = tables_.find(TableId::kNodeMeta, kNodeSecretKey)) {
     if (value->size() != 1 + kNodeSecretBytes ||

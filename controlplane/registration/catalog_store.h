@@ -73,6 +73,12 @@ class CatalogStore final : public RegistrationStore {
   // --- Node secrets -----------------------------------------------------------------------
   // The code HMAC key, created from the CSPRNG and stored on first use. Codes issued before a
   // restart keep verifying because the key survives it.
+  // Erases pending codes that expired (or are unreadable), looking at no more than
+  // `max_keys` codes from where the last call stopped, in one batch: bounded work per call, so
+  // the control plane's tick keeps the table from filling with numbers that never verify.
+  // Returns how many were erased; the store's error when the batch is refused.
+  absl::StatusOr<size_t> sweep_expired_codes(uint64_t now_ms, size_t max_keys);
+
   absl::StatusOr<std::vector<uint8_t>> load_or_create_node_secret();
   // The persisted key ring, or a new one (stored before it is returned) on first start.
   absl::StatusOr<StoredKeyRing> load_or_create_key_ring(const KeyRingOptions& options,
@@ -98,6 +104,7 @@ class CatalogStore final : public RegistrationStore {
 
   storage::Tables& tables_;
   uint64_t decode_errors_ = 0;
+  std::string sweep_cursor_;  // the kCodes key the next sweep starts after
 };
 
 }  // namespace herald::registration

@@ -228,6 +228,33 @@ TEST_F(CatalogStoreTest, DisableAndRevoke) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(CatalogStoreTest, SweepErasesExpiredCodesInBoundedSteps) {
+  // 10 codes: even numbers expire at kT0 + 1000, odd ones at kT0 + 5000.
+  for (uint64_t i = 0; i < 10; ++i) {
+    PendingCode code;
+    code.created_ms = kT0;
+    code.expires_ms = kT0 + (i % 2 == 0 ? 1000 : 5000);
+    ASSERT_TRUE(store_.put_code(PhoneNumber::from_value(15550000000 + i), code).ok());
+  }
+  ASSERT_TRUE(tables_.put(TableId::kCodes, std::string(8, '\xff'), "garbage").ok());
+  // Nothing has expired yet: only the unreadable record goes, over a full pass in steps of 3.
+  size_t unreadable = 0;
+  for (int step = 0; step < 4; ++step) unreadable += *store_.sweep_expired_codes(kT0, 3);
+  EXPECT_EQ(unreadable, 1u);
+  EXPECT_EQ(tables_.size(TableId::kCodes), 10u);
+  // Steps of 3 keys: the even ones go over several calls, the odd ones stay.
+  size_t erased = 0;
+  for (int step = 0; step < 4; ++step) erased += *store_.sweep_expired_codes(kT0 + 1000, 3);
+  EXPECT_EQ(erased, 5u);
+  EXPECT_EQ(tables_.size(TableId::kCodes), 5u);
+  EXPECT_TRUE(store_.find_code(PhoneNumber::from_value(15550000001)).has_value());
+  EXPECT_FALSE(store_.find_code(PhoneNumber::from_value(15550000000)).has_value());
+  // A refused batch is an error and erases nothing.
+  tables_.fail_for_test(absl::UnavailableError("disk"));
+  EXPECT_FALSE(store_.sweep_expired_codes(kT0 + 9000, 100).ok());
+  EXPECT_EQ(tables_.size(TableId::kCodes), 5u);
+}
+
 TEST_F(CatalogStoreTest, SecretsSurviveARestart) {
   absl::StatusOr<std::vector<uint8_t>> secret = store_.load_or_create_node_secret();
   ASSERT_TRUE(secret.ok());
