@@ -33,6 +33,20 @@ constexpr int kCompactionStepsPerTick = 64;
 // million pending codes takes a few minutes; each code is dead once its TTL passed anyway).
 constexpr size_t kCodeSweepKeysPerTick = 4096;
 
+// "StoreAppend" -> "store_append", for counter names.
+std::string snake_case(std::string_view camel) {
+  std::string out;
+  for (const char c : camel) {
+    if (c >= 'A' && c <= 'Z') {
+      if (!out.empty()) out.push_back('_');
+      out.push_back(static_cast<char>(c - 'A' + 'a'));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeServices>> NodeServices::create(
@@ -156,6 +170,7 @@ absl::Status NodeServices::create_services(const config::Config& boot_config) {
     webhook.max_attempts = gateway_config->webhook_retries() + 1;
     auto gateway = registration::WebhookGateway::create(loop_, webhook);
     if (!gateway.ok()) return gateway.status();
+    webhook_ = gateway->get();
     gateway_ = std::move(*gateway);
   } else {
     auto gateway = registration::LogGateway::open(options_.data_dir + "/sms.log");
@@ -489,6 +504,43 @@ void NodeServices::register_counters() {
   add("store.drain_messages", [this] { return store_service_->stats().drain_messages; });
   add("store.acked_entries", [this] { return store_service_->stats().acked_entries; });
   add("store.outcomes_orphaned", [this] { return store_service_->stats().outcomes_orphaned; });
+  for (auto [name, router] :
+       {std::pair{"admin", &admin_router_}, std::pair{"public", &public_router_}}) {
+    api::Router* const r = router->get();
+    const std::string prefix = absl::StrCat("http.", name, ".");
+    add(prefix + "not_found", [r] { return r->stats().not_found; });
+    add(prefix + "method_not_allowed", [r] { return r->stats().method_not_allowed; });
+    add(prefix + "unauthenticated", [r] { return r->stats().unauthenticated; });
+    add(prefix + "forbidden", [r] { return r->stats().forbidden; });
+  }
+  if (webhook_ != nullptr) {
+    registration::WebhookGateway* const w = webhook_;
+    add("webhook.accepted", [w] { return w->stats().accepted; });
+    add("webhook.delivered", [w] { return w->stats().delivered; });
+    add("webhook.retries", [w] { return w->stats().retries; });
+    add("webhook.queue_full", [w] { return w->stats().queue_full; });
+    add("webhook.gave_up", [w] { return w->stats().gave_up + w->stats().rejected; });
+  }
+  add("accounts.disabled", [this] { return accounts_->stats().disabled; });
+  add("accounts.devices_revoked", [this] { return accounts_->stats().devices_revoked; });
+  add("groups.created", [this] { return groups_->stats().created; });
+  add("groups.deleted", [this] { return groups_->stats().deleted; });
+  add("groups.members_added", [this] { return groups_->stats().members_added; });
+  add("groups.members_removed", [this] { return groups_->stats().members_removed; });
+  add("groups.refused_full", [this] { return groups_->stats().refused_full; });
+  add("api_keys.created", [this] { return api_keys_->stats().created; });
+  add("api_keys.revoked", [this] { return api_keys_->stats().revocations; });
+  for (size_t t = 1; t < ipc::kRecordTypeCount; ++t) {
+    add(absl::StrCat("store.records.",
+                     snake_case(ipc::EnumNameRecord(static_cast<ipc::Record>(t)))),
+        [this, t] { return store_service_->stats().records[t]; });
+  }
+  add("store.record_errors", [this] {
+    uint64_t n = 0;
+    for (uint64_t e : store_service_->stats().record_errors) n += e;
+    return n;
+  });
+  add("queues.compaction_errors", [this] { return queues_->stats().compaction_errors; });
   add("config.commits", [this] { return revisions_->stats().commits; });
   add("config.reverts", [this] { return revisions_->stats().reverts; });
 }

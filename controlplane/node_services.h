@@ -29,6 +29,7 @@
 #include "controlplane/ipc/ipc_server.h"
 #include "controlplane/ipc/store_service.h"
 #include "controlplane/registration/code_gateway.h"
+#include "controlplane/registration/webhook_gateway.h"
 #include "controlplane/storage/catalog.h"
 #include "controlplane/storage/log.h"
 #include "controlplane/storage/queue_table.h"
@@ -112,6 +113,7 @@ class NodeServices {
   std::unique_ptr<config_revisions::Revisions> revisions_;
   std::unique_ptr<api::ApiKeys> api_keys_;
   std::unique_ptr<registration::CodeGateway> gateway_;
+  registration::WebhookGateway* webhook_ = nullptr;  // gateway_, when it is the webhook
   std::unique_ptr<api::RegistrationApi> registration_;
   std::unique_ptr<api::AccountsApi> accounts_;
   std::unique_ptr<api::Groups> groups_;
