@@ -98,12 +98,16 @@ void AccountsApi::handle_lookup(Call& call) {
   answer_after_barrier(call.responder, 200, account_json(*account));
 }
 
-void AccountsApi::handle_get(Call& call) {
+// The {id} path parameter; answers 400 and returns nullopt when it is not an account id.
+std::optional<registration::AccountId> AccountsApi::account_param(Call& call) {
   std::optional<registration::AccountId> id = registration::parse_account_id(call.param(0));
-  if (!id) {
-    call.respond_error(400, "invalid_account_id", "the account id must be a UUID", "id");
-    return;
-  }
+  if (!id) call.respond_error(400, "invalid_account_id", "the account id must be a UUID", "id");
+  return id;
+}
+
+void AccountsApi::handle_get(Call& call) {
+  std::optional<registration::AccountId> id = account_param(call);
+  if (!id) return;
   std::optional<registration::Account> account = store_.find_account(*id);
   if (!account) {
     answer_after_barrier(call.responder, 404, error_json("account_not_found", "no such account"));
@@ -113,11 +117,8 @@ void AccountsApi::handle_get(Call& call) {
 }
 
 void AccountsApi::handle_disable(Call& call) {
-  std::optional<registration::AccountId> id = registration::parse_account_id(call.param(0));
-  if (!id) {
-    call.respond_error(400, "invalid_account_id", "the account id must be a UUID", "id");
-    return;
-  }
+  std::optional<registration::AccountId> id = account_param(call);
+  if (!id) return;
   const uint64_t now_ms = clock_();
   std::optional<registration::Account> before = store_.find_account(*id);
   absl::StatusOr<registration::Account> account = store_.disable_account(*id, now_ms);
@@ -140,11 +141,8 @@ void AccountsApi::handle_disable(Call& call) {
 }
 
 void AccountsApi::handle_devices(Call& call) {
-  std::optional<registration::AccountId> id = registration::parse_account_id(call.param(0));
-  if (!id) {
-    call.respond_error(400, "invalid_account_id", "the account id must be a UUID", "id");
-    return;
-  }
+  std::optional<registration::AccountId> id = account_param(call);
+  if (!id) return;
   std::optional<registration::Account> account = store_.find_account(*id);
   if (!account) {
     answer_after_barrier(call.responder, 404, error_json("account_not_found", "no such account"));
@@ -167,11 +165,8 @@ void AccountsApi::handle_devices(Call& call) {
 }
 
 void AccountsApi::handle_revoke(Call& call) {
-  std::optional<registration::AccountId> id = registration::parse_account_id(call.param(0));
-  if (!id) {
-    call.respond_error(400, "invalid_account_id", "the account id must be a UUID", "id");
-    return;
-  }
+  std::optional<registration::AccountId> id = account_param(call);
+  if (!id) return;
   std::optional<uint32_t> device_id = parse_device_id(call.param(1));
   if (!device_id) {
     call.respond_error(400, "invalid_device_id", "the device id must be a positive integer",

@@ -42,6 +42,7 @@ class AccountsApi {
 
  private:
   void handle_lookup(Call& call);
+  std::optional<registration::AccountId> account_param(Call& call);
   void handle_get(Call& call);
   void handle_disable(Call& call);
   void handle_devices(Call& call);

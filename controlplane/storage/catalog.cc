@@ -145,21 +145,7 @@ bool parse_snapshot_file_name(const std::string& name, uint64_t* sequence) {
       !ends_with(name, kSnapshotSuffix)) {
     return false;
   }
-  uint64_t value = 0;
-  for (size_t i = prefix; i < prefix + 16; ++i) {
-    const char c = name[i];
-    uint64_t digit;
-    if (c >= '0' && c <= '9') {
-      digit = static_cast<uint64_t>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      digit = static_cast<uint64_t>(c - 'a' + 10);
-    } else {
-      return false;
-    }
-    value = value << 4 | digit;
-  }
-  *sequence = value;
-  return true;
+  return parse_hex16(std::span<const char>(name.data() + prefix, 16), sequence);
 }
 
 absl::Status validate(const CatalogOptions& o) {

@@ -144,9 +144,13 @@ bool parse_segment_file_name(std::span<const char> name, uint64_t* segment_index
   if (name.size() != kSegmentNameBytes) return false;
   if (std::memcmp(name.data(), "log-", 4) != 0) return false;
   if (std::memcmp(name.data() + 20, ".seg", 4) != 0) return false;
-  uint64_t value = 0;
-  for (size_t i = 4; i < 20; ++i) {
-    const char c = name[i];
+  return parse_hex16(name.subspan(4, 16), segment_index);
+}
+
+bool parse_hex16(std::span<const char> digits, uint64_t* value) {
+  if (digits.size() != 16) return false;
+  uint64_t result = 0;
+  for (const char c : digits) {
     uint64_t digit;
     if (c >= '0' && c <= '9') {
       digit = static_cast<uint64_t>(c - '0');
@@ -155,9 +159,9 @@ bool parse_segment_file_name(std::span<const char> name, uint64_t* segment_index
     } else {
       return false;
     }
-    value = value << 4 | digit;
+    result = result << 4 | digit;
   }
-  *segment_index = value;
+  *value = result;
   return true;
 }
 

@@ -79,6 +79,8 @@ void encode_segment_header(const SegmentHeader& header, uint8_t* block /* kBlock
 // "log-00000000000000a3.seg"; parse returns false for any other name.
 void segment_file_name(uint64_t segment_index, char (&name)[kSegmentNameBytes + 1]);
 [[nodiscard]] bool parse_segment_file_name(std::span<const char> name, uint64_t* segment_index);
+// Exactly 16 lower-case hex digits (the numbers in segment and snapshot file names).
+[[nodiscard]] bool parse_hex16(std::span<const char> digits, uint64_t* value);
 
 // Where a record lives; the index above the log keeps these.
 struct RecordLocation {
