@@ -129,6 +129,11 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
     if (!handle.ok()) return handle.status();
     cp->service_counters_.emplace_back(*handle, 0);
   }
+  for (const NodeServices::Counter& gauge : cp->services_->gauges()) {
+    auto handle = cp->counters_.registry().gauge(gauge.name);
+    if (!handle.ok()) return handle.status();
+    cp->service_gauges_.push_back(*handle);
+  }
 
   IpcServerOptions ipc_options = IpcServerOptions::from_config(cp->config_);
   ipc_options.counters_fd = cp->counters_.fd();
@@ -194,12 +199,22 @@ absl::Status ControlPlane::register_counters() {
       {&ipc_records_in_, "ipc.records_in"},
       {&ipc_records_out_, "ipc.records_out"},
       {&ipc_bad_records_, "ipc.bad_records"},
+      {&ipc_ring_full_, "ipc.ring_full"},
+      {&ipc_backlogged_, "ipc.backlogged"},
+      {&ipc_backlog_full_, "ipc.backlog_full"},
+      {&ipc_send_failures_, "ipc.send_failures"},
   };
   for (auto [counter, name] : mirrored) {
     auto handle = registry.counter(name);
     if (!handle.ok()) return handle.status();
     counter->handle = *handle;
   }
+  auto backlog_records = registry.gauge("ipc.backlog_records");
+  auto backlog_bytes = registry.gauge("ipc.backlog_bytes");
+  if (!backlog_records.ok()) return backlog_records.status();
+  if (!backlog_bytes.ok()) return backlog_bytes.status();
+  ipc_backlog_records_ = *backlog_records;
+  ipc_backlog_bytes_ = *backlog_bytes;
   thread_counters_->set(config_node_id_, config_.node().id());
   return absl::OkStatus();
 }
@@ -240,12 +255,22 @@ void ControlPlane::publish_stats() {
   mirror(ipc_records_out_, records_out);
   mirror(ipc_bad_records_, bad);
   thread_counters_->set(ipc_dataplane_connected_, ipc_->dataplane_connected() ? 1 : 0);
+  mirror(ipc_ring_full_, ipc.ring_full);
+  mirror(ipc_backlogged_, ipc.backlogged);
+  mirror(ipc_backlog_full_, ipc.backlog_full);
+  mirror(ipc_send_failures_, ipc.too_large + ipc.broken_sends);
+  thread_counters_->set(ipc_backlog_records_, static_cast<int64_t>(ipc_->backlog_records_total()));
+  thread_counters_->set(ipc_backlog_bytes_, static_cast<int64_t>(ipc_->backlog_bytes_total()));
   const auto& service_counters = services_->counters();
   for (size_t i = 0; i < service_counters.size(); ++i) {
     auto& [handle, published] = service_counters_[i];
     const uint64_t now_value = service_counters[i].value();
     thread_counters_->add(handle, now_value - published);
     published = now_value;
+  }
+  const auto& service_gauges = services_->gauges();
+  for (size_t i = 0; i < service_gauges.size(); ++i) {
+    thread_counters_->set(service_gauges_[i], static_cast<int64_t>(service_gauges[i].value()));
   }
 }
 

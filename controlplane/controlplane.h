@@ -75,6 +75,7 @@ class ControlPlane {
   std::unique_ptr<NodeServices> services_;
   std::unique_ptr<IpcServer> ipc_;
   std::vector<std::pair<counters::CounterHandle, uint64_t>> service_counters_;
+  std::vector<counters::GaugeHandle> service_gauges_;  // NodeServices::gauges(), in order
 
   // This thread's block in the counters segment and what the control plane itself reports.
   std::optional<counters::ThreadCounters> thread_counters_;
@@ -88,6 +89,14 @@ class ControlPlane {
   MirroredCounter ipc_records_in_;
   MirroredCounter ipc_records_out_;
   MirroredCounter ipc_bad_records_;
+  // Sends to the dataplane that found its ring full: held in the backlog, or refused.
+  MirroredCounter ipc_ring_full_;
+  MirroredCounter ipc_backlogged_;
+  MirroredCounter ipc_backlog_full_;
+  MirroredCounter ipc_send_failures_;  // too large for a ring, or the connection broke
+  // Records (and bytes) waiting in the backlogs for room in a full cp_to_dp ring.
+  counters::GaugeHandle ipc_backlog_records_;
+  counters::GaugeHandle ipc_backlog_bytes_;
   counters::GaugeHandle ipc_dataplane_connected_;
 };
 

@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -47,6 +48,31 @@ std::string snake_case(std::string_view camel) {
   return out;
 }
 
+// node.log_level and node.log_format (main() applied the boot config's before any of this).
+void apply_log_settings(const config::Config& config) {
+  switch (config.node().log_level()) {
+    case config::LogLevel::debug: log::set_min_level(log::Level::kDebug); break;
+    case config::LogLevel::info: log::set_min_level(log::Level::kInfo); break;
+    case config::LogLevel::warn: log::set_min_level(log::Level::kWarn); break;
+    case config::LogLevel::error: log::set_min_level(log::Level::kError); break;
+  }
+  log::set_format(config.node().log_format() == config::LogFormat::json ? log::Format::kJson
+                                                                        : log::Format::kText);
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& name : names) {
+    if (!out.empty()) out.push_back(',');
+    out += name;
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeServices>> NodeServices::create(
@@ -54,7 +80,7 @@ absl::StatusOr<std::unique_ptr<NodeServices>> NodeServices::create(
     const NodeServicesOptions& options) {
   std::unique_ptr<NodeServices> services(new NodeServices(loop, options));
   if (absl::Status s = services->open_storage(boot_config); !s.ok()) return s;
-  if (absl::Status s = services->create_services(boot_config); !s.ok()) return s;
+  if (absl::Status s = services->create_services(); !s.ok()) return s;
   auto reader = counters::CounterReader::attach(counters.segment().bytes());
   if (reader.ok()) services->counter_reader_ = std::make_unique<counters::CounterReader>(*reader);
   services->register_counters();
@@ -99,6 +125,23 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
                                                             "): ", catalog_status.message()));
   }
 
+  // Config revisions live in the catalog; the queues below are sized from the active one.
+  config_revisions::Revisions::Options revision_options;
+  revision_options.now_unix_ms = api::system_unix_ms;
+  revision_options.apply = [this](const config::Config& config, uint64_t revision,
+                                  const std::vector<std::string>& restart_required) {
+    apply_config(config, revision, restart_required);
+  };
+  auto revisions = config_revisions::Revisions::open(
+      *catalog_, boot_config,
+      options_.config_from_file ? config_revisions::Revisions::Source::kConfigFile
+                                : config_revisions::Revisions::Source::kDefaults,
+      std::move(revision_options));
+  if (!revisions.ok()) return revisions.status();
+  revisions_ = std::move(*revisions);
+  applied_config_ = std::make_unique<config::Config>(revisions_->running());
+  const config::Config& config = revisions_->running();
+
   storage::UringDeviceOptions queue_device;
   queue_device.directory = options_.data_dir + "/queues";
   queue_device.durability = storage::UringDeviceOptions::Durability::kDsyncWrites;
@@ -106,16 +149,21 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
   if (!queue_dev.ok()) return queue_dev.status();
   queue_device_ = std::move(*queue_dev);
   storage::QueueTableOptions queue_options;
+  queue_options.max_queued_messages_per_device = config->limits()->max_queued_messages_per_device();
   queues_ = std::make_unique<storage::QueueTable>(queue_options);
   storage::LogOptions queue_log_options;
   queue_log_options.segment_size_bytes = kQueueSegmentBytes;
-  queue_log_options.group_commit_delay_us =
-      boot_config->controlplane()->group_commit_max_delay_us();
+  queue_log_options.group_commit_delay_us = config->controlplane()->group_commit_max_delay_us();
+  // Segment summaries: a restart reads each sealed segment's summary (ids and entries, no
+  // bodies) instead of the segment (storage/README.md, "Segment summaries").
+  queue_log_options.summary_payload_bytes = &storage::QueueTable::summary_payload_bytes;
   bool queues_done = false;
   absl::Status queue_status;
-  storage::Log::open(
+  storage::Log::open_batched(
       *queue_device_, queue_log_options,
-      [this](const storage::RecoveredRecord& record) { return queues_->recover(record); },
+      [this](std::span<const storage::RecoveredRecord> records) {
+        return queues_->recover(records);
+      },
       [&](absl::StatusOr<std::unique_ptr<storage::Log>> log) {
         if (log.ok()) {
           queue_log_ = std::move(*log);
@@ -123,7 +171,8 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
           queue_status = log.status();
         }
         queues_done = true;
-      });
+      },
+      [this](uint64_t records) { queues_->expect_records(records); });
   run_until(loop_, [&] { return queues_done; });
   if (!queue_status.ok()) {
     return absl::Status(
@@ -139,44 +188,17 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
   return absl::OkStatus();
 }
 
-absl::Status NodeServices::create_services(const config::Config& boot_config) {
-  // Config revisions first: the services run with the active revision.
-  config_revisions::Revisions::Options revision_options;
-  revision_options.now_unix_ms = api::system_unix_ms;
-  revision_options.apply = [this](const config::Config& config, uint64_t revision,
-                                  const std::vector<std::string>& restart_required) {
-    push_config(config, revision, restart_required);
-  };
-  auto revisions = config_revisions::Revisions::open(
-      *catalog_, boot_config,
-      options_.config_from_file ? config_revisions::Revisions::Source::kConfigFile
-                                : config_revisions::Revisions::Source::kDefaults,
-      std::move(revision_options));
-  if (!revisions.ok()) return revisions.status();
-  revisions_ = std::move(*revisions);
+absl::Status NodeServices::create_services() {
+  // The services run with the active revision (opened with the catalog).
   const config::Config& config = revisions_->running();
+  apply_log_settings(config);
 
   api_keys_ = std::make_unique<api::ApiKeys>(*catalog_, api::system_unix_ms);
   if (absl::Status s = api_keys_->ensure_bootstrap_key(options_.data_dir); !s.ok()) return s;
 
-  const auto* gateway_config = config->code_gateway();
-  if (gateway_config->kind() == config::CodeGatewayKind::webhook) {
-    registration::WebhookOptions webhook;
-    webhook.url = gateway_config->webhook_url()->str();
-    webhook.code_ttl_ms = uint64_t{config->registration()->code_ttl_s()} * 1000;
-    webhook.attempt_timeout_ms = gateway_config->webhook_timeout_ms();
-    webhook.connect_timeout_ms =
-        std::min<uint64_t>(webhook.connect_timeout_ms, gateway_config->webhook_timeout_ms());
-    webhook.max_attempts = gateway_config->webhook_retries() + 1;
-    auto gateway = registration::WebhookGateway::create(loop_, webhook);
-    if (!gateway.ok()) return gateway.status();
-    webhook_ = gateway->get();
-    gateway_ = std::move(*gateway);
-  } else {
-    auto gateway = registration::LogGateway::open(options_.data_dir + "/sms.log");
-    if (!gateway.ok()) return gateway.status();
-    gateway_ = std::move(*gateway);
-  }
+  auto gateway = make_gateway(config);
+  if (!gateway.ok()) return gateway.status();
+  gateway_ = std::make_unique<registration::GatewaySwitch>(std::move(*gateway));
 
   api::RegistrationApiOptions registration_options;
   registration_options.registrar = config_revisions::registrar_options(*config->registration());
@@ -355,6 +377,8 @@ void NodeServices::tick() {
   std::erase_if(recent_revocations_, [&](const RecentRevocation& r) {
     return r.issued_before_ms + token_ttl_ms_ <= now_ms;
   });
+  // Code gateways replaced by a config commit go once they delivered what they accepted.
+  gateway_->reap();
 }
 
 void NodeServices::reload_certificate() {
@@ -418,11 +442,90 @@ void NodeServices::resync_dataplane(Pusher& pusher) {
   (void)pusher.push_config(revisions_->active_revision(), active.bytes(), restart);
 }
 
+absl::StatusOr<std::unique_ptr<registration::CodeGateway>> NodeServices::make_gateway(
+    const config::Config& config) {
+  if (config.code_gateway().kind() == config::CodeGatewayKind::webhook) {
+    // Resolves the URL's host (blocking DNS): at start-up, or at a commit that changed it.
+    auto webhook = registration::WebhookGateway::create(
+        loop_, config_revisions::webhook_options(config.code_gateway(), config.registration()));
+    if (!webhook.ok()) return webhook.status();
+    return std::unique_ptr<registration::CodeGateway>(std::move(*webhook));
+  }
+  auto log_gateway = registration::LogGateway::open(options_.data_dir + "/sms.log");
+  if (!log_gateway.ok()) return log_gateway.status();
+  return std::unique_ptr<registration::CodeGateway>(std::move(*log_gateway));
+}
+
+void NodeServices::apply_config(const config::Config& config, uint64_t revision,
+                                const std::vector<std::string>& restart_required) {
+  const std::vector<std::string> changed = config::changed_fields(*applied_config_, config);
+  std::vector<std::string> errors;
+  const bool ok = apply_to_services(*applied_config_, config, errors);
+  // Even after a partial failure the revision is the one in force: what a service refused
+  // keeps its previous value and is named in the log. Every setter but the gateway's runs at
+  // each apply; a gateway that failed to build is retried at the next one (gateway_stale_).
+  *applied_config_ = config;
+  ++apply_stats_.applied;
+  if (!ok) {
+    ++apply_stats_.failures;
+    HLOG_ERROR("config.apply_failed").kv("revision", revision).kv("errors", join(errors));
+  }
+  HLOG_INFO("config.applied")
+      .kv("revision", revision)
+      .kv("changed", join(changed))
+      .kv("restart_required", join(restart_required));
+  push_config(config, revision, restart_required);
+}
+
+bool NodeServices::apply_to_services(const config::Config& from, const config::Config& to,
+                                     std::vector<std::string>& errors) {
+  apply_log_settings(to);
+
+  // Registration: code TTL, attempts, both limiters' rules; token lifetime; key rotation.
+  const auto& tokens = to.session_tokens();
+  if (absl::Status s =
+          registration_->update_options(config_revisions::registrar_options(to.registration()),
+                                        config_revisions::key_ring_options(tokens).token_ttl_ms,
+                                        config_revisions::key_rotation_period_ms(tokens));
+      !s.ok()) {
+    errors.push_back(absl::StrCat("registration: ", s.ToString()));
+  }
+  // Revocations are replayed while a token issued before them may live: the longest lifetime
+  // tokens were issued with since start (a shorter new TTL does not shorten older tokens).
+  token_ttl_ms_ = std::max<uint64_t>(token_ttl_ms_, uint64_t{tokens.token_ttl_s()} * 1000);
+
+  groups_->set_max_group_members(to.limits().max_group_members());
+  queues_->set_max_queued_messages_per_device(to.limits().max_queued_messages_per_device());
+
+  // New connections, requests and timers; open connections keep their parser limits.
+  if (admin_http_) admin_http_->set_limits(config_revisions::server_limits(to.admin_http()));
+  if (public_http_) public_http_->set_limits(config_revisions::server_limits(to.public_http()));
+
+  // The code gateway is rebuilt when anything it is made from changed (its kind, URL, CA,
+  // timeouts, retries, or the code TTL a webhook's expires_at carries). The old one finishes
+  // the codes it accepted (GatewaySwitch); a failure to build keeps it.
+  bool gateway_changed = gateway_stale_;
+  for (const std::string& field : config::changed_fields(from, to)) {
+    if (starts_with(field, "code_gateway.") ||
+        (field == "registration.code_ttl_s" &&
+         to.code_gateway().kind() == config::CodeGatewayKind::webhook)) {
+      gateway_changed = true;
+    }
+  }
+  if (gateway_changed) {
+    auto gateway = make_gateway(to);
+    gateway_stale_ = !gateway.ok();
+    if (gateway.ok()) {
+      gateway_->install(std::move(*gateway));
+    } else {
+      errors.push_back(absl::StrCat("code_gateway: ", gateway.status().ToString()));
+    }
+  }
+  return errors.empty();
+}
+
 void NodeServices::push_config(const config::Config& config, uint64_t revision,
                                const std::vector<std::string>& restart_required) {
-  HLOG_INFO("config.committed")
-      .kv("revision", revision)
-      .kv("restart_required", restart_required.size());
   if (store_service_) {
     (void)store_service_->pusher().push_config(revision, config.bytes(), restart_required);
   }
@@ -500,6 +603,11 @@ void NodeServices::register_counters() {
   add("queues.segments_retired", [this] { return queues_->stats().segments_retired; });
   add("queues.records_copied", [this] { return queues_->stats().records_copied; });
   add("queues.log_syncs", [this] { return queue_log_->stats().syncs; });
+  add("queues.summaries_written", [this] { return queue_log_->stats().summaries_written; });
+  add("queues.summary_write_errors", [this] { return queue_log_->stats().summary_write_errors; });
+  add("queues.segments_from_summaries",
+      [this] { return queue_log_->stats().segments_from_summaries; });
+  add("queues.summary_fallbacks", [this] { return queue_log_->stats().summary_fallbacks; });
   add("store.outcome_records", [this] { return store_service_->stats().outcome_records; });
   add("store.drain_messages", [this] { return store_service_->stats().drain_messages; });
   add("store.acked_entries", [this] { return store_service_->stats().acked_entries; });
@@ -513,21 +621,31 @@ void NodeServices::register_counters() {
     add(prefix + "unauthenticated", [r] { return r->stats().unauthenticated; });
     add(prefix + "forbidden", [r] { return r->stats().forbidden; });
   }
-  if (webhook_ != nullptr) {
-    registration::WebhookGateway* const w = webhook_;
-    add("webhook.accepted", [w] { return w->stats().accepted; });
-    add("webhook.delivered", [w] { return w->stats().delivered; });
-    add("webhook.retries", [w] { return w->stats().retries; });
-    add("webhook.queue_full", [w] { return w->stats().queue_full; });
-    add("webhook.gave_up", [w] { return w->stats().gave_up + w->stats().rejected; });
-  }
+  // Always registered: a commit may switch the gateway to the webhook at any time, and the
+  // sums over every webhook gateway never go back when one is replaced.
+  registration::GatewaySwitch* const g = gateway_.get();
+  add("webhook.accepted", [g] { return g->webhook_stats().accepted; });
+  add("webhook.delivered", [g] { return g->webhook_stats().delivered; });
+  add("webhook.retries", [g] { return g->webhook_stats().retries; });
+  add("webhook.queue_full", [g] { return g->webhook_stats().queue_full; });
+  add("webhook.tls_failures", [g] { return g->webhook_stats().tls_failures; });
+  add("webhook.gave_up", [g] {
+    const registration::WebhookStats s = g->webhook_stats();
+    return s.gave_up + s.rejected;
+  });
   add("accounts.disabled", [this] { return accounts_->stats().disabled; });
   add("accounts.devices_revoked", [this] { return accounts_->stats().devices_revoked; });
+  add("accounts.pages_listed", [this] { return accounts_->stats().pages_listed; });
+  add("accounts.bad_list_requests", [this] { return accounts_->stats().bad_list_requests; });
+  add("accounts.corrupt_records_skipped",
+      [this] { return accounts_->stats().corrupt_records_skipped; });
   add("groups.created", [this] { return groups_->stats().created; });
   add("groups.deleted", [this] { return groups_->stats().deleted; });
   add("groups.members_added", [this] { return groups_->stats().members_added; });
   add("groups.members_removed", [this] { return groups_->stats().members_removed; });
   add("groups.refused_full", [this] { return groups_->stats().refused_full; });
+  add("groups.pages_listed", [this] { return groups_->stats().pages_listed; });
+  add("groups.corrupt_records_skipped", [this] { return groups_->stats().corrupt_records_skipped; });
   add("api_keys.created", [this] { return api_keys_->stats().created; });
   add("api_keys.revoked", [this] { return api_keys_->stats().revocations; });
   for (size_t t = 1; t < ipc::kRecordTypeCount; ++t) {
@@ -535,6 +653,50 @@ void NodeServices::register_counters() {
                      snake_case(ipc::EnumNameRecord(static_cast<ipc::Record>(t)))),
         [this, t] { return store_service_->stats().records[t]; });
   }
+  // Store outcomes: appends by the status the dataplane was told, drains by status.
+  for (size_t i = 0; i < kAppendStatusCount; ++i) {
+    add(absl::StrCat("store.appends.",
+                     snake_case(ipc::EnumNameAppendStatus(static_cast<ipc::AppendStatus>(i)))),
+        [this, i] { return store_service_->stats().outcomes[i]; });
+  }
+  for (size_t i = 0; i < kDrainStatusCount; ++i) {
+    add(absl::StrCat("store.drains.",
+                     snake_case(ipc::EnumNameDrainStatus(static_cast<ipc::DrainStatus>(i)))),
+        [this, i] { return store_service_->stats().drains[i]; });
+  }
+  add("store.duplicate_appends", [this] { return store_service_->stats().duplicate_appends; });
+  add("store.cancels", [this] {
+    return store_service_->stats().cancels_pending + store_service_->stats().cancels_late;
+  });
+  add("store.cancels_unknown", [this] { return store_service_->stats().cancels_unknown; });
+  add("store.acks_unknown", [this] { return store_service_->stats().acks_unknown; });
+  add("store.remove_errors", [this] { return store_service_->stats().remove_errors; });
+  add("store.drain_responses", [this] { return store_service_->stats().drain_responses; });
+  add("store.drain_bytes", [this] { return store_service_->stats().drain_bytes; });
+  // A drain answer that never reached the dataplane (it re-asks; nothing is lost).
+  add("store.drain_errors", [this] {
+    return store_service_->stats().drain_send_failed + store_service_->stats().drains_orphaned;
+  });
+  add("store.outcomes_held", [this] { return store_service_->stats().outcomes_held; });
+  add("store.pushes", [this] {
+    uint64_t n = 0;
+    for (uint64_t p : store_service_->stats().pushes) n += p;
+    return n;
+  });
+  add("store.push_failures", [this] {
+    uint64_t n = 0;
+    for (uint64_t p : store_service_->stats().push_failures) n += p;
+    return n;
+  });
+  add("store.resyncs", [this] { return store_service_->stats().resyncs; });
+  auto gauge = [this](std::string name, std::function<uint64_t()> value) {
+    gauges_.push_back({std::move(name), std::move(value)});
+  };
+  gauge("store.appends_pending", [this] { return store_service_->backlog().appends_pending; });
+  gauge("store.outcomes_waiting", [this] { return store_service_->backlog().outcomes_held; });
+  gauge("store.drains_in_flight", [this] { return store_service_->backlog().drains_in_flight; });
+  gauge("webhook.queued", [g] { return g->webhook_stats().queued; });
+  gauge("webhook.gateways_retiring", [g] { return uint64_t{g->retiring()}; });
   add("store.record_errors", [this] {
     uint64_t n = 0;
     for (uint64_t e : store_service_->stats().record_errors) n += e;
@@ -542,6 +704,8 @@ void NodeServices::register_counters() {
   });
   add("queues.compaction_errors", [this] { return queues_->stats().compaction_errors; });
   add("config.commits", [this] { return revisions_->stats().commits; });
+  add("config.applied", [this] { return apply_stats_.applied; });
+  add("config.apply_failures", [this] { return apply_stats_.failures; });
   add("config.reverts", [this] { return revisions_->stats().reverts; });
 }
 

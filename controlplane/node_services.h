@@ -29,7 +29,7 @@
 #include "controlplane/ipc/ipc_server.h"
 #include "controlplane/ipc/store_service.h"
 #include "controlplane/registration/code_gateway.h"
-#include "controlplane/registration/webhook_gateway.h"
+#include "controlplane/registration/gateway_switch.h"
 #include "controlplane/storage/catalog.h"
 #include "controlplane/storage/log.h"
 #include "controlplane/storage/queue_table.h"
@@ -74,25 +74,45 @@ class NodeServices {
   // Graceful stop: listeners drain (bounded), then the logs are flushed and go idle.
   void shutdown();
 
-  // The config the services run with (the active revision at start).
+  // The config the process started with (the active revision at start): restart fields.
   const config::Config& running_config() const { return revisions_->running(); }
+  // The config whose hot fields the services run with: the active revision, once its apply
+  // finished (or failed: see apply_config).
+  const config::Config& applied_config() const { return *applied_config_; }
   uint16_t admin_port() const { return admin_http_->port(); }
   uint16_t public_port() const { return public_http_->port(); }
 
-  // Plain counters for the counters segment, read by ControlPlane::publish_stats().
+  // Plain counters for the counters segment, read by ControlPlane::publish_stats(); gauges
+  // are levels (backlogs, work in flight), set rather than added.
   struct Counter {
     std::string name;
     std::function<uint64_t()> value;
   };
   const std::vector<Counter>& counters() const { return counters_; }
+  const std::vector<Counter>& gauges() const { return gauges_; }
+
+  struct ApplyStats {
+    uint64_t applied = 0;   // revisions applied to the running services
+    uint64_t failures = 0;  // revisions a service refused part of (logged; the rest applied)
+  };
+  const ApplyStats& apply_stats() const { return apply_stats_; }
 
  private:
   NodeServices(uring::EventLoop& loop, const NodeServicesOptions& options)
       : loop_(loop), options_(options) {}
   absl::Status open_storage(const config::Config& boot_config);
-  absl::Status create_services(const config::Config& boot_config);
+  absl::Status create_services();
   absl::Status start_listeners();
   void resync_dataplane(Pusher& pusher);
+  // The revisions' apply hook: every service takes the hot fields of `config`, then the
+  // dataplane gets it (push_config).
+  void apply_config(const config::Config& config, uint64_t revision,
+                    const std::vector<std::string>& restart_required);
+  // The services' side of apply_config; false when a part was refused (the rest applied).
+  bool apply_to_services(const config::Config& from, const config::Config& to,
+                         std::vector<std::string>& errors);
+  absl::StatusOr<std::unique_ptr<registration::CodeGateway>> make_gateway(
+      const config::Config& config);
   void push_config(const config::Config& config, uint64_t revision,
                    const std::vector<std::string>& restart_required);
   void on_revocation(const registration::AccountId& account, std::optional<uint32_t> device,
@@ -112,8 +132,10 @@ class NodeServices {
 
   std::unique_ptr<config_revisions::Revisions> revisions_;
   std::unique_ptr<api::ApiKeys> api_keys_;
-  std::unique_ptr<registration::CodeGateway> gateway_;
-  registration::WebhookGateway* webhook_ = nullptr;  // gateway_, when it is the webhook
+  std::unique_ptr<config::Config> applied_config_;
+  ApplyStats apply_stats_;
+  std::unique_ptr<registration::GatewaySwitch> gateway_;
+  bool gateway_stale_ = false;  // the last apply could not build the configured gateway
   std::unique_ptr<api::RegistrationApi> registration_;
   std::unique_ptr<api::AccountsApi> accounts_;
   std::unique_ptr<api::Groups> groups_;
@@ -143,6 +165,7 @@ class NodeServices {
 
   std::unique_ptr<counters::CounterReader> counter_reader_;
   std::vector<Counter> counters_;
+  std::vector<Counter> gauges_;
   bool shut_down_ = false;
 };
 

@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "platform/log/log.h"
+#include "schemas/admin_fbs.h"
+#include "schemas/admin_generated.h"
 #include "schemas/public_api_fbs.h"
 #include "schemas/public_api_generated.h"
 
@@ -20,6 +22,28 @@ std::optional<uint32_t> parse_device_id(std::string_view text) {
   return value;
 }
 
+// kAccounts keys are the id's hi and lo halves, big-endian (catalog_store.h), so the table's
+// byte order is the order of the ids' text form, and a cursor is simply the last id listed.
+constexpr size_t kAccountKeyBytes = 16;
+
+std::string account_key(const registration::AccountId& id) {
+  std::string key(kAccountKeyBytes, '\0');
+  for (size_t i = 0; i < 8; ++i) {
+    key[i] = static_cast<char>((id.hi >> (56 - 8 * i)) & 0xff);
+    key[8 + i] = static_cast<char>((id.lo >> (56 - 8 * i)) & 0xff);
+  }
+  return key;
+}
+
+registration::AccountId account_of_key(std::string_view key) {
+  registration::AccountId id{0, 0};
+  for (size_t i = 0; i < 8; ++i) {
+    id.hi = (id.hi << 8) | static_cast<uint8_t>(key[i]);
+    id.lo = (id.lo << 8) | static_cast<uint8_t>(key[8 + i]);
+  }
+  return id;
+}
+
 }  // namespace
 
 AccountsApi::AccountsApi(storage::Tables& tables, registration::CatalogStore& store,
@@ -27,7 +51,8 @@ AccountsApi::AccountsApi(storage::Tables& tables, registration::CatalogStore& st
     : tables_(tables),
       store_(store),
       clock_(std::move(clock)),
-      codec_(schemas::kPublicApiFbs, "public_api.fbs") {}
+      codec_(schemas::kPublicApiFbs, "public_api.fbs"),
+      admin_codec_(schemas::kAdminFbs, "admin.fbs") {}
 
 void AccountsApi::add_routes(Router& router) {
   router.add(http::Method::kGet, "/v1/accounts", Scope::kRead,
@@ -75,9 +100,22 @@ std::string AccountsApi::device_json(const registration::Device& device, bool pr
 }
 
 void AccountsApi::handle_lookup(Call& call) {
-  std::optional<std::string> phone_text = query_param(call.request.query(), "phone");
+  const std::string_view query = call.request.query();
+  if (!has_query_param(query, "phone")) {
+    handle_list(call);
+    return;
+  }
+  // A lookup is one account: paging it would mean nothing, and a client that sent both has
+  // confused the two uses.
+  if (has_query_param(query, "limit") || has_query_param(query, "after")) {
+    ++stats_->bad_list_requests;
+    call.respond_error(400, "invalid_request", "phone cannot be combined with limit or after",
+                       "phone");
+    return;
+  }
+  std::optional<std::string> phone_text = query_param(query, "phone");
   if (!phone_text) {
-    call.respond_error(400, "invalid_phone", "the phone query parameter is required", "phone");
+    call.respond_error(400, "invalid_phone", "the phone is not valid percent-encoding", "phone");
     return;
   }
   registration::PhoneParse phone = registration::parse_phone_number(*phone_text);
@@ -96,6 +134,73 @@ void AccountsApi::handle_lookup(Call& call) {
     return;
   }
   answer_after_barrier(call.responder, 200, account_json(*account));
+}
+
+void AccountsApi::handle_list(Call& call) {
+  const std::optional<PageQuery> page = page_query(call, kDefaultAccountsPage, kMaxAccountsPage);
+  if (!page) {
+    ++stats_->bad_list_requests;
+    return;
+  }
+  std::string from;
+  if (page->after) {
+    const std::optional<registration::AccountId> after =
+        registration::parse_account_id(*page->after);
+    if (!after) {
+      ++stats_->bad_list_requests;
+      call.respond_error(400, "invalid_cursor",
+                         "after must be an account id (the next cursor of a page)", "after");
+      return;
+    }
+    from = account_key(*after);
+  }
+
+  // One item past the page says whether there is a next one. The cursor's own key (which may
+  // no longer exist) is skipped: pages start strictly after it.
+  std::vector<registration::Account> accounts;
+  accounts.reserve(page->limit);
+  bool more = false;
+  uint64_t corrupt = 0;
+  const storage::ScanFn collect = [&](std::string_view key, std::string_view value) {
+    if (key == from) return true;
+    if (accounts.size() == page->limit) {
+      more = true;
+      return false;
+    }
+    std::optional<registration::Account> account;
+    if (key.size() == kAccountKeyBytes) {
+      account = registration::CatalogStore::decode_account(account_of_key(key), value);
+    }
+    if (!account) {
+      ++corrupt;  // absent, as a lookup treats it; the page goes on
+      return true;
+    }
+    accounts.push_back(*std::move(account));
+    return true;
+  };
+  tables_.scan(storage::TableId::kAccounts, from, collect);
+  if (corrupt != 0) {
+    stats_->corrupt_records_skipped += corrupt;
+    HLOG_WARN("accounts.list_skipped_corrupt").kv("records", corrupt);
+  }
+
+  flatbuffers::FlatBufferBuilder fbb(256 + accounts.size() * 160);
+  std::vector<flatbuffers::Offset<admin::AccountSummary>> items;
+  items.reserve(accounts.size());
+  for (const registration::Account& a : accounts) {
+    auto id = fbb.CreateString(registration::format_account_id(a.id));
+    auto phone = fbb.CreateString(a.phone.to_string());
+    items.push_back(admin::CreateAccountSummary(fbb, id, phone, a.primary_device_id, a.created_ms,
+                                                a.disabled_ms != 0, a.disabled_ms));
+  }
+  const auto vector = fbb.CreateVector(items);
+  flatbuffers::Offset<flatbuffers::String> next;
+  if (more && !accounts.empty()) {
+    next = fbb.CreateString(registration::format_account_id(accounts.back().id));
+  }
+  fbb.Finish(admin::CreateAccountList(fbb, vector, next));
+  ++stats_->pages_listed;
+  answer_after_barrier(call.responder, 200, admin_codec_.to_json("herald.admin.AccountList", fbb));
 }
 
 // The {id} path parameter; answers 400 and returns nullopt when it is not an account id.

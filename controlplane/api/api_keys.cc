@@ -304,6 +304,18 @@ AuthOutcome ApiKeys::authenticate(const http::Request& request, Scope needed) {
   return AuthOutcome::kUnauthenticated;
 }
 
+std::string ApiKeys::principal(const http::Request& request) const {
+  const http::HeaderField* field = request.find("authorization");
+  if (field == nullptr) return {};
+  const std::optional<std::string_view> token = bearer_token(field->value);
+  if (!token) return {};
+  const std::optional<ParsedApiKey> parsed = parse_api_key(*token);
+  if (!parsed) return {};
+  const std::optional<ApiKeyRecord> record = find(parsed->id);
+  if (!record) return {};
+  return record->name.empty() ? "key:" + record->id : record->name;
+}
+
 absl::StatusOr<CreatedApiKey> ApiKeys::create(std::string_view name, Scope scope) {
   if (absl::Status s = check_name(name); !s.ok()) return s;
   if (scope != Scope::kRead && scope != Scope::kAdmin) {

@@ -74,6 +74,9 @@ class ApiKeys final : public Authenticator {
   // §11.1). Anything else, an unknown, wrong or revoked key: kUnauthenticated. A read key on an
   // admin route: kForbidden.
   AuthOutcome authenticate(const http::Request& request, Scope needed) override;
+  // The name of the request's key (what a config revision records as its author), or
+  // "key:<id>" for a key without one; empty when the request carries no known key.
+  std::string principal(const http::Request& request) const override;
 
   // Mints a key and applies it to the tables (durable after the next barrier). InvalidArgument
   // for a bad name or scope (kPublic), Unavailable when the store refused it.

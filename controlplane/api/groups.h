@@ -43,6 +43,9 @@ inline constexpr size_t kMaxGroupNameBytes = 64;
 inline constexpr size_t kMaxAccountsPerRequest = 1024;
 // Member keys erased per batch when a group is deleted (the first batch also erases the group).
 inline constexpr size_t kGroupDeleteChunk = 1024;
+// Page size of GET /v1/groups: default and largest.
+inline constexpr size_t kDefaultGroupsPage = 100;
+inline constexpr size_t kMaxGroupsPage = 1000;
 
 using MembershipHook =
     std::function<void(uint64_t group_id, const std::vector<registration::AccountId>& members)>;
@@ -66,6 +69,8 @@ struct GroupsStats {
   uint64_t bad_requests = 0;
   uint64_t store_errors = 0;
   uint64_t orphans_swept = 0;
+  uint64_t pages_listed = 0;
+  uint64_t corrupt_records_skipped = 0;  // kGroups records a listing could not decode
 };
 
 struct GroupRecord {
@@ -81,7 +86,8 @@ class Groups {
   Groups(storage::Tables& tables, GroupsOptions options);
 
   // POST /v1/groups, POST /v1/groups/{id}/members, DELETE /v1/groups/{id}/members/{account},
-  // DELETE /v1/groups/{id} (admin); GET /v1/groups/{id} (read).
+  // DELETE /v1/groups/{id} (admin); GET /v1/groups/{id} and GET /v1/groups[?limit=&after=]
+  // (read; a page of GroupList in id order, `next` while more remain).
   void add_routes(Router& router);
 
   std::optional<GroupRecord> find(uint64_t group_id) const;
@@ -92,11 +98,19 @@ class Groups {
   // by a crash). Returns how many; the store's error if a batch fails.
   absl::StatusOr<size_t> sweep_orphans();
 
+  // A committed config revision: creates and adds from now on are checked against it. A group
+  // already larger keeps its members (nothing is removed) and takes no new ones.
+  void set_max_group_members(uint32_t max_group_members) {
+    if (max_group_members >= 1) options_.max_group_members = max_group_members;
+  }
+  uint32_t max_group_members() const { return options_.max_group_members; }
+
   const GroupsStats& stats() const { return stats_; }
 
  private:
   void handle_create(Call& call);
   void handle_get(Call& call);
+  void handle_list(Call& call);
   void handle_add(Call& call);
   void handle_remove(Call& call);
   void handle_delete(Call& call);

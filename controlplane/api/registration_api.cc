@@ -229,6 +229,20 @@ void RegistrationApi::handle_session(Call& call) {
                        codec_.to_json("herald.public_api.SessionResponse", fbb));
 }
 
+absl::Status RegistrationApi::update_options(const registration::RegistrarOptions& registrar,
+                                             uint64_t token_ttl_ms,
+                                             uint64_t key_rotation_interval_ms) {
+  if (key_rotation_interval_ms == 0 || token_ttl_ms == 0) {
+    return absl::InvalidArgumentError("token ttl and key rotation period must be positive");
+  }
+  if (absl::Status s = registrar_->update_options(registrar); !s.ok()) return s;
+  options_.registrar = registrar_->options();
+  ring_.set_token_ttl(token_ttl_ms, options_.clock());
+  options_.keys.token_ttl_ms = token_ttl_ms;
+  options_.key_rotation_interval_ms = key_rotation_interval_ms;
+  return absl::OkStatus();
+}
+
 absl::Status RegistrationApi::rotate_keys_if_due(uint64_t now_ms) {
   registration::KeyRing next = ring_;
   uint64_t rotated_at_ms = rotated_at_ms_;

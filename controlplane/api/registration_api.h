@@ -99,6 +99,13 @@ class RegistrationApi {
   // (store refused, ring full) leaves the current ring in use; the next tick retries.
   absl::Status rotate_keys_if_due(uint64_t now_ms);
 
+  // A committed config revision (NodeServices' apply hook): the registrar's code TTL, attempts
+  // and rate rules, the token lifetime of tokens issued from now on, and the rotation period
+  // (measured from the last rotation). InvalidArgument, changing nothing, for values the
+  // registrar refuses or a zero rotation period.
+  absl::Status update_options(const registration::RegistrarOptions& registrar,
+                              uint64_t token_ttl_ms, uint64_t key_rotation_interval_ms);
+
   const registration::KeyRing& key_ring() const { return ring_; }
   registration::CatalogStore& store() { return *store_; }
   registration::Registrar& registrar() { return *registrar_; }

@@ -48,6 +48,22 @@ std::string_view method_token(http::Method method) {
   return "";
 }
 
+// The raw (still percent-encoded) value of `name`; "" for "name" or "name=", nullopt when the
+// query has no such parameter.
+std::optional<std::string_view> raw_query_param(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string_view scope_name(Scope scope) {
@@ -148,9 +164,10 @@ void Router::handle(const http::Request& request, std::string_view body,
     return;
   }
 
+  std::string principal;
   if (match->scope != Scope::kPublic) {
     switch (authenticator_->authenticate(request, match->scope)) {
-      case AuthOutcome::kAllowed: break;
+      case AuthOutcome::kAllowed: principal = authenticator_->principal(request); break;
       case AuthOutcome::kUnauthenticated: {
         ++stats_.unauthenticated;
         const http::HeaderField headers[] = {{"WWW-Authenticate", "Bearer realm=\"herald\""}};
@@ -169,7 +186,7 @@ void Router::handle(const http::Request& request, std::string_view body,
     }
   }
 
-  Call call{request, body, responder, {}, 0};
+  Call call{request, body, responder, {}, 0, principal};
   for (size_t i = 0; i < segments.size(); ++i) {
     if (!is_param(match->segments[i])) continue;
     std::optional<std::string> decoded = percent_decode(segments[i]);
@@ -205,18 +222,45 @@ std::optional<std::string> percent_decode(std::string_view text) {
 }
 
 std::optional<std::string> query_param(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const size_t eq = pair.find('=');
-    if (pair.substr(0, eq) == name) {
-      return percent_decode(eq == std::string_view::npos ? std::string_view()
-                                                         : pair.substr(eq + 1));
+  const std::optional<std::string_view> raw = raw_query_param(query, name);
+  if (!raw) return std::nullopt;
+  return percent_decode(*raw);
+}
+
+bool has_query_param(std::string_view query, std::string_view name) {
+  return raw_query_param(query, name).has_value();
+}
+
+std::optional<PageQuery> page_query(Call& call, size_t default_limit, size_t max_limit) {
+  const std::string_view query = call.request.query();
+  PageQuery page{default_limit, std::nullopt};
+  // Present but badly encoded is an error, not "absent": a client must not get the default
+  // page size, or the first page, for a parameter it did send.
+  if (const std::optional<std::string_view> raw = raw_query_param(query, "limit")) {
+    const std::optional<std::string> text = percent_decode(*raw);
+    size_t value = 0;
+    bool ok = text && !text->empty() && text->size() <= 7;
+    for (size_t i = 0; ok && i < text->size(); ++i) {
+      const char c = (*text)[i];
+      ok = c >= '0' && c <= '9';
+      value = value * 10 + static_cast<size_t>(c - '0');
     }
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
+    if (!ok || value < 1 || value > max_limit) {
+      call.respond_error(400, "invalid_limit",
+                         "limit must be a whole number from 1 to " + std::to_string(max_limit),
+                         "limit");
+      return std::nullopt;
+    }
+    page.limit = value;
   }
-  return std::nullopt;
+  if (const std::optional<std::string_view> raw = raw_query_param(query, "after")) {
+    page.after = percent_decode(*raw);
+    if (!page.after || page.after->empty()) {
+      call.respond_error(400, "invalid_cursor", "after must be the next cursor of a page", "after");
+      return std::nullopt;
+    }
+  }
+  return page;
 }
 
 }  // namespace herald::api

@@ -46,6 +46,10 @@ class Authenticator {
   virtual ~Authenticator() = default;
   // Decides from the request's credentials (Authorization: Bearer <key>, or the mTLS peer).
   virtual AuthOutcome authenticate(const http::Request& request, Scope needed) = 0;
+  // Who the request's credentials name, for what the API records about its caller (a config
+  // revision's author). Asked only after authenticate() allowed the same request; empty means
+  // "nobody in particular" and handlers fall back to a fixed name.
+  virtual std::string principal(const http::Request& /*request*/) const { return {}; }
 };
 
 inline constexpr size_t kMaxPathParams = 4;
@@ -58,6 +62,8 @@ struct Call {
   http::Responder responder;
   std::array<std::string, kMaxPathParams> params;  // percent-decoded, in pattern order
   size_t param_count = 0;
+  // Authenticator::principal() of an allowed request (empty on public routes).
+  std::string_view principal;
 
   std::string_view param(size_t index) const { return params[index]; }
   void respond_json(int status, std::string_view json) {
@@ -119,5 +125,19 @@ std::optional<std::string> percent_decode(std::string_view text);
 // The value of `name` in a query string ("a=1&b=2"), percent-decoded; nullopt when absent or
 // badly encoded.
 std::optional<std::string> query_param(std::string_view query, std::string_view name);
+// Whether the query string has `name` at all (with any value, or none).
+bool has_query_param(std::string_view query, std::string_view name);
+
+// ?limit=N&after=<cursor> of a paged listing (GET /v1/accounts, GET /v1/groups): the page
+// answers the first `limit` items whose key is above `after` (from the start without it) and a
+// "next" cursor while more remain.
+struct PageQuery {
+  size_t limit = 0;
+  std::optional<std::string> after;  // percent-decoded; the listing checks its syntax
+};
+// Parses both parameters; answers 400 itself (`invalid_limit` for anything but a decimal in
+// 1..max_limit, `invalid_cursor` for an empty or badly encoded `after`, each naming its field)
+// and returns nullopt.
+std::optional<PageQuery> page_query(Call& call, size_t default_limit, size_t max_limit);
 
 }  // namespace herald::api

@@ -15,7 +15,9 @@
 namespace herald::config_revisions {
 namespace {
 
-constexpr std::string_view kAuthor = "admin-api";
+// The author of a candidate whose caller the authenticator does not name (a revision made
+// through an API key records the key's name instead).
+constexpr std::string_view kAnonymousAuthor = "admin-api";
 
 // A revision in a path: decimal, no sign, no leading '+', at most 20 digits.
 std::optional<uint64_t> parse_revision(std::string_view text) {
@@ -134,7 +136,8 @@ void ConfigApi::post_config(api::Call& call) {
     std::optional<std::string> value = api::query_param(call.request.query(), "comment");
     if (value) comment = *std::move(value);
   }
-  absl::StatusOr<uint64_t> revision = revisions_.add_candidate(*candidate, kAuthor, comment);
+  const std::string_view author = call.principal.empty() ? kAnonymousAuthor : call.principal;
+  absl::StatusOr<uint64_t> revision = revisions_.add_candidate(*candidate, author, comment);
   if (!revision.ok()) {
     respond_status(call, tables_, revision.status());
     return;

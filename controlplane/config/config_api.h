@@ -1,6 +1,7 @@
 // The admin API's config endpoints over config_revisions::Revisions:
 //   GET  /v1/config                       read   the active config, its revision, restart fields
-//   POST /v1/config[?comment=]            admin  a full config JSON -> a candidate revision (201)
+//   POST /v1/config[?comment=]            admin  a full config JSON -> a candidate revision (201),
+//                                                authored by the caller's API key name
 //   GET  /v1/config/revisions[?limit=&before=]  read  newest first, paged
 //   GET  /v1/config/revisions/{rev}       read   one revision with its config
 //   POST /v1/config/{rev}/commit          admin  optional {"confirm_timeout_s": N}; also rollback

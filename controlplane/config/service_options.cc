@@ -1,6 +1,8 @@
 // Node config -> service option structs (see service_options.h).
 #include "controlplane/config/service_options.h"
 
+#include <algorithm>
+
 namespace herald::config_revisions {
 
 http::ServerLimits server_limits(const config::HttpListener& listener) {
@@ -47,6 +49,19 @@ registration::TokenVerifierOptions token_verifier_options(const config::SessionT
 
 uint64_t key_rotation_period_ms(const config::SessionTokens& tokens) {
   return uint64_t{tokens.key_rotation_s()} * 1000;
+}
+
+registration::WebhookOptions webhook_options(const config::CodeGateway& gateway,
+                                             const config::Registration& registration) {
+  registration::WebhookOptions webhook;
+  webhook.url = gateway.webhook_url()->str();
+  webhook.ca_path = gateway.webhook_ca_path()->str();
+  webhook.code_ttl_ms = uint64_t{registration.code_ttl_s()} * 1000;
+  webhook.attempt_timeout_ms = gateway.webhook_timeout_ms();
+  webhook.connect_timeout_ms =
+      std::min<uint64_t>(webhook.connect_timeout_ms, gateway.webhook_timeout_ms());
+  webhook.max_attempts = gateway.webhook_retries() + 1;
+  return webhook;
 }
 
 }  // namespace herald::config_revisions

@@ -7,6 +7,7 @@
 #include "controlplane/registration/key_ring.h"
 #include "controlplane/registration/registrar.h"
 #include "controlplane/registration/token_verifier.h"
+#include "controlplane/registration/webhook_gateway.h"
 #include "platform/config/config.h"
 
 namespace herald::config_revisions {
@@ -25,5 +26,10 @@ registration::TokenVerifierOptions token_verifier_options(const config::SessionT
 
 // How often the key ring rotates.
 uint64_t key_rotation_period_ms(const config::SessionTokens& tokens);
+
+// The webhook code gateway's URL, timeouts and attempts, and the code TTL its expires_at
+// carries (code_gateway.kind must be webhook for it to be used).
+registration::WebhookOptions webhook_options(const config::CodeGateway& gateway,
+                                             const config::Registration& registration);
 
 }  // namespace herald::config_revisions

@@ -11,9 +11,13 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <span>
 
+#include "absl/strings/cord.h"
 #include "platform/clock/clock.h"
 #include "platform/log/log.h"
+#include "platform/tls/connection.h"
+#include "platform/tls/context.h"
 
 namespace herald::http {
 
@@ -22,6 +26,9 @@ namespace {
 constexpr size_t kMaxResponseHeadBytes = 16 * 1024;
 constexpr size_t kRecvChunkBytes = 8 * 1024;
 constexpr uint64_t kNsPerMs = 1'000'000;
+// Marks a Status as a TLS failure (is_tls_failure), so callers count it apart from TCP errors
+// without parsing messages.
+constexpr const char* kTlsFailurePayload = "type.herald/http.TlsFailure";
 
 bool ieq(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -51,12 +58,35 @@ std::string errno_text(int err) {
 
 }  // namespace
 
+bool is_tls_failure(const absl::Status& status) {
+  return status.GetPayload(kTlsFailurePayload).has_value();
+}
+
+absl::StatusOr<std::shared_ptr<tls::ClientContext>> make_tls_client_context(
+    const std::string& ca_path) {
+  tls::ClientOptions options;
+  options.min_version = tls::TlsVersion::kTls12;
+  options.max_version = tls::TlsVersion::kTls13;
+  // Servers that speak ALPN must not pick h2 for a client that only reads HTTP/1.1.
+  options.alpn_protocols = {"http/1.1"};
+  options.ca_file = ca_path.empty() ? std::string(kSystemCaBundle) : ca_path;
+  return tls::ClientContext::create(std::move(options));
+}
+
 absl::StatusOr<HttpTarget> parse_http_url(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.size() < kScheme.size() || !ieq(url.substr(0, kScheme.size()), kScheme)) {
-    return absl::InvalidArgumentError("webhook URL must start with http:// (no TLS client yet)");
+  constexpr std::string_view kHttp = "http://";
+  constexpr std::string_view kHttps = "https://";
+  bool secure = false;
+  size_t scheme_length = 0;
+  if (url.size() >= kHttp.size() && ieq(url.substr(0, kHttp.size()), kHttp)) {
+    scheme_length = kHttp.size();
+  } else if (url.size() >= kHttps.size() && ieq(url.substr(0, kHttps.size()), kHttps)) {
+    scheme_length = kHttps.size();
+    secure = true;
+  } else {
+    return absl::InvalidArgumentError("webhook URL must start with http:// or https://");
   }
-  std::string_view rest = url.substr(kScheme.size());
+  std::string_view rest = url.substr(scheme_length);
   const size_t slash = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, slash);
   std::string path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
@@ -83,7 +113,7 @@ absl::StatusOr<HttpTarget> parse_http_url(std::string_view url) {
     host = authority.substr(0, colon);
     port_text = authority.substr(colon + 1);
   }
-  uint16_t port = 80;
+  uint16_t port = secure ? 443 : 80;
   if (!port_text.empty()) {
     auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
     if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0) {
@@ -109,6 +139,8 @@ absl::StatusOr<HttpTarget> parse_http_url(std::string_view url) {
   ::freeaddrinfo(found);
   target.host_header = std::string(authority);
   target.path = std::move(path);
+  target.tls = secure;
+  target.server_name = host_text;
   return target;
 }
 
@@ -160,8 +192,13 @@ absl::StatusOr<ResponseHead> parse_response_head(std::string_view head) {
   return out;
 }
 
-// One exchange: connect, send the whole request, read the response; a timer enforces the
-// connect timeout and the overall deadline. Owned by HttpClient::live_.
+// One exchange: connect, (over TLS: handshake,) send the whole request, read the response; a
+// timer enforces the connect timeout and the overall deadline. Owned by HttpClient::live_.
+//
+// Over TLS one socket operation is in flight at a time, as in plain HTTP: the engine's pending
+// ciphertext (handshake flights, then the encrypted request) is sent first, and only when
+// nothing is left to send do we receive. HTTP/1.1 with Connection: close never needs to send
+// and receive at once, so this costs nothing and keeps the state small.
 struct HttpClient::Exchange {
   enum class Phase : uint8_t { kConnecting, kSending, kReceiving };
 
@@ -170,9 +207,9 @@ struct HttpClient::Exchange {
   int fd = -1;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  std::string out;
-  size_t sent = 0;
-  std::string in;
+  std::string out;                      // the request; over TLS, the plaintext handed to the engine
+  size_t sent = 0;                      // bytes of `out` sent (plain) or encrypted (TLS)
+  std::string in;                       // response bytes (plaintext)
   size_t head_end = std::string::npos;  // offset of the body in `in` once the head is parsed
   ResponseHead head;
   Phase phase = Phase::kConnecting;
@@ -186,6 +223,12 @@ struct HttpClient::Exchange {
   bool over = false;
   absl::StatusOr<ClientResponse> result = absl::UnknownError("unfinished");
   std::array<char, kRecvChunkBytes> buf{};
+  // TLS only (null for http://).
+  std::unique_ptr<tls::Connection> tls_conn;
+  std::string wire;  // ciphertext being sent, copied out of the engine
+  size_t wire_sent = 0;
+  bool handshake_counted = false;
+  std::unique_ptr<std::array<uint8_t, kRecvChunkBytes>> plain;  // decrypted bytes
 
   uring::EventLoop& loop() { return client->loop_; }
 
@@ -200,7 +243,13 @@ struct HttpClient::Exchange {
     io_busy = true;
     loop().send(io_op, fd, out.data() + sent, static_cast<uint32_t>(out.size() - sent));
   }
+  void send_wire() {
+    phase = Phase::kSending;
+    io_busy = true;
+    loop().send(io_op, fd, wire.data() + wire_sent, static_cast<uint32_t>(wire.size() - wire_sent));
+  }
   void recv_more() {
+    phase = Phase::kReceiving;
     io_busy = true;
     loop().recv(io_op, fd, buf.data(), static_cast<uint32_t>(buf.size()));
   }
@@ -239,15 +288,14 @@ struct HttpClient::Exchange {
   // Returns true when the exchange finished.
   bool check_response() {
     while (head_end == std::string::npos) {
+      // The limit holds whether the head arrives in pieces or in one read.
       const size_t end = in.find("\r\n\r\n");
-      if (end == std::string::npos) {
-        if (in.size() > kMaxResponseHeadBytes) {
-          fail(absl::InvalidArgumentError("response head too large"),
-               client->stats_.protocol_errors);
-          return true;
-        }
-        return false;
+      if (end == std::string::npos ? in.size() > kMaxResponseHeadBytes
+                                   : end + 4 > kMaxResponseHeadBytes) {
+        fail(absl::InvalidArgumentError("response head too large"), client->stats_.protocol_errors);
+        return true;
       }
+      if (end == std::string::npos) return false;
       absl::StatusOr<ResponseHead> parsed =
           parse_response_head(std::string_view(in).substr(0, end + 4));
       if (!parsed.ok()) {
@@ -290,6 +338,125 @@ struct HttpClient::Exchange {
     succeed(body, false);
   }
 
+  // ---- TLS ----------------------------------------------------------------------------------
+
+  void tls_fail() {
+    const bool handshaking = !tls_conn->handshake_done();
+    std::string message = handshaking ? "TLS handshake failed: " : "TLS connection failed: ";
+    message += std::string(tls::tls_error_name(tls_conn->error()));
+    message += " (";
+    message += std::string(tls_conn->error_reason());
+    message += ")";
+    absl::Status status = absl::UnavailableError(message);
+    status.SetPayload(kTlsFailurePayload, absl::Cord("1"));
+    // The alert the engine may have queued is not sent: the connection is closed at once, and
+    // a peer that broke the protocol gets nothing more from us.
+    fail(std::move(status), client->stats_.tls_failures);
+  }
+
+  // Moves the engine's pending ciphertext to `wire`; false when there is none.
+  bool take_ciphertext() {
+    const std::span<const uint8_t> pending = tls_conn->pending_ciphertext();
+    if (pending.empty()) return false;
+    wire.assign(reinterpret_cast<const char*>(pending.data()), pending.size());
+    wire_sent = 0;
+    tls_conn->consume_ciphertext(pending.size());
+    return true;
+  }
+
+  // Chooses the next socket operation: send what the engine produced, else hand it more of
+  // the request once the handshake is done, else receive.
+  void pump_tls() {
+    if (take_ciphertext()) {
+      send_wire();
+      return;
+    }
+    if (tls_conn->handshake_done() && sent < out.size()) {
+      const auto* p = reinterpret_cast<const uint8_t*>(out.data()) + sent;
+      const tls::IoResult w = tls_conn->write_plaintext(std::span(p, out.size() - sent));
+      if (w.status == tls::IoStatus::kError) {
+        tls_fail();
+        return;
+      }
+      sent += w.bytes;
+      if (take_ciphertext()) {
+        send_wire();
+        return;
+      }
+      // Output was drained, so the engine should have taken something: never spin.
+      fail(absl::InternalError("TLS engine refused the request"), client->stats_.tls_failures);
+      return;
+    }
+    recv_more();
+  }
+
+  // Decrypts what the engine holds into `in`. Returns false when the exchange finished.
+  bool drain_plaintext(bool at_eof) {
+    if (tls_conn->handshake_state() == tls::HandshakeState::kFailed) {
+      tls_fail();
+      return false;
+    }
+    if (!handshake_counted && tls_conn->handshake_done()) {
+      handshake_counted = true;
+      ++client->stats_.tls_handshakes;
+    }
+    for (;;) {
+      const tls::IoResult r = tls_conn->read_plaintext(std::span(plain->data(), plain->size()));
+      switch (r.status) {
+        case tls::IoStatus::kOk:
+          in.append(reinterpret_cast<const char*>(plain->data()), r.bytes);
+          if (check_response()) return false;
+          if (r.bytes == 0) return true;  // cannot happen with a non-empty buffer; never spin
+          continue;
+        case tls::IoStatus::kWantMore:
+          if (at_eof) {
+            on_eof();
+            return false;
+          }
+          return true;
+        case tls::IoStatus::kClosed:  // close_notify: the end of a read-to-close body
+          on_eof();
+          return false;
+        case tls::IoStatus::kError:
+          if (at_eof && tls_conn->handshake_done() &&
+              tls_conn->error() == tls::TlsError::kTruncated) {
+            // Many servers close without close_notify. A framed body was already judged by
+            // check_response(); a read-to-close one may have been cut short, so say so.
+            if (head_end != std::string::npos && !head.has_content_length) {
+              succeed(std::string_view(in).substr(head_end), true);
+            } else {
+              on_eof();
+            }
+            return false;
+          }
+          tls_fail();
+          return false;
+      }
+    }
+  }
+
+  void on_ciphertext(size_t bytes) {
+    std::span<const uint8_t> rest(reinterpret_cast<const uint8_t*>(buf.data()), bytes);
+    while (!rest.empty()) {
+      const size_t took = tls_conn->feed_ciphertext(rest);
+      rest = rest.subspan(took);
+      if (!drain_plaintext(false)) return;
+      if (took == 0) {
+        // The engine's input is full and reading freed nothing: a bug, not the peer's doing.
+        fail(absl::InternalError("TLS engine stalled"), client->stats_.tls_failures);
+        return;
+      }
+    }
+    pump_tls();
+  }
+
+  void on_tls_eof() {
+    tls_conn->feed_eof();
+    (void)drain_plaintext(true);
+  }
+
+  // ---- completions --------------------------------------------------------------------------
+
   static void on_io(uring::Operation& op, const uring::Completion& c) {
     auto* x = op.context_as<Exchange>();
     x->io_busy = false;
@@ -302,6 +469,10 @@ struct HttpClient::Exchange {
       x->fail(absl::UnavailableError(what + errno_text(-c.result)),
               x->phase == Phase::kConnecting ? x->client->stats_.connect_failures
                                              : x->client->stats_.io_errors);
+      return;
+    }
+    if (x->tls_conn != nullptr) {
+      x->on_tls_io(static_cast<size_t>(c.result));
       return;
     }
     switch (x->phase) {
@@ -329,6 +500,29 @@ struct HttpClient::Exchange {
     }
   }
 
+  void on_tls_io(size_t bytes) {
+    switch (phase) {
+      case Phase::kConnecting:
+        pump_tls();  // the ClientHello
+        return;
+      case Phase::kSending:
+        wire_sent += bytes;
+        if (wire_sent < wire.size()) {
+          send_wire();
+        } else {
+          pump_tls();
+        }
+        return;
+      case Phase::kReceiving:
+        if (bytes == 0) {
+          on_tls_eof();
+        } else {
+          on_ciphertext(bytes);
+        }
+        return;
+    }
+  }
+
   static void on_timer(uring::Operation& op, const uring::Completion& c) {
     auto* x = op.context_as<Exchange>();
     x->timer_busy = false;
@@ -340,14 +534,18 @@ struct HttpClient::Exchange {
     if (x->phase == Phase::kConnecting && now >= x->connect_deadline_ns) {
       x->fail(absl::DeadlineExceededError("connect timed out"), x->client->stats_.timeouts);
     } else if (now >= x->deadline_ns) {
-      x->fail(absl::DeadlineExceededError("request timed out"), x->client->stats_.timeouts);
+      const bool handshaking = x->tls_conn != nullptr && !x->tls_conn->handshake_done();
+      x->fail(absl::DeadlineExceededError(handshaking ? "TLS handshake timed out"
+                                                      : "request timed out"),
+              x->client->stats_.timeouts);
     } else {
       x->arm_timer();
     }
   }
 };
 
-HttpClient::HttpClient(uring::EventLoop& loop) : loop_(loop) {}
+HttpClient::HttpClient(uring::EventLoop& loop, std::shared_ptr<tls::ClientContext> tls)
+    : loop_(loop), tls_(std::move(tls)) {}
 
 absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions& options,
                                ClientCallback done) {
@@ -362,6 +560,16 @@ absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions
       return absl::InvalidArgumentError("bad header field");
     }
   }
+  std::unique_ptr<tls::Connection> tls_connection;
+  if (request.target.tls) {
+    if (tls_ == nullptr) {
+      return absl::FailedPreconditionError("https:// needs a TLS client context");
+    }
+    // Made before the socket: a bad server name fails here, and the ClientHello is ready.
+    auto made = tls::Connection::client(tls_, request.target.server_name);
+    if (!made.ok()) return made.status();
+    tls_connection = std::move(*made);
+  }
   const int fd =
       ::socket(request.target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::UnavailableError("socket: " + errno_text(errno));
@@ -373,6 +581,10 @@ absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions
   x->addr = request.target.addr;
   x->addr_len = request.target.addr_len;
   x->max_response_bytes = options.max_response_bytes;
+  if (tls_connection != nullptr) {
+    x->tls_conn = std::move(tls_connection);
+    x->plain = std::make_unique<std::array<uint8_t, kRecvChunkBytes>>();
+  }
   x->out.reserve(256 + request.body.size());
   x->out.append(request.method).append(" ").append(request.target.path).append(" HTTP/1.1\r\n");
   x->out.append("Host: ").append(request.target.host_header).append("\r\n");

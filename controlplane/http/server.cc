@@ -1033,6 +1033,26 @@ uint64_t Server::timer_duration_ns(TimerKind kind) const {
   return 0;
 }
 
+void Server::set_limits(const ServerLimits& limits) {
+  limits_.max_connections = limits.max_connections;
+  limits_.max_connections_per_address = limits.max_connections_per_address;
+  limits_.max_requests_per_connection = limits.max_requests_per_connection;
+  limits_.header_timeout_ms = limits.header_timeout_ms;
+  limits_.body_timeout_ms = limits.body_timeout_ms;
+  limits_.idle_timeout_ms = limits.idle_timeout_ms;
+  limits_.send_timeout_ms = limits.send_timeout_ms;
+  // Each timer list must stay sorted by deadline (a tick only looks at its heads). Clamping
+  // every deadline to now + new duration keeps the order (min with a constant is monotonic),
+  // and every timer armed later ends after all of them.
+  const uint64_t now_ns = clock::monotonic_ns();
+  for (size_t k = 1; k < kTimerKinds; ++k) {
+    const uint64_t cap_ns = now_ns + timer_duration_ns(static_cast<TimerKind>(k));
+    for (Connection* c = timers_[k].head; c != nullptr; c = c->timer_next) {
+      c->deadline_ns = std::min(c->deadline_ns, cap_ns);
+    }
+  }
+}
+
 void Server::set_timer(Connection& conn, TimerKind kind) {
   unlink_timer(conn);
   conn.timer_kind = kind;

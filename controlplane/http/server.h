@@ -161,6 +161,13 @@ class Server {
 
   const ServerStats& stats() const { return stats_; }
   const ServerLimits& limits() const { return limits_; }
+  // A committed config revision: the connection caps apply to the next accept, the request
+  // cap to the next request, and the header/body/idle/send timeouts to every timer armed from
+  // now on; a running timer longer than its new timeout is cut to now + new timeout (never
+  // lengthened; the timer tick keeps the period listen() chose, at most 1 s, so a much shorter
+  // timeout may fire up to that late). The parser limits, pipeline depth and receive buffers
+  // size per-connection memory at creation and keep their values (restart fields).
+  void set_limits(const ServerLimits& limits);
 
  private:
   friend class Responder;
@@ -220,7 +227,7 @@ class Server {
 
   uring::EventLoop& loop_;
   Handler& handler_;
-  const ServerLimits limits_;
+  ServerLimits limits_;  // set_limits() changes the fields that are safe to change
   std::unique_ptr<uring::BufferRing> buffers_;
   int listen_fd_ = -1;
   uint16_t port_ = 0;

@@ -156,6 +156,17 @@ class IpcServer {
   uint64_t instance_id() const { return instance_id_; }
   const ipc::IpcSegment& segment() const { return segment_; }
   size_t backlog_records(uint16_t worker) const { return workers_[worker].backlog.size(); }
+  // Every worker's backlog: records (and their bytes) waiting for room in a full cp_to_dp ring.
+  size_t backlog_records_total() const {
+    size_t n = 0;
+    for (const Worker& w : workers_) n += w.backlog.size();
+    return n;
+  }
+  uint64_t backlog_bytes_total() const {
+    uint64_t n = 0;
+    for (const Worker& w : workers_) n += w.backlog_bytes;
+    return n;
+  }
   const IpcServerStats& stats() const { return stats_; }
   const shm::RingConsumerStats& ring_in_stats(uint16_t worker) const {
     return workers_[worker].in.stats();

@@ -81,6 +81,16 @@ size_t StoreService::drains_in_flight(uint16_t worker) const {
   return worker < workers_.size() ? workers_[worker].drains_in_flight : 0;
 }
 
+StoreService::Backlog StoreService::backlog() const {
+  Backlog b;
+  b.appends_pending = pending_.size();
+  for (const WorkerState& w : workers_) {
+    b.outcomes_held += w.outcomes.size();
+    b.drains_in_flight += w.drains_in_flight;
+  }
+  return b;
+}
+
 uint64_t StoreService::current_instance(uint16_t w) const {
   const uint64_t writer = workers_[w].writer_instance;
   return writer != 0 ? writer : server_->dataplane_instance_id();
@@ -414,8 +424,10 @@ void StoreService::send_drain(uint16_t w, uint64_t instance, uint64_t request_id
     flatbuffers::FlatBufferBuilder& b = server_->builder();
     std::vector<flatbuffers::Offset<wire::Deliver>> delivers;
     delivers.reserve(end - next);
+    uint64_t body_bytes = 0;
     for (size_t i = next; i < end && status == ipc::DrainStatus::Ok; ++i) {
       const std::vector<uint8_t>& body = messages[i].body;
+      body_bytes += body.size();
       flatbuffers::Verifier verifier(body.data(), body.size());
       const ipc::StoredMessage* stored = verifier.VerifyBuffer<ipc::StoredMessage>(nullptr)
                                              ? flatbuffers::GetRoot<ipc::StoredMessage>(body.data())
@@ -455,6 +467,7 @@ void StoreService::send_drain(uint16_t w, uint64_t instance, uint64_t request_id
     }
     ++stats_.drain_responses;
     stats_.drain_messages += delivers.size();
+    if (!delivers.empty()) stats_.drain_bytes += body_bytes;
     next = end;
   } while (next < messages.size());
   ++stats_.drains[static_cast<size_t>(status)];

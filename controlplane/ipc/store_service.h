@@ -90,6 +90,7 @@ struct StoreServiceStats {
   uint64_t drains[kDrainStatusCount] = {};  // DrainRequests answered, by status
   uint64_t drain_responses = 0;             // DrainResponse records (a drain may be split)
   uint64_t drain_messages = 0;
+  uint64_t drain_bytes = 0;        // StoredMessage bytes of the messages in sent DrainResponses
   uint64_t drains_orphaned = 0;    // the requesting dataplane left before the bodies were read
   uint64_t drain_send_failed = 0;  // the IpcServer refused a DrainResponse (the DP re-asks)
   uint64_t pushes[ipc::kRecordTypeCount] = {};         // push records sent, per worker
@@ -171,6 +172,13 @@ class StoreService : public IpcHandler {
   // Outcomes waiting to be sent (not yet taken by the IpcServer) for one worker.
   size_t held_outcomes(uint16_t worker) const;
   size_t drains_in_flight(uint16_t worker) const;
+  // Work waiting, all workers: gauges for the counters segment.
+  struct Backlog {
+    uint64_t appends_pending = 0;   // taken, not yet durable
+    uint64_t outcomes_held = 0;     // decided, not yet taken by the IpcServer
+    uint64_t drains_in_flight = 0;  // body reads pending
+  };
+  Backlog backlog() const;
 
  private:
   friend class Pusher;

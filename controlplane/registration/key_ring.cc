@@ -82,6 +82,22 @@ size_t KeyRing::drop_expired(uint64_t now_ms) {
   return dropped;
 }
 
+void KeyRing::set_token_ttl(uint64_t token_ttl_ms, uint64_t now_ms) {
+  if (token_ttl_ms == options_.token_ttl_ms) return;
+  // The longest lifetime a live token may have, and until when such a token can be alive.
+  const uint64_t longest_ms = retirement_ttl_ms(now_ms);
+  const uint64_t until_ms = std::max(now_ms >= previous_ttl_until_ms_ ? 0 : previous_ttl_until_ms_,
+                                     now_ms + options_.token_ttl_ms);
+  options_.token_ttl_ms = token_ttl_ms;
+  previous_ttl_ms_ = longest_ms;
+  previous_ttl_until_ms_ = until_ms;
+}
+
+uint64_t KeyRing::retirement_ttl_ms(uint64_t now_ms) const {
+  if (now_ms < previous_ttl_until_ms_) return std::max(options_.token_ttl_ms, previous_ttl_ms_);
+  return options_.token_ttl_ms;
+}
+
 absl::Status KeyRing::rotate(uint64_t now_ms) {
   size_t live = 0;
   for (const SessionKey& k : keys_) live += k.not_after_ms >= now_ms ? 1 : 0;
@@ -93,7 +109,7 @@ absl::Status KeyRing::rotate(uint64_t now_ms) {
   }
   drop_expired(now_ms);
   uint32_t newest = keys_[staged_].key_id;
-  keys_[current_].not_after_ms = now_ms + options_.token_ttl_ms + options_.max_clock_skew_ms;
+  keys_[current_].not_after_ms = now_ms + retirement_ttl_ms(now_ms) + options_.max_clock_skew_ms;
   current_ = staged_;
   keys_.push_back(new_key(next_key_id(newest), now_ms));
   staged_ = keys_.size() - 1;

@@ -56,6 +56,12 @@ class KeyRing {
   std::span<const SessionKey> keys() const { return keys_; }
   const KeyRingOptions& options() const { return options_; }
 
+  // A committed config revision changed the token lifetime: tokens issued from now on carry
+  // `token_ttl_ms`. A key that retires keeps verifying for the LONGER of the new and the old
+  // lifetime until every token issued under the old one has expired (now + old ttl), so
+  // shortening the lifetime never cuts a live token short.
+  void set_token_ttl(uint64_t token_ttl_ms, uint64_t now_ms);
+
   // Persistence: "HKR1", u32 count, u32 current index, u32 staged index, then per key
   // {u32 id, u64 not_before, u64 not_after, 32 key bytes}, then CRC32C of all before it.
   std::vector<uint8_t> serialize() const;
@@ -67,7 +73,13 @@ class KeyRing {
   SessionKey new_key(uint32_t key_id, uint64_t now_ms) const;
   void rebuild_hmacs();
 
+  // How long a key retiring at now_ms must keep verifying the tokens it signed.
+  uint64_t retirement_ttl_ms(uint64_t now_ms) const;
+
   KeyRingOptions options_;
+  // A longer lifetime some live tokens may still have (set_token_ttl), until when.
+  uint64_t previous_ttl_ms_ = 0;
+  uint64_t previous_ttl_until_ms_ = 0;
   std::vector<SessionKey> keys_;
   std::vector<HmacSha256> hmacs_;
   size_t current_ = 0;

@@ -52,6 +52,22 @@ RateLimiter::RateLimiter(const RateLimiterOptions& options, std::array<uint64_t,
   free_head_ = 0;
 }
 
+absl::Status RateLimiter::set_rules(const RateLimiterOptions& options) {
+  if (options.rule_count < 1 || options.rule_count > kMaxRateRules) {
+    return absl::InvalidArgumentError("rate limiter: rule count out of range");
+  }
+  for (size_t r = 0; r < options.rule_count; ++r) {
+    if (options.rules[r].interval_ms == 0 || options.rules[r].burst < 1) {
+      return absl::InvalidArgumentError("rate limiter: a rule needs interval_ms > 0, burst >= 1");
+    }
+  }
+  // A rule index that was unused holds a TAT of 0 or an old time: both mean "owes nothing"
+  // once now_ms passed them, which is the state of a key the new rule has not seen yet.
+  options_.rules = options.rules;
+  options_.rule_count = options.rule_count;
+  return absl::OkStatus();
+}
+
 uint32_t RateLimiter::bucket_of(const RateKey& key) const {
   uint8_t bytes[16];
   std::memcpy(bytes, &key.hi, 8);

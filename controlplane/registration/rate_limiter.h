@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace herald::registration {
 
 struct RateKey {
@@ -73,6 +75,12 @@ class RateLimiter {
   [[nodiscard]] RateDecision check(const RateKey& key, uint64_t now_ms);
   // Counts a request for `key` if allowed; a refused one changes nothing.
   [[nodiscard]] RateDecision acquire(const RateKey& key, uint64_t now_ms);
+
+  // Replaces the rules (a committed config revision). Each key keeps its TATs, which are points
+  // in time, so a new interval or burst applies to the next request of every known key at
+  // once. `options.capacity` is ignored: the table is sized at construction (a restart field).
+  // InvalidArgument, changing nothing, for a rule count or rule the constructor would refuse.
+  absl::Status set_rules(const RateLimiterOptions& options);
 
   size_t size() const { return size_; }
   size_t capacity() const { return entries_.size(); }

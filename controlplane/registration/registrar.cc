@@ -132,6 +132,24 @@ Registrar::Registrar(const RegistrarOptions& options, RegistrationStore& store,
   HERALD_CHECK(options.code_ttl_ms > 0 && options.max_verify_attempts > 0, "registrar options");
 }
 
+absl::Status Registrar::update_options(const RegistrarOptions& options) {
+  if (options.code_ttl_ms == 0 || options.max_verify_attempts == 0) {
+    return absl::InvalidArgumentError("registrar: code_ttl_ms and max_verify_attempts must be > 0");
+  }
+  // A refusal of the second limiter puts the first one's rules back: all or nothing.
+  if (absl::Status s = phone_limiter_.set_rules(options.phone_limits); !s.ok()) return s;
+  if (absl::Status s = address_limiter_.set_rules(options.address_limits); !s.ok()) {
+    (void)phone_limiter_.set_rules(options_.phone_limits);  // back to the rules it had
+    return s;
+  }
+  const uint32_t phone_capacity = options_.phone_limits.capacity;
+  const uint32_t address_capacity = options_.address_limits.capacity;
+  options_ = options;
+  options_.phone_limits.capacity = phone_capacity;
+  options_.address_limits.capacity = address_capacity;
+  return absl::OkStatus();
+}
+
 RequestCodeResult Registrar::request_code(std::string_view phone_text, CodeMethod method,
                                           const SourceAddress& source, uint64_t now_ms) {
   RequestCodeResult result;

@@ -99,6 +99,14 @@ class Registrar {
                       uint64_t now_ms);
   SessionResult create_session(std::string_view credential, const KeyRing& ring, uint64_t now_ms);
 
+  // A committed config revision: the code TTL and verify attempts apply to codes issued from
+  // now on (a pending code keeps the expiry it was stored with; a code past the new attempt
+  // limit is burnt at its next guess), and both limiters take the new rules at once. The rate
+  // tables' capacities are restart fields and stay as built. InvalidArgument, changing
+  // nothing, for rules a limiter refuses.
+  absl::Status update_options(const RegistrarOptions& options);
+  const RegistrarOptions& options() const { return options_; }
+
   // Outcomes by error code since construction (index = RegistrationError), for the counters.
   const std::array<uint64_t, static_cast<size_t>(RegistrationError::kCount)>& outcomes() const {
     return outcomes_;

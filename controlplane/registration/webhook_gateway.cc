@@ -47,15 +47,25 @@ absl::StatusOr<std::unique_ptr<WebhookGateway>> WebhookGateway::create(
   }
   absl::StatusOr<http::HttpTarget> target = http::parse_http_url(options.url);
   if (!target.ok()) return target.status();
-  return std::unique_ptr<WebhookGateway>(new WebhookGateway(loop, options, std::move(*target)));
+  // The CA store is loaded here, once for the gateway's life, not per request (parsing the
+  // system bundle costs milliseconds). An http:// gateway needs none.
+  std::shared_ptr<tls::ClientContext> tls_context;
+  if (target->tls) {
+    absl::StatusOr<std::shared_ptr<tls::ClientContext>> context =
+        http::make_tls_client_context(options.ca_path);
+    if (!context.ok()) return context.status();
+    tls_context = std::move(*context);
+  }
+  return std::unique_ptr<WebhookGateway>(
+      new WebhookGateway(loop, options, std::move(*target), std::move(tls_context)));
 }
 
 WebhookGateway::WebhookGateway(uring::EventLoop& loop, const WebhookOptions& options,
-                               http::HttpTarget target)
+                               http::HttpTarget target, std::shared_ptr<tls::ClientContext> tls)
     : loop_(loop),
       options_(options),
       target_(std::move(target)),
-      client_(std::make_unique<http::HttpClient>(loop)) {}
+      client_(std::make_unique<http::HttpClient>(loop, std::move(tls))) {}
 
 WebhookGateway::~WebhookGateway() {
   closing_ = true;
@@ -136,6 +146,7 @@ void WebhookGateway::on_result(Item* item, absl::StatusOr<http::ClientResponse> 
   --stats_.in_flight;
   if (!result.ok()) {
     ++stats_.transport_errors;
+    if (http::is_tls_failure(result.status())) ++stats_.tls_failures;
     retry_or_give_up(item, result.status().ToString());
   } else if (result->status >= 200 && result->status < 300) {
     ++stats_.delivered;

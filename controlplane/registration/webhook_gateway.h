@@ -1,10 +1,11 @@
 // The `webhook` code gateway: POSTs {"phone","code","method","expires_at"} as JSON to the
-// operator's SMS/voice provider URL (http:// only for now), from a bounded queue, with retries
-// (exponential backoff) inside a total deadline per code. send_code() only enqueues, so the
-// registration request never waits on the provider; a full queue refuses the code at once
-// (gateway_failed, 503) rather than letting codes pile up behind a dead provider.
+// operator's SMS/voice provider URL (https://, or http:// on a trusted network), from a bounded
+// queue, with retries (exponential backoff) inside a total deadline per code. send_code() only
+// enqueues, so the registration request never waits on the provider; a full queue refuses the
+// code at once (gateway_failed, 503) rather than letting codes pile up behind a dead provider.
 //
-// Retried: transport errors, timeouts, 408, 429 and 5xx. Not retried: other 4xx (the provider
+// Retried: transport errors (TLS failures included: a provider mid-rotation of its certificate
+// may recover), timeouts, 408, 429 and 5xx. Not retried: other 4xx (the provider
 // refused this request; sending it again would not help and could double-send). Single-threaded:
 // the control plane's event loop.
 #pragma once
@@ -25,7 +26,10 @@
 namespace herald::registration {
 
 struct WebhookOptions {
-  std::string url;  // http://host[:port]/path
+  std::string url;  // https://host[:port]/path or http://host[:port]/path
+  // https:// only: PEM roots the provider's certificate must chain to; empty: the system bundle
+  // (http::kSystemCaBundle). Read once, by create().
+  std::string ca_path;
   // Extra request fields, e.g. {"Authorization", "Bearer <provider token>"}.
   std::vector<std::pair<std::string, std::string>> headers;
   uint64_t code_ttl_ms = 600'000;  // for expires_at (the registrar's code_ttl_ms)
@@ -48,7 +52,8 @@ struct WebhookStats {
   uint64_t attempts = 0;
   uint64_t retries = 0;
   uint64_t http_errors = 0;       // non-2xx answers
-  uint64_t transport_errors = 0;  // connect, timeout, reset, malformed response
+  uint64_t transport_errors = 0;  // connect, timeout, reset, malformed response, TLS
+  uint64_t tls_failures = 0;      // of transport_errors: handshake, certificate, bad records
   uint64_t rejected = 0;          // given up on a non-retryable 4xx
   uint64_t gave_up = 0;           // attempts or deadline exhausted
   uint64_t queued = 0;            // gauge: accepted, not finished
@@ -57,7 +62,8 @@ struct WebhookStats {
 
 class WebhookGateway final : public CodeGateway {
  public:
-  // Parses and resolves the URL (blocking DNS: call at start-up or config reload).
+  // Parses and resolves the URL and, for https://, loads the CA bundle (blocking: call at
+  // start-up or config reload). InvalidArgument for a bad URL or an unreadable bundle.
   static absl::StatusOr<std::unique_ptr<WebhookGateway>> create(uring::EventLoop& loop,
                                                                 const WebhookOptions& options);
   // Drops what is still queued (logged) and waits for the kernel to release in-flight
@@ -78,7 +84,8 @@ class WebhookGateway final : public CodeGateway {
 
  private:
   struct Item;
-  WebhookGateway(uring::EventLoop& loop, const WebhookOptions& options, http::HttpTarget target);
+  WebhookGateway(uring::EventLoop& loop, const WebhookOptions& options, http::HttpTarget target,
+                 std::shared_ptr<tls::ClientContext> tls);
   void pump();
   void start_attempt(Item* item);
   void on_result(Item* item, absl::StatusOr<http::ClientResponse> result);

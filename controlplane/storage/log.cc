@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "controlplane/storage/summary.h"
 #include "platform/assert/assert.h"
 #include "platform/crc32c/crc32c.h"
 #include "platform/log/log.h"
@@ -172,7 +173,8 @@ Log::~Log() {
 
 bool Log::idle() const {
   return pending_.empty() && !batch_in_flight_ && !timer_armed_ &&
-         next_state_ != NextState::kCreating && !retire_in_flight_ && retire_queue_.empty();
+         next_state_ != NextState::kCreating && !retire_in_flight_ && retire_queue_.empty() &&
+         !summary_in_flight_ && summary_queue_.empty();
 }
 
 absl::StatusOr<uint64_t> Log::append(uint8_t type, std::span<const uint8_t> payload,
@@ -254,7 +256,12 @@ void Log::start_batch() {
         sealed.last_sequence = durable_sequence_;
       }
       sealed_.push_back(sealed);
+      if (options_.summary_payload_bytes && current_records_ > 0) {
+        seal_summary(current_.index, current_first_sequence_, current_records_,
+                     current_.tail_offset);
+      }
     }
+    summary_body_.clear();
     current_first_sequence_ = 0;
     current_last_sequence_ = 0;
     current_records_ = 0;
@@ -325,9 +332,14 @@ void Log::on_batch_synced(int32_t result) {
     fail(io_error("log sync", result, 0));
     return;
   }
+  if (options_.summary_payload_bytes) summarize_batch(staged_head_);
   uint64_t offset = current_.tail_offset;
   const uint64_t new_tail = offset + batch_record_bytes_;
   current_.tail_offset = new_tail;
+  // The successor of a segment reused at open is prepared once this one is half full.
+  if (next_state_ == NextState::kNone && new_tail * 2 >= current_.size_bytes) {
+    prepare_next_segment();
+  }
   const uint64_t tail_block_start = align_down(new_tail, kBlockBytes);
   if (new_tail < current_.size_bytes) {
     std::memcpy(tail_block_.get(), write_buffer_.get() + (tail_block_start - batch_write_offset_),
@@ -538,8 +550,11 @@ void Log::remove_next_retired() {
     if (removed < 0 && removed != -ENOENT) {
       return finish_retirement(io_error("remove retired segment", removed, 0));
     }
+    // Its summary too, if it has one (a leftover is removed at the next open anyway).
+    const uint64_t index = retire_batch_[retire_removed_].segment.index;
     ++retire_removed_;
-    remove_next_retired();
+    if (!options_.summary_payload_bytes) return remove_next_retired();
+    device_.remove(summary_file_name(index), [this](int32_t) { remove_next_retired(); });
   });
 }
 
@@ -630,6 +645,85 @@ void Log::read(const RecordLocation& where, ReadCallback done) const {
       r->done(ReadRecord{record.type, {record.payload.begin(), record.payload.end()}});
     });
   });
+}
+
+// --- Segment summaries ----------------------------------------------------------------------
+
+// Called when a batch is durable, before staged_ lets go of its bytes: one summary entry per
+// record, the payload cut to what the layer above asked to keep.
+void Log::summarize_batch(uint64_t first_record_offset) {
+  const uint8_t* record = staged_.data() + first_record_offset;
+  for (uint32_t i = 0; i < batch_records_; ++i) {
+    uint32_t payload_bytes;
+    std::memcpy(&payload_bytes, record, sizeof(payload_bytes));
+    const uint8_t type = record[16];
+    const std::span<const uint8_t> payload(record + kRecordHeaderBytes, payload_bytes);
+    const uint32_t kept = std::min(options_.summary_payload_bytes(type, payload), payload_bytes);
+    append_summary_entry(summary_body_, type, payload_bytes, payload.first(kept));
+    record += pending_[i].size_bytes;
+  }
+}
+
+void Log::seal_summary(uint64_t segment_index, uint64_t first_sequence, uint64_t records,
+                       uint64_t end_offset) {
+  SummaryHeader header;
+  header.segment_index = segment_index;
+  header.first_sequence = first_sequence;
+  header.record_count = records;
+  header.end_offset = end_offset;
+  summary_queue_.push_back(SummaryWrite{segment_index, encode_summary_file(header, summary_body_)});
+  summary_body_.clear();
+  write_next_summary();
+}
+
+// One at a time, in the background: temporary file, written, synced, renamed into place (the
+// rename syncs the directory). A summary is only ever an optimization, so a failure here is
+// counted and logged, never fail-stop: the segment is scanned at the next open instead.
+void Log::write_next_summary() {
+  if (summary_in_flight_ || summary_queue_.empty()) return;
+  summary_in_flight_ = true;
+  const SummaryWrite& next = summary_queue_.front();
+  const uint32_t size = static_cast<uint32_t>(next.file.size());
+  summary_buffer_ = aligned_buffer(size);
+  std::memcpy(summary_buffer_.get(), next.file.data(), size);
+  const std::string temp = summary_temp_file_name(next.segment_index);
+  device_.create(temp, size, [this, size](int32_t fd) {
+    if (fd < 0) return summary_written(io_error("create segment summary", fd, 0));
+    device_.write(fd, 0, summary_buffer_.get(), size, [this, fd, size](int32_t written) {
+      if (written != static_cast<int32_t>(size)) {
+        device_.close(fd);
+        return summary_written(io_error("write segment summary", written, size));
+      }
+      device_.sync(fd, [this, fd](int32_t synced) {
+        device_.close(fd);
+        if (synced < 0) return summary_written(io_error("sync segment summary", synced, 0));
+        const uint64_t index = summary_queue_.front().segment_index;
+        device_.rename(
+            summary_temp_file_name(index), summary_file_name(index), [this](int32_t renamed) {
+              summary_written(renamed < 0 ? io_error("rename segment summary", renamed, 0)
+                                          : absl::OkStatus());
+            });
+      });
+    });
+  });
+}
+
+void Log::summary_written(absl::Status status) {
+  const SummaryWrite done = std::move(summary_queue_.front());
+  summary_queue_.pop_front();
+  summary_in_flight_ = false;
+  summary_buffer_.reset();
+  if (status.ok()) {
+    ++stats_.summaries_written;
+    stats_.summary_bytes_written += done.file.size();
+  } else {
+    ++stats_.summary_write_errors;
+    HLOG_RATE_LIMITED(kWarn, "storage.log.summary_write_failed", 1)
+        .kv("segment", done.segment_index)
+        .kv("error", std::string(status.message()));
+    // The temporary file, if any, is removed at the next open.
+  }
+  write_next_summary();
 }
 
 }  // namespace herald::storage

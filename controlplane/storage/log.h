@@ -41,6 +41,11 @@ struct LogOptions {
   uint32_t max_payload_bytes = 64u << 10;
   // Appends staged and not yet durable, in bytes; beyond it append() refuses (backpressure).
   uint64_t max_staged_bytes = 64ull << 20;
+  // Segment summaries (summary.h, README.md): when set, every sealed segment gets a summary
+  // file listing its records with each payload cut to the bytes this returns (at most the
+  // payload's size), and open reads a segment's summary instead of the segment when it
+  // verifies. Unset: no summaries (the catalog: its snapshots bound what it replays).
+  std::function<uint32_t(uint8_t type, std::span<const uint8_t> payload)> summary_payload_bytes;
 };
 absl::Status validate(const LogOptions& options);
 
@@ -98,6 +103,13 @@ struct LogStats {
   uint64_t segments_retired = 0;
   uint64_t manifest_writes = 0;
   uint64_t stale_segments_removed = 0;  // retired, still present at open (crash mid-retire)
+  // Segment summaries.
+  uint64_t summaries_written = 0;
+  uint64_t summary_bytes_written = 0;
+  uint64_t summary_write_errors = 0;     // not fail-stop: the segment is scanned at open instead
+  uint64_t segments_from_summaries = 0;  // at open: read through their summary
+  uint64_t summary_fallbacks = 0;        // at open: a summary that did not verify (scanned)
+  uint64_t stale_summaries_removed = 0;  // at open: of retired segments, or temporary files
 };
 
 // A record read back by Log::read.
@@ -116,6 +128,12 @@ class Log {
   // outlive the Log.
   static void open(Device& device, const LogOptions& options, RecordVisitor visitor,
                    OpenCallback done);
+  // The same, with records handed over in runs (each at most one segment's). With summaries,
+  // `expect_records` (if set) is called once before the first run with the number of records
+  // the summaries hold (a lower bound on what follows), so the index can size itself once.
+  static void open_batched(Device& device, const LogOptions& options, RecordBatchVisitor visitor,
+                           OpenCallback done,
+                           std::function<void(uint64_t records)> expect_records = nullptr);
 
   // Dropping a Log with I/O in flight is allowed only when the device will never complete it
   // (a simulated crash); otherwise wait for idle() first.
@@ -156,7 +174,7 @@ class Log {
   // The first error the log met; after it every append fails (fail-stop, README.md).
   const absl::Status& status() const { return status_; }
   bool failed() const { return !status_.ok(); }
-  // Nothing staged, nothing in flight (segment preallocation included).
+  // Nothing staged, nothing in flight (segment preallocation and summary writes included).
   bool idle() const;
   uint64_t next_sequence() const { return next_sequence_; }
   // Every record up to this one is durable.
@@ -195,6 +213,12 @@ class Log {
   void start_retirement();
   void remove_next_retired();
   void finish_retirement(absl::Status status);
+  // Segment summaries: entries gathered as records become durable, written once sealed.
+  void summarize_batch(uint64_t first_record_offset);
+  void seal_summary(uint64_t segment_index, uint64_t first_sequence, uint64_t records,
+                    uint64_t end_offset);
+  void write_next_summary();
+  void summary_written(absl::Status status);
 
   Device& device_;
   const LogOptions options_;
@@ -251,6 +275,17 @@ class Log {
   std::unique_ptr<uint8_t, void (*)(void*)> retire_buffer_{nullptr, &std::free};
   size_t retire_removed_ = 0;  // segment files of the batch removed so far
   bool retire_in_flight_ = false;
+
+  // Segment summaries. summary_body_ holds the entries of the current segment's durable
+  // records; a sealed segment's file waits in summary_queue_ and is written one at a time.
+  struct SummaryWrite {
+    uint64_t segment_index = 0;
+    std::vector<uint8_t> file;  // encode_summary_file()
+  };
+  std::vector<uint8_t> summary_body_;
+  std::deque<SummaryWrite> summary_queue_;
+  std::unique_ptr<uint8_t, void (*)(void*)> summary_buffer_{nullptr, &std::free};
+  bool summary_in_flight_ = false;
 };
 
 }  // namespace herald::storage

@@ -106,9 +106,14 @@
 //   their records. `tests/sim/storage/queue_sim_test` crashes during cleaning and retirement.
 // - A drain that chose a body just before its segment was retired re-reads it at its new
 //   location (NotFound from the log, once).
-// - Not built yet: snapshots of the index for fast restart (recovery reads every record, bodies
-//   included: docs/PERFORMANCE.md), sharing one log with other tables (a record-type registry and
-//   combined liveness), and a bound on copy amplification beyond the live-fraction threshold.
+// - Restart reads sealed segments through their summaries (the log's summary_payload_bytes set
+//   to summary_payload_bytes(): a BodyPut's id, not its body; README.md "Segment summaries"),
+//   so a BodyPut may arrive with its payload cut to the id (RecoveredRecord::payload_size()
+//   gives the body's size); the other records always come whole.
+// - Not built yet: an index that restarts 10 M messages under 3 s on this VM (README.md, "Queue
+//   table", has where the time goes), sharing one log with other tables (a record-type registry
+//   and combined liveness), and a bound on copy amplification beyond the live-fraction
+//   threshold.
 #pragma once
 
 #include <compare>
@@ -168,9 +173,12 @@ namespace queue_internal {
 
 // An open-addressing hash map (linear probing, backward-shift deletion, no tombstones): one
 // array of slots, no node per element, so lookups touch one or two cache lines (the node-based
-// std::unordered_map was most of the table's CPU time, docs/PERFORMANCE.md). The hash must mix
-// well (the low bits pick the slot). Pointers returned by find/try_emplace are invalidated by
-// any later try_emplace or erase. Load factor at most 3/4.
+// std::unordered_map was most of the table's CPU time, docs/PERFORMANCE.md). Beside the slots,
+// one control byte per slot: 0 when empty, else a 7-bit tag of the hash with the top bit set,
+// so a probe run is walked in the dense control array and a slot is read only on a tag match
+// (at load 3/4 a miss probes about 8 slots: reading each one's key was most of the restart
+// time). The hash must mix well (the low bits pick the slot, the high bits make the tag).
+// Pointers returned by find/try_emplace are invalidated by any later try_emplace or erase.
 template <class K, class V, class Hash>
 class FlatMap {
  public:
@@ -179,9 +187,11 @@ class FlatMap {
 
   V* find(const K& key) {
     if (size_ == 0) return nullptr;
-    for (size_t i = Hash{}(key)&mask_;; i = (i + 1) & mask_) {
-      if (!used_[i]) return nullptr;
-      if (slots_[i].key == key) return &slots_[i].value;
+    const size_t h = Hash{}(key);
+    const uint8_t tag = tag_of(h);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (ctrl_[i] == 0) return nullptr;
+      if (ctrl_[i] == tag && slots_[i].key == key) return &slots_[i].value;
     }
   }
   const V* find(const K& key) const { return const_cast<FlatMap*>(this)->find(key); }
@@ -189,11 +199,13 @@ class FlatMap {
   // The value of `key`, default-constructed and inserted if absent; true when inserted.
   std::pair<V*, bool> try_emplace(const K& key) {
     if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.empty() ? 16 : slots_.size() * 2);
-    size_t i = Hash{}(key)&mask_;
-    for (; used_[i]; i = (i + 1) & mask_) {
-      if (slots_[i].key == key) return {&slots_[i].value, false};
+    const size_t h = Hash{}(key);
+    const uint8_t tag = tag_of(h);
+    size_t i = h & mask_;
+    for (; ctrl_[i] != 0; i = (i + 1) & mask_) {
+      if (ctrl_[i] == tag && slots_[i].key == key) return {&slots_[i].value, false};
     }
-    used_[i] = 1;
+    ctrl_[i] = tag;
     slots_[i].key = key;
     slots_[i].value = V{};
     ++size_;
@@ -202,9 +214,11 @@ class FlatMap {
 
   bool erase(const K& key) {
     if (size_ == 0) return false;
-    for (size_t i = Hash{}(key)&mask_;; i = (i + 1) & mask_) {
-      if (!used_[i]) return false;
-      if (slots_[i].key == key) {
+    const size_t h = Hash{}(key);
+    const uint8_t tag = tag_of(h);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (ctrl_[i] == 0) return false;
+      if (ctrl_[i] == tag && slots_[i].key == key) {
         erase_at(i);
         return true;
       }
@@ -217,7 +231,7 @@ class FlatMap {
     // Backward shifting only moves an element into the hole being visited (or from the wrapped
     // start of the array to its end, already visited and kept), so nothing is skipped.
     for (size_t i = 0; i < slots_.size();) {
-      if (used_[i] && f(slots_[i].key, slots_[i].value)) {
+      if (ctrl_[i] != 0 && f(slots_[i].key, slots_[i].value)) {
         erase_at(i);
       } else {
         ++i;
@@ -227,14 +241,25 @@ class FlatMap {
   template <class F>
   void for_each_mutable(F&& f) {
     for (size_t i = 0; i < slots_.size(); ++i) {
-      if (used_[i]) f(slots_[i].key, slots_[i].value);
+      if (ctrl_[i] != 0) f(slots_[i].key, slots_[i].value);
     }
   }
   template <class F>
   void for_each(F&& f) const {
     for (size_t i = 0; i < slots_.size(); ++i) {
-      if (used_[i]) f(slots_[i].key, slots_[i].value);
+      if (ctrl_[i] != 0) f(slots_[i].key, slots_[i].value);
     }
+  }
+
+  // Starts loading the slot `key` hashes to, for a find or try_emplace a little later
+  // (recovery walks a run of records ahead of itself: each lookup is otherwise a cache miss).
+  void prefetch(const K& key) const {
+    if (slots_.empty()) return;
+    const size_t i = Hash{}(key)&mask_;
+    __builtin_prefetch(&ctrl_[i]);
+    const char* slot = reinterpret_cast<const char*>(&slots_[i]);
+    __builtin_prefetch(slot);
+    __builtin_prefetch(slot + sizeof(Slot) - 1);
   }
 
   void reserve(size_t n) {
@@ -252,35 +277,40 @@ class FlatMap {
   void erase_at(size_t hole) {
     // Backward-shift deletion (Knuth 6.4, Algorithm R): move later members of the probe run
     // into the hole when their home slot does not lie cyclically in (hole, j].
-    for (size_t j = (hole + 1) & mask_; used_[j]; j = (j + 1) & mask_) {
+    for (size_t j = (hole + 1) & mask_; ctrl_[j] != 0; j = (j + 1) & mask_) {
       const size_t home = Hash{}(slots_[j].key) & mask_;
       const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
       if (stays) continue;
       slots_[hole] = std::move(slots_[j]);
+      ctrl_[hole] = ctrl_[j];
       hole = j;
     }
-    used_[hole] = 0;
+    ctrl_[hole] = 0;
     slots_[hole] = Slot{};
     --size_;
   }
 
   void rehash(size_t capacity) {
-    std::vector<Slot> old_slots(capacity);
-    std::vector<uint8_t> old_used(capacity, 0);
+    SlotVector old_slots(capacity);
+    CtrlVector old_ctrl(capacity, 0);
     old_slots.swap(slots_);
-    old_used.swap(used_);
+    old_ctrl.swap(ctrl_);
     mask_ = capacity - 1;
     for (size_t i = 0; i < old_slots.size(); ++i) {
-      if (!old_used[i]) continue;
-      size_t j = Hash{}(old_slots[i].key) & mask_;
-      while (used_[j]) j = (j + 1) & mask_;
-      used_[j] = 1;
+      if (old_ctrl[i] == 0) continue;
+      const size_t h = Hash{}(old_slots[i].key);
+      size_t j = h & mask_;
+      while (ctrl_[j] != 0) j = (j + 1) & mask_;
+      ctrl_[j] = tag_of(h);
       slots_[j] = std::move(old_slots[i]);
     }
   }
 
-  std::vector<Slot> slots_;
-  std::vector<uint8_t> used_;
+  using SlotVector = std::vector<Slot>;
+  using CtrlVector = std::vector<uint8_t>;
+  static uint8_t tag_of(size_t hash) { return static_cast<uint8_t>(0x80 | (hash >> 57)); }
+  SlotVector slots_;
+  CtrlVector ctrl_;  // 0: empty; else tag_of(the hash of the slot's key)
   size_t mask_ = 0;
   size_t size_ = 0;
 };
@@ -361,6 +391,16 @@ class QueueTable {
   // only for a malformed payload of one of its own types (DataLoss: a record that passed its
   // CRC but is not what this table writes).
   absl::Status recover(const RecoveredRecord& record);
+  // The same for a run of records (Log::open_batched), prefetching the index slots the next
+  // records touch: restart time is dominated by cache misses in the index (docs/PERFORMANCE.md).
+  absl::Status recover(std::span<const RecoveredRecord> records);
+  // Sizes the index for a recovery of about `records` records (Log::open_batched's
+  // expect_records): one allocation instead of a chain of doublings, each of which touches and
+  // copies the whole table. Assumes two records per message (BodyPut and QueueAppend).
+  void expect_records(uint64_t records);
+  // What the log's segment summaries keep of each of this table's records (LogOptions::
+  // summary_payload_bytes): a BodyPut's message id, not its body; everything of the others.
+  static uint32_t summary_payload_bytes(uint8_t type, std::span<const uint8_t> payload);
   // Ends recovery (drops bodies no entry references: an append whose QueueAppend never became
   // durable) and starts serving on `log`, which must outlive the table's use of it.
   void start(Log& log);
@@ -396,6 +436,14 @@ class QueueTable {
   std::vector<MessageId> peek(const DeviceKey& device, std::optional<MessageId> after,
                               uint32_t max_messages, uint64_t max_bytes) const;
 
+  // The cap from now on (a committed config revision). Queues already above it keep every
+  // entry (they are acknowledged) and refuse appends until they drain below it.
+  void set_max_queued_messages_per_device(uint32_t cap) {
+    options_.max_queued_messages_per_device = cap;
+  }
+  uint32_t max_queued_messages_per_device() const {
+    return options_.max_queued_messages_per_device;
+  }
   // Entries queued for `device` (durable and pending).
   uint32_t queued(const DeviceKey& device) const;
   // Bodies referenced (each once) and their total size on disk.
@@ -504,6 +552,7 @@ class QueueTable {
   // Compaction's bookkeeping.
   void note_location(const RecordLocation& at);  // learns where segments start
   uint64_t segment_of(uint64_t sequence) const;
+  SegmentState& segment_state(uint64_t index);  // segments_[index], remembering the last one
   void count(const RecordLocation& at, int64_t sign);
   // Sequences of the records that may carry `body`'s entries (for a tombstone's dependencies).
   void carrying_sequences(const MessageId& id, const Body& body, std::vector<uint64_t>& out);
@@ -518,7 +567,7 @@ class QueueTable {
   void copy_tombstone(uint64_t sequence);
   void copy_done(bool read_failed);
 
-  const QueueTableOptions options_;
+  QueueTableOptions options_;  // max_queued_messages_per_device changes live
   Log* log_ = nullptr;
   queue_internal::FlatMap<MessageId, Body, MessageIdHash> bodies_;
   uint64_t body_bytes_ = 0;
@@ -526,6 +575,8 @@ class QueueTable {
   QueueTableStats stats_;
   // Compaction.
   std::map<uint64_t, SegmentState> segments_;
+  SegmentState* cached_segment_ = nullptr;  // segment_state()'s last answer
+  uint64_t cached_segment_index_ = 0;
   std::vector<std::pair<uint64_t, uint64_t>> segment_starts_;  // (index, first sequence seen)
   std::set<uint64_t> retired_;
   uint32_t retiring_ = 0;

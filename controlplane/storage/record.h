@@ -93,10 +93,22 @@ struct RecordLocation {
 struct RecoveredRecord {
   RecordLocation location;
   uint8_t type = 0;
-  std::span<const uint8_t> payload;  // valid only during the visitor call
+  // Valid only during the visitor call. From a segment summary (summary.h) only the prefix the
+  // log's summary_payload_bytes kept is here; truncated_payload_bytes then holds the full size.
+  std::span<const uint8_t> payload;
+  uint32_t truncated_payload_bytes = 0;  // 0: `payload` is the whole payload
+
+  bool payload_truncated() const { return truncated_payload_bytes != 0; }
+  // The size of the whole payload as written.
+  uint64_t payload_size() const {
+    return truncated_payload_bytes != 0 ? truncated_payload_bytes : payload.size();
+  }
 };
 // Returning an error stops recovery and fails the open with that error.
 using RecordVisitor = std::function<absl::Status(const RecoveredRecord& record)>;
+// The same, a run of records at a time (in sequence order), so the layer above can prefetch
+// what the next records will touch; the spans are valid only during the call.
+using RecordBatchVisitor = std::function<absl::Status(std::span<const RecoveredRecord> records)>;
 
 struct SegmentScanResult {
   uint64_t records = 0;

@@ -4,11 +4,15 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "controlplane/storage/log.h"
+#include "controlplane/storage/summary.h"
 #include "platform/assert/assert.h"
 #include "platform/log/log.h"
 
@@ -17,14 +21,21 @@ namespace {
 // Recovery reads a segment in pieces of this size (one read per piece, in order).
 constexpr uint32_t kRecoveryReadBytes = 1u << 20;
 constexpr uint32_t kRecoveryReadsInFlight = 8;
+// Records handed to the visitor per call (the layer above prefetches across a run).
+constexpr size_t kRecordsPerRun = 1024;
+// Records applied from a summary before going back to the loop (so the next summary's read,
+// already asked for, gets submitted and proceeds meanwhile).
+constexpr size_t kRecordsPerSlice = 32 * 1024;
 }  // namespace
 
 class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
  public:
-  Recovery(Device& device, const LogOptions& options, RecordVisitor visitor, OpenCallback done)
+  Recovery(Device& device, const LogOptions& options, RecordBatchVisitor visitor, OpenCallback done,
+           std::function<void(uint64_t)> expect_records)
       : device_(device),
         options_(options),
         visitor_(std::move(visitor)),
+        expect_records_(std::move(expect_records)),
         done_(std::move(done)),
         log_(new Log(device, options)) {}
 
@@ -47,6 +58,10 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
         indices_.push_back(index);
       } else if (name == kManifestFileName) {
         has_manifest = true;
+      } else if (parse_summary_file_name(name, &index)) {
+        summaries_.insert(index);
+      } else if (is_summary_temp_file_name(name)) {
+        stale_files_.push_back(name);  // a crash while it was written
       }
     }
     std::sort(indices_.begin(), indices_.end());
@@ -117,9 +132,48 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
       }
     }
     indices_ = std::move(live);
+    // Summaries of segments that are gone or retired: leftovers of a crash mid-retirement.
+    for (uint64_t index : summaries_) {
+      if (!std::binary_search(indices_.begin(), indices_.end(), index)) {
+        stale_files_.push_back(summary_file_name(index));
+      }
+    }
     expected_index_ = m.low_index;
     expected_sequence_ = m.low_next_sequence;
-    next_segment();
+    for (uint64_t index : indices_) {
+      if (summaries_.contains(index)) to_count_.push_back(index);
+    }
+    if (!options_.summary_payload_bytes) to_count_.clear();
+    count_summaries();
+  }
+
+  // Reads the header of every summary first (one block each) and tells the layer above how
+  // many records they hold. A header that does not decode counts nothing: it is dealt with
+  // when its segment's turn comes.
+  void count_summaries() {
+    if (count_position_ == to_count_.size()) {
+      if (expect_records_ && summary_records_ > 0) expect_records_(summary_records_);
+      return next_segment();
+    }
+    const uint64_t index = to_count_[count_position_++];
+    device_.open(summary_file_name(index), [self = shared_from_this(), index](int32_t r) {
+      if (r < 0) return self->count_summaries();
+      self->file_ = r;
+      self->ensure_buffer(kBlockBytes);
+      self->device_.read(self->file_, 0, self->buffer_, kBlockBytes, [self, index](int32_t n) {
+        self->device_.close(self->file_);
+        self->file_ = -1;
+        SummaryHeader header;
+        if (n == static_cast<int32_t>(kBlockBytes) &&
+            decode_summary_header(std::span<const uint8_t>(self->buffer_, kBlockBytes), &header)
+                .ok()) {
+          self->summary_records_ += header.record_count;
+          // Under the file's own index: a header naming another segment is caught when used.
+          self->summary_file_bytes_[index] = kBlockBytes + summary_body_read_bytes(header);
+        }
+        self->count_summaries();
+      });
+    });
   }
 
   // Steps expected_index_ up to `index` over retired segments; any other missing segment
@@ -141,9 +195,142 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
     if (position_ == indices_.size()) return remove_stale();
     if (absl::Status s = skip_retired_until(indices_[position_]); !s.ok()) return finish(s);
     expected_index_ = indices_[position_] + 1;
+    if (options_.summary_payload_bytes && summaries_.contains(indices_[position_])) {
+      if (summary_file_bytes_.contains(indices_[position_])) return open_summary();
+      return summary_unusable(absl::DataLossError("summary header does not verify"));
+    }
+    open_segment();
+  }
+
+  void open_segment() {
     char name[kSegmentNameBytes + 1];
     segment_file_name(indices_[position_], name);
     device_.open(name, [self = shared_from_this()](int32_t r) { self->on_opened(r); });
+  }
+
+  // --- A segment read through its summary ----------------------------------------------------
+  // Each summary file is read whole (its size known from count_summaries), and while one is
+  // applied the next one is already being read: applying yields to the loop between chunks of
+  // records, so the read is submitted and runs beside it (otherwise reading and applying took
+  // turns, and the disk sat idle for most of a restart).
+  struct SummaryLoad {
+    uint64_t index = 0;
+    uint64_t bytes = 0;
+    std::unique_ptr<uint8_t, void (*)(void*)> buffer{nullptr, &std::free};
+    bool done = false;
+    int32_t result = 0;
+  };
+
+  std::shared_ptr<SummaryLoad> start_load(uint64_t index) {
+    auto load = std::make_shared<SummaryLoad>();
+    load->index = index;
+    load->bytes = summary_file_bytes_.at(index);
+    load->buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(kBlockBytes, load->bytes)));
+    HERALD_CHECK(load->buffer != nullptr, "out of memory for a summary");
+    device_.open(summary_file_name(index), [self = shared_from_this(), load](int32_t fd) {
+      if (fd < 0) return self->load_done(load, fd);
+      self->device_.read(fd, 0, load->buffer.get(), static_cast<uint32_t>(load->bytes),
+                         [self, load, fd](int32_t n) {
+                           self->device_.close(fd);
+                           self->load_done(load, n);
+                         });
+    });
+    return load;
+  }
+
+  void load_done(const std::shared_ptr<SummaryLoad>& load, int32_t result) {
+    load->done = true;
+    load->result = result;
+    if (finished_ || load != current_load_) return;  // a read ahead: used when its turn comes
+    apply_summary();
+  }
+
+  bool has_usable_summary(uint64_t index) const {
+    return options_.summary_payload_bytes && summaries_.contains(index) &&
+           summary_file_bytes_.contains(index);
+  }
+
+  void open_summary() {
+    const uint64_t index = indices_[position_];
+    if (next_load_ != nullptr && next_load_->index == index) {
+      current_load_ = std::move(next_load_);
+    } else {
+      current_load_ = start_load(index);
+    }
+    next_load_.reset();
+    if (current_load_->done) apply_summary();
+  }
+
+  void apply_summary() {
+    const std::shared_ptr<SummaryLoad> load = current_load_;
+    if (load->result != static_cast<int32_t>(load->bytes)) {
+      return summary_unusable(load->result < 0 ? absl::InternalError(std::strerror(-load->result))
+                                               : absl::DataLossError("short summary"));
+    }
+    const std::span<const uint8_t> file(load->buffer.get(), load->bytes);
+    absl::Status status = decode_summary_header(file.first(kBlockBytes), &summary_);
+    if (status.ok() && summary_.segment_index != load->index) {
+      status = absl::DataLossError("summary names another segment");
+    }
+    // It must continue the log exactly where the segments before it ended.
+    if (status.ok() && expected_sequence_ != 0 && summary_.first_sequence != expected_sequence_) {
+      status = absl::DataLossError("summary does not continue the log's sequence");
+    }
+    run_.clear();
+    if (status.ok() && kBlockBytes + summary_body_read_bytes(summary_) != load->bytes) {
+      status = absl::DataLossError("summary changed size since it was counted");
+    }
+    if (status.ok()) {
+      status = decode_summary_body(file.subspan(kBlockBytes), summary_, options_.max_payload_bytes,
+                                   &run_);
+    }
+    if (!status.ok()) return summary_unusable(status);
+    // Read the next segment's summary while this one is applied.
+    if (position_ + 1 < indices_.size() && has_usable_summary(indices_[position_ + 1])) {
+      next_load_ = start_load(indices_[position_ + 1]);
+    }
+    run_position_ = 0;
+    apply_some();
+  }
+
+  // Hands run_ to the visitor a slice at a time, going back to the loop between slices.
+  void apply_some() {
+    if (finished_) return;
+    const size_t end = std::min(run_.size(), run_position_ + kRecordsPerSlice);
+    for (size_t i = run_position_; i < end; i += kRecordsPerRun) {
+      const size_t n = std::min(kRecordsPerRun, end - i);
+      log_->stats_.recovered_records += n;
+      absl::Status status = visitor_(std::span<const RecoveredRecord>(run_.data() + i, n));
+      if (!status.ok()) return finish(status);
+    }
+    run_position_ = end;
+    if (run_position_ < run_.size()) {
+      device_.after(0, [self = shared_from_this()] { self->apply_some(); });
+      return;
+    }
+    run_.clear();
+    current_load_.reset();  // the spans pointed into it
+    ++log_->stats_.recovered_segments;
+    ++log_->stats_.segments_from_summaries;
+    const uint64_t last = summary_.first_sequence + summary_.record_count - 1;
+    log_->sealed_.push_back(
+        SegmentInfo{summary_.segment_index, summary_.first_sequence, last, summary_.record_count});
+    expected_sequence_ = last + 1;
+    ++position_;
+    next_segment();
+  }
+
+  // The summary is damaged, stale or unreadable: read the segment itself (and write a new
+  // summary for it once open).
+  void summary_unusable(const absl::Status& why) {
+    current_load_.reset();
+    run_.clear();
+    ++log_->stats_.summary_fallbacks;
+    HLOG_WARN("storage.log.summary_unusable")
+        .kv("segment", indices_[position_])
+        .kv("error", std::string(why.message()));
+    summaries_.erase(indices_[position_]);
+    open_segment();
   }
 
   void on_opened(int32_t result) {
@@ -213,13 +400,32 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
 
   void scan() {
     SegmentScanResult result;
-    auto visit = [this](const RecoveredRecord& record) {
+    run_.clear();
+    summary_body_.clear();
+    const bool summarize =
+        options_.summary_payload_bytes && !summaries_.contains(header_.segment_index);
+    // The spans point into buffer_, which holds the whole segment: runs of records can wait.
+    auto visit = [this, summarize](const RecoveredRecord& record) {
       ++log_->stats_.recovered_records;
-      return visitor_(record);
+      if (summarize) {
+        const uint32_t kept =
+            std::min<uint32_t>(options_.summary_payload_bytes(record.type, record.payload),
+                               static_cast<uint32_t>(record.payload.size()));
+        append_summary_entry(summary_body_, record.type,
+                             static_cast<uint32_t>(record.payload.size()),
+                             record.payload.first(kept));
+      }
+      run_.push_back(record);
+      if (run_.size() < kRecordsPerRun) return absl::OkStatus();
+      absl::Status s = visitor_(run_);
+      run_.clear();
+      return s;
     };
     absl::Status status =
         scan_segment(std::span<const uint8_t>(buffer_, header_.segment_size_bytes), header_,
                      expected_sequence_, visit, &result);
+    if (status.ok() && !run_.empty()) status = visitor_(run_);
+    run_.clear();
     if (!status.ok()) return finish(status);
     ++log_->stats_.recovered_segments;
     if (result.torn) {
@@ -249,12 +455,35 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
       device_.close(file_);
       file_ = -1;
       log_->sealed_.push_back(info);
+      if (summarize && result.records > 0) {
+        // Sealed without a usable summary (written before summaries existed, its write lost in
+        // a crash, or damaged): one is written once the log is open, so the next open reads it.
+        SummaryHeader h;
+        h.segment_index = info.index;
+        h.first_sequence = info.first_sequence;
+        h.record_count = info.record_count;
+        h.end_offset = result.end_offset;
+        backfill_.push_back(Log::SummaryWrite{info.index, encode_summary_file(h, summary_body_)});
+      }
     }
+    summary_body_.clear();
     ++position_;
     next_segment();
   }
 
   void remove_stale() {
+    if (!stale_files_.empty()) {
+      const std::string name = stale_files_.back();
+      stale_files_.pop_back();
+      // A leftover summary is never read, so failing to remove it is only logged.
+      return device_.remove(name, [self = shared_from_this(), name](int32_t r) {
+        if (r == 0) ++self->log_->stats_.stale_summaries_removed;
+        if (r < 0 && r != -ENOENT) {
+          HLOG_WARN("storage.log.summary_remove_failed").kv("file", name);
+        }
+        self->remove_stale();
+      });
+    }
     if (stale_.empty()) return choose_segment_for_appends();
     const uint64_t index = stale_.back();
     stale_.pop_back();
@@ -299,8 +528,14 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
       log.current_first_sequence_ = 0;
       log.current_records_ = 0;
     }
-    // Preallocate now; the first batch waits for it if it is not ready.
-    log.prepare_next_segment();
+    // With no segment to append to, preallocate one now (the first batch waits for it if it
+    // is not ready). A reused empty segment has room: its successor is prepared once it is half
+    // full, so restarts without appends do not leave a trail of empty segments, each of which
+    // the next open would read whole.
+    if (!reuse_last_) log.prepare_next_segment();
+    for (Log::SummaryWrite& write : backfill_) log.summary_queue_.push_back(std::move(write));
+    backfill_.clear();
+    log.write_next_summary();
     HLOG_INFO("storage.log.opened")
         .kv("segments", log.stats_.recovered_segments)
         .kv("records", log.stats_.recovered_records)
@@ -335,7 +570,8 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
 
   Device& device_;
   const LogOptions options_;
-  RecordVisitor visitor_;
+  RecordBatchVisitor visitor_;
+  std::function<void(uint64_t)> expect_records_;
   OpenCallback done_;
   std::unique_ptr<Log> log_;
   std::vector<uint64_t> indices_;
@@ -352,15 +588,43 @@ class Log::Recovery : public std::enable_shared_from_this<Log::Recovery> {
   bool incomplete_last_ = false;
   uint32_t reads_in_flight_ = 0;
   bool finished_ = false;  // the open failed; reads still in flight are ignored
+  // Segment summaries.
+  std::set<uint64_t> summaries_;             // segments with a summary file (until one fails)
+  std::vector<std::string> stale_files_;     // leftover summaries to remove before completing
+  SummaryHeader summary_;                    // of the summary being read
+  std::vector<RecoveredRecord> run_;         // records waiting for the visitor
+  std::vector<uint8_t> summary_body_;        // built while scanning a segment without a summary
+  std::vector<Log::SummaryWrite> backfill_;  // written once the log is open
+  std::vector<uint64_t> to_count_;           // summaries whose headers count_summaries() reads
+  size_t count_position_ = 0;
+  uint64_t summary_records_ = 0;
+  std::map<uint64_t, uint64_t> summary_file_bytes_;  // by segment, from the counted headers
+  std::shared_ptr<SummaryLoad> current_load_;        // being applied (run_ points into it)
+  std::shared_ptr<SummaryLoad> next_load_;           // read ahead
+  size_t run_position_ = 0;
 };
 
 void Log::open(Device& device, const LogOptions& options, RecordVisitor visitor,
                OpenCallback done) {
+  open_batched(
+      device, options,
+      [visitor = std::move(visitor)](std::span<const RecoveredRecord> records) {
+        for (const RecoveredRecord& record : records) {
+          if (absl::Status s = visitor(record); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
+}
+
+void Log::open_batched(Device& device, const LogOptions& options, RecordBatchVisitor visitor,
+                       OpenCallback done, std::function<void(uint64_t records)> expect_records) {
   if (absl::Status s = validate(options); !s.ok()) {
     device.after(0, [done = std::move(done), s] { done(s); });
     return;
   }
-  auto recovery = std::make_shared<Recovery>(device, options, std::move(visitor), std::move(done));
+  auto recovery = std::make_shared<Recovery>(device, options, std::move(visitor), std::move(done),
+                                             std::move(expect_records));
   recovery->start();
 }
 

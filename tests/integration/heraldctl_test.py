@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """heraldctl against a running herald-controlplane: where it finds the node and the key, what
-each command does, and its exit status (0 answer, 1 error answer, 2 unreachable or bad usage).
+each command does (list pages and --all included), its exit status (0 answer, 1 error answer,
+2 unreachable or bad usage), and that a config revision records the API key that made it.
 
 Usage: heraldctl_test.py PATH_TO_herald-controlplane PATH_TO_heraldctl
 """
@@ -26,6 +27,68 @@ def ctl(node, *args, env_key=None, key_file=None, data_dir=True):
     if env_key is not None:
         env["HERALD_API_KEY"] = env_key
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=30, env=env)
+
+
+def register(node, phone):
+    """An account through the public API (code from <data-dir>/sms.log); its id."""
+    status, _, body = node.public("POST", "/v1/accounts/code", {"phone": phone, "method": "sms"})
+    assert status == 200, (status, body)
+    code = node.sms_codes()[phone]
+    status, _, body = node.public("POST", "/v1/accounts/verify",
+                                  {"phone": phone, "code": code, "device_name": "ctl"})
+    assert status == 200, (status, body)
+    return body["account_id"]
+
+
+def check_lists(node, tmp):
+    """accounts list / groups list: one page, --limit and --after, --all, refused input."""
+    accounts = sorted(register(node, f"+1555020000{i}") for i in range(3))
+    page = json.loads(check(ctl(node, "accounts", "list"), 0, "accounts list").stdout)
+    assert [a["account_id"] for a in page["accounts"]] == accounts and "next" not in page, page
+    first = json.loads(check(ctl(node, "accounts", "list", "--limit", "1"), 0,
+                             "accounts list --limit 1").stdout)
+    assert [a["account_id"] for a in first["accounts"]] == accounts[:1], first
+    assert first["next"] == accounts[0], first
+    second = json.loads(check(ctl(node, "accounts", "list", "--limit", "2", "--after",
+                                  first["next"]), 0, "accounts list --after").stdout)
+    assert [a["account_id"] for a in second["accounts"]] == accounts[1:], second
+    assert "next" not in second, second
+    # --all follows next through pages of one and prints one list, without a next.
+    every = json.loads(check(ctl(node, "accounts", "list", "--limit", "1", "--all"), 0,
+                             "accounts list --all").stdout)
+    assert [a["account_id"] for a in every["accounts"]] == accounts and "next" not in every, every
+    assert every["accounts"][0] == page["accounts"][0], (every, page)
+    rest = json.loads(check(ctl(node, "accounts", "list", "--limit", "1", "--all", "--after",
+                                accounts[0]), 0, "accounts list --all --after").stdout)
+    assert [a["account_id"] for a in rest["accounts"]] == accounts[1:], rest
+    # The node refuses a bad cursor (1, with its error code); the command line a bad limit (2).
+    bad = check(ctl(node, "accounts", "list", "--after", "nope"), 1, "bad cursor")
+    assert "invalid_cursor" in bad.stderr and "after" in bad.stderr, bad.stderr
+    bad = check(ctl(node, "accounts", "list", "--all", "--after", "nope"), 1, "bad cursor --all")
+    assert "invalid_cursor" in bad.stderr, bad.stderr
+    check(ctl(node, "accounts", "list", "--limit", "0"), 2, "limit 0")
+    check(ctl(node, "accounts", "list", "--limit", "1001"), 2, "limit 1001")
+
+    empty = json.loads(check(ctl(node, "groups", "list", "--all"), 0, "no groups").stdout)
+    assert empty == {"groups": []}, empty
+    groups = []
+    for name in ("red", "blue", "green"):
+        created = json.loads(check(ctl(node, "groups", "create", name, accounts[0]), 0,
+                                   "groups create").stdout)
+        groups.append(created["group_id"])
+    groups.sort()
+    page = json.loads(check(ctl(node, "groups", "list"), 0, "groups list").stdout)
+    assert [g["group_id"] for g in page["groups"]] == groups and "next" not in page, page
+    assert all(g["member_count"] == 1 for g in page["groups"]), page
+    first = json.loads(check(ctl(node, "groups", "list", "--limit", "2"), 0,
+                             "groups list --limit 2").stdout)
+    assert [g["group_id"] for g in first["groups"]] == groups[:2], first
+    assert first["next"] == groups[1], first
+    every = json.loads(check(ctl(node, "groups", "list", "--limit", "1", "--all"), 0,
+                             "groups list --all").stdout)
+    assert [g["group_id"] for g in every["groups"]] == groups and "next" not in every, every
+    bad = check(ctl(node, "groups", "list", "--after", "XYZ"), 1, "bad group cursor")
+    assert "invalid_cursor" in bad.stderr, bad.stderr
 
 
 def check(result, code, what):
@@ -80,6 +143,18 @@ def main():
             check(ctl(node, "config", "commit", str(revision)), 0, "config commit")
             revisions = check(ctl(node, "config", "revisions"), 0, "config revisions").stdout
             assert "ctl test" in revisions, revisions
+            # The revision's author is the name of the key that made it: admin.key is the
+            # bootstrap key; a key created for a person records that person's key name.
+            got = json.loads(check(ctl(node, "config", "get", str(revision)), 0,
+                                   "config get").stdout)
+            assert got["author"] == "bootstrap", got
+            ops = json.loads(check(ctl(node, "keys", "create", "ops-alice", "--scope", "admin"),
+                                   0, "keys create admin").stdout)
+            by_alice = json.loads(check(ctl(node, "config", "set", candidate, env_key=ops["key"],
+                                            data_dir=False), 0, "config set by alice").stdout)
+            got = json.loads(check(ctl(node, "config", "get", str(by_alice["revision"])), 0,
+                                   "config get").stdout)
+            assert got["author"] == "ops-alice", got
             with open(candidate, "w") as f:
                 json.dump({"limits": {"max_group_members": 1}}, f)  # below the minimum (2)
             invalid = check(ctl(node, "config", "set", candidate), 1, "invalid config")
@@ -89,6 +164,7 @@ def main():
             # accounts and groups: unknown ids are errors (1), not crashes.
             check(ctl(node, "accounts", "show", "+15550009999"), 1, "unknown phone")
             check(ctl(node, "groups", "show", "0123456789abcdef"), 1, "unknown group")
+            check_lists(node, tmp)
             raw = check(ctl(node, "raw", "GET", "/v1/node"), 0, "raw")
             assert json.loads(raw.stdout)["version"], raw.stdout
 

@@ -541,10 +541,12 @@ class Conformance:
         found = self.call("GET", "/v1/accounts?phone=" + urllib.parse.quote(self.phone),
                           key="read", expect=200)
         if found.status == 200 and found.json.get("account_id") != account:
-            self.fail("findAccountByPhone: answered another account")
+            self.fail("listAccounts: ?phone= answered another account")
         self.call("GET", "/v1/accounts?phone=%2B15550199999", key="read", expect=404,
                   what="unknown phone")
-        self.call("GET", "/v1/accounts", key="read", expect=400, what="no phone")
+        self.call("GET", "/v1/accounts?phone=%2B15550100001&limit=1", key="read", expect=400,
+                  what="phone with limit")
+        self.scenario_account_pages()
         self.call("GET", f"/v1/accounts/{account}", key="read", expect=200)
         self.call("GET", f"/v1/accounts/{UNKNOWN_UUID}", key="read", expect=404,
                   what="unknown id")
@@ -570,6 +572,36 @@ class Conformance:
         self.call("POST", "/v1/sessions", {"credential": third["credential"]}, key=None,
                   expect={401, 403}, what="revoked device, disabled account")
 
+    def scenario_account_pages(self):
+        """GET /v1/accounts without phone: pages of one follow `next` through every account."""
+        ids = sorted(a["account_id"] for a in self.accounts)
+        whole = self.call("GET", "/v1/accounts", key="read", expect=200, what="first page")
+        if whole.status == 200:
+            listed = [a.get("account_id") for a in whole.json.get("accounts", [])]
+            if listed != ids or "next" in whole.json:
+                self.fail(f"listAccounts: one page of {listed} (next {whole.json.get('next')}), "
+                          f"expected {ids} and no next")
+        seen, after = [], None
+        for _ in range(len(ids) + 1):
+            path = "/v1/accounts?limit=1" + (f"&after={after}" if after else "")
+            page = self.call("GET", path, key="read", expect=200, what="limit=1")
+            if page.status != 200:
+                break
+            seen += [a.get("account_id") for a in page.json.get("accounts", [])]
+            after = page.json.get("next")
+            if after is None:
+                break
+        if seen != ids:
+            self.fail(f"listAccounts: pages of one listed {seen}, expected {ids}")
+        past = self.call("GET", "/v1/accounts?after=ffffffff-ffff-ffff-ffff-ffffffffffff",
+                         key="read", expect=200, what="after the last id")
+        if past.status == 200 and (past.json.get("accounts") or "next" in past.json):
+            self.fail(f"listAccounts: a page after the last id is not empty: {past.json}")
+        self.call("GET", "/v1/accounts?limit=1000", key="read", expect=200, what="max limit")
+        self.call("GET", "/v1/accounts?limit=0", key="read", expect=400, what="limit 0")
+        self.call("GET", "/v1/accounts?limit=1001", key="read", expect=400, what="limit 1001")
+        self.call("GET", "/v1/accounts?after=nope", key="read", expect=400, what="bad cursor")
+
     def scenario_groups(self):
         if len(getattr(self, "accounts", [])) < 3:
             raise Skip("registration made too few accounts")
@@ -583,6 +615,15 @@ class Conformance:
         group = self.need(self.call("POST", "/v1/groups", {"name": "conformance", "members": [a]},
                                     expect=201), 201, "createGroup")["group_id"]
         self.call("GET", f"/v1/groups/{group}", key="read", expect=200)
+        listed = self.call("GET", "/v1/groups", key="read", expect=200)
+        if listed.status == 200 and group not in [g.get("group_id")
+                                                  for g in listed.json.get("groups", [])]:
+            self.fail(f"listGroups: the new group {group} is not listed: {listed.json}")
+        self.call("GET", "/v1/groups?limit=1", key="read", expect=200, what="limit=1")
+        self.call("GET", f"/v1/groups?after={group}", key="read", expect=200, what="after")
+        self.call("GET", "/v1/groups?limit=0", key="read", expect=400, what="limit 0")
+        self.call("GET", "/v1/groups?limit=1001", key="read", expect=400, what="limit 1001")
+        self.call("GET", "/v1/groups?after=xyz", key="read", expect=400, what="bad cursor")
         self.call("GET", f"/v1/groups/{UNKNOWN_HEX_ID}", key="read", expect=404,
                   what="unknown id")
         self.call("GET", "/v1/groups/xyz", key="read", expect=400, what="bad id")

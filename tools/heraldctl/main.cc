@@ -3,6 +3,8 @@
 //   heraldctl health
 //   heraldctl config set node.json --comment "raise limits" && heraldctl config commit 7
 //   --confirm-timeout 120 heraldctl keys create ci-reader --scope read
+//   heraldctl accounts list --limit 500 --after <id>     (one page; its "next" is the cursor)
+//   heraldctl groups list --all                          (every page, printed as one list)
 //
 // The API key comes from --key-file, else $HERALD_API_KEY, else <data-dir>/admin.key (the key
 // the control plane writes at first start). The address comes from --url, else the node
@@ -15,12 +17,16 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "flatbuffers/idl.h"
 #include "platform/config/config.h"
+#include "schemas/admin_fbs.h"
+#include "schemas/admin_generated.h"
 #include "tools/heraldctl/admin_client.h"
 
 namespace {
@@ -98,6 +104,9 @@ std::string field_of(const std::string& json, const std::string& name) {
   return value;
 }
 
+// Reports an answer that is not 2xx on stderr; returns the exit status (1).
+int report_error(const AdminResponse& response);
+
 int run(const AdminEndpoint& endpoint, const std::string& method, const std::string& target,
         const std::string& body = {}) {
   absl::StatusOr<AdminResponse> response =
@@ -112,18 +121,121 @@ int run(const AdminEndpoint& endpoint, const std::string& method, const std::str
     if (!response->body.empty() && response->body.back() != '\n') std::cout << '\n';
     return 0;
   }
-  const std::string error = field_of(response->body, "error");
+  return report_error(*response);
+}
+
+int report_error(const AdminResponse& response) {
+  const std::string error = field_of(response.body, "error");
   if (error.empty()) {
-    std::cerr << "heraldctl: HTTP " << response->status << ": " << response->body << "\n";
+    std::cerr << "heraldctl: HTTP " << response.status << ": " << response.body << "\n";
   } else {
-    std::cerr << "heraldctl: HTTP " << response->status << " " << error << ": "
-              << field_of(response->body, "message");
-    if (const std::string field = field_of(response->body, "field"); !field.empty()) {
+    std::cerr << "heraldctl: HTTP " << response.status << " " << error << ": "
+              << field_of(response.body, "message");
+    if (const std::string field = field_of(response.body, "field"); !field.empty()) {
       std::cerr << " (field " << field << ")";
     }
     std::cerr << "\n";
   }
   return 1;
+}
+
+// A page limit and cursor as a query string ("?limit=5&after=..."; "" for neither).
+std::string page_query(uint32_t limit, const std::string& after) {
+  std::string query;
+  if (limit != 0) query += "limit=" + std::to_string(limit);
+  if (!after.empty())
+    query += (query.empty() ? "" : "&") + std::string("after=") + url_encode(after);
+  return query.empty() ? query : "?" + query;
+}
+
+// More pages than this in one --all is a server that keeps answering `next`: stop rather than
+// loop (10^4 pages of the largest size is 10^7 items).
+constexpr size_t kMaxPagesPerListing = 10'000;
+
+// Moves a page's items to the end of `all`.
+void append_items(herald::admin::AccountListT& all, herald::admin::AccountListT& page) {
+  for (auto& item : page.accounts) all.accounts.push_back(std::move(item));
+}
+void append_items(herald::admin::GroupListT& all, herald::admin::GroupListT& page) {
+  for (auto& item : page.groups) all.groups.push_back(std::move(item));
+}
+
+// The merged list as the node writes a page: the item vector always there (the object API's
+// Pack leaves an empty one out), `next` never.
+template <typename Item, typename ItemT>
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<Item>>> pack_items(
+    flatbuffers::FlatBufferBuilder& builder, const std::vector<std::unique_ptr<ItemT>>& items) {
+  std::vector<flatbuffers::Offset<Item>> offsets;
+  offsets.reserve(items.size());
+  for (const auto& item : items) offsets.push_back(Item::Pack(builder, item.get()));
+  return builder.CreateVector(offsets);
+}
+void pack_list(flatbuffers::FlatBufferBuilder& builder, const herald::admin::AccountListT& all) {
+  builder.Finish(herald::admin::CreateAccountList(
+      builder, pack_items<herald::admin::AccountSummary>(builder, all.accounts)));
+}
+void pack_list(flatbuffers::FlatBufferBuilder& builder, const herald::admin::GroupListT& all) {
+  builder.Finish(herald::admin::CreateGroupList(
+      builder, pack_items<herald::admin::GroupSummary>(builder, all.groups)));
+}
+
+// --all: GETs `path` page after page, following each answer's `next` as ?after=, and prints
+// every page's items as one `List` (admin.fbs AccountList or GroupList) without a `next`. Each
+// page is parsed against the schema, so an answer of another shape is an error, not a guess.
+template <typename List>
+int list_all(const AdminEndpoint& endpoint, const std::string& path, const char* root_type,
+             uint32_t limit, std::string after) {
+  flatbuffers::IDLOptions options;
+  options.strict_json = true;
+  options.output_default_scalars_in_json = true;
+  options.output_enum_identifiers = true;
+  options.indent_step = -1;
+  // Fields a newer node appends to the summaries are dropped rather than refused.
+  options.skip_unexpected_fields_in_json = true;
+  flatbuffers::Parser parser(options);
+  if (!parser.Parse(std::string(herald::schemas::kAdminFbs).c_str(), nullptr, "admin.fbs") ||
+      !parser.SetRootType(root_type)) {
+    std::cerr << "heraldctl: the embedded admin schema does not parse\n";
+    return 2;
+  }
+  typename List::NativeTableType all;
+  for (size_t pages = 0;; ++pages) {
+    if (pages == kMaxPagesPerListing) {
+      std::cerr << "heraldctl: more than " << kMaxPagesPerListing << " pages; stopped\n";
+      return 1;
+    }
+    const std::string target = path + page_query(limit, after);
+    absl::StatusOr<AdminResponse> response = herald::tools::admin_request(endpoint, "GET", target);
+    if (!response.ok()) {
+      std::cerr << "heraldctl: " << response.status().message() << " (" << endpoint.host << ":"
+                << endpoint.port << ")\n";
+      return 2;
+    }
+    if (response->status < 200 || response->status >= 300) return report_error(*response);
+    if (!parser.ParseJson(response->body.c_str())) {
+      std::cerr << "heraldctl: " << target << ": unexpected answer: " << parser.error_ << "\n";
+      return 1;
+    }
+    typename List::NativeTableType page;
+    flatbuffers::GetRoot<List>(parser.builder_.GetBufferPointer())->UnPackTo(&page);
+    append_items(all, page);
+    // A cursor must move forward; one that does not would repeat the same page for ever.
+    if (page.next.empty()) break;
+    if (page.next <= after) {
+      std::cerr << "heraldctl: " << target << ": the next cursor does not advance\n";
+      return 1;
+    }
+    after = page.next;
+  }
+  flatbuffers::FlatBufferBuilder builder;
+  pack_list(builder, all);
+  std::string json;
+  if (!flatbuffers::GenerateText(parser, builder.GetBufferPointer(), &json)) {
+    std::cerr << "heraldctl: cannot print the list\n";
+    return 2;
+  }
+  std::cout << json << '\n';
+  return 0;
 }
 
 }  // namespace
@@ -243,6 +355,24 @@ int main(int argc, char** argv) {
       })
       ->add_option("phone-or-id", id)
       ->required();
+  // `list` (accounts and groups): one page, or with --all every page as one list.
+  uint32_t page_limit = 0;
+  std::string page_after;
+  bool all_pages = false;
+  std::string list_all_of;  // "accounts" or "groups" when --all was given
+  auto add_list = [&](CLI::App* parent, const char* path, const char* what) {
+    auto* list = parent->add_subcommand("list", what);
+    list->add_option("--limit", page_limit, "items per page (1-1000; the node's default: 100)")
+        ->check(CLI::Range(1, 1000));
+    list->add_option("--after", page_after, "start after this id (a page's \"next\")");
+    list->add_flag("--all", all_pages, "follow \"next\" through every page; print one list");
+    list->callback([&, path, parent] {
+      method = "GET";
+      target = path + page_query(page_limit, page_after);
+      if (all_pages) list_all_of = parent->get_name();
+    });
+  };
+  add_list(accounts, "/v1/accounts", "accounts in id order, a page at a time");
   accounts->add_subcommand("devices", "an account's devices")
       ->callback([&] {
         method = "GET";
@@ -274,6 +404,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < members.size(); ++i) out += (i ? ", " : "") + json_string(members[i]);
     return out + "]";
   };
+  add_list(groups, "/v1/groups", "groups in id order, a page at a time");
   auto* gcreate = groups->add_subcommand("create", "a group with its first members");
   gcreate->add_option("name", name)->required();
   gcreate->add_option("members", members, "account ids");
@@ -367,5 +498,13 @@ int main(int argc, char** argv) {
     (void)read_file(dir + "/admin.key", key);  // absent: the node answers 401, which says why
   }
   endpoint.api_key = trim(key);
+  if (list_all_of == "accounts") {
+    return list_all<herald::admin::AccountList>(endpoint, "/v1/accounts",
+                                                "herald.admin.AccountList", page_limit, page_after);
+  }
+  if (list_all_of == "groups") {
+    return list_all<herald::admin::GroupList>(endpoint, "/v1/groups", "herald.admin.GroupList",
+                                              page_limit, page_after);
+  }
   return run(endpoint, method, target, body);
 }

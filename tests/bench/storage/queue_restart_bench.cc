@@ -1,6 +1,7 @@
 // Restart time of the queue table (docs/PERFORMANCE.md): writes N messages of 256 B (10 M by
 // default) into a queue log on a real disk (UringDevice, O_DIRECT), then times what a restart
-// does: Log::open (read and check every segment) feeding QueueTable::recover, then start().
+// does: Log::open (each segment's summary, or the segment itself) feeding QueueTable::recover,
+// then start().
 // Files go to $HERALD_BENCH_DIR or /var/tmp. $HERALD_RESTART_BENCH_MESSAGES overrides N;
 // $HERALD_RESTART_BENCH_KEEP=<dir> writes the log there once and reuses it on later runs (the
 // directory is kept), so recovery can be timed repeatedly without rewriting gigabytes.
@@ -41,13 +42,25 @@ QueueTableOptions table_options(uint64_t messages) {
   return o;
 }
 
+// The node's queue log: segment summaries on (README.md), unless $HERALD_RESTART_BENCH_NO_SUMMARIES
+// is set, which times the full scan of every segment instead.
+LogOptions log_options() {
+  LogOptions o;
+  if (std::getenv("HERALD_RESTART_BENCH_NO_SUMMARIES") == nullptr) {
+    o.summary_payload_bytes = &QueueTable::summary_payload_bytes;
+  }
+  return o;
+}
+
 // Opens the log on `directory`, recovering into `table`; nullptr (and a message) on failure.
 std::unique_ptr<Log> open_log(uring::EventLoop& loop, Device& device, QueueTable& table,
                               std::string* error) {
   std::optional<absl::StatusOr<std::unique_ptr<Log>>> opened;
-  Log::open(
-      device, LogOptions{}, [&](const RecoveredRecord& r) { return table.recover(r); },
-      [&](absl::StatusOr<std::unique_ptr<Log>> l) { opened.emplace(std::move(l)); });
+  Log::open_batched(
+      device, log_options(),
+      [&](std::span<const RecoveredRecord> records) { return table.recover(records); },
+      [&](absl::StatusOr<std::unique_ptr<Log>> l) { opened.emplace(std::move(l)); },
+      [&](uint64_t records) { table.expect_records(records); });
   while (!opened.has_value()) (void)loop.run_once(-1);
   if (!opened->ok()) {
     *error = opened->status().ToString();
@@ -153,9 +166,13 @@ void BM_QueueRestart(benchmark::State& state) {
     state.counters["start_s"] = static_cast<double>(started_ns - opened_ns) / 1e9;
     state.counters["records"] = static_cast<double>(log->stats().recovered_records);
     state.counters["segments"] = static_cast<double>(log->stats().recovered_segments);
+    state.counters["from_summaries"] = static_cast<double>(log->stats().segments_from_summaries);
+    state.counters["summary_fallbacks"] = static_cast<double>(log->stats().summary_fallbacks);
     state.counters["bodies"] = static_cast<double>(table->bodies());
     state.counters["direct"] = (**device).direct() ? 1 : 0;
-    const double log_bytes = static_cast<double>(log->stats().recovered_segments) *
+    // Segments scanned (those read through a summary are not counted here).
+    const double log_bytes = static_cast<double>(log->stats().recovered_segments -
+                                                 log->stats().segments_from_summaries) *
                              static_cast<double>(log->options().segment_size_bytes);
     state.counters["read_GB_per_s"] =
         log_bytes / static_cast<double>(std::max<uint64_t>(1, opened_ns - start_ns));

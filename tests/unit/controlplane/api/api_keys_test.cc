@@ -8,6 +8,7 @@
 
 #include <deque>
 
+#include "controlplane/http/request_parser.h"
 #include "platform/log/log.h"
 #include "tests/unit/controlplane/api/admin_test_node.h"
 
@@ -94,6 +95,51 @@ TEST(ApiKeysTest, CreateRefusesBadNamesAndScopes) {
   EXPECT_FALSE(f.keys.create("a\nb", Scope::kRead).ok());
   EXPECT_FALSE(f.keys.create("pub", Scope::kPublic).ok());
   EXPECT_EQ(f.tables.size(storage::TableId::kApiKeys), 1u);
+}
+
+// The request a client sends with `authorization` (none when empty), parsed as the server does.
+struct ParsedHead {
+  explicit ParsedHead(std::string_view authorization)
+      : text("GET /v1/health HTTP/1.1\r\nHost: t\r\n" +
+             (authorization.empty() ? std::string()
+                                    : "Authorization: " + std::string(authorization) + "\r\n") +
+             "\r\n") {
+    std::string_view input = text;
+    http::ParseStep step;
+    do {
+      step = parser.parse(input);
+      input.remove_prefix(step.consumed_bytes);
+    } while (step.event != http::ParseEvent::kMessageComplete &&
+             step.event != http::ParseEvent::kError && step.event != http::ParseEvent::kNeedMore);
+    complete = step.event == http::ParseEvent::kMessageComplete;
+  }
+  std::string text;
+  http::RequestParser parser{http::Limits{}};
+  bool complete = false;
+};
+
+TEST(ApiKeysTest, PrincipalIsTheKeysNameOrItsId) {
+  DirectFixture f;
+  auto named = f.keys.create("ops-alice", Scope::kAdmin);
+  ASSERT_TRUE(named.ok());
+  ParsedHead alice("Bearer " + named->key);
+  ASSERT_TRUE(alice.complete);
+  EXPECT_EQ(f.keys.principal(alice.parser.request()), "ops-alice");
+  // A record stored without a name (create() refuses one; an older writer might not) is named
+  // by its id.
+  ApiKeyRecord unnamed = named->record;
+  unnamed.name.clear();
+  ASSERT_TRUE(
+      f.tables.put(storage::TableId::kApiKeys, unnamed.id, encode_api_key_record(unnamed)).ok());
+  EXPECT_EQ(f.keys.principal(alice.parser.request()), "key:" + unnamed.id);
+  // Nobody: no header, another scheme, a malformed or unknown key.
+  for (std::string_view auth :
+       {"", "Basic dXNlcjpwYXNz", "Bearer nope",
+        "Bearer hk_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}) {
+    ParsedHead head(auth);
+    ASSERT_TRUE(head.complete) << auth;
+    EXPECT_EQ(f.keys.principal(head.parser.request()), "") << auth;
+  }
 }
 
 TEST(ApiKeysTest, LastActiveAdminKeyCannotBeRevoked) {

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "tests/unit/controlplane/api/admin_test_node.h"
 
 namespace herald::api {
@@ -234,6 +238,111 @@ TEST(GroupsSweepTest, OrphanMembersOfDeletedGroupsAreErased) {
   EXPECT_EQ(*swept, 2u);
   EXPECT_EQ(tables.size(storage::TableId::kGroupMembers), 1u);
   EXPECT_EQ(groups.members(7), std::vector<AccountId>{(AccountId{1, 1})});
+}
+
+// Every value of `"key": "..."` in a body, in order (ids in a listing).
+std::vector<std::string> all_strings(const std::string& body, std::string_view key) {
+  std::vector<std::string> out;
+  const std::string compacted = testing::compact(body);
+  const std::string needle = "\"" + std::string(key) + "\":\"";
+  for (size_t at = compacted.find(needle); at != std::string::npos;
+       at = compacted.find(needle, at + 1)) {
+    const size_t from = at + needle.size();
+    out.push_back(compacted.substr(from, compacted.find('"', from) - from));
+  }
+  return out;
+}
+
+TEST_F(GroupsHttpTest, ListPagesAtTheirEdges) {
+  const uint16_t port = server_->port();
+  auto page = [&](std::string_view query) {
+    return call(port, "GET", "/v1/groups" + std::string(query), admin_);
+  };
+
+  // An empty table: an empty page, no next.
+  testing::Reply r = page("");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(testing::compact(r.body), "{\"groups\":[]}");
+
+  std::vector<std::string> ids;
+  for (const char* name : {"a", "b", "c"}) {
+    r = post("/v1/groups",
+             std::string("{\"name\":\"") + name + "\",\"members\":" + list({0}) + "}");
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(json_string(r.body, "group_id"));
+  }
+  std::sort(ids.begin(), ids.end());
+
+  // The whole table in id order, each summary with its name, owner, time and member count.
+  r = page("");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(all_strings(r.body, "group_id"), ids);
+  EXPECT_EQ(json_string(r.body, "next"), "");
+  EXPECT_NE(testing::compact(r.body).find(
+                "\"owner\":\"\",\"created_unix_ms\":1700000000123,\"member_count\":1}"),
+            std::string::npos)
+      << r.body;
+  EXPECT_EQ(r.body.find("\"members\""), std::string::npos);  // a summary, not GroupInfo
+
+  // Exactly the limit: every group, no next.
+  r = page("?limit=3");
+  EXPECT_EQ(all_strings(r.body, "group_id"), ids);
+  EXPECT_EQ(r.body.find("\"next\""), std::string::npos) << r.body;
+  // One fewer than there are: a next that leads to the rest.
+  r = page("?limit=2");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(all_strings(r.body, "group_id"), (std::vector<std::string>{ids[0], ids[1]}));
+  EXPECT_EQ(json_string(r.body, "next"), ids[1]);
+  r = page("?limit=2&after=" + ids[1]);
+  EXPECT_EQ(all_strings(r.body, "group_id"), (std::vector<std::string>{ids[2]}));
+  EXPECT_EQ(r.body.find("\"next\""), std::string::npos) << r.body;
+  // Pages of one walk the table.
+  std::vector<std::string> walked;
+  std::string after;
+  for (int i = 0; i < 4; ++i) {
+    r = page("?limit=1" + (after.empty() ? std::string() : "&after=" + after));
+    ASSERT_EQ(r.status, 200) << r.body;
+    for (const std::string& id : all_strings(r.body, "group_id")) walked.push_back(id);
+    after = json_string(r.body, "next");
+    if (after.empty()) break;
+  }
+  EXPECT_EQ(walked, ids);
+  // A cursor past the end, or one that names no group (deleted since): what follows it.
+  r = page("?after=ffffffffffffffff");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(testing::compact(r.body), "{\"groups\":[]}");
+  ASSERT_EQ(call(port, "DELETE", "/v1/groups/" + ids[1], admin_).status, 200);
+  r = page("?after=" + ids[1]);
+  EXPECT_EQ(all_strings(r.body, "group_id"), (std::vector<std::string>{ids[2]}));
+  // The largest page is allowed; out-of-range limits and bad cursors are 400 with the field.
+  EXPECT_EQ(page("?limit=1000").status, 200);
+  for (std::string_view bad : {"?limit=0", "?limit=1001", "?limit=x"}) {
+    r = page(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(json_string(r.body, "error"), "invalid_limit") << bad;
+    EXPECT_EQ(json_string(r.body, "field"), "limit") << bad;
+  }
+  for (std::string_view bad :
+       {"?after=xyz", "?after=ABCDEF0123456789", "?after=0000000000000000", "?after=",
+        "?after="
+        "0123456789abcdef0"}) {
+    r = page(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(json_string(r.body, "error"), "invalid_cursor") << bad;
+    EXPECT_EQ(json_string(r.body, "field"), "after") << bad;
+  }
+  // A read key may list; no key may not.
+  const std::string read_key =
+      json_string(post("/v1/api-keys", R"({"name":"reader","scope":"read"})").body, "key");
+  EXPECT_EQ(call(port, "GET", "/v1/groups", read_key).status, 200);
+  EXPECT_EQ(call(port, "GET", "/v1/groups").status, 401);
+}
+
+TEST_F(GroupsHttpTest, ListIsAnsweredOnlyWhenDurable) {
+  env_.tables->fail_barrier.store(true);
+  const testing::Reply r = call(server_->port(), "GET", "/v1/groups", admin_);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(json_string(r.body, "error"), "store_unavailable");
 }
 
 }  // namespace

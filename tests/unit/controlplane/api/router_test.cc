@@ -26,6 +26,10 @@ class FixedKeys final : public Authenticator {
     }
     return AuthOutcome::kUnauthenticated;
   }
+  // The admin key is named; the read key is not (its calls carry an empty principal).
+  std::string principal(const http::Request& request) const override {
+    return request.value("Authorization") == "Bearer admin-key" ? "ops-admin" : "";
+  }
 };
 
 struct RoutedHandler : http::Handler {
@@ -49,6 +53,16 @@ struct RoutedHandler : http::Handler {
                [](Call& call) { call.respond_json(200, "by-phone"); });
     router.add(http::Method::kPost, "/v1/open", Scope::kPublic,
                [](Call& call) { call.respond_error(400, "bad_thing", "a \"quoted\" message"); });
+    router.add(http::Method::kGet, "/v1/whoami", Scope::kRead,
+               [](Call& call) { call.respond_json(200, "[" + std::string(call.principal) + "]"); });
+    router.add(http::Method::kGet, "/v1/public-whoami", Scope::kPublic,
+               [](Call& call) { call.respond_json(200, "[" + std::string(call.principal) + "]"); });
+    // Echoes page_query(): "<limit>|<after or ->", default 100, largest 1000.
+    router.add(http::Method::kGet, "/v1/page", Scope::kPublic, [](Call& call) {
+      std::optional<PageQuery> page = page_query(call, 100, 1000);
+      if (!page) return;
+      call.respond_json(200, std::to_string(page->limit) + "|" + page->after.value_or("-"));
+    });
   }
   void handle(const http::Request& request, std::string_view body,
               http::Responder& responder) override {
@@ -143,6 +157,49 @@ TEST(Router, PublicRouteNeedsNoKeyAndErrorsAreEscapedJson) {
   EXPECT_EQ(r.body, R"({"error":"bad_thing","message":"a \"quoted\" message"})");
 }
 
+TEST(Router, PrincipalOfTheAuthenticatorReachesTheHandler) {
+  Server server{http::ServerLimits{}};
+  EXPECT_EQ(
+      http_request(server.port(), "GET", "/v1/whoami", {}, "Authorization: Bearer admin-key\r\n")
+          .body,
+      "[ops-admin]");
+  EXPECT_EQ(
+      http_request(server.port(), "GET", "/v1/whoami", {}, "Authorization: Bearer read-key\r\n")
+          .body,
+      "[]");
+  // A public route asks nobody: even a named key's request carries no principal there.
+  EXPECT_EQ(http_request(server.port(), "GET", "/v1/public-whoami", {},
+                         "Authorization: Bearer admin-key\r\n")
+                .body,
+            "[]");
+}
+
+TEST(Router, PageQueryLimitsAndCursorAtTheirEdges) {
+  Server server{http::ServerLimits{}};
+  auto page = [&](std::string_view query) {
+    return http_request(server.port(), "GET", "/v1/page" + std::string(query));
+  };
+  EXPECT_EQ(page("").body, "100|-");
+  EXPECT_EQ(page("?limit=1").body, "1|-");
+  EXPECT_EQ(page("?limit=1000").body, "1000|-");
+  EXPECT_EQ(page("?limit=0001000&after=%61b").body, "1000|ab");
+  for (std::string_view bad : {"?limit=0", "?limit=1001", "?limit=", "?limit", "?limit=-1",
+                               "?limit=1x", "?limit=99999999999999999999"}) {
+    auto r = page(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("\"error\":\"invalid_limit\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("\"field\":\"limit\""), std::string::npos) << r.body;
+  }
+  // A bad escape ("%zz") is refused by the HTTP parser before any route; an encoded NUL
+  // passes it and is refused here.
+  for (std::string_view bad : {"?after=", "?after", "?after=%00"}) {
+    auto r = page(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("\"error\":\"invalid_cursor\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("\"field\":\"after\""), std::string::npos) << r.body;
+  }
+}
+
 TEST(RouterHelpers, PercentDecode) {
   EXPECT_EQ(percent_decode("%2B15551234567"), "+15551234567");
   EXPECT_EQ(percent_decode("a+b"), "a+b");
@@ -161,6 +218,10 @@ TEST(RouterHelpers, QueryParam) {
   EXPECT_FALSE(query_param("phone=1", "limit"));
   EXPECT_FALSE(query_param("", "limit"));
   EXPECT_FALSE(query_param("limit=%zz", "limit"));
+  EXPECT_TRUE(has_query_param("limit=%zz", "limit"));
+  EXPECT_TRUE(has_query_param("a=1&flag", "flag"));
+  EXPECT_FALSE(has_query_param("flagged=1", "flag"));
+  EXPECT_FALSE(has_query_param("", "flag"));
 }
 
 TEST(RouterDeathTest, DuplicateRouteAborts) {

@@ -26,18 +26,25 @@ using ::testing::Not;
 
 constexpr uint64_t kNowMs = 1'700'000'000'000;
 
-// "Bearer admin" may do anything, "Bearer read" may read; nothing else is a key.
+// "Bearer admin" (no name) and "Bearer alice" (named "alice-ops") may do anything, "Bearer
+// read" may read; nothing else is a key.
 class TestAuthenticator final : public api::Authenticator {
  public:
   api::AuthOutcome authenticate(const http::Request& request, api::Scope needed) override {
     const http::HeaderField* auth = request.find("authorization");
     if (auth == nullptr) return api::AuthOutcome::kUnauthenticated;
-    if (auth->value == "Bearer admin") return api::AuthOutcome::kAllowed;
+    if (auth->value == "Bearer admin" || auth->value == "Bearer alice") {
+      return api::AuthOutcome::kAllowed;
+    }
     if (auth->value == "Bearer read") {
       return needed == api::Scope::kAdmin ? api::AuthOutcome::kForbidden
                                           : api::AuthOutcome::kAllowed;
     }
     return api::AuthOutcome::kUnauthenticated;
+  }
+  std::string principal(const http::Request& request) const override {
+    const http::HeaderField* auth = request.find("authorization");
+    return auth != nullptr && auth->value == "Bearer alice" ? "alice-ops" : "";
   }
 };
 
@@ -225,6 +232,25 @@ TEST_F(ConfigApiTest, GetOneRevision) {
   EXPECT_THAT(r.body, HasSubstr("\"counters_capacity\": 8192"));
   EXPECT_EQ(get("/v1/config/revisions/3").status, 404);
   EXPECT_EQ(get("/v1/config/revisions/-1").status, 400);
+}
+
+TEST_F(ConfigApiTest, CandidateAuthorIsTheCallersKeyName) {
+  ASSERT_EQ(post("/v1/config?comment=by%20alice", "{}", "Authorization: Bearer alice\r\n").status,
+            201);
+  HttpResponse r = get("/v1/config/revisions/2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("\"author\":\"alice-ops\""));
+  EXPECT_THAT(r.body, HasSubstr("\"comment\":\"by alice\""));
+  // A caller the authenticator does not name: the fixed author.
+  ASSERT_EQ(post("/v1/config", "{}").status, 201);
+  r = get("/v1/config/revisions?limit=2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("\"author\": \"admin-api\""));
+  EXPECT_THAT(r.body, HasSubstr("\"author\": \"alice-ops\""));
+  EXPECT_LT(r.body.find("\"author\": \"admin-api\""), r.body.find("\"author\": \"alice-ops\""));
+  // Committing (or rolling back) records no author: the revision keeps its own.
+  ASSERT_EQ(post("/v1/config/2/commit", "", "Authorization: Bearer admin\r\n").status, 200);
+  EXPECT_THAT(get("/v1/config/revisions/2").body, HasSubstr("\"author\":\"alice-ops\""));
 }
 
 TEST_F(ConfigApiTest, StoreFailureAnswers503) {

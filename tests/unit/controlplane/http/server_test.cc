@@ -55,6 +55,15 @@ class TestHandler : public Handler {
       r.respond(200, "application/octet-stream", big_);
       return;
     }
+    if (path == "/tighten") {  // a config commit, on the loop thread like the real one
+      ServerLimits tight = server->limits();
+      tight.max_connections_per_address = 1;
+      tight.max_requests_per_connection = 1;
+      tight.idle_timeout_ms = 200;
+      server->set_limits(tight);
+      r.respond(200, "text/plain", "tightened");
+      return;
+    }
     if (path == "/shutdown") {
       r.respond(200, "text/plain", "bye");
       server->shutdown();
@@ -391,6 +400,41 @@ TEST(HttpServer, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(closed_by_server(fd));
   EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.idle_timeouts == 1; }));
   ::close(fd);
+}
+
+// set_limits() while connections are open: none is dropped for it, a running idle timer is cut
+// to the new timeout, and the connection caps apply to the next accept and request.
+TEST(HttpServer, NewLimitsApplyToRunningTimersAndTheNextConnections) {
+  ServerLimits l = test_limits();
+  l.idle_timeout_ms = 60'000;  // far beyond this test: only the new limit can close `a`
+  ServerThread st(l);
+  const int a = connect_to(st.port());
+  send_all(a, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(read_response(a).status, 200);  // `a` is idle now, its timer at 60 s
+  const int b = connect_to(st.port());
+  send_all(b, "GET /tighten HTTP/1.1\r\nHost: x\r\n\r\n");
+  Response r = read_response(b);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "tightened");
+  // Both idle connections go at the new 200 ms, not at 60 s.
+  EXPECT_TRUE(closed_by_server(a));
+  EXPECT_TRUE(closed_by_server(b));
+  EXPECT_TRUE(st.wait_for(
+      [](const ServerStats& s) { return s.idle_timeouts == 2 && s.live_connections == 0; }));
+  ::close(a);
+  ::close(b);
+  // One connection per address now, and one request on it.
+  const int c = connect_to(st.port());
+  send_all(c, "GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+  r = read_response(c);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.head.find("Connection: close"), std::string::npos);
+  const int d = connect_to(st.port());
+  const Response rd = read_response(d);
+  EXPECT_TRUE(rd.status == 503 || rd.status == 0);
+  EXPECT_TRUE(st.wait_for([](const ServerStats& s) { return s.rejected_per_address == 1; }));
+  ::close(c);
+  ::close(d);
 }
 
 TEST(HttpServer, Http10ClosesByDefaultAndKeepsAliveWhenAsked) {

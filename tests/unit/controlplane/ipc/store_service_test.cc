@@ -355,6 +355,7 @@ TEST_F(StoreServiceTest, AppendDurableOnlyAfterTheSync) {
   EXPECT_TRUE(dp_->outcomes(0).empty());
   EXPECT_TRUE(dp_->outcomes(1).empty());
   EXPECT_EQ(service_->pending_appends(), 2u);
+  EXPECT_EQ(service_->backlog().appends_pending, 2u);  // the gauge the counters segment shows
 
   settle();
   dp_->read();
@@ -369,6 +370,7 @@ TEST_F(StoreServiceTest, AppendDurableOnlyAfterTheSync) {
   EXPECT_EQ(table_->queued(dev(2)), 1u);
   EXPECT_EQ(table_->queued(dev(3)), 1u);
   EXPECT_EQ(service_->pending_appends(), 0u);
+  EXPECT_EQ(service_->backlog().appends_pending, 0u);
   EXPECT_EQ(service_->stats().outcomes[static_cast<size_t>(ipc::AppendStatus::Durable)], 2u);
 }
 
@@ -522,6 +524,14 @@ TEST_F(StoreServiceTest, DrainAfterAControlPlaneRestartReturnsWhatWasDurable) {
     ASSERT_EQ(m->body()->size(), 16u);
     EXPECT_EQ(m->body()->Get(3), static_cast<uint8_t>((100 + i) * 7 + 3));
   }
+  // Drain counters: one drain served, its messages, and their stored bytes (each holds a
+  // 16-byte body plus the StoredMessage around it).
+  const StoreServiceStats& stats = service_->stats();
+  EXPECT_EQ(stats.drains[static_cast<size_t>(ipc::DrainStatus::Ok)], 1u);
+  EXPECT_EQ(stats.drain_messages, 3u);
+  EXPECT_GT(stats.drain_bytes, 3u * 16u);
+  EXPECT_LT(stats.drain_bytes, 3u * 1024u);
+  EXPECT_EQ(stats.drain_send_failed + stats.drains_orphaned, 0u);
 }
 
 TEST_F(StoreServiceTest, LargeDrainIsSplitAcrossRecords) {
@@ -572,6 +582,7 @@ TEST_F(StoreServiceTest, TooManyDrainsInFlightAreAnsweredBusy) {
   drain(1, 3, 1);  // another worker has its own limit
   pump();
   EXPECT_EQ(service_->drains_in_flight(0), 1u);
+  EXPECT_EQ(service_->backlog().drains_in_flight, 2u);  // worker 0's and worker 1's
   settle();
   dp_->read();
   ASSERT_EQ(responses(0, 1).size(), 1u);
@@ -581,6 +592,9 @@ TEST_F(StoreServiceTest, TooManyDrainsInFlightAreAnsweredBusy) {
   ASSERT_EQ(responses(1, 3).size(), 1u);
   EXPECT_EQ(responses(1, 3)[0]->status(), ipc::DrainStatus::Ok);
   EXPECT_EQ(service_->drains_in_flight(0), 0u);
+  EXPECT_EQ(service_->backlog().drains_in_flight, 0u);
+  EXPECT_EQ(service_->stats().drains[static_cast<size_t>(ipc::DrainStatus::Busy)], 1u);
+  EXPECT_EQ(service_->stats().drains[static_cast<size_t>(ipc::DrainStatus::Ok)], 2u);
 }
 
 TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
@@ -599,6 +613,11 @@ TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
   // The dataplane has not read: its ring and the server's backlog are full, the rest is held.
   EXPECT_GT(service_->held_outcomes(0), 0u);
   EXPECT_GT(service_->stats().outcomes_held, 0u);
+  // The backlog gauges: outcomes waiting in the service, records in the server's backlog.
+  EXPECT_EQ(service_->backlog().outcomes_held, service_->held_outcomes(0));
+  EXPECT_EQ(server_->backlog_records_total(), 2u);
+  EXPECT_GT(server_->backlog_bytes_total(), 0u);
+  EXPECT_GT(server_->stats().backlogged, 0u);
   const auto until = Clock::now() + kDeadline;
   while (dp_->outcomes(0).size() < kAppends && Clock::now() < until) {
     dp_->read();
@@ -608,6 +627,9 @@ TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
   ASSERT_EQ(o.size(), kAppends);
   for (const auto& [id, outcome] : o) EXPECT_EQ(outcome.status, ipc::AppendStatus::Durable) << id;
   EXPECT_EQ(service_->held_outcomes(0), 0u);
+  EXPECT_EQ(service_->backlog().outcomes_held, 0u);
+  EXPECT_EQ(server_->backlog_records_total(), 0u);
+  EXPECT_EQ(server_->backlog_bytes_total(), 0u);
   EXPECT_EQ(service_->stats().outcomes_orphaned, 0u);
 }
 

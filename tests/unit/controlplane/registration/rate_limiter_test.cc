@@ -122,6 +122,45 @@ TEST(RateLimiterTest, ManyKeysChurnThroughASmallTable) {
   }
 }
 
+// A committed config revision changes the rules of a live table: known keys keep their TATs,
+// and the next request is judged by the new rules at once.
+TEST(RateLimiterTest, NewRulesApplyToKnownKeysAtOnce) {
+  RateLimiter limiter(one_rule(60'000, 1), kSeed);
+  RateKey k{0, 7};
+  EXPECT_TRUE(limiter.acquire(k, 0).allowed());
+  EXPECT_FALSE(limiter.acquire(k, 1).allowed());
+  // Burst 3: TAT is 60 s ahead, the tolerance now 120 s, so two more fit right away.
+  ASSERT_TRUE(limiter.set_rules(one_rule(60'000, 3)).ok());
+  EXPECT_TRUE(limiter.acquire(k, 1).allowed());
+  EXPECT_TRUE(limiter.acquire(k, 2).allowed());
+  EXPECT_FALSE(limiter.acquire(k, 3).allowed());
+  // Back to burst 1: the key's TAT is at 180 s, so it waits for all of it (nothing forgiven).
+  ASSERT_TRUE(limiter.set_rules(one_rule(60'000, 1)).ok());
+  RateDecision d = limiter.acquire(k, 3);
+  EXPECT_EQ(d.verdict, RateVerdict::kLimited);
+  EXPECT_EQ(d.retry_after_ms, 180'000u - 3);
+  EXPECT_FALSE(limiter.acquire(k, 179'999).allowed());
+  EXPECT_TRUE(limiter.acquire(k, 180'000).allowed());
+  // The table keeps its size: capacity is a restart field.
+  ASSERT_TRUE(limiter.set_rules(one_rule(60'000, 1, 4096)).ok());
+  EXPECT_EQ(limiter.capacity(), 64u);
+  EXPECT_EQ(limiter.options().capacity, 64u);
+}
+
+TEST(RateLimiterTest, InvalidRulesAreRefusedWithoutChange) {
+  RateLimiter limiter(one_rule(60'000, 1), kSeed);
+  RateLimiterOptions none = one_rule(60'000, 1);
+  none.rule_count = 0;
+  EXPECT_EQ(limiter.set_rules(none).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter.set_rules(one_rule(0, 1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter.set_rules(one_rule(1000, 0)).code(), absl::StatusCode::kInvalidArgument);
+  RateLimiterOptions too_many = one_rule(60'000, 1);
+  too_many.rule_count = kMaxRateRules + 1;
+  EXPECT_EQ(limiter.set_rules(too_many).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter.options().rules[0].interval_ms, 60'000u);
+  EXPECT_EQ(limiter.options().rule_count, 1u);
+}
+
 TEST(SourceAddressTest, Ipv4IsWholeAddressIpv6IsSlash64) {
   auto a = SourceAddress::parse("192.0.2.1");
   auto b = SourceAddress::parse("192.0.2.2");

@@ -164,6 +164,48 @@ TEST_F(RegistrarTest, PerPhoneRateLimitBoundaries) {
   (void)request(kT0 + 5 * 60'000, "+15550000001");
 }
 
+// A committed config revision: new rate rules, code TTL and attempts apply to the next request;
+// a pending code keeps the expiry it was stored with.
+TEST_F(RegistrarTest, UpdatedOptionsApplyToTheNextRequest) {
+  const std::string first = request(kT0);
+  EXPECT_EQ(registrar_.request_code(kPhone, CodeMethod::kSms, addr(), kT0 + 1).error,
+            RegistrationError::kRateLimited);
+  RegistrarOptions relaxed;
+  relaxed.code_ttl_ms = 120'000;
+  relaxed.max_verify_attempts = 2;
+  relaxed.phone_limits.rules[0] = {60'000, 3};  // a burst of 3 per minute
+  relaxed.phone_limits.capacity = 16;           // restart field: ignored
+  ASSERT_TRUE(registrar_.update_options(relaxed).ok());
+  EXPECT_EQ(registrar_.options().phone_limits.capacity, RegistrarOptions{}.phone_limits.capacity);
+  // The phone that was limited gets two more codes now; the third is refused.
+  RequestCodeResult r = registrar_.request_code(kPhone, CodeMethod::kSms, addr(), kT0 + 2);
+  ASSERT_EQ(r.error, RegistrationError::kOk);
+  EXPECT_EQ(r.expires_in_s, 120u);
+  EXPECT_EQ(store_.find_code(parse_phone_number(kPhone).number)->expires_ms, kT0 + 2 + 120'000);
+  const std::string code = request(kT0 + 3);
+  EXPECT_EQ(registrar_.request_code(kPhone, CodeMethod::kSms, addr(), kT0 + 4).error,
+            RegistrationError::kRateLimited);
+  // Two attempts now: one wrong guess leaves one.
+  EXPECT_EQ(registrar_.verify(kPhone, wrong(code), "p", kT0 + 5).attempts_left, 1u);
+  EXPECT_EQ(registrar_.verify(kPhone, code, "p", kT0 + 6).error, RegistrationError::kOk);
+  (void)first;
+}
+
+TEST_F(RegistrarTest, InvalidUpdatedOptionsChangeNothing) {
+  RegistrarOptions bad;
+  bad.address_limits.rules[0] = {0, 1};  // refused by the second limiter
+  bad.phone_limits.rules[0] = {1000, 50};
+  EXPECT_EQ(registrar_.update_options(bad).code(), absl::StatusCode::kInvalidArgument);
+  // The phone limiter's rules were put back: still one code per minute.
+  (void)request(kT0);
+  EXPECT_EQ(registrar_.request_code(kPhone, CodeMethod::kSms, addr(), kT0 + 1).error,
+            RegistrationError::kRateLimited);
+  RegistrarOptions zero;
+  zero.code_ttl_ms = 0;
+  EXPECT_EQ(registrar_.update_options(zero).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registrar_.options().code_ttl_ms, 600'000u);
+}
+
 TEST_F(RegistrarTest, PerAddressRateLimitIsPerSlash64) {
   // Default: 20 at once per source address. 20 different numbers from one IPv6 /64, each from a
   // different interface id, are allowed; the 21st is refused; another /64 is not affected.

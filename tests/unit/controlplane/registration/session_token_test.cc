@@ -161,6 +161,53 @@ TEST(KeyRingTest, RotationTooFastIsRefusedWithoutChange) {
   EXPECT_TRUE(ring.rotate(kT0 + 1000 + kTtl + kSkew + 1).ok());
 }
 
+// A shorter token lifetime at a config commit: new tokens carry it at once, but a key that
+// retires while tokens issued under the old lifetime may live keeps verifying for the old
+// lifetime (a live token is never cut short); once those tokens are gone, the new one rules.
+TEST(KeyRingTest, ShorterTokenTtlNeverCutsALiveTokenShort) {
+  KeyRing ring = KeyRing::create(ring_options(), kT0);
+  const uint64_t t_change = kT0 + 1000;
+  const uint32_t old_key_id = ring.signing_key().key_id;
+  const TokenBytes old_token = issue_token(ring, kAccount, 1, t_change - 1);
+  ring.set_token_ttl(kTtl / 4, t_change);
+  EXPECT_EQ(ring.options().token_ttl_ms, kTtl / 4);
+  const TokenBytes new_token = issue_token(ring, kAccount, 1, t_change);
+  TokenCheck c = verifier_for(ring, t_change).verify(new_token, t_change);
+  ASSERT_TRUE(c.ok()) << token_error_name(c.error);
+  EXPECT_EQ(c.claims.expires_at_ms, t_change + kTtl / 4);
+  // The signing key retires just after the change: it must verify the old token to its end.
+  ASSERT_TRUE(ring.rotate(t_change + 10).ok());
+  const uint64_t old_expiry = t_change - 1 + kTtl;
+  uint64_t old_not_after = 0;
+  for (const SessionKey& k : ring.keys()) {
+    if (k.key_id == old_key_id) old_not_after = k.not_after_ms;
+  }
+  EXPECT_EQ(old_not_after, t_change + 10 + kTtl + kSkew);
+  c = verifier_for(ring, t_change + 10).verify(old_token, old_expiry - 1);
+  EXPECT_TRUE(c.ok()) << token_error_name(c.error);
+  // Once every old-lifetime token has expired, a retiring key gets the new lifetime only.
+  const uint64_t later = t_change + kTtl + 1;
+  const uint32_t retiring_id = ring.signing_key().key_id;
+  ASSERT_TRUE(ring.rotate(later).ok());
+  for (const SessionKey& k : ring.keys()) {
+    if (k.key_id == retiring_id) {
+      EXPECT_EQ(k.not_after_ms, later + kTtl / 4 + kSkew);
+    }
+  }
+}
+
+TEST(KeyRingTest, LongerTokenTtlRetiresKeysWithTheLongerLifetime) {
+  KeyRing ring = KeyRing::create(ring_options(), kT0);
+  ring.set_token_ttl(kTtl * 2, kT0);
+  const uint32_t retiring_id = ring.signing_key().key_id;
+  ASSERT_TRUE(ring.rotate(kT0 + 1).ok());
+  uint64_t retired_not_after = 0;
+  for (const SessionKey& k : ring.keys()) {
+    if (k.key_id == retiring_id) retired_not_after = k.not_after_ms;
+  }
+  EXPECT_EQ(retired_not_after, kT0 + 1 + kTtl * 2 + kSkew);
+}
+
 TEST(KeyRingTest, SerializeParseRoundTripAndCorruption) {
   KeyRing ring = KeyRing::create(ring_options(), kT0);
   ASSERT_TRUE(ring.rotate(kT0 + 1000).ok());

@@ -1,6 +1,6 @@
 // Tests for the webhook code gateway and its HTTP client against a real local HTTP server (an
-// http::Server on its own loop thread) that answers as each test tells it: errors then success,
-// never, or a refusal.
+// http::Server on its own loop thread, plain or HTTPS) that answers as each test tells it:
+// errors then success, never, or a refusal.
 #include "controlplane/registration/webhook_gateway.h"
 
 #include <arpa/inet.h>
@@ -11,12 +11,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "controlplane/registration/memory_store.h"
 #include "controlplane/registration/registrar.h"
+#include "platform/tls/certificate.h"
+#include "platform/tls/context.h"
 #include "tests/unit/controlplane/http/loop_server.h"
 
 namespace herald::registration {
@@ -216,6 +220,111 @@ TEST_F(WebhookGatewayTest, AFullQueueFailsTheCodeRequest) {
   gateway->reset();
 }
 
+// HTTPS: a provider whose certificate is issued by a test CA for 127.0.0.1.
+class WebhookGatewayTlsTest : public WebhookGatewayTest {
+ protected:
+  void SetUp() override {
+    WebhookGatewayTest::SetUp();
+    char dir[] = "/tmp/herald_webhook_tls_XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+    ca_ = make_certificate("Provider Test CA", nullptr);
+    other_ca_ = make_certificate("Some Other CA", nullptr);
+    ca_path_ = write(ca_.cert_pem, "ca.pem");
+    other_ca_path_ = write(other_ca_.cert_pem, "other_ca.pem");
+    const tls::PemCertificate leaf = make_certificate("provider", &ca_);
+    auto key = tls::certified_key_from_pem(leaf.cert_pem, leaf.key_pem);
+    ASSERT_TRUE(key.ok()) << key.status();
+    tls::ServerOptions server_options;
+    server_options.min_version = tls::TlsVersion::kTls12;
+    auto context = tls::ServerContext::create(server_options, *key);
+    ASSERT_TRUE(context.ok()) << context.status();
+    server_context_ = *context;
+  }
+  void TearDown() override {
+    for (const std::string& f : files_) ::unlink(f.c_str());
+    ::rmdir(dir_.c_str());
+    WebhookGatewayTest::TearDown();
+  }
+  static tls::PemCertificate make_certificate(const std::string& name,
+                                              const tls::PemCertificate* issuer) {
+    tls::CertificateRequest req;
+    req.common_name = name;
+    req.is_ca = issuer == nullptr;
+    if (issuer != nullptr) req.ip_addresses = {"127.0.0.1"};
+    auto pem = tls::generate_certificate(req, issuer);
+    EXPECT_TRUE(pem.ok()) << pem.status();
+    return *pem;
+  }
+  std::string write(const std::string& text, const std::string& name) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+  WebhookOptions https_options(uint16_t port, const std::string& ca_path) {
+    WebhookOptions o = options(port);
+    o.url = "https://127.0.0.1:" + std::to_string(port) + "/v1/sms";
+    o.ca_path = ca_path;
+    return o;
+  }
+
+  std::string dir_;
+  std::vector<std::string> files_;
+  tls::PemCertificate ca_;
+  tls::PemCertificate other_ca_;
+  std::string ca_path_;
+  std::string other_ca_path_;
+  std::shared_ptr<tls::ServerContext> server_context_;
+};
+
+TEST_F(WebhookGatewayTlsTest, DeliversOverHttps) {
+  ProviderServer server(http::ServerLimits{}, "127.0.0.1", server_context_);
+  ASSERT_NE(server.port(), 0);
+  provider_.fail_first = 1;
+  auto gateway = WebhookGateway::create(*loop_, https_options(server.port(), ca_path_));
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
+  ASSERT_TRUE((*gateway)->send_code(phone(), CodeMethod::kSms, "123456", kT0).ok());
+  ASSERT_TRUE(run_until([&] { return (*gateway)->stats().delivered == 1; }));
+  EXPECT_EQ((*gateway)->stats().attempts, 2u);  // a 500 over TLS is retried like over TCP
+  EXPECT_EQ((*gateway)->stats().tls_failures, 0u);
+  EXPECT_EQ((*gateway)->stats().transport_errors, 0u);
+  std::lock_guard<std::mutex> lock(provider_.mu);
+  ASSERT_EQ(provider_.bodies.size(), 2u);
+  EXPECT_EQ(provider_.bodies[1],
+            R"({"phone":"+15551234567","code":"123456","method":"sms","expires_at":1700000600})");
+  EXPECT_EQ(provider_.authorizations[1], "Bearer provider-token");
+}
+
+// A certificate from a CA the gateway does not trust fails every attempt as a TLS failure,
+// retried like a connect failure, and the provider never sees the code.
+TEST_F(WebhookGatewayTlsTest, AnUntrustedCertificateIsRetriedThenGivenUp) {
+  ProviderServer server(http::ServerLimits{}, "127.0.0.1", server_context_);
+  ASSERT_NE(server.port(), 0);
+  WebhookOptions o = https_options(server.port(), other_ca_path_);
+  o.max_attempts = 3;
+  auto gateway = WebhookGateway::create(*loop_, o);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
+  ASSERT_TRUE((*gateway)->send_code(phone(), CodeMethod::kSms, "123456", kT0).ok());
+  ASSERT_TRUE(run_until([&] { return (*gateway)->stats().gave_up == 1; }));
+  const WebhookStats& s = (*gateway)->stats();
+  EXPECT_EQ(s.attempts, 3u);
+  EXPECT_EQ(s.retries, 2u);
+  EXPECT_EQ(s.tls_failures, 3u);
+  EXPECT_EQ(s.transport_errors, 3u);
+  EXPECT_EQ(s.delivered, 0u);
+  EXPECT_EQ(provider_.requests.load(), 0);
+}
+
+TEST_F(WebhookGatewayTlsTest, TheCaBundleIsCheckedAtCreate) {
+  EXPECT_FALSE(WebhookGateway::create(*loop_, https_options(443, dir_ + "/missing.pem")).ok());
+  EXPECT_FALSE(WebhookGateway::create(*loop_, https_options(443, write("junk", "junk.pem"))).ok());
+  // An http:// gateway reads no bundle, so a bad path does not stop it.
+  WebhookOptions plain = options(80);
+  plain.ca_path = dir_ + "/missing.pem";
+  EXPECT_TRUE(WebhookGateway::create(*loop_, plain).ok());
+}
+
 TEST(HttpClientParse, Urls) {
   auto t = http::parse_http_url("http://127.0.0.1:8080/v1/sms?x=1");
   ASSERT_TRUE(t.ok());
@@ -225,7 +334,9 @@ TEST(HttpClientParse, Urls) {
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t->path, "/");
   EXPECT_EQ(t->addr.ss_family, AF_INET6);
-  EXPECT_FALSE(http::parse_http_url("https://127.0.0.1/").ok());
+  t = http::parse_http_url("https://127.0.0.1/");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->tls);
   EXPECT_FALSE(http::parse_http_url("ftp://127.0.0.1/").ok());
   EXPECT_FALSE(http::parse_http_url("http://user@127.0.0.1/").ok());
   EXPECT_FALSE(http::parse_http_url("http://127.0.0.1:0/").ok());

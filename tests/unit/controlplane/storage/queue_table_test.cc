@@ -229,6 +229,31 @@ TEST_F(QueueTableTest, CapRefusesTheFullRecipientOnlyAndNeverDropsQueuedData) {
   EXPECT_TRUE(again->queue_full.empty());
 }
 
+TEST_F(QueueTableTest, CapChangesLiveAndLoweringItKeepsWhatIsQueued) {
+  open(QueueTableOptions{.max_queued_messages_per_device = 4});
+  for (uint64_t n = 1; n <= 3; ++n) append(n, {dev(1)});
+  disk_->run_until_idle();
+  table_->set_max_queued_messages_per_device(2);  // below what dev(1) holds
+  EXPECT_EQ(table_->max_queued_messages_per_device(), 2u);
+  auto refused = table_->append(mid(4), body(4), std::vector<DeviceKey>{dev(1)}, nullptr);
+  ASSERT_TRUE(refused.ok());
+  EXPECT_FALSE(refused->written);
+  EXPECT_EQ(drain_all(dev(1)), (std::vector<MessageId>{mid(1), mid(2), mid(3)}))
+      << "nothing acknowledged is dropped";
+  // Two acks bring it to 1, below the new cap: one more fits, then it is full again.
+  ASSERT_EQ(*table_->remove(dev(1), std::vector<MessageId>{mid(1), mid(2)}, nullptr), 2u);
+  auto fits = table_->append(mid(5), body(5), std::vector<DeviceKey>{dev(1)}, nullptr);
+  ASSERT_TRUE(fits.ok());
+  EXPECT_TRUE(fits->written);
+  auto full = table_->append(mid(6), body(6), std::vector<DeviceKey>{dev(1)}, nullptr);
+  ASSERT_TRUE(full.ok());
+  EXPECT_FALSE(full->written);
+  table_->set_max_queued_messages_per_device(3);  // raised: room again
+  auto raised = table_->append(mid(7), body(7), std::vector<DeviceKey>{dev(1)}, nullptr);
+  ASSERT_TRUE(raised.ok());
+  EXPECT_TRUE(raised->written);
+}
+
 TEST_F(QueueTableTest, DeleteWhilePendingNeverShowsTheEntry) {
   auto done = append(1, {dev(1), dev(2)});
   ASSERT_EQ(*table_->remove(dev(1), std::vector<MessageId>{mid(1)}, nullptr), 1u);
