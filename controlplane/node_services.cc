@@ -645,7 +645,8 @@ void NodeServices::register_counters() {
   add("groups.members_removed", [this] { return groups_->stats().members_removed; });
   add("groups.refused_full", [this] { return groups_->stats().refused_full; });
   add("groups.pages_listed", [this] { return groups_->stats().pages_listed; });
-  add("groups.corrupt_records_skipped", [this] { return groups_->stats().corrupt_records_skipped; });
+  add("groups.corrupt_records_skipped",
+      [this] { return groups_->stats().corrupt_records_skipped; });
   add("api_keys.created", [this] { return api_keys_->stats().created; });
   add("api_keys.revoked", [this] { return api_keys_->stats().revocations; });
   for (size_t t = 1; t < ipc::kRecordTypeCount; ++t) {

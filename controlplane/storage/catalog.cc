@@ -33,20 +33,10 @@ constexpr char kTempSuffix[] = ".tmp";
 constexpr char kCorruptSuffix[] = ".corrupt";
 
 template <typename T>
-T load(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(value));
-  return value;
-}
-template <typename T>
-void store(uint8_t* p, T value) {
-  std::memcpy(p, &value, sizeof(value));
-}
-template <typename T>
 void append_le(std::vector<uint8_t>& out, T value) {
   const size_t at = out.size();
   out.resize(at + sizeof(T));
-  store<T>(out.data() + at, value);
+  store_le<T>(out.data() + at, value);
 }
 
 using AlignedBuffer = std::unique_ptr<uint8_t, void (*)(void*)>;
@@ -102,7 +92,7 @@ absl::Status decode_catalog_batch(std::span<const uint8_t> p, std::vector<Mutati
     return absl::DataLossError(absl::StrCat("catalog batch record: ", why));
   };
   if (p.size() < 4) return bad("too short");
-  const uint32_t count = load<uint32_t>(p.data());
+  const uint32_t count = load_le<uint32_t>(p.data());
   size_t at = 4;
   if (count == 0 || count > p.size()) return bad("bad count");
   out->reserve(count);
@@ -110,8 +100,8 @@ absl::Status decode_catalog_batch(std::span<const uint8_t> p, std::vector<Mutati
     if (p.size() - at < 8) return bad("truncated mutation");
     const uint8_t table = p[at];
     const uint8_t op = p[at + 1];
-    const uint16_t key_bytes = load<uint16_t>(p.data() + at + 2);
-    const uint32_t value_bytes = load<uint32_t>(p.data() + at + 4);
+    const uint16_t key_bytes = load_le<uint16_t>(p.data() + at + 2);
+    const uint32_t value_bytes = load_le<uint32_t>(p.data() + at + 4);
     at += 8;
     if (!is_valid_table(table) || (op != 1 && op != 2) || key_bytes > kMaxKeyBytes ||
         value_bytes > kMaxValueBytes || (op == 2 && value_bytes != 0)) {
@@ -292,12 +282,12 @@ void Catalog::snapshot_now() {
                             record_size_bytes(kSnapshotMaxPayloadBytes) + kBlockBytes);
   // Header block: identifies the file and S.
   w.stream.assign(kBlockBytes, 0);
-  store<uint64_t>(w.stream.data(), kSnapshotMagic);
-  store<uint32_t>(w.stream.data() + 8, kSnapshotVersion);
-  store<uint32_t>(w.stream.data() + 12, 0);
-  store<uint64_t>(w.stream.data() + 16, w.replay_from);
-  store<uint32_t>(w.stream.data() + kSnapshotHeaderCrcAt,
-                  crc32c::extend(0, w.stream.data(), kSnapshotHeaderCrcAt));
+  store_le<uint64_t>(w.stream.data(), kSnapshotMagic);
+  store_le<uint32_t>(w.stream.data() + 8, kSnapshotVersion);
+  store_le<uint32_t>(w.stream.data() + 12, 0);
+  store_le<uint64_t>(w.stream.data() + 16, w.replay_from);
+  store_le<uint32_t>(w.stream.data() + kSnapshotHeaderCrcAt,
+                     crc32c::extend(0, w.stream.data(), kSnapshotHeaderCrcAt));
   HLOG_INFO("storage.catalog.snapshot_started").kv("sequence", w.replay_from);
   device_.create(w.temp_name, kBlockBytes, [this](int32_t fd) {
     if (!status_.ok()) {
@@ -559,9 +549,10 @@ class Catalog::Opener : public std::enable_shared_from_this<Catalog::Opener> {
     if (!header_seen_) {
       if (carry_.size() < kBlockBytes) return absl::OkStatus();
       const uint8_t* h = carry_.data();
-      if (load<uint64_t>(h) != kSnapshotMagic || load<uint32_t>(h + 8) != kSnapshotVersion ||
-          load<uint32_t>(h + kSnapshotHeaderCrcAt) != crc32c::extend(0, h, kSnapshotHeaderCrcAt) ||
-          load<uint64_t>(h + 16) != sequence_) {
+      if (load_le<uint64_t>(h) != kSnapshotMagic || load_le<uint32_t>(h + 8) != kSnapshotVersion ||
+          load_le<uint32_t>(h + kSnapshotHeaderCrcAt) !=
+              crc32c::extend(0, h, kSnapshotHeaderCrcAt) ||
+          load_le<uint64_t>(h + 16) != sequence_) {
         return absl::DataLossError("snapshot header invalid");
       }
       header_seen_ = true;
@@ -569,7 +560,7 @@ class Catalog::Opener : public std::enable_shared_from_this<Catalog::Opener> {
     }
     while (!ended_ && carry_.size() - carry_at_ >= kRecordHeaderBytes) {
       const uint8_t* p = carry_.data() + carry_at_;
-      const uint32_t length = load<uint32_t>(p);
+      const uint32_t length = load_le<uint32_t>(p);
       if (length > kSnapshotMaxPayloadBytes) return absl::DataLossError("snapshot record length");
       const uint64_t size = record_size_bytes(length);
       if (carry_.size() - carry_at_ < size) break;
@@ -583,7 +574,7 @@ class Catalog::Opener : public std::enable_shared_from_this<Catalog::Opener> {
       if (record.type == kSnapshotRecordEntry) {
         if (payload.size() < 3) return absl::DataLossError("snapshot entry too short");
         const uint8_t table = payload[0];
-        const uint16_t key_bytes = load<uint16_t>(payload.data() + 1);
+        const uint16_t key_bytes = load_le<uint16_t>(payload.data() + 1);
         if (!is_valid_table(table) || key_bytes > kMaxKeyBytes || payload.size() - 3 < key_bytes ||
             payload.size() - 3 - key_bytes > kMaxValueBytes) {
           return absl::DataLossError("snapshot entry invalid");
@@ -596,12 +587,12 @@ class Catalog::Opener : public std::enable_shared_from_this<Catalog::Opener> {
         ++entries_;
       } else if (record.type == kSnapshotRecordEnd) {
         if (payload.size() != kSnapshotEndPayloadBytes ||
-            load<uint64_t>(payload.data()) != entries_ ||
-            load<uint64_t>(payload.data() + 8) != sequence_ ||
-            load<uint64_t>(payload.data() + 16) < sequence_) {
+            load_le<uint64_t>(payload.data()) != entries_ ||
+            load_le<uint64_t>(payload.data() + 8) != sequence_ ||
+            load_le<uint64_t>(payload.data() + 16) < sequence_) {
           return absl::DataLossError("snapshot end record invalid");
         }
-        covers_through_ = load<uint64_t>(payload.data() + 16);
+        covers_through_ = load_le<uint64_t>(payload.data() + 16);
         ended_ = true;
       } else {
         return absl::DataLossError("snapshot record type unknown");

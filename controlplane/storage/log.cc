@@ -38,17 +38,6 @@ constexpr uint32_t kManifestVersion = 1;
 constexpr size_t kManifestHeaderBytes = 32;
 constexpr size_t kManifestEntryBytes = 32;
 
-template <typename T>
-T load(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(value));
-  return value;
-}
-template <typename T>
-void store(uint8_t* p, T value) {
-  std::memcpy(p, &value, sizeof(value));
-}
-
 uint64_t manifest_bytes_for(uint64_t count) {
   return align_up(kManifestHeaderBytes + count * kManifestEntryBytes + 4, kBlockBytes);
 }
@@ -77,29 +66,29 @@ void manifest_add(LogManifest& m, std::span<const SegmentInfo> segments) {
 std::vector<uint8_t> encode_manifest(const LogManifest& m) {
   std::vector<uint8_t> out(manifest_bytes_for(m.retired.size()), 0);
   uint8_t* p = out.data();
-  store<uint64_t>(p, kManifestMagic);
-  store<uint32_t>(p + 8, kManifestVersion);
-  store<uint32_t>(p + 12, static_cast<uint32_t>(m.retired.size()));
-  store<uint64_t>(p + 16, m.low_index);
-  store<uint64_t>(p + 24, m.low_next_sequence);
+  store_le<uint64_t>(p, kManifestMagic);
+  store_le<uint32_t>(p + 8, kManifestVersion);
+  store_le<uint32_t>(p + 12, static_cast<uint32_t>(m.retired.size()));
+  store_le<uint64_t>(p + 16, m.low_index);
+  store_le<uint64_t>(p + 24, m.low_next_sequence);
   size_t at = kManifestHeaderBytes;
   for (const SegmentInfo& s : m.retired) {
-    store<uint64_t>(p + at, s.index);
-    store<uint64_t>(p + at + 8, s.first_sequence);
-    store<uint64_t>(p + at + 16, s.last_sequence);
-    store<uint64_t>(p + at + 24, s.record_count);
+    store_le<uint64_t>(p + at, s.index);
+    store_le<uint64_t>(p + at + 8, s.first_sequence);
+    store_le<uint64_t>(p + at + 16, s.last_sequence);
+    store_le<uint64_t>(p + at + 24, s.record_count);
     at += kManifestEntryBytes;
   }
-  store<uint32_t>(p + at, crc32c::extend(0, p, at));
+  store_le<uint32_t>(p + at, crc32c::extend(0, p, at));
   return out;
 }
 
 uint64_t manifest_size_bytes(std::span<const uint8_t> first_block) {
   if (first_block.size() < kManifestHeaderBytes ||
-      load<uint64_t>(first_block.data()) != kManifestMagic) {
+      load_le<uint64_t>(first_block.data()) != kManifestMagic) {
     return 0;
   }
-  const uint32_t count = load<uint32_t>(first_block.data() + 12);
+  const uint32_t count = load_le<uint32_t>(first_block.data() + 12);
   if (count > kMaxManifestEntries) return 0;
   return manifest_bytes_for(count);
 }
@@ -110,20 +99,20 @@ absl::Status decode_manifest(std::span<const uint8_t> bytes, LogManifest* out) {
     return absl::DataLossError("log manifest: bad magic, count or size");
   }
   const uint8_t* p = bytes.data();
-  if (load<uint32_t>(p + 8) != kManifestVersion) {
+  if (load_le<uint32_t>(p + 8) != kManifestVersion) {
     return absl::DataLossError("log manifest: unknown version");
   }
-  const uint32_t count = load<uint32_t>(p + 12);
+  const uint32_t count = load_le<uint32_t>(p + 12);
   const size_t end = kManifestHeaderBytes + size_t{count} * kManifestEntryBytes;
-  if (load<uint32_t>(p + end) != crc32c::extend(0, p, end)) {
+  if (load_le<uint32_t>(p + end) != crc32c::extend(0, p, end)) {
     return absl::DataLossError("log manifest: checksum mismatch");
   }
   LogManifest m;
-  m.low_index = load<uint64_t>(p + 16);
-  m.low_next_sequence = load<uint64_t>(p + 24);
+  m.low_index = load_le<uint64_t>(p + 16);
+  m.low_next_sequence = load_le<uint64_t>(p + 24);
   for (size_t at = kManifestHeaderBytes; at < end; at += kManifestEntryBytes) {
-    SegmentInfo s{load<uint64_t>(p + at), load<uint64_t>(p + at + 8), load<uint64_t>(p + at + 16),
-                  load<uint64_t>(p + at + 24)};
+    SegmentInfo s{load_le<uint64_t>(p + at), load_le<uint64_t>(p + at + 8),
+                  load_le<uint64_t>(p + at + 16), load_le<uint64_t>(p + at + 24)};
     const bool sane =
         s.index >= m.low_index && (m.retired.empty() || s.index > m.retired.back().index) &&
         (s.record_count == 0 ? s.last_sequence + 1 == s.first_sequence

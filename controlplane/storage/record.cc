@@ -19,17 +19,6 @@ constexpr uint64_t kSegmentMagic = 0x31474553444c5248ULL;  // "HRLDSEG1"
 constexpr uint32_t kSegmentVersion = 1;
 constexpr size_t kSegmentHeaderBytes = 64;
 
-template <typename T>
-T load(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(value));
-  return value;
-}
-template <typename T>
-void store(uint8_t* p, T value) {
-  std::memcpy(p, &value, sizeof(value));
-}
-
 // The CRC covers the header except its own field, then the payload.
 uint32_t record_crc(const uint8_t* header, std::span<const uint8_t> payload) {
   uint32_t crc = crc32c::extend(0, header, 4);
@@ -67,13 +56,13 @@ std::string where(const SegmentHeader& header, uint64_t offset) {
 void encode_record(uint8_t* out, uint64_t sequence, uint8_t type,
                    std::span<const uint8_t> payload) {
   const uint64_t size = record_size_bytes(payload.size());
-  store<uint32_t>(out, static_cast<uint32_t>(payload.size()));
-  store<uint64_t>(out + 8, sequence);
+  store_le<uint32_t>(out, static_cast<uint32_t>(payload.size()));
+  store_le<uint64_t>(out + 8, sequence);
   out[16] = type;
   if (!payload.empty()) std::memcpy(out + kRecordHeaderBytes, payload.data(), payload.size());
   std::memset(out + kRecordHeaderBytes + payload.size(), 0,
               size - kRecordHeaderBytes - payload.size());
-  store<uint32_t>(out + 4, record_crc(out, payload));
+  store_le<uint32_t>(out + 4, record_crc(out, payload));
 }
 
 DecodeStatus decode_record(std::span<const uint8_t> bytes, uint32_t max_payload_bytes,
@@ -83,14 +72,14 @@ DecodeStatus decode_record(std::span<const uint8_t> bytes, uint32_t max_payload_
   }
   const uint8_t* p = bytes.data();
   if (all_zero(p, kRecordHeaderBytes)) return DecodeStatus::kZero;
-  const uint32_t length = load<uint32_t>(p);
+  const uint32_t length = load_le<uint32_t>(p);
   if (length > max_payload_bytes || record_size_bytes(length) > bytes.size()) {
     return DecodeStatus::kBadLength;
   }
   if (p[16] == kRecordTypeInvalid) return DecodeStatus::kBadType;
   const std::span<const uint8_t> payload = bytes.subspan(kRecordHeaderBytes, length);
-  if (record_crc(p, payload) != load<uint32_t>(p + 4)) return DecodeStatus::kBadChecksum;
-  out->sequence = load<uint64_t>(p + 8);
+  if (record_crc(p, payload) != load_le<uint32_t>(p + 4)) return DecodeStatus::kBadChecksum;
+  out->sequence = load_le<uint64_t>(p + 8);
   out->type = p[16];
   out->payload = payload;
   out->size_bytes = static_cast<uint32_t>(record_size_bytes(length));
@@ -99,32 +88,32 @@ DecodeStatus decode_record(std::span<const uint8_t> bytes, uint32_t max_payload_
 
 void encode_segment_header(const SegmentHeader& header, uint8_t* block) {
   std::memset(block, 0, kBlockBytes);
-  store<uint64_t>(block, kSegmentMagic);
-  store<uint32_t>(block + 8, kSegmentVersion);
-  store<uint64_t>(block + 16, header.segment_index);
-  store<uint64_t>(block + 24, header.segment_size_bytes);
-  store<uint32_t>(block + 32, header.max_write_bytes);
-  store<uint32_t>(block + 36, header.max_payload_bytes);
+  store_le<uint64_t>(block, kSegmentMagic);
+  store_le<uint32_t>(block + 8, kSegmentVersion);
+  store_le<uint64_t>(block + 16, header.segment_index);
+  store_le<uint64_t>(block + 24, header.segment_size_bytes);
+  store_le<uint32_t>(block + 32, header.max_write_bytes);
+  store_le<uint32_t>(block + 36, header.max_payload_bytes);
   uint32_t crc = crc32c::extend(0, block, 12);
   crc = crc32c::extend(crc, block + 16, kSegmentHeaderBytes - 16);
-  store<uint32_t>(block + 12, crc);
+  store_le<uint32_t>(block + 12, crc);
 }
 
 absl::Status decode_segment_header(std::span<const uint8_t> block, SegmentHeader* out) {
   if (block.size() < kBlockBytes) return absl::DataLossError("segment shorter than its header");
   const uint8_t* p = block.data();
-  if (load<uint64_t>(p) != kSegmentMagic) return absl::DataLossError("bad segment magic");
-  if (load<uint32_t>(p + 8) != kSegmentVersion) {
+  if (load_le<uint64_t>(p) != kSegmentMagic) return absl::DataLossError("bad segment magic");
+  if (load_le<uint32_t>(p + 8) != kSegmentVersion) {
     return absl::DataLossError("unknown segment version");
   }
   uint32_t crc = crc32c::extend(0, p, 12);
   crc = crc32c::extend(crc, p + 16, kSegmentHeaderBytes - 16);
-  if (crc != load<uint32_t>(p + 12)) return absl::DataLossError("bad segment header checksum");
+  if (crc != load_le<uint32_t>(p + 12)) return absl::DataLossError("bad segment header checksum");
   SegmentHeader h;
-  h.segment_index = load<uint64_t>(p + 16);
-  h.segment_size_bytes = load<uint64_t>(p + 24);
-  h.max_write_bytes = load<uint32_t>(p + 32);
-  h.max_payload_bytes = load<uint32_t>(p + 36);
+  h.segment_index = load_le<uint64_t>(p + 16);
+  h.segment_size_bytes = load_le<uint64_t>(p + 24);
+  h.max_write_bytes = load_le<uint32_t>(p + 32);
+  h.max_payload_bytes = load_le<uint32_t>(p + 36);
   // A header that passed its checksum was written by us; these still guard the scan's arithmetic.
   if (h.segment_size_bytes < 2 * kBlockBytes || h.segment_size_bytes % kBlockBytes != 0 ||
       h.max_write_bytes < kBlockBytes || h.max_write_bytes % kBlockBytes != 0 ||
@@ -202,7 +191,7 @@ absl::Status scan_segment(std::span<const uint8_t> segment, const SegmentHeader&
 
   if (status != DecodeStatus::kZero) {
     // How far the failed record claims to reach, if its length can be believed at all.
-    const uint32_t length = offset + 4 <= end ? load<uint32_t>(segment.data() + offset) : 0;
+    const uint32_t length = offset + 4 <= end ? load_le<uint32_t>(segment.data() + offset) : 0;
     uint64_t extent_end = offset + kRecordHeaderBytes;
     if (length <= header.max_payload_bytes) extent_end = offset + record_size_bytes(length);
     if (!looks_torn(segment, offset, extent_end)) {
@@ -221,12 +210,12 @@ absl::Status scan_segment(std::span<const uint8_t> segment, const SegmentHeader&
   bool zero = result->records == 0 && !result->torn;
   for (uint64_t q = offset; q + kRecordHeaderBytes <= end; q += kRecordAlignBytes) {
     const uint8_t* p = segment.data() + q;
-    if (load<uint64_t>(p) == 0 && load<uint64_t>(p + 8) == 0 && p[16] == 0) continue;
+    if (load_le<uint64_t>(p) == 0 && load_le<uint64_t>(p + 8) == 0 && p[16] == 0) continue;
     zero = false;
     if (q < reach) continue;
-    const uint32_t length = load<uint32_t>(p);
+    const uint32_t length = load_le<uint32_t>(p);
     if (length > header.max_payload_bytes || p[16] == kRecordTypeInvalid) continue;
-    if (load<uint64_t>(p + 8) <= last) continue;
+    if (load_le<uint64_t>(p + 8) <= last) continue;
     if (decode_record(segment.subspan(q, end - q), header.max_payload_bytes, &record) ==
         DecodeStatus::kOk) {
       return absl::DataLossError(absl::StrCat("valid record ", record.sequence,

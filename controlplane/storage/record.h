@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <span>
 
@@ -29,6 +30,19 @@ static_assert(kBlockBytes % kSectorBytes == 0 && kSectorBytes % kRecordAlignByte
 inline constexpr uint8_t kRecordTypeInvalid = 0;
 inline constexpr uint8_t kRecordTypeNoop = 1;
 inline constexpr uint8_t kFirstEngineRecordType = 16;
+
+// Little-endian fixed-width fields of the on-disk formats (this target is little-endian:
+// static_assert in record.cc), through memcpy so unaligned offsets are fine.
+template <typename T>
+[[nodiscard]] T load_le(const uint8_t* p) {
+  T value;
+  std::memcpy(&value, p, sizeof(value));
+  return value;
+}
+template <typename T>
+void store_le(uint8_t* p, T value) {
+  std::memcpy(p, &value, sizeof(value));
+}
 
 [[nodiscard]] constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;

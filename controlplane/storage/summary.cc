@@ -14,17 +14,6 @@ constexpr size_t kHeaderCrcOffset = 60;
 constexpr char kSuffix[] = ".sum";
 constexpr char kTempSuffix[] = ".sum.tmp";
 
-template <typename T>
-T load(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(value));
-  return value;
-}
-template <typename T>
-void store(uint8_t* p, T value) {
-  std::memcpy(p, &value, sizeof(value));
-}
-
 void put_varint(std::vector<uint8_t>& out, uint64_t v) {
   while (v >= 0x80) {
     out.push_back(static_cast<uint8_t>(v | 0x80));
@@ -95,15 +84,15 @@ std::vector<uint8_t> encode_summary_file(SummaryHeader header, std::span<const u
   header.body_crc = crc32c::value(body.data(), body.size());
   std::vector<uint8_t> out(kBlockBytes + align_up(body.size(), kBlockBytes), 0);
   uint8_t* p = out.data();
-  store<uint64_t>(p, kSummaryMagic);
-  store<uint32_t>(p + 8, kSummaryVersion);
-  store<uint64_t>(p + 16, header.segment_index);
-  store<uint64_t>(p + 24, header.first_sequence);
-  store<uint64_t>(p + 32, header.record_count);
-  store<uint64_t>(p + 40, header.end_offset);
-  store<uint64_t>(p + 48, header.body_bytes);
-  store<uint32_t>(p + 56, header.body_crc);
-  store<uint32_t>(p + kHeaderCrcOffset, crc32c::value(p, kHeaderCrcOffset));
+  store_le<uint64_t>(p, kSummaryMagic);
+  store_le<uint32_t>(p + 8, kSummaryVersion);
+  store_le<uint64_t>(p + 16, header.segment_index);
+  store_le<uint64_t>(p + 24, header.first_sequence);
+  store_le<uint64_t>(p + 32, header.record_count);
+  store_le<uint64_t>(p + 40, header.end_offset);
+  store_le<uint64_t>(p + 48, header.body_bytes);
+  store_le<uint32_t>(p + 56, header.body_crc);
+  store_le<uint32_t>(p + kHeaderCrcOffset, crc32c::value(p, kHeaderCrcOffset));
   if (!body.empty()) std::memcpy(p + kBlockBytes, body.data(), body.size());
   return out;
 }
@@ -111,18 +100,19 @@ std::vector<uint8_t> encode_summary_file(SummaryHeader header, std::span<const u
 absl::Status decode_summary_header(std::span<const uint8_t> block, SummaryHeader* out) {
   if (block.size() < kBlockBytes) return absl::DataLossError("summary: short header");
   const uint8_t* p = block.data();
-  if (load<uint64_t>(p) != kSummaryMagic) return absl::DataLossError("summary: bad magic");
-  if (load<uint32_t>(p + 8) != kSummaryVersion) return absl::DataLossError("summary: bad version");
-  if (load<uint32_t>(p + kHeaderCrcOffset) != crc32c::value(p, kHeaderCrcOffset)) {
+  if (load_le<uint64_t>(p) != kSummaryMagic) return absl::DataLossError("summary: bad magic");
+  if (load_le<uint32_t>(p + 8) != kSummaryVersion)
+    return absl::DataLossError("summary: bad version");
+  if (load_le<uint32_t>(p + kHeaderCrcOffset) != crc32c::value(p, kHeaderCrcOffset)) {
     return absl::DataLossError("summary: header checksum mismatch");
   }
   SummaryHeader h;
-  h.segment_index = load<uint64_t>(p + 16);
-  h.first_sequence = load<uint64_t>(p + 24);
-  h.record_count = load<uint64_t>(p + 32);
-  h.end_offset = load<uint64_t>(p + 40);
-  h.body_bytes = load<uint64_t>(p + 48);
-  h.body_crc = load<uint32_t>(p + 56);
+  h.segment_index = load_le<uint64_t>(p + 16);
+  h.first_sequence = load_le<uint64_t>(p + 24);
+  h.record_count = load_le<uint64_t>(p + 32);
+  h.end_offset = load_le<uint64_t>(p + 40);
+  h.body_bytes = load_le<uint64_t>(p + 48);
+  h.body_crc = load_le<uint32_t>(p + 56);
   // Every entry takes at least 3 bytes of body, every record at least one 8-byte unit past
   // its header on disk.
   if (h.first_sequence == 0 || h.record_count == 0 || h.body_bytes > kMaxSummaryBodyBytes ||
