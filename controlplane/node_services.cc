@@ -141,6 +141,9 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
   revisions_ = std::move(*revisions);
   applied_config_ = std::make_unique<config::Config>(revisions_->running());
   const config::Config& config = revisions_->running();
+  // The catalog had to open before revisions could be read: it takes the active revision's
+  // value now (a value committed through the API, not only the file's).
+  catalog_->set_snapshot_after_bytes(config->catalog()->snapshot_after_bytes());
 
   storage::UringDeviceOptions queue_device;
   queue_device.directory = options_.data_dir + "/queues";
@@ -496,6 +499,7 @@ bool NodeServices::apply_to_services(const config::Config& from, const config::C
 
   groups_->set_max_group_members(to.limits().max_group_members());
   queues_->set_max_queued_messages_per_device(to.limits().max_queued_messages_per_device());
+  catalog_->set_snapshot_after_bytes(to.catalog().snapshot_after_bytes());
 
   // New connections, requests and timers; open connections keep their parser limits.
   if (admin_http_) admin_http_->set_limits(config_revisions::server_limits(to.admin_http()));

@@ -100,6 +100,12 @@ class Catalog final : public Tables {
   void barrier(BarrierCallback done) override;
   const absl::Status& status() const override { return status_; }
 
+  // The log growth that starts the next snapshot, from now on (a committed config revision);
+  // a value at or below what has grown already starts one at the next apply. 0 is refused.
+  void set_snapshot_after_bytes(uint64_t bytes) {
+    if (bytes > 0) options_.snapshot_after_bytes = bytes;
+  }
+  uint64_t snapshot_after_bytes() const { return options_.snapshot_after_bytes; }
   // Starts a snapshot now if none is being written (tests, and an operator's command).
   void snapshot_now();
   bool snapshot_in_progress() const { return snapshot_ != nullptr; }
@@ -133,7 +139,7 @@ class Catalog final : public Tables {
   void snapshot_done(absl::Status status);
 
   Device& device_;
-  const CatalogOptions options_;
+  CatalogOptions options_;  // snapshot_after_bytes changes live
   std::unique_ptr<Log> log_;
   TableMaps maps_;
   absl::Status status_;

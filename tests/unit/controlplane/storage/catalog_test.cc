@@ -239,6 +239,22 @@ TEST_F(CatalogTest, SnapshotInChunksWithAppliesInBetweenThenRestart) {
   EXPECT_EQ(got, expected);
 }
 
+TEST_F(CatalogTest, SnapshotThresholdChangesLive) {
+  ASSERT_TRUE(open().ok());  // threshold 1 TiB: never by size
+  put_accounts(0, 200);
+  ASSERT_TRUE(barrier().ok());
+  disk_->run_until_idle();
+  EXPECT_EQ(catalog_->stats().snapshots_started, 0u);
+  catalog_->set_snapshot_after_bytes(0);  // refused
+  EXPECT_EQ(catalog_->snapshot_after_bytes(), 1ull << 40);
+  catalog_->set_snapshot_after_bytes(16 * 1024);  // below what has grown since the open
+  put_accounts(200, 210);
+  ASSERT_TRUE(barrier().ok());
+  disk_->run_until_idle();
+  EXPECT_EQ(catalog_->stats().snapshots_started, 1u);
+  EXPECT_EQ(catalog_->stats().snapshots_written, 1u);
+}
+
 TEST_F(CatalogTest, SnapshotsStartBySizeAndOldOnesAreRemoved) {
   CatalogOptions o = small_options();
   o.snapshot_after_bytes = 64 * 1024;
