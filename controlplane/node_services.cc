@@ -633,6 +633,8 @@ void NodeServices::register_counters() {
   add("webhook.retries", [g] { return g->webhook_stats().retries; });
   add("webhook.queue_full", [g] { return g->webhook_stats().queue_full; });
   add("webhook.tls_failures", [g] { return g->webhook_stats().tls_failures; });
+  add("webhook.tls_handshakes", [g] { return g->webhook_stats().tls_handshakes; });
+  add("webhook.tls_resumed", [g] { return g->webhook_stats().tls_resumed; });
   add("webhook.gave_up", [g] {
     const registration::WebhookStats s = g->webhook_stats();
     return s.gave_up + s.rejected;

@@ -52,6 +52,12 @@ bool has_crlf_or_nul(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
+// The resumption cache's key: the name the certificate was checked against and where the
+// connection went (the same name on another port may be another server).
+std::string session_key_of(const HttpTarget& target) {
+  return target.server_name + "|" + target.host_header;
+}
+
 std::string errno_text(int err) {
   return std::string(std::strerror(err));
 }
@@ -228,6 +234,7 @@ struct HttpClient::Exchange {
   std::string wire;  // ciphertext being sent, copied out of the engine
   size_t wire_sent = 0;
   bool handshake_counted = false;
+  std::string session_key;                                      // HttpClient::sessions_
   std::unique_ptr<std::array<uint8_t, kRecvChunkBytes>> plain;  // decrypted bytes
 
   uring::EventLoop& loop() { return client->loop_; }
@@ -278,6 +285,9 @@ struct HttpClient::Exchange {
 
   void succeed(std::string_view body, bool truncated) {
     ++client->stats_.responses;
+    if (tls_conn != nullptr && tls_conn->session() != nullptr) {
+      client->keep_session(session_key, tls_conn->session());
+    }
     ClientResponse response;
     response.status = head.status;
     response.body = std::string(body);
@@ -399,6 +409,7 @@ struct HttpClient::Exchange {
     if (!handshake_counted && tls_conn->handshake_done()) {
       handshake_counted = true;
       ++client->stats_.tls_handshakes;
+      if (tls_conn->resumed()) ++client->stats_.tls_resumed;
     }
     for (;;) {
       const tls::IoResult r = tls_conn->read_plaintext(std::span(plain->data(), plain->size()));
@@ -566,7 +577,8 @@ absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions
       return absl::FailedPreconditionError("https:// needs a TLS client context");
     }
     // Made before the socket: a bad server name fails here, and the ClientHello is ready.
-    auto made = tls::Connection::client(tls_, request.target.server_name);
+    auto made = tls::Connection::client(tls_, request.target.server_name,
+                                        take_session(session_key_of(request.target)));
     if (!made.ok()) return made.status();
     tls_connection = std::move(*made);
   }
@@ -583,6 +595,7 @@ absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions
   x->max_response_bytes = options.max_response_bytes;
   if (tls_connection != nullptr) {
     x->tls_conn = std::move(tls_connection);
+    x->session_key = session_key_of(request.target);
     x->plain = std::make_unique<std::array<uint8_t, kRecvChunkBytes>>();
   }
   x->out.reserve(256 + request.body.size());
@@ -610,6 +623,21 @@ absl::Status HttpClient::start(const ClientRequest& request, const ClientOptions
   ++stats_.live;
   live_.push_back(std::move(x));
   return absl::OkStatus();
+}
+
+HttpClient::Session HttpClient::take_session(const std::string& key) {
+  auto it = sessions_.find(key);
+  if (it == sessions_.end()) return nullptr;
+  Session session = std::move(it->second);
+  sessions_.erase(it);
+  return session;
+}
+
+void HttpClient::keep_session(const std::string& key, Session session) {
+  if (sessions_.size() >= kMaxSessions && !sessions_.contains(key)) {
+    sessions_.erase(sessions_.begin());  // any one: a target that lost its ticket handshakes fully
+  }
+  sessions_[key] = std::move(session);
 }
 
 void HttpClient::finished(Exchange* exchange) {

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "platform/uring/event_loop.h"
 
+struct ssl_session_st;  // BoringSSL's SSL_SESSION, kept out of this header
 namespace herald::tls {
 class ClientContext;
 }  // namespace herald::tls
@@ -103,6 +105,7 @@ struct ClientStats {
   uint64_t protocol_errors = 0;
   uint64_t io_errors = 0;
   uint64_t tls_handshakes = 0;  // completed
+  uint64_t tls_resumed = 0;     // of those, resuming an earlier session (no certificate work)
   uint64_t tls_failures = 0;    // see is_tls_failure
   uint64_t live = 0;            // gauge
 };
@@ -129,6 +132,15 @@ class HttpClient {
   struct Exchange;
   friend struct Exchange;
   void finished(Exchange* exchange);
+
+  // Resumable TLS sessions, one per target (server name and port): the newest ticket from a
+  // successful exchange. Each is used once (RFC 8446 C.4: a ticket reused links connections),
+  // and the connection that uses it brings the next one. Bounded: kMaxSessions targets.
+  static constexpr size_t kMaxSessions = 64;
+  using Session = std::shared_ptr<ssl_session_st>;  // tls::ClientSession
+  Session take_session(const std::string& key);
+  void keep_session(const std::string& key, Session session);
+  std::map<std::string, Session> sessions_;
 
   uring::EventLoop& loop_;
   std::shared_ptr<tls::ClientContext> tls_;

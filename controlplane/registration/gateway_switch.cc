@@ -19,6 +19,8 @@ void add_counters(WebhookStats& to, const WebhookStats& from) {
   to.rejected += from.rejected;
   to.gave_up += from.gave_up;
   to.tls_failures += from.tls_failures;
+  to.tls_handshakes += from.tls_handshakes;
+  to.tls_resumed += from.tls_resumed;
 }
 
 }  // namespace

@@ -144,6 +144,8 @@ void WebhookGateway::start_attempt(Item* item) {
 
 void WebhookGateway::on_result(Item* item, absl::StatusOr<http::ClientResponse> result) {
   --stats_.in_flight;
+  stats_.tls_handshakes = client_->stats().tls_handshakes;
+  stats_.tls_resumed = client_->stats().tls_resumed;
   if (!result.ok()) {
     ++stats_.transport_errors;
     if (http::is_tls_failure(result.status())) ++stats_.tls_failures;

@@ -54,6 +54,8 @@ struct WebhookStats {
   uint64_t http_errors = 0;       // non-2xx answers
   uint64_t transport_errors = 0;  // connect, timeout, reset, malformed response, TLS
   uint64_t tls_failures = 0;      // of transport_errors: handshake, certificate, bad records
+  uint64_t tls_handshakes = 0;    // completed (https://)
+  uint64_t tls_resumed = 0;       // of those, resuming the provider's previous session
   uint64_t rejected = 0;          // given up on a non-retryable 4xx
   uint64_t gave_up = 0;           // attempts or deadline exhausted
   uint64_t queued = 0;            // gauge: accepted, not finished

@@ -70,6 +70,7 @@ class TinyTlsServer {
   uint16_t port() const { return port_; }
   int handshakes() const { return handshakes_.load(); }
   int accepted() const { return accepted_.load(); }
+  int resumed() const { return resumed_.load(); }
   std::string sni() {
     std::lock_guard<std::mutex> lock(mu_);
     return sni_;
@@ -126,6 +127,7 @@ class TinyTlsServer {
     }
     version_.store(static_cast<uint16_t>(SSL_version(ssl.get())));
     ++handshakes_;
+    if (SSL_session_reused(ssl.get())) ++resumed_;
     std::string got;
     char buf[4096];
     for (;;) {
@@ -158,6 +160,7 @@ class TinyTlsServer {
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};
   std::atomic<int> handshakes_{0};
+  std::atomic<int> resumed_{0};
   std::atomic<uint16_t> version_{0};
   std::mutex mu_;
   std::string sni_;
@@ -266,6 +269,24 @@ TEST_F(HttpClientTlsTest, PostsOverTls13WithSniAndTheNameChecked) {
   EXPECT_EQ(client.stats().responses, 1u);
   EXPECT_EQ(client.stats().tls_failures, 0u);
   EXPECT_EQ(client.stats().live, 0u);
+}
+
+TEST_F(HttpClientTlsTest, LaterExchangesResumeTheSessionOncePerTicket) {
+  TinyTlsServer server(Mode::kRespond, make_leaf(ca_, {"sms.provider.test"}, {"127.0.0.1"}), kOk);
+  HttpClient client(*loop_, context(ca_path_));
+  for (int i = 0; i < 3; ++i) {
+    auto r = exchange(client, target(server.port(), "sms.provider.test"));
+    ASSERT_TRUE(r.has_value() && r->ok()) << i;
+  }
+  EXPECT_EQ(server.handshakes(), 3);
+  EXPECT_EQ(server.resumed(), 2) << "the first is full, each later one uses the ticket before it";
+  EXPECT_EQ(client.stats().tls_handshakes, 3u);
+  EXPECT_EQ(client.stats().tls_resumed, 2u);
+  // Another target (the same server by its IP address) has no ticket yet: a full handshake.
+  auto other = exchange(client, target(server.port()));
+  ASSERT_TRUE(other.has_value() && other->ok());
+  EXPECT_EQ(server.resumed(), 2);
+  EXPECT_EQ(client.stats().tls_resumed, 2u);
 }
 
 TEST_F(HttpClientTlsTest, TalksTls12ToAnOlderServerAndChecksAnIpAddress) {

@@ -288,6 +288,8 @@ TEST_F(WebhookGatewayTlsTest, DeliversOverHttps) {
   ASSERT_TRUE(run_until([&] { return (*gateway)->stats().delivered == 1; }));
   EXPECT_EQ((*gateway)->stats().attempts, 2u);  // a 500 over TLS is retried like over TCP
   EXPECT_EQ((*gateway)->stats().tls_failures, 0u);
+  EXPECT_EQ((*gateway)->stats().tls_handshakes, 2u);
+  EXPECT_EQ((*gateway)->stats().tls_resumed, 1u) << "the retry resumes the first session";
   EXPECT_EQ((*gateway)->stats().transport_errors, 0u);
   std::lock_guard<std::mutex> lock(provider_.mu);
   ASSERT_EQ(provider_.bodies.size(), 2u);
