@@ -4,6 +4,7 @@
 #include <charconv>
 #include <vector>
 
+#include "controlplane/api/page_scan.h"
 #include "platform/log/log.h"
 #include "schemas/admin_fbs.h"
 #include "schemas/admin_generated.h"
@@ -155,30 +156,12 @@ void AccountsApi::handle_list(Call& call) {
     from = account_key(*after);
   }
 
-  // One item past the page says whether there is a next one. The cursor's own key (which may
-  // no longer exist) is skipped: pages start strictly after it.
-  std::vector<registration::Account> accounts;
-  accounts.reserve(page->limit);
-  bool more = false;
-  uint64_t corrupt = 0;
-  const storage::ScanFn collect = [&](std::string_view key, std::string_view value) {
-    if (key == from) return true;
-    if (accounts.size() == page->limit) {
-      more = true;
-      return false;
-    }
-    std::optional<registration::Account> account;
-    if (key.size() == kAccountKeyBytes) {
-      account = registration::CatalogStore::decode_account(account_of_key(key), value);
-    }
-    if (!account) {
-      ++corrupt;  // absent, as a lookup treats it; the page goes on
-      return true;
-    }
-    accounts.push_back(*std::move(account));
-    return true;
-  };
-  tables_.scan(storage::TableId::kAccounts, from, collect);
+  auto [accounts, more, corrupt] = scan_page<registration::Account>(
+      tables_, storage::TableId::kAccounts, from, page->limit,
+      [](std::string_view key, std::string_view value) -> std::optional<registration::Account> {
+        if (key.size() != kAccountKeyBytes) return std::nullopt;
+        return registration::CatalogStore::decode_account(account_of_key(key), value);
+      });
   if (corrupt != 0) {
     stats_->corrupt_records_skipped += corrupt;
     HLOG_WARN("accounts.list_skipped_corrupt").kv("records", corrupt);

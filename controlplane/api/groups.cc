@@ -6,6 +6,7 @@
 #include <chrono>
 #include <utility>
 
+#include "controlplane/api/page_scan.h"
 #include "controlplane/registration/crypto.h"
 #include "platform/assert/assert.h"
 #include "platform/log/log.h"
@@ -401,27 +402,9 @@ void Groups::handle_list(Call& call) {
     }
     from = group_key(*after);
   }
-  // One item past the page says whether there is a next one; pages start strictly after the
-  // cursor, which may name a group deleted since.
-  std::vector<GroupRecord> records;
-  records.reserve(page->limit);
-  bool more = false;
-  uint64_t corrupt = 0;
-  const storage::ScanFn collect = [&](std::string_view key, std::string_view value) {
-    if (key == from) return true;
-    if (records.size() == page->limit) {
-      more = true;
-      return false;
-    }
-    std::optional<GroupRecord> record = decode_group_record(key, value);
-    if (!record) {
-      ++corrupt;
-      return true;
-    }
-    records.push_back(*std::move(record));
-    return true;
-  };
-  tables_.scan(TableId::kGroups, from, collect);
+  auto [records, more, corrupt] = scan_page<GroupRecord>(
+      tables_, TableId::kGroups, from, page->limit,
+      [](std::string_view key, std::string_view value) { return decode_group_record(key, value); });
   if (corrupt != 0) {
     stats_.corrupt_records_skipped += corrupt;
     HLOG_WARN("groups.list_skipped_corrupt").kv("records", corrupt);
