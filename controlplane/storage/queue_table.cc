@@ -20,16 +20,6 @@ constexpr size_t kDeviceBytes = 20;
 constexpr size_t kCountBytes = 4;
 constexpr size_t kPositionBytes = 8;
 
-uint64_t mix(uint64_t x) {
-  // splitmix64's finalizer: ids are time-ordered and account ids random, so spread both.
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
 void put_u32(std::vector<uint8_t>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
@@ -72,16 +62,6 @@ absl::Status malformed(const RecoveredRecord& record) {
 }
 
 }  // namespace
-
-size_t MessageIdHash::operator()(const MessageId& id) const {
-  return static_cast<size_t>(mix(id.hi ^ mix(id.lo)));
-}
-size_t SequenceHash::operator()(uint64_t sequence) const {
-  return static_cast<size_t>(mix(sequence));
-}
-size_t DeviceKeyHash::operator()(const DeviceKey& key) const {
-  return static_cast<size_t>(mix(key.account_hi ^ mix(key.account_lo ^ mix(key.device))));
-}
 
 QueueTable::QueueTable(const QueueTableOptions& options) : options_(options) {}
 
@@ -227,7 +207,7 @@ absl::Status QueueTable::recover(std::span<const RecoveredRecord> records) {
     if (i + kEntriesAhead < records.size()) {
       if (DeviceKey device; device_of(records[i + kEntriesAhead], &device)) {
         if (const Queue* queue = queues_.find(device); queue != nullptr) {
-          __builtin_prefetch(queue->entries.data() + queue->entries.size());
+          prefetch_line(queue->entries.data() + queue->entries.size());
         }
       }
     }

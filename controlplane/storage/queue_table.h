@@ -129,6 +129,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controlplane/storage/hash_maps.h"
 #include "controlplane/storage/log.h"
 #include "controlplane/storage/record.h"
 
@@ -159,163 +160,19 @@ struct DeviceKey {
   friend auto operator<=>(const DeviceKey&, const DeviceKey&) = default;
 };
 
+// Inline: the index's probes call them in their inner loops (out of line they were 4% of a
+// 10 M-message restart).
 struct MessageIdHash {
-  size_t operator()(const MessageId& id) const;
+  size_t operator()(const MessageId& id) const { return hash_mix(id.hi ^ hash_mix(id.lo)); }
 };
 struct DeviceKeyHash {
-  size_t operator()(const DeviceKey& key) const;
+  size_t operator()(const DeviceKey& key) const {
+    return hash_mix(key.account_hi ^ hash_mix(key.account_lo ^ hash_mix(key.device)));
+  }
 };
 struct SequenceHash {
-  size_t operator()(uint64_t sequence) const;
+  size_t operator()(uint64_t sequence) const { return hash_mix(sequence); }
 };
-
-namespace queue_internal {
-
-// An open-addressing hash map (linear probing, backward-shift deletion, no tombstones): one
-// array of slots, no node per element, so lookups touch one or two cache lines (the node-based
-// std::unordered_map was most of the table's CPU time, docs/PERFORMANCE.md). Beside the slots,
-// one control byte per slot: 0 when empty, else a 7-bit tag of the hash with the top bit set,
-// so a probe run is walked in the dense control array and a slot is read only on a tag match
-// (at load 3/4 a miss probes about 8 slots: reading each one's key was most of the restart
-// time). The hash must mix well (the low bits pick the slot, the high bits make the tag).
-// Pointers returned by find/try_emplace are invalidated by any later try_emplace or erase.
-template <class K, class V, class Hash>
-class FlatMap {
- public:
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-
-  V* find(const K& key) {
-    if (size_ == 0) return nullptr;
-    const size_t h = Hash{}(key);
-    const uint8_t tag = tag_of(h);
-    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
-      if (ctrl_[i] == 0) return nullptr;
-      if (ctrl_[i] == tag && slots_[i].key == key) return &slots_[i].value;
-    }
-  }
-  const V* find(const K& key) const { return const_cast<FlatMap*>(this)->find(key); }
-
-  // The value of `key`, default-constructed and inserted if absent; true when inserted.
-  std::pair<V*, bool> try_emplace(const K& key) {
-    if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.empty() ? 16 : slots_.size() * 2);
-    const size_t h = Hash{}(key);
-    const uint8_t tag = tag_of(h);
-    size_t i = h & mask_;
-    for (; ctrl_[i] != 0; i = (i + 1) & mask_) {
-      if (ctrl_[i] == tag && slots_[i].key == key) return {&slots_[i].value, false};
-    }
-    ctrl_[i] = tag;
-    slots_[i].key = key;
-    slots_[i].value = V{};
-    ++size_;
-    return {&slots_[i].value, true};
-  }
-
-  bool erase(const K& key) {
-    if (size_ == 0) return false;
-    const size_t h = Hash{}(key);
-    const uint8_t tag = tag_of(h);
-    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
-      if (ctrl_[i] == 0) return false;
-      if (ctrl_[i] == tag && slots_[i].key == key) {
-        erase_at(i);
-        return true;
-      }
-    }
-  }
-
-  // Calls f(key, value) for every element; erases those for which it returns true.
-  template <class F>
-  void erase_if(F&& f) {
-    // Backward shifting only moves an element into the hole being visited (or from the wrapped
-    // start of the array to its end, already visited and kept), so nothing is skipped.
-    for (size_t i = 0; i < slots_.size();) {
-      if (ctrl_[i] != 0 && f(slots_[i].key, slots_[i].value)) {
-        erase_at(i);
-      } else {
-        ++i;
-      }
-    }
-  }
-  template <class F>
-  void for_each_mutable(F&& f) {
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      if (ctrl_[i] != 0) f(slots_[i].key, slots_[i].value);
-    }
-  }
-  template <class F>
-  void for_each(F&& f) const {
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      if (ctrl_[i] != 0) f(slots_[i].key, slots_[i].value);
-    }
-  }
-
-  // Starts loading the slot `key` hashes to, for a find or try_emplace a little later
-  // (recovery walks a run of records ahead of itself: each lookup is otherwise a cache miss).
-  void prefetch(const K& key) const {
-    if (slots_.empty()) return;
-    const size_t i = Hash{}(key)&mask_;
-    __builtin_prefetch(&ctrl_[i]);
-    const char* slot = reinterpret_cast<const char*>(&slots_[i]);
-    __builtin_prefetch(slot);
-    __builtin_prefetch(slot + sizeof(Slot) - 1);
-  }
-
-  void reserve(size_t n) {
-    size_t capacity = 16;
-    while (n * 4 > capacity * 3) capacity *= 2;
-    if (capacity > slots_.size()) rehash(capacity);
-  }
-
- private:
-  struct Slot {
-    K key{};
-    V value{};
-  };
-
-  void erase_at(size_t hole) {
-    // Backward-shift deletion (Knuth 6.4, Algorithm R): move later members of the probe run
-    // into the hole when their home slot does not lie cyclically in (hole, j].
-    for (size_t j = (hole + 1) & mask_; ctrl_[j] != 0; j = (j + 1) & mask_) {
-      const size_t home = Hash{}(slots_[j].key) & mask_;
-      const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
-      if (stays) continue;
-      slots_[hole] = std::move(slots_[j]);
-      ctrl_[hole] = ctrl_[j];
-      hole = j;
-    }
-    ctrl_[hole] = 0;
-    slots_[hole] = Slot{};
-    --size_;
-  }
-
-  void rehash(size_t capacity) {
-    SlotVector old_slots(capacity);
-    CtrlVector old_ctrl(capacity, 0);
-    old_slots.swap(slots_);
-    old_ctrl.swap(ctrl_);
-    mask_ = capacity - 1;
-    for (size_t i = 0; i < old_slots.size(); ++i) {
-      if (old_ctrl[i] == 0) continue;
-      const size_t h = Hash{}(old_slots[i].key);
-      size_t j = h & mask_;
-      while (ctrl_[j] != 0) j = (j + 1) & mask_;
-      ctrl_[j] = tag_of(h);
-      slots_[j] = std::move(old_slots[i]);
-    }
-  }
-
-  using SlotVector = std::vector<Slot>;
-  using CtrlVector = std::vector<uint8_t>;
-  static uint8_t tag_of(size_t hash) { return static_cast<uint8_t>(0x80 | (hash >> 57)); }
-  SlotVector slots_;
-  CtrlVector ctrl_;  // 0: empty; else tag_of(the hash of the slot's key)
-  size_t mask_ = 0;
-  size_t size_ = 0;
-};
-
-}  // namespace queue_internal
 
 struct QueueTableOptions {
   // Entries per device queue, durable and pending alike. When a queue is full, the append is
@@ -569,9 +426,9 @@ class QueueTable {
 
   QueueTableOptions options_;  // max_queued_messages_per_device changes live
   Log* log_ = nullptr;
-  queue_internal::FlatMap<MessageId, Body, MessageIdHash> bodies_;
+  DenseMap<MessageId, Body, MessageIdHash> bodies_;
   uint64_t body_bytes_ = 0;
-  queue_internal::FlatMap<DeviceKey, Queue, DeviceKeyHash> queues_;
+  FlatMap<DeviceKey, Queue, DeviceKeyHash> queues_;
   QueueTableStats stats_;
   // Compaction.
   std::map<uint64_t, SegmentState> segments_;
@@ -582,15 +439,15 @@ class QueueTable {
   uint32_t retiring_ = 0;
   // Sequences of carrying records replaced by a durable copy whose segments may not be retired
   // yet, per message (only for the few being compacted; pruned as segments retire).
-  queue_internal::FlatMap<MessageId, std::vector<uint64_t>, MessageIdHash> superseded_;
-  queue_internal::FlatMap<uint64_t, Tombstone, SequenceHash> tombstones_;
+  FlatMap<MessageId, std::vector<uint64_t>, MessageIdHash> superseded_;
+  FlatMap<uint64_t, Tombstone, SequenceHash> tombstones_;
   Cleaning cleaning_;
   // Recovery only: older incarnations of ids appended again (recover()), by id.
   struct StaleIncarnation {
     uint64_t position = 0;
     std::vector<uint64_t> sequences;  // records that carried its entries
   };
-  queue_internal::FlatMap<MessageId, std::vector<StaleIncarnation>, MessageIdHash> recovery_stale_;
+  FlatMap<MessageId, std::vector<StaleIncarnation>, MessageIdHash> recovery_stale_;
   bool stale_entries_ = false;
   // Read callbacks may outlive the table (Log::read's contract); they check this first.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

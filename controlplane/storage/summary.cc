@@ -1,8 +1,11 @@
 // Segment summary files: names, encoding and the strict decoding recovery relies on.
 #include "controlplane/storage/summary.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 
+#include "platform/assert/assert.h"
 #include "platform/crc32c/crc32c.h"
 
 namespace herald::storage {
@@ -129,47 +132,81 @@ uint64_t summary_body_read_bytes(const SummaryHeader& header) {
   return align_up(header.body_bytes, kBlockBytes);
 }
 
-absl::Status decode_summary_body(std::span<const uint8_t> body, const SummaryHeader& header,
-                                 uint32_t max_payload_bytes, std::vector<RecoveredRecord>* out) {
+// Decodes the entry at p_, checking it as decode_summary_body documents; false (with `why`)
+// when it is not one this version wrote.
+bool SummaryRecords::decode_next(RecoveredRecord* record, const char** why) {
+  if (p_ == end_) return *why = "fewer entries than records", false;
+  const uint8_t type = *p_++;
+  uint32_t payload_bytes = 0;
+  uint32_t kept_bytes = 0;
+  if (type == kRecordTypeInvalid || !get_varint32(p_, end_, &payload_bytes) ||
+      !get_varint32(p_, end_, &kept_bytes)) {
+    return *why = "malformed entry", false;
+  }
+  if (payload_bytes > max_payload_bytes_ || kept_bytes > payload_bytes ||
+      kept_bytes > static_cast<uint64_t>(end_ - p_)) {
+    return *why = "entry sizes out of range", false;
+  }
+  const uint64_t size = record_size_bytes(payload_bytes);
+  if (offset_ + size > header_.end_offset) return *why = "records beyond the segment's end", false;
+  record->location = RecordLocation{header_.first_sequence + next_, header_.segment_index, offset_,
+                                    static_cast<uint32_t>(size)};
+  record->type = type;
+  record->payload = std::span<const uint8_t>(p_, kept_bytes);
+  record->truncated_payload_bytes = kept_bytes < payload_bytes ? payload_bytes : 0;
+  p_ += kept_bytes;
+  offset_ += size;
+  ++next_;
+  return true;
+}
+
+SummaryRecords::SummaryRecords(std::span<const uint8_t> body, const SummaryHeader& header,
+                               uint32_t max_payload_bytes)
+    : header_(header),
+      max_payload_bytes_(max_payload_bytes),
+      p_(body.data()),
+      end_(body.data() + std::min<uint64_t>(body.size(), header.body_bytes)),
+      offset_(kBlockBytes) {}
+
+absl::Status SummaryRecords::check(std::span<const uint8_t> body, const SummaryHeader& header,
+                                   uint32_t max_payload_bytes) {
   if (body.size() < header.body_bytes) return absl::DataLossError("summary: short body");
   if (crc32c::value(body.data(), header.body_bytes) != header.body_crc) {
     return absl::DataLossError("summary: body checksum mismatch");
   }
-  const size_t first = out->size();
-  const auto fail = [&](const char* why) {
-    out->resize(first);
-    return absl::DataLossError(std::string("summary: ") + why);
-  };
-  const uint8_t* p = body.data();
-  const uint8_t* const end = body.data() + header.body_bytes;
-  uint64_t offset = kBlockBytes;
-  out->reserve(first + header.record_count);
-  for (uint64_t i = 0; i < header.record_count; ++i) {
-    if (p == end) return fail("fewer entries than records");
-    const uint8_t type = *p++;
-    uint32_t payload_bytes = 0;
-    uint32_t kept_bytes = 0;
-    if (type == kRecordTypeInvalid || !get_varint32(p, end, &payload_bytes) ||
-        !get_varint32(p, end, &kept_bytes)) {
-      return fail("malformed entry");
-    }
-    if (payload_bytes > max_payload_bytes || kept_bytes > payload_bytes ||
-        kept_bytes > static_cast<uint64_t>(end - p)) {
-      return fail("entry sizes out of range");
-    }
-    const uint64_t size = record_size_bytes(payload_bytes);
-    if (offset + size > header.end_offset) return fail("records beyond the segment's end");
-    RecoveredRecord record;
-    record.location = RecordLocation{header.first_sequence + i, header.segment_index, offset,
-                                     static_cast<uint32_t>(size)};
-    record.type = type;
-    record.payload = std::span<const uint8_t>(p, kept_bytes);
-    record.truncated_payload_bytes = kept_bytes < payload_bytes ? payload_bytes : 0;
-    out->push_back(record);
-    p += kept_bytes;
-    offset += size;
+  SummaryRecords walk(body, header, max_payload_bytes);
+  RecoveredRecord record;
+  const char* why = nullptr;
+  while (!walk.done()) {
+    if (!walk.decode_next(&record, &why))
+      return absl::DataLossError(std::string("summary: ") + why);
   }
-  if (p != end || offset != header.end_offset) return fail("entries do not fill the summary");
+  if (walk.p_ != walk.end_ || walk.offset_ != header.end_offset) {
+    return absl::DataLossError("summary: entries do not fill the summary");
+  }
+  return absl::OkStatus();
+}
+
+void SummaryRecords::next(size_t max, std::vector<RecoveredRecord>* out) {
+  out->clear();
+  RecoveredRecord record;
+  const char* why = nullptr;
+  while (out->size() < max && !done()) {
+    // check() accepted this body: every entry decodes.
+    HERALD_CHECK(decode_next(&record, &why), "summary entry changed after it was checked");
+    out->push_back(record);
+  }
+}
+
+absl::Status decode_summary_body(std::span<const uint8_t> body, const SummaryHeader& header,
+                                 uint32_t max_payload_bytes, std::vector<RecoveredRecord>* out) {
+  if (absl::Status s = SummaryRecords::check(body, header, max_payload_bytes); !s.ok()) return s;
+  SummaryRecords records(body, header, max_payload_bytes);
+  std::vector<RecoveredRecord> run;
+  while (!records.done()) {
+    records.next(1024, &run);
+    out->insert(out->end(), run.begin(), run.end());
+  }
   return absl::OkStatus();
 }
 

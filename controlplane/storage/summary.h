@@ -66,10 +66,43 @@ std::vector<uint8_t> encode_summary_file(SummaryHeader header, std::span<const u
 // Bytes to read for the body (body_bytes rounded up to a block).
 [[nodiscard]] uint64_t summary_body_read_bytes(const SummaryHeader& header);
 
-// Checks the body's CRC and every entry (types, sizes, contiguity up to end_offset, exactly
-// record_count entries filling body_bytes) and appends one RecoveredRecord per entry, whose
-// payload spans point into `body` (kept prefix only; payload_bytes holds the full size).
-// DataLoss on any mismatch, with `out` left as it was.
+// A summary body's records, a run at a time. A summary is used whole or not at all (a segment
+// whose summary is damaged is scanned instead), so check() walks every entry before the first
+// record is applied; then the records are decoded again in runs small enough to stay in cache
+// between decoding and applying (a whole segment's 370 k records, 64 B each, do not).
+//
+//   if (SummaryRecords::check(body, header, max).ok()) {
+//     SummaryRecords records(body, header, max);
+//     while (!records.done()) { records.next(1024, &run); apply(run); }
+//   }
+//
+// Each record's payload span points into `body` (the kept prefix only; truncated_payload_bytes
+// holds the full size when cut), which must outlive the records.
+class SummaryRecords {
+ public:
+  // The body's CRC and every entry: types, sizes, records contiguous up to end_offset, exactly
+  // record_count entries filling body_bytes. DataLoss on any mismatch.
+  [[nodiscard]] static absl::Status check(std::span<const uint8_t> body,
+                                          const SummaryHeader& header, uint32_t max_payload_bytes);
+  // Over a body check() accepted (a body that changed since fails a HERALD_CHECK).
+  SummaryRecords(std::span<const uint8_t> body, const SummaryHeader& header,
+                 uint32_t max_payload_bytes);
+  bool done() const { return next_ == header_.record_count; }
+  // Replaces `out` with the next (up to) `max` records.
+  void next(size_t max, std::vector<RecoveredRecord>* out);
+
+ private:
+  bool decode_next(RecoveredRecord* record, const char** why);
+
+  SummaryHeader header_;
+  uint32_t max_payload_bytes_;
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint64_t offset_;    // of the next record in the segment
+  uint64_t next_ = 0;  // records decoded
+};
+
+// check() and every record appended to `out` (`out` left as it was on DataLoss).
 [[nodiscard]] absl::Status decode_summary_body(std::span<const uint8_t> body,
                                                const SummaryHeader& header,
                                                uint32_t max_payload_bytes,

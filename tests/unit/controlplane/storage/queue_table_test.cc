@@ -419,15 +419,15 @@ TEST_F(QueueTableTest, LogFailureFailsPendingAppendsAndHidesThem) {
   EXPECT_FALSE(table_->append(mid(2), body(2), std::vector<DeviceKey>{dev(1)}, nullptr).ok());
 }
 
-// The flat hash map under the index, against std::map, with a hash that piles keys into a few
+// The hash maps under the index, against std::map, with a hash that piles keys into a few
 // slots at the end of the array (long probe runs that wrap around: backward-shift deletion's
 // hard case) and with a well-mixed one over many keys (growth).
 struct WrappingHash {
   size_t operator()(uint64_t key) const { return 13 + key % 5; }
 };
-template <class Hash>
-void check_flat_map_against_std_map(uint64_t keys, int operations, uint64_t seed) {
-  queue_internal::FlatMap<uint64_t, uint64_t, Hash> flat;
+template <class Map>
+void check_map_against_std_map(uint64_t keys, int operations, uint64_t seed) {
+  Map flat;
   std::map<uint64_t, uint64_t> model;
   std::mt19937_64 random(seed);
   for (int i = 0; i < operations; ++i) {
@@ -469,10 +469,16 @@ void check_flat_map_against_std_map(uint64_t keys, int operations, uint64_t seed
 }
 
 TEST(FlatMapTest, MatchesStdMapWithWrappingProbeRuns) {
-  check_flat_map_against_std_map<WrappingHash>(11, 20'000, 1);
+  check_map_against_std_map<FlatMap<uint64_t, uint64_t, WrappingHash>>(11, 20'000, 1);
 }
 TEST(FlatMapTest, MatchesStdMapWhileGrowing) {
-  check_flat_map_against_std_map<SequenceHash>(5'000, 50'000, 2);
+  check_map_against_std_map<FlatMap<uint64_t, uint64_t, SequenceHash>>(5'000, 50'000, 2);
+}
+TEST(DenseMapTest, MatchesStdMapWithWrappingProbeRuns) {
+  check_map_against_std_map<DenseMap<uint64_t, uint64_t, WrappingHash>>(11, 20'000, 3);
+}
+TEST(DenseMapTest, MatchesStdMapWhileGrowing) {
+  check_map_against_std_map<DenseMap<uint64_t, uint64_t, SequenceHash>>(5'000, 50'000, 4);
 }
 
 // --- Compaction --------------------------------------------------------------------------------

@@ -81,6 +81,39 @@ TEST(SummaryFormat, RoundTrip) {
             bytes_of(300, 7));
 }
 
+// Recovery decodes a checked body a run at a time (SummaryRecords::next): runs of any length
+// give the records decode_summary_body gives, in order, and end exactly at the last one.
+TEST(SummaryFormat, RunsOfAnyLengthGiveTheSameRecords) {
+  const Sample s = sample();
+  std::vector<RecoveredRecord> whole;
+  ASSERT_TRUE(decode_file(s.file, &whole).ok());
+  SummaryHeader header;
+  ASSERT_TRUE(
+      decode_summary_header(std::span<const uint8_t>(s.file).first(kBlockBytes), &header).ok());
+  const std::span<const uint8_t> body = std::span<const uint8_t>(s.file).subspan(kBlockBytes);
+  ASSERT_TRUE(SummaryRecords::check(body, header, 4096).ok());
+  for (size_t run_length : {1, 2, 3, 1024}) {
+    SummaryRecords records(body, header, 4096);
+    std::vector<RecoveredRecord> run;
+    size_t seen = 0;
+    while (!records.done()) {
+      records.next(run_length, &run);
+      ASSERT_FALSE(run.empty());
+      ASSERT_LE(run.size(), run_length);
+      for (const RecoveredRecord& r : run) {
+        ASSERT_LT(seen, whole.size());
+        EXPECT_EQ(r.location.sequence, whole[seen].location.sequence);
+        EXPECT_EQ(r.location.offset, whole[seen].location.offset);
+        EXPECT_EQ(r.type, whole[seen].type);
+        EXPECT_EQ(r.payload.data(), whole[seen].payload.data());
+        EXPECT_EQ(r.payload_size(), whole[seen].payload_size());
+        ++seen;
+      }
+    }
+    EXPECT_EQ(seen, whole.size()) << run_length;
+  }
+}
+
 TEST(SummaryFormat, EveryFlippedBitIsCaught) {
   const Sample s = sample();
   const size_t used = kBlockBytes + s.body.size();
