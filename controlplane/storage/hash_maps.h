@@ -41,9 +41,10 @@ inline uint64_t hash_mix(uint64_t x) {
   return x;
 }
 
-// Starts loading the cache line at `p` (a hint: never faults). Not __builtin_prefetch: GCC 12
-// deletes that one when the address comes from an inlined hash (seen in this code: the restart
-// benchmark's index prefetches vanished from the binary once the hashes were made inline).
+// Starts loading the cache line at `p` (a hint: never faults). Not __builtin_prefetch: once the
+// hashes were made inline, GCC 12 at -O3 dropped the index prefetches from the binary without a
+// word (objdump found one prefetcht0 left; the 10 M-message restart went from 2.5 s to 3.4 s).
+// An asm statement is always emitted.
 inline void prefetch_line(const void* p) {
 #if defined(__x86_64__)
   asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));

@@ -58,13 +58,15 @@
 //   the drain with DataLoss, never returns wrong bytes. Every read opens its segment (no handle
 //   cache yet) and there is no body cache or read-ahead yet.
 // - **The index is flat** (docs/PERFORMANCE.md had the node-based maps at ~55% of CPU): bodies in
-//   an open-addressing hash map by id (112 B slots at load 3/8 to 3/4: locations of the BodyPut
-//   and of the record carrying its entries, position, size, refs); per device a vector of 32 B
-//   entries sorted by position with a head index (acks at the head pop in O(1); an ack in the
-//   middle leaves a hole, squeezed out once holes outnumber entries). An id's entry in a queue
-//   is found by binary search on its body's position (all entries of a message share it), so no
-//   per-entry hash node exists. Memory: about 150-300 B per message plus 32-64 B per entry, plus
-//   16 B per record in compaction's per-segment lists until the segment is retired.
+//   a DenseMap by id (hash_maps.h: 112 B cells in insertion order holding the id, the locations
+//   of the BodyPut and of the record carrying its entries, position, size, refs; 4/3 to 8/3
+//   index slots of 5 bytes per body, on huge pages); per device a vector of 32 B entries sorted by
+//   position with a head index (acks at the head pop in O(1); an ack in the middle leaves a
+//   hole, squeezed out once holes outnumber entries). An id's entry in a queue is found by
+//   binary search on its body's position (all entries of a message share it), so no per-entry
+//   hash node exists. Memory: about 120-130 B per message plus 32-64 B per entry, plus 16 B per
+//   record in compaction's per-segment lists until the segment is retired (10 M one-recipient
+//   messages: 1.8 GB peak at restart).
 // - **A log failure** (fail-stop) completes pending appends with the error and removes their
 //   entries from the index: whether they survived is for recovery to say.
 //
@@ -110,10 +112,8 @@
 //   to summary_payload_bytes(): a BodyPut's id, not its body; README.md "Segment summaries"),
 //   so a BodyPut may arrive with its payload cut to the id (RecoveredRecord::payload_size()
 //   gives the body's size); the other records always come whole.
-// - Not built yet: an index that restarts 10 M messages under 3 s on this VM (README.md, "Queue
-//   table", has where the time goes), sharing one log with other tables (a record-type registry
-//   and combined liveness), and a bound on copy amplification beyond the live-fraction
-//   threshold.
+// - Not built yet: sharing one log with other tables (a record-type registry and combined
+//   liveness), and a bound on copy amplification beyond the live-fraction threshold.
 #pragma once
 
 #include <compare>
