@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "controlplane/api/json_codec.h"
 #include "controlplane/api/router.h"
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/storage/tables.h"
 
 namespace herald::api {

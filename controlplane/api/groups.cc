@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "controlplane/api/page_scan.h"
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 #include "platform/assert/assert.h"
 #include "platform/log/log.h"
 #include "schemas/admin_fbs.h"

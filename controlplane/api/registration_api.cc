@@ -4,7 +4,7 @@
 #include <chrono>
 #include <utility>
 
-#include "controlplane/registration/session_token.h"
+#include "controlplane/registration/auth_names.h"
 #include "platform/log/log.h"
 #include "schemas/public_api_fbs.h"
 #include "schemas/public_api_generated.h"

@@ -4,9 +4,8 @@
 #pragma once
 
 #include "controlplane/http/server.h"
-#include "controlplane/registration/key_ring.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/registrar.h"
-#include "controlplane/registration/token_verifier.h"
 #include "controlplane/registration/webhook_gateway.h"
 #include "platform/config/config.h"
 

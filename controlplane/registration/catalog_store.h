@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "controlplane/registration/key_ring.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/store.h"
 #include "controlplane/storage/tables.h"
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 
 namespace herald::registration {
 

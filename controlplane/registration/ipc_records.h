@@ -7,9 +7,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "controlplane/registration/account_id.h"
-#include "controlplane/registration/key_ring.h"
-#include "controlplane/registration/token_verifier.h"
+#include "controlplane/registration/auth_names.h"
 #include "schemas/ipc_generated.h"
 
 namespace herald::registration {

@@ -7,7 +7,7 @@
 #include <bit>
 #include <cstring>
 
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 #include "platform/assert/assert.h"
 
 namespace herald::registration {

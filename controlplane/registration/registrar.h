@@ -12,12 +12,10 @@
 #include <string>
 #include <string_view>
 
-#include "controlplane/registration/account_id.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/code_gateway.h"
-#include "controlplane/registration/key_ring.h"
 #include "controlplane/registration/phone_number.h"
 #include "controlplane/registration/rate_limiter.h"
-#include "controlplane/registration/session_token.h"
 #include "controlplane/registration/source_address.h"
 #include "controlplane/registration/store.h"
 #include "controlplane/registration/verification_code.h"

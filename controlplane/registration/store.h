@@ -8,8 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "controlplane/registration/account_id.h"
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/phone_number.h"
 
 namespace herald::registration {

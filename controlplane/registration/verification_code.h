@@ -8,7 +8,7 @@
 #include <span>
 #include <string_view>
 
-#include "controlplane/registration/crypto.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/phone_number.h"
 
 namespace herald::registration {

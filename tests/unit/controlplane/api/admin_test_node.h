@@ -25,7 +25,7 @@
 #include "controlplane/api/groups.h"
 #include "controlplane/api/router.h"
 #include "controlplane/api/system_api.h"
-#include "controlplane/registration/account_id.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/storage/tables.h"
 #include "platform/assert/assert.h"
 #include "tests/unit/controlplane/http/loop_server.h"

@@ -17,9 +17,9 @@
 
 #include "controlplane/api/accounts_api.h"
 #include "controlplane/api/router.h"
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/code_gateway.h"
 #include "controlplane/registration/credential.h"
-#include "controlplane/registration/session_token.h"
 #include "controlplane/storage/tables.h"
 #include "platform/assert/assert.h"
 #include "tests/unit/controlplane/api/http_client.h"

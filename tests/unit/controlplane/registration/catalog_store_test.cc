@@ -9,9 +9,9 @@
 #include <functional>
 #include <string>
 
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/credential.h"
 #include "controlplane/registration/registrar.h"
-#include "controlplane/registration/session_token.h"
 
 namespace herald::registration {
 namespace {

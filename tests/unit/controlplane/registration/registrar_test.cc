@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/credential.h"
 #include "controlplane/registration/memory_store.h"
-#include "controlplane/registration/token_verifier.h"
 
 namespace herald::registration {
 namespace {

@@ -1,13 +1,10 @@
 // Tests for session tokens: round trip, every byte flipped, expiry and skew edges, key ids,
 // rotation and retirement, revocations (including the full-set floor), key-ring persistence and
 // the IPC records that carry keys and revocations to the dataplane.
-#include "controlplane/registration/session_token.h"
-
 #include <gtest/gtest.h>
 
+#include "controlplane/registration/auth_names.h"
 #include "controlplane/registration/ipc_records.h"
-#include "controlplane/registration/key_ring.h"
-#include "controlplane/registration/token_verifier.h"
 
 namespace herald::registration {
 namespace {

@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-namespace herald::registration {
+namespace herald::auth {
 
 inline constexpr size_t kDigestBytes = 32;
 using Digest = std::array<uint8_t, kDigestBytes>;
@@ -57,4 +57,4 @@ inline constexpr size_t base64url_encoded_size(size_t bytes) {
 // has exactly one accepted text (no malleable encodings). False on any violation.
 [[nodiscard]] bool base64url_decode(std::string_view text, std::span<uint8_t> out);
 
-}  // namespace herald::registration
+}  // namespace herald::auth

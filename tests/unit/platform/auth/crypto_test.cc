@@ -1,7 +1,5 @@
-// Tests for the registration crypto helpers: HMAC-SHA256 with precomputed state against RFC 4231
+// Tests for the session-token crypto helpers: HMAC-SHA256 with precomputed state against RFC 4231
 // and BoringSSL's HMAC(), and the strict base64url codec.
-#include "controlplane/registration/crypto.h"
-
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
@@ -9,7 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace herald::registration {
+#include "platform/auth/crypto.h"
+
+namespace herald::auth {
 namespace {
 
 std::string hex(std::span<const uint8_t> data) {
@@ -119,4 +119,4 @@ TEST(RandomBytesTest, FillsAndDiffers) {
 }
 
 }  // namespace
-}  // namespace herald::registration
+}  // namespace herald::auth

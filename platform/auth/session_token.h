@@ -20,9 +20,9 @@
 #include <string>
 #include <string_view>
 
-#include "controlplane/registration/account_id.h"
+#include "platform/auth/account_id.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 class KeyRing;
 
@@ -52,4 +52,4 @@ std::string token_text(const TokenBytes& token);
 // nullopt unless `text` is the canonical base64url of exactly kTokenBytes bytes.
 std::optional<TokenBytes> parse_token_text(std::string_view text);
 
-}  // namespace herald::registration
+}  // namespace herald::auth

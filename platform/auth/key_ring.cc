@@ -1,5 +1,5 @@
 // Session-token key ring: creation, rotation, retirement and persistence (see key_ring.h).
-#include "controlplane/registration/key_ring.h"
+#include "platform/auth/key_ring.h"
 
 #include <openssl/mem.h>
 
@@ -10,7 +10,7 @@
 #include "platform/assert/assert.h"
 #include "platform/crc32c/crc32c.h"
 
-namespace herald::registration {
+namespace herald::auth {
 namespace {
 
 constexpr char kMagic[4] = {'H', 'K', 'R', '1'};
@@ -179,4 +179,4 @@ absl::StatusOr<KeyRing> KeyRing::parse(std::span<const uint8_t> bytes,
   return ring;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -1,9 +1,9 @@
 // Account id minting and its UUID text form (see account_id.h).
-#include "controlplane/registration/account_id.h"
+#include "platform/auth/account_id.h"
 
-#include "controlplane/registration/crypto.h"
+#include "platform/auth/crypto.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 AccountId new_account_id() {
   AccountId id{random_u64(), random_u64()};
@@ -49,4 +49,4 @@ std::optional<AccountId> parse_account_id(std::string_view text) {
   return id;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth

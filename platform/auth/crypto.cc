@@ -1,5 +1,5 @@
 // BoringSSL-backed primitives for registration and session tokens (see crypto.h).
-#include "controlplane/registration/crypto.h"
+#include "platform/auth/crypto.h"
 
 #include <openssl/base.h>
 #include <openssl/mem.h>
@@ -11,7 +11,7 @@
 #error "registration must be built against BoringSSL (boringssl_dep), not the system OpenSSL"
 #endif
 
-namespace herald::registration {
+namespace herald::auth {
 
 void random_bytes(std::span<uint8_t> out) {
   RAND_bytes(out.data(), out.size());
@@ -144,4 +144,4 @@ bool base64url_decode(std::string_view text, std::span<uint8_t> out) {
   return true;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -10,9 +10,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "controlplane/registration/crypto.h"
+#include "platform/auth/crypto.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 inline constexpr size_t kSessionKeyBytes = 32;
 // Current + next + up to 6 retired: rotation may run as often as every (ttl + skew) / 6.
@@ -86,4 +86,4 @@ class KeyRing {
   size_t staged_ = 0;
 };
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -1,7 +1,7 @@
 // Session token verification (see token_verifier.h).
-#include "controlplane/registration/token_verifier.h"
+#include "platform/auth/token_verifier.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 std::string_view token_error_name(TokenError error) {
   switch (error) {
@@ -109,4 +109,4 @@ TokenCheck TokenVerifier::verify(std::span<const uint8_t> token, uint64_t now_ms
   return result;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace herald::registration {
+namespace herald::auth {
 
 struct AccountId {
   uint64_t hi = 0;
@@ -20,4 +20,4 @@ AccountId new_account_id();
 std::string format_account_id(const AccountId& id);
 std::optional<AccountId> parse_account_id(std::string_view text);
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "controlplane/registration/account_id.h"
+#include "platform/auth/account_id.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 class RevocationSet {
  public:
@@ -65,4 +65,4 @@ class RevocationSet {
   std::array<uint64_t, 2> hash_key_;
 };
 
-}  // namespace herald::registration
+}  // namespace herald::auth

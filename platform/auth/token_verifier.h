@@ -7,12 +7,12 @@
 #include <span>
 #include <string_view>
 
-#include "controlplane/registration/crypto.h"
-#include "controlplane/registration/key_ring.h"
-#include "controlplane/registration/revocation_set.h"
-#include "controlplane/registration/session_token.h"
+#include "platform/auth/crypto.h"
+#include "platform/auth/key_ring.h"
+#include "platform/auth/revocation_set.h"
+#include "platform/auth/session_token.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 // Stable reasons (token_error_name); the wire's AuthErrorCode is coarser: kUnknownKey ->
 // UnknownKey, kExpired -> Expired, kRevoked -> Revoked, everything else -> InvalidToken.
@@ -79,4 +79,4 @@ class TokenVerifier {
   RevocationSet revocations_;
 };
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -1,12 +1,12 @@
 // Session token encoding and signing (see session_token.h).
-#include "controlplane/registration/session_token.h"
+#include "platform/auth/session_token.h"
 
 #include <cstring>
 
-#include "controlplane/registration/crypto.h"
-#include "controlplane/registration/key_ring.h"
+#include "platform/auth/crypto.h"
+#include "platform/auth/key_ring.h"
 
-namespace herald::registration {
+namespace herald::auth {
 namespace {
 
 void store_u32(uint8_t* p, uint32_t v) {
@@ -66,4 +66,4 @@ std::optional<TokenBytes> parse_token_text(std::string_view text) {
   return token;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth

@@ -1,6 +1,6 @@
 // Fixed-memory revocation set: open addressing with linear probing and backward-shift deletion
 // (Knuth, TAOCP vol. 3, §6.4 Algorithm R), so there are no tombstones to clean up.
-#include "controlplane/registration/revocation_set.h"
+#include "platform/auth/revocation_set.h"
 
 #include <openssl/siphash.h>
 
@@ -9,7 +9,7 @@
 
 #include "platform/assert/assert.h"
 
-namespace herald::registration {
+namespace herald::auth {
 
 RevocationSet::RevocationSet(uint32_t capacity, uint64_t retention_ms,
                              std::array<uint64_t, 2> hash_key)
@@ -113,4 +113,4 @@ size_t RevocationSet::purge(uint64_t now_ms) {
   return dropped;
 }
 
-}  // namespace herald::registration
+}  // namespace herald::auth
