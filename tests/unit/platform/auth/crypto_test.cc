@@ -1,13 +1,13 @@
 // Tests for the session-token crypto helpers: HMAC-SHA256 with precomputed state against RFC 4231
 // and BoringSSL's HMAC(), and the strict base64url codec.
+#include "platform/auth/crypto.h"
+
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
 #include <random>
 #include <string>
 #include <vector>
-
-#include "platform/auth/crypto.h"
 
 namespace herald::auth {
 namespace {
