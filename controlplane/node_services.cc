@@ -288,6 +288,19 @@ absl::Status NodeServices::create_services() {
   store_service_ =
       std::make_unique<StoreService>(loop_, *queues_, queue_log_.get(), StoreServiceOptions{});
   store_service_->set_resync([this](Pusher& pusher) { resync_dataplane(pusher); });
+  // Account device lists for routing: answered from the registration store, and pushed to
+  // every worker once a change is durable (registration, revoke).
+  store_service_->set_device_list_source(
+      [this](uint64_t hi, uint64_t lo) -> std::optional<StoreService::DeviceList> {
+        auto list = registration_->store().device_list(registration::AccountId{hi, lo});
+        if (!list) return std::nullopt;
+        return StoreService::DeviceList{std::move(list->devices), list->version};
+      });
+  registration_->store().set_devices_changed_hook([this](const registration::AccountId& id) {
+    const auto list = registration_->store().device_list(id);
+    if (!list) return;
+    (void)store_service_->pusher().push_device_list(id.hi, id.lo, list->devices, list->version);
+  });
 
   admin_router_ = std::make_unique<api::Router>(api_keys_.get());
   system_->add_routes(*admin_router_);
@@ -304,12 +317,15 @@ absl::Status NodeServices::start_listeners() {
   const config::Config& config = revisions_->running();
   const auto* cp = config->controlplane();
   const auto* tls_config = config->tls();
-  auto files = ensure_public_certificate(options_.data_dir, tls_config->public_cert_path()->str(),
-                                         tls_config->public_key_path()->str(),
-                                         config->node()->name()->str());
+  tls::NodeCertificateRequest cert_request;
+  cert_request.data_dir = options_.data_dir;
+  cert_request.configured_cert = tls_config->public_cert_path()->str();
+  cert_request.configured_key = tls_config->public_key_path()->str();
+  cert_request.common_name = config->node()->name()->str();
+  auto files = tls::ensure_node_certificate(cert_request);
   if (!files.ok()) return files.status();
   certificate_files_ = *files;
-  auto certificate = load_public_certificate(certificate_files_);
+  auto certificate = tls::load_node_certificate(certificate_files_);
   if (!certificate.ok()) return certificate.status();
 
   tls::ServerOptions public_tls_options;
@@ -385,7 +401,7 @@ void NodeServices::tick() {
 }
 
 void NodeServices::reload_certificate() {
-  auto certificate = load_public_certificate(certificate_files_);
+  auto certificate = tls::load_node_certificate(certificate_files_);
   if (!certificate.ok()) {
     HLOG_ERROR("tls.reload_failed")
         .kv("cert", certificate_files_.cert_path)
@@ -671,6 +687,13 @@ void NodeServices::register_counters() {
                      snake_case(ipc::EnumNameDrainStatus(static_cast<ipc::DrainStatus>(i)))),
         [this, i] { return store_service_->stats().drains[i]; });
   }
+  for (size_t i = 0; i < kDeviceListStatusCount; ++i) {
+    add(absl::StrCat("store.device_lists.", snake_case(ipc::EnumNameDeviceListStatus(
+                                                static_cast<ipc::DeviceListStatus>(i)))),
+        [this, i] { return store_service_->stats().device_lists[i]; });
+  }
+  add("store.device_list_send_failed",
+      [this] { return store_service_->stats().device_list_send_failed; });
   add("store.duplicate_appends", [this] { return store_service_->stats().duplicate_appends; });
   add("store.cancels", [this] {
     return store_service_->stats().cancels_pending + store_service_->stats().cancels_late;

@@ -22,7 +22,6 @@
 #include "controlplane/api/registration_api.h"
 #include "controlplane/api/router.h"
 #include "controlplane/api/system_api.h"
-#include "controlplane/certificates.h"
 #include "controlplane/config/config_api.h"
 #include "controlplane/config/revisions.h"
 #include "controlplane/http/server.h"
@@ -38,6 +37,7 @@
 #include "platform/counters/reader.h"
 #include "platform/counters/segment.h"
 #include "platform/tls/context.h"
+#include "platform/tls/node_certificate.h"
 #include "platform/uring/event_loop.h"
 
 namespace herald::controlplane {
@@ -155,7 +155,7 @@ class NodeServices {
 
   std::unique_ptr<api::Router> admin_router_;
   std::unique_ptr<api::Router> public_router_;
-  CertificateFiles certificate_files_;
+  tls::CertificateFiles certificate_files_;
   std::shared_ptr<tls::ServerContext> public_tls_;
   std::shared_ptr<tls::ServerContext> admin_tls_;  // mTLS, when a client CA is configured
   std::unique_ptr<http::Server> admin_http_;

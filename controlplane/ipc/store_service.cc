@@ -131,6 +131,9 @@ void StoreService::on_record(uint16_t worker, const ipc::Envelope& envelope) {
     case ipc::Record::PushHint:
       if (push_hint_) push_hint_(worker, *envelope.record_as_PushHint());
       break;
+    case ipc::Record::DeviceListRequest:
+      on_device_list(worker, current_instance(worker), *envelope.record_as_DeviceListRequest());
+      break;
     default:
       // AppendDurable, DrainResponse and the pushes travel CP -> DP only.
       bad_record(worker, StoreRecordError::kUnexpectedType);
@@ -695,6 +698,37 @@ absl::Status Pusher::push_group_membership(uint64_t group_hi, uint64_t group_lo,
                                               deleted)
             .Union();
       });
+}
+
+void StoreService::on_device_list(uint16_t w, uint64_t instance,
+                                  const ipc::DeviceListRequest& request) {
+  const wire::AccountId* account = request.account();
+  ipc::DeviceListStatus status = ipc::DeviceListStatus::Rejected;
+  std::optional<DeviceList> list;
+  if (account == nullptr) {
+    bad_record(w, StoreRecordError::kNoAccount);
+  } else if (device_lists_) {
+    list = device_lists_(account->hi(), account->lo());
+    status = list ? ipc::DeviceListStatus::Ok : ipc::DeviceListStatus::UnknownAccount;
+  }
+  ++stats_.device_lists[static_cast<size_t>(status)];
+  flatbuffers::FlatBufferBuilder& b = server_->builder();
+  const auto devices =
+      list ? b.CreateVector(list->devices) : flatbuffers::Offset<flatbuffers::Vector<uint32_t>>();
+  const auto record = ipc::CreateDeviceListResponse(b, request.request_id(), account, devices,
+                                                    list ? list->version : 0, status, instance);
+  const SendResult sent = server_->send(w, record);
+  if (sent != SendResult::kSent && sent != SendResult::kQueued) ++stats_.device_list_send_failed;
+}
+
+absl::Status Pusher::push_device_list(uint64_t account_hi, uint64_t account_lo,
+                                      std::span<const uint32_t> devices, uint64_t version) {
+  return service_.broadcast(ipc::Record::DeviceListPush, [&](flatbuffers::FlatBufferBuilder& b) {
+    const wire::AccountId account(account_hi, account_lo);
+    return ipc::CreateDeviceListPush(b, &account, b.CreateVector(devices.data(), devices.size()),
+                                     version)
+        .Union();
+  });
 }
 
 absl::Status Pusher::push_config(uint64_t revision, std::span<const uint8_t> config,

@@ -55,6 +55,7 @@ struct StoreServiceOptions {
   X(kNoRecipients, "no_recipients", "StoreAppend/StoreCancel without devices")  \
   X(kBadDevice, "bad_device", "a device address with device 0")                 \
   X(kNoDevice, "no_device", "StoreAck/DrainRequest without a device")           \
+  X(kNoAccount, "no_account", "DeviceListRequest without an account")           \
   X(kUnexpectedType, "unexpected_type", "a CP -> DP record type sent by the DP")
 
 enum class StoreRecordError : uint8_t {
@@ -68,6 +69,8 @@ const char* store_record_error_name(StoreRecordError error);
 
 inline constexpr size_t kAppendStatusCount = static_cast<size_t>(ipc::AppendStatus::MAX) + 1;
 inline constexpr size_t kDrainStatusCount = static_cast<size_t>(ipc::DrainStatus::MAX) + 1;
+inline constexpr size_t kDeviceListStatusCount =
+    static_cast<size_t>(ipc::DeviceListStatus::MAX) + 1;
 
 // Plain counters written on the loop thread (the control plane mirrors them into the counters
 // segment, like IpcServerStats).
@@ -96,6 +99,9 @@ struct StoreServiceStats {
   uint64_t pushes[ipc::kRecordTypeCount] = {};         // push records sent, per worker
   uint64_t push_failures[ipc::kRecordTypeCount] = {};  // per worker that refused one
   uint64_t resyncs = 0;
+  uint64_t device_lists[kDeviceListStatusCount] = {};  // DeviceListRequests answered, by status
+  uint64_t device_list_send_failed = 0;  // the IpcServer refused a DeviceListResponse (the DP
+                                         // times out and asks again)
 };
 
 class StoreService;
@@ -131,6 +137,10 @@ class Pusher {
   // fields that take effect only after a restart.
   absl::Status push_config(uint64_t revision, std::span<const uint8_t> config,
                            std::span<const std::string> restart_fields);
+  // An account's device list changed (durably): `devices` active ids ascending, `version` as
+  // in DeviceListResponse.
+  absl::Status push_device_list(uint64_t account_hi, uint64_t account_lo,
+                                std::span<const uint32_t> devices, uint64_t version);
 
  private:
   friend class StoreService;
@@ -141,6 +151,14 @@ class Pusher {
 class StoreService : public IpcHandler {
  public:
   using ResyncFn = std::function<void(Pusher&)>;
+  // An account's device list for DeviceListRequest, from the registration store; nullopt for
+  // an unknown account.
+  struct DeviceList {
+    std::vector<uint32_t> devices;  // active ids, ascending
+    uint64_t version = 0;
+  };
+  using DeviceListSource =
+      std::function<std::optional<DeviceList>(uint64_t account_hi, uint64_t account_lo)>;
 
   // `table` is started (recovered) and outlives the service; `log` (optional) gives
   // AppendDurable.commit_seq. Construct, then IpcServer::start(..., this), then attach().
@@ -159,6 +177,8 @@ class StoreService : public IpcHandler {
   void set_push_hint_handler(std::function<void(uint16_t worker, const ipc::PushHint&)> fn) {
     push_hint_ = std::move(fn);
   }
+  // DeviceListRequest records are answered from here; without a source they are Rejected.
+  void set_device_list_source(DeviceListSource source) { device_lists_ = std::move(source); }
   Pusher& pusher() { return pusher_; }
 
   // IpcHandler.
@@ -219,6 +239,7 @@ class StoreService : public IpcHandler {
   void on_cancel(uint16_t w, const ipc::StoreCancel& cancel);
   void on_ack(uint16_t w, const ipc::StoreAck& ack);
   void on_drain(uint16_t w, uint64_t instance, const ipc::DrainRequest& request);
+  void on_device_list(uint16_t w, uint64_t instance, const ipc::DeviceListRequest& request);
   void on_append_done(const storage::MessageId& id, const absl::Status& status);
   void remember_completed(uint16_t w, uint64_t append_id, const storage::MessageId& id);
   void remove_entries(const storage::DeviceKey& device, std::span<const storage::MessageId> ids,
@@ -247,6 +268,7 @@ class StoreService : public IpcHandler {
   IpcServer* server_ = nullptr;
   ResyncFn resync_;
   std::function<void(uint16_t, const ipc::PushHint&)> push_hint_;
+  DeviceListSource device_lists_;
   // The dataplane instance connected last (0: none yet since this process started).
   uint64_t last_instance_ = 0;
   Pusher pusher_{*this};

@@ -270,7 +270,9 @@ absl::Status CatalogStore::commit_registration(const RegistrationCommit& commit)
         Mutation::put(TableId::kPhoneIndex, phone_key(commit.account.phone), account_key(id)));
   }
   batch.push_back(Mutation::erase(TableId::kCodes, phone_key(commit.account.phone)));
-  return tables_.apply(batch);
+  if (absl::Status applied = tables_.apply(batch); !applied.ok()) return applied;
+  notify_devices_changed(id);
+  return absl::OkStatus();
 }
 
 // --- Admin -------------------------------------------------------------------------------
@@ -321,7 +323,33 @@ absl::StatusOr<Device> CatalogStore::revoke_device(const AccountId& account_id, 
         Mutation::put(TableId::kAccounts, account_key(account_id), encode_account(*account)));
   }
   if (absl::Status s = tables_.apply(batch); !s.ok()) return s;
+  notify_devices_changed(account_id);
   return *device;
+}
+
+std::optional<CatalogStore::DeviceList> CatalogStore::device_list(const AccountId& account) {
+  const std::optional<Account> found = find_account(account);
+  if (!found) return std::nullopt;
+  DeviceList list;
+  uint64_t revoked = 0;
+  for (const Device& d : list_devices(account)) {  // by device id: ascending
+    if (d.revoked_ms == 0) {
+      list.devices.push_back(d.device_id);
+    } else {
+      ++revoked;
+    }
+  }
+  list.version = uint64_t{found->next_device_id > 0 ? found->next_device_id - 1 : 0} + revoked;
+  return list;
+}
+
+void CatalogStore::notify_devices_changed(const AccountId& account) {
+  if (!devices_changed_) return;
+  // Only once durable: a dataplane must not address a device a crash could still take back
+  // (its id would be handed out again).
+  tables_.barrier([hook = devices_changed_, account](const absl::Status& status) {
+    if (status.ok()) hook(account);
+  });
 }
 
 // --- Node secrets ------------------------------------------------------------------------

@@ -70,6 +70,24 @@ class CatalogStore final : public RegistrationStore {
   absl::StatusOr<Device> revoke_device(const AccountId& account, uint32_t device_id,
                                        uint64_t now_ms);
 
+  // --- Device lists for the dataplane (ipc DeviceListResponse / DeviceListPush) ----------
+  struct DeviceList {
+    std::vector<uint32_t> devices;  // active (not revoked) device ids, ascending
+    // Devices ever added plus devices revoked: grows by at least one with every change of the
+    // list (ids are never reused and a revoked device never returns), and needs no field of
+    // its own on disk.
+    uint64_t version = 0;
+  };
+  // nullopt for an unknown account. A disabled account keeps its list (its sessions are
+  // refused at login; routing still queues for it, as for any offline device).
+  std::optional<DeviceList> device_list(const AccountId& account);
+  // Called with the account once a change of its devices is durable (after a barrier over
+  // the batch): a registration (and the old primary it revokes) and revoke_device. The
+  // control plane pushes the new list to the dataplane from here.
+  void set_devices_changed_hook(std::function<void(const AccountId&)> hook) {
+    devices_changed_ = std::move(hook);
+  }
+
   // --- Node secrets -----------------------------------------------------------------------
   // The code HMAC key, created from the CSPRNG and stored on first use. Codes issued before a
   // restart keep verifying because the key survives it.
@@ -101,10 +119,12 @@ class CatalogStore final : public RegistrationStore {
 
  private:
   void note_decode_error(storage::TableId table);
+  void notify_devices_changed(const AccountId& account);
 
   storage::Tables& tables_;
   uint64_t decode_errors_ = 0;
   std::string sweep_cursor_;  // the kCodes key the next sweep starts after
+  std::function<void(const AccountId&)> devices_changed_;
 };
 
 }  // namespace herald::registration

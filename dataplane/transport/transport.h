@@ -36,12 +36,12 @@ struct PeerAddress {
 };
 
 // Why a connection ended; every reason is a named counter (transport.closed.<name>).
-#define HERALD_CLOSE_REASONS(X)                                                     \
+#define HERALD_CLOSE_REASONS(X)                                                        \
   X(kPeerClosed, "peer_closed", "the peer closed its side (FIN) and we finished ours") \
-  X(kPeerReset, "peer_reset", "the peer reset the connection (RST)")                 \
-  X(kLocalClose, "local_close", "the layer above called close()")                    \
+  X(kPeerReset, "peer_reset", "the peer reset the connection (RST)")                   \
+  X(kLocalClose, "local_close", "the layer above called close()")                      \
   X(kSendQueueFull, "send_queue_full", "send() met a full send queue (slow consumer)") \
-  X(kIoError, "io_error", "a socket error other than a reset")                       \
+  X(kIoError, "io_error", "a socket error other than a reset")                         \
   X(kShutdown, "shutdown", "the transport is stopping")
 
 enum class CloseReason : uint8_t {
@@ -58,11 +58,11 @@ enum class CloseMode : uint8_t {
 };
 
 enum class SendResult : uint8_t {
-  kOk,           // queued (copied); the transport sends it in order
-  kQueueFull,    // over the connection's send-queue limit: nothing queued, the connection is
-                 // being closed with kSendQueueFull (DESIGN: a slow consumer is cut off, its
-                 // messages stay in the store)
-  kClosed,       // unknown or closing connection: nothing queued
+  kOk,         // queued (copied); the transport sends it in order
+  kQueueFull,  // over the connection's send-queue limit: nothing queued, the connection is
+               // being closed with kSendQueueFull (DESIGN: a slow consumer is cut off, its
+               // messages stay in the store)
+  kClosed,     // unknown or closing connection: nothing queued
 };
 
 // Implemented by the layer above. Called on the worker's thread, never re-entrantly from inside
@@ -95,7 +95,8 @@ class Transport {
   virtual void start(TransportEvents& events) = 0;
   virtual SendResult send(ConnectionId id, std::span<const uint8_t> bytes) = 0;
   // Several buffers for one connection, in order, as one batch (a TLS layer's records).
-  virtual SendResult send_gather(ConnectionId id, std::span<const std::span<const uint8_t>> parts) = 0;
+  virtual SendResult send_gather(ConnectionId id,
+                                 std::span<const std::span<const uint8_t>> parts) = 0;
   virtual void close(ConnectionId id, CloseMode mode) = 0;
   // Backpressure from above: stop (or resume) delivering on_data for `id`.
   virtual void set_reading(ConnectionId id, bool reading) = 0;

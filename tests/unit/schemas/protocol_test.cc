@@ -77,6 +77,8 @@ TEST(Schemas, WireNumbersAreFrozen) {
   EXPECT_EQ(static_cast<int>(wire::Recipient::ToDevice), 2);
   EXPECT_EQ(static_cast<int>(wire::Recipient::ToGroup), 3);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::MalformedFrame), 100);
+  EXPECT_EQ(static_cast<int>(wire::ErrorCode::SessionReplaced), 108);
+  EXPECT_EQ(static_cast<int>(wire::ErrorCode::SessionRevoked), 109);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::RecipientNotFound), 200);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::Overloaded), 300);
   EXPECT_EQ(static_cast<int>(wire::MessageFlags::NoPush), 1);
@@ -93,7 +95,10 @@ TEST(Schemas, IpcNumbersAreFrozen) {
   EXPECT_EQ(static_cast<int>(ipc::Record::AppendDurable), 6);
   EXPECT_EQ(static_cast<int>(ipc::Record::PushHint), 12);
   EXPECT_EQ(static_cast<int>(ipc::Record::ConfigPush), 13);
-  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 13);
+  EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListRequest), 14);
+  EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListResponse), 15);
+  EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListPush), 16);
+  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 16);
   EXPECT_EQ(std::string(ipc::EnvelopeIdentifier()), "HIPC");
   EXPECT_EQ(sizeof(ipc::AppendOutcome), 16u);
 }

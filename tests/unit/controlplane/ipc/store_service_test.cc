@@ -727,6 +727,90 @@ TEST_F(StoreServiceTest, PushesReachEveryWorker) {
   }
 }
 
+// Device lists for routing: each DeviceListRequest is answered on the worker that asked, with
+// the source's list (Ok), UnknownAccount or Rejected; changes are pushed to every worker.
+TEST_F(StoreServiceTest, DeviceListRequestsAreAnsweredAndChangesPushed) {
+  start_controlplane();
+  std::map<std::pair<uint64_t, uint64_t>, StoreService::DeviceList> accounts;
+  accounts[{0xA, 0xB}] = StoreService::DeviceList{{1, 3}, 7};
+  service_->set_device_list_source(
+      [&](uint64_t hi, uint64_t lo) -> std::optional<StoreService::DeviceList> {
+        auto it = accounts.find({hi, lo});
+        if (it == accounts.end()) return std::nullopt;
+        return it->second;
+      });
+  connect(5);
+  auto request = [&](uint16_t w, uint64_t request_id, std::optional<wire::AccountId> account) {
+    auto& b = dp_->b;
+    b.Clear();
+    ipc::finish_envelope(
+        b, dp_->seq[w], ipc::CreateDeviceListRequest(b, request_id, account ? &*account : nullptr));
+    put(w, ipc::Record::DeviceListRequest);
+  };
+  auto answer = [&](uint16_t w, uint64_t request_id) -> const ipc::DeviceListResponse* {
+    for (const Got* g : dp_->of_type(w, ipc::Record::DeviceListResponse)) {
+      const ipc::DeviceListResponse* r = g->envelope()->record_as_DeviceListResponse();
+      if (r->request_id() == request_id) return r;
+    }
+    return nullptr;
+  };
+  request(1, 11, wire::AccountId(0xA, 0xB));
+  request(0, 12, wire::AccountId(0xA, 0xC));
+  request(0, 13, std::nullopt);
+  pump();
+  dp_->read();
+  const ipc::DeviceListResponse* known = answer(1, 11);
+  ASSERT_NE(known, nullptr);
+  EXPECT_EQ(answer(0, 11), nullptr);  // only the worker that asked gets the answer
+  EXPECT_EQ(known->status(), ipc::DeviceListStatus::Ok);
+  EXPECT_EQ(known->account()->lo(), 0xBu);
+  ASSERT_NE(known->devices(), nullptr);
+  EXPECT_EQ(std::vector<uint32_t>(known->devices()->begin(), known->devices()->end()),
+            (std::vector<uint32_t>{1, 3}));
+  EXPECT_EQ(known->version(), 7u);
+  EXPECT_EQ(known->dataplane_instance_id(), 5u);
+  const ipc::DeviceListResponse* unknown = answer(0, 12);
+  ASSERT_NE(unknown, nullptr);
+  EXPECT_EQ(unknown->status(), ipc::DeviceListStatus::UnknownAccount);
+  const ipc::DeviceListResponse* rejected = answer(0, 13);
+  ASSERT_NE(rejected, nullptr);
+  EXPECT_EQ(rejected->status(), ipc::DeviceListStatus::Rejected);
+  EXPECT_EQ(service_->stats().record_errors[static_cast<size_t>(StoreRecordError::kNoAccount)], 1u);
+  EXPECT_EQ(service_->stats().device_lists[static_cast<size_t>(ipc::DeviceListStatus::Ok)], 1u);
+
+  // Without a source (a control plane that cannot answer) requests are refused, not dropped.
+  service_->set_device_list_source(nullptr);
+  request(1, 14, wire::AccountId(0xA, 0xB));
+  pump();
+  dp_->read();
+  ASSERT_NE(answer(1, 14), nullptr);
+  EXPECT_EQ(answer(1, 14)->status(), ipc::DeviceListStatus::Rejected);
+
+  // A change is pushed to every worker.
+  const uint32_t devices[] = {3, 4};
+  ASSERT_TRUE(service_->pusher().push_device_list(0xA, 0xB, devices, 9).ok());
+  pump();
+  dp_->read();
+  for (uint16_t w = 0; w < 2; ++w) {
+    auto pushes = dp_->of_type(w, ipc::Record::DeviceListPush);
+    ASSERT_EQ(pushes.size(), 1u);
+    const ipc::DeviceListPush* push = pushes[0]->envelope()->record_as_DeviceListPush();
+    EXPECT_EQ(push->account()->hi(), 0xAu);
+    EXPECT_EQ(push->version(), 9u);
+    EXPECT_EQ(std::vector<uint32_t>(push->devices()->begin(), push->devices()->end()),
+              (std::vector<uint32_t>{3, 4}));
+  }
+
+  // The CP -> DP records are refused when a dataplane sends them.
+  auto& b = dp_->b;
+  b.Clear();
+  ipc::finish_envelope(b, dp_->seq[0], ipc::CreateDeviceListPush(b));
+  put(0, ipc::Record::DeviceListPush);
+  pump();
+  EXPECT_EQ(service_->stats().record_errors[static_cast<size_t>(StoreRecordError::kUnexpectedType)],
+            1u);
+}
+
 // Bad records: each is counted under its reason, answered when it asked for an answer, and the
 // records after it are still served.
 TEST_F(StoreServiceTest, MalformedRecordsAreCountedAndNeverCrash) {

@@ -291,5 +291,59 @@ TEST_F(CatalogStoreTest, SecretsSurviveARestart) {
   EXPECT_EQ(restarted.load_or_create_node_secret().status().code(), absl::StatusCode::kDataLoss);
 }
 
+// The device lists routing asks for (ipc DeviceListResponse), their version, and the change
+// hook that pushes them: called once per change, only after the change is durable.
+TEST_F(CatalogStoreTest, DeviceListsAndTheirChangeHook) {
+  std::vector<AccountId> changed;
+  store_.set_devices_changed_hook([&](const AccountId& a) { changed.push_back(a); });
+  auto run_barriers = [this] {
+    while (!deferred_.empty()) {
+      auto fn = std::move(deferred_.front());
+      deferred_.pop_front();
+      fn();
+    }
+  };
+  RecordingGateway gateway;
+  std::vector<uint8_t> secret(32, 1);
+  Registrar registrar({}, store_, gateway, secret);
+  SourceAddress source = *SourceAddress::parse("192.0.2.1");
+  ASSERT_EQ(registrar.request_code("+15551234567", CodeMethod::kSms, source, kT0).error,
+            RegistrationError::kOk);
+  VerifyResult v = registrar.verify("+15551234567", gateway.last_code, "pixel", kT0 + 1);
+  ASSERT_EQ(v.error, RegistrationError::kOk);
+  EXPECT_TRUE(changed.empty());  // not before the barrier says the commit is durable
+  run_barriers();
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0], v.account);
+  auto list = store_.device_list(v.account);
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->devices, (std::vector<uint32_t>{1}));
+  const uint64_t v1 = list->version;
+
+  // Re-registration: a new primary, the old one revoked; one change, a newer version.
+  ASSERT_EQ(registrar.request_code("+15551234567", CodeMethod::kSms, source, kT0 + 120'000).error,
+            RegistrationError::kOk);
+  ASSERT_EQ(registrar.verify("+15551234567", gateway.last_code, "new", kT0 + 120'001).error,
+            RegistrationError::kOk);
+  run_barriers();
+  EXPECT_EQ(changed.size(), 2u);
+  list = store_.device_list(v.account);
+  EXPECT_EQ(list->devices, (std::vector<uint32_t>{2}));
+  const uint64_t v2 = list->version;
+  EXPECT_GT(v2, v1);
+
+  // Revoke: the list empties and the version grows again; revoking twice changes nothing.
+  ASSERT_TRUE(store_.revoke_device(v.account, 2, kT0 + 130'000).ok());
+  run_barriers();
+  EXPECT_EQ(changed.size(), 3u);
+  list = store_.device_list(v.account);
+  EXPECT_TRUE(list->devices.empty());
+  EXPECT_GT(list->version, v2);
+  ASSERT_TRUE(store_.revoke_device(v.account, 2, kT0 + 140'000).ok());
+  run_barriers();
+  EXPECT_EQ(changed.size(), 3u);
+  EXPECT_FALSE(store_.device_list(AccountId{5, 5}));
+}
+
 }  // namespace
 }  // namespace herald::registration
