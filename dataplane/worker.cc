@@ -1,0 +1,333 @@
+// A dataplane worker: its parts, built on its own thread, and the run-to-completion loop.
+#include "dataplane/worker.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "dataplane/routing/router.h"
+#include "dataplane/routing/store_client.h"
+#include "dataplane/session/session_layer.h"
+#include "dataplane/session/session_options.h"
+#include "dataplane/tls/tls_layer.h"
+#include "dataplane/transport/kernel/kernel_transport.h"
+#include "platform/auth/token_verifier.h"
+#include "platform/clock/clock.h"
+#include "platform/log/log.h"
+#include "platform/shm/doorbell.h"
+#include "platform/timer/timer_wheel.h"
+#include "platform/uring/event_loop.h"
+
+namespace herald::dataplane {
+namespace {
+
+// How long a sleeping worker waits at most before looking at its timers again.
+constexpr uint64_t kMaxSleepNs = 100'000'000;
+
+uint64_t unix_now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
+}
+
+// A persistent poll on an eventfd that drains it when it fires: it only wakes the loop.
+struct EventfdWatch {
+  uring::Operation op;
+  int fd = -1;
+  bool armed = false;
+  static void on_ready(uring::Operation& op, const uring::Completion&) {
+    auto* self = op.context_as<EventfdWatch>();
+    if (self->fd >= 0) (void)shm::Doorbell::drain_eventfd(self->fd);
+  }
+  void arm(uring::EventLoop& loop, int watched_fd) {
+    fd = watched_fd;
+    op.set_callback(&EventfdWatch::on_ready, this);
+    loop.poll(op, fd, POLLIN, /*persistent=*/true);
+    armed = true;
+  }
+  void disarm(uring::EventLoop& loop) {
+    if (armed) (void)loop.cancel(op);
+    armed = false;
+    fd = -1;
+  }
+};
+
+routing::WorkerRouterOptions router_options_from_config(const config::Config& config,
+                                                        uint16_t worker, uint16_t workers,
+                                                        int64_t unix_offset_ms,
+                                                        uint64_t instance_id) {
+  routing::WorkerRouterOptions o;
+  o.node_id = config.node().id();
+  o.worker = worker;
+  o.workers = workers;
+  o.unix_offset_ms = unix_offset_ms;
+  // Device-list answers name the dataplane instance that asked (ones left on a ring from
+  // before a restart are ignored).
+  o.device_lists.instance_id = instance_id;
+  const auto& limits = config.limits();
+  // The window must cover the unacked limit, or a pending entry could be evicted.
+  o.dedup.window_per_device = std::max(limits.dedup_window(), limits.max_unacked_messages());
+  o.groups.max_group_members = limits.max_group_members();
+  // A primary device and its linked ones.
+  o.device_lists.max_devices_per_account = limits.max_linked_devices() + 1;
+  o.drain_queue_bytes = std::max<uint32_t>(limits.send_queue_bytes_per_session() / 4, 16 * 1024);
+  return o;
+}
+
+}  // namespace
+
+struct Worker::Parts {
+  std::unique_ptr<uring::EventLoop> loop;
+  std::unique_ptr<KernelTransport> transport;
+  std::unique_ptr<TlsLayer> tls;
+  std::unique_ptr<timer::TimerWheel> wheel;
+  std::unique_ptr<auth::TokenVerifier> verifier;
+  std::unique_ptr<StoreClient> store;
+  std::unique_ptr<routing::WorkerRouter> router;
+  std::unique_ptr<SessionLayer> sessions;
+  EventfdWatch wake;
+  EventfdWatch store_doorbell;
+  EventfdWatch mesh_doorbell;
+  std::shared_ptr<const ipc::ControlPlaneLink> link;
+  uint64_t link_generation = 0;
+};
+
+Worker::Worker(WorkerSetup setup) : setup_(std::move(setup)) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+Worker::~Worker() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Worker::set_link(std::shared_ptr<const ipc::ControlPlaneLink> link) {
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    pending_link_ = std::move(link);
+  }
+  link_generation_.fetch_add(1, std::memory_order_release);
+  const uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof(one));
+}
+
+void Worker::stop() {
+  stop_.store(true, std::memory_order_release);
+  const uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof(one));
+}
+
+absl::Status Worker::run() {
+  absl::Status status = run_loop();
+  if (!status.ok()) status_.failed.store(true);
+  return status;
+}
+
+absl::Status Worker::run_loop() {
+  const config::Config& config = *setup_.config;
+  const auto& dp = config.dataplane();
+  if (setup_.pin_core >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(setup_.pin_core, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+      HLOG_WARN("dataplane.worker.pin_failed").kv("worker", uint64_t{setup_.index});
+    }
+  }
+  Parts parts;
+  // The loop is driven by hand below (poll_once / run_once), so its own mode is blocking.
+  uring::Options loop_options;
+  loop_options.name = "dataplane";
+  auto loop = uring::EventLoop::create(loop_options);
+  if (!loop.ok()) return loop.status();
+  parts.loop = std::move(*loop);
+
+  const uint32_t max_sessions =
+      std::max<uint32_t>(16, config.limits().max_connections() / setup_.workers);
+  KernelTransportOptions transport_options;
+  transport_options.listen_address = dp.listen_address()->str();
+  transport_options.port = dp.chat_port();
+  transport_options.limits.max_connections = max_sessions;
+  transport_options.limits.send_queue_bytes =
+      std::max<uint32_t>(config.limits().send_queue_bytes_per_session(), 64 * 1024);
+  transport_options.limits.send_low_water_bytes = transport_options.limits.send_queue_bytes / 4;
+  auto transport = KernelTransport::create(*parts.loop, transport_options);
+  if (!transport.ok()) return transport.status();
+  parts.transport = std::move(*transport);
+
+  parts.tls = std::make_unique<TlsLayer>(*parts.transport, setup_.tls_context,
+                                         TlsLayerOptions{.max_connections = max_sessions});
+  const clock::Clock clock = clock::Clock::monotonic();
+  parts.wheel = std::make_unique<timer::TimerWheel>(timer::TimerWheelConfig{
+      .capacity = max_sessions + 1024, .tick_ns = 1'000'000, .start_ns = clock.now_ns()});
+  auth::TokenVerifierOptions verifier_options;
+  verifier_options.max_token_ttl_ms = std::max<uint64_t>(
+      verifier_options.max_token_ttl_ms, uint64_t{config.session_tokens().token_ttl_s()} * 1000);
+  parts.verifier = std::make_unique<auth::TokenVerifier>(verifier_options);
+
+  StoreClientOptions store_options;
+  store_options.instance_id = setup_.instance_id;
+  store_options.worker = setup_.index;
+  store_options.workers = setup_.workers;
+  store_options.node_id = config.node().id();
+  MeshEndpoint& mesh = setup_.mesh->endpoint(setup_.index);
+
+  // The router and its store client: the store's callbacks go to the router (made next).
+  StoreClientCallbacks store_callbacks;
+  store_callbacks.on_outcome = [&parts](const StoreOutcome& o) {
+    parts.router->on_store_outcome(o);
+  };
+  store_callbacks.on_drain = [&parts](const DrainBatch& b) { parts.router->on_drain_batch(b); };
+  parts.store = std::make_unique<StoreClient>(store_options, std::move(store_callbacks));
+  const int64_t unix_offset_ms =
+      static_cast<int64_t>(unix_now_ms()) - static_cast<int64_t>(clock.now_ns() / 1'000'000);
+  parts.router = std::make_unique<routing::WorkerRouter>(
+      router_options_from_config(config, setup_.index, setup_.workers, unix_offset_ms,
+                                 setup_.instance_id),
+      clock, *setup_.directory, *parts.store, mesh);
+  SessionLayerOptions session_options = session_options_from_config(config);
+  session_options.max_sessions = max_sessions;
+  session_options.server_version = HERALD_VERSION;
+  session_options.unix_offset_ms = unix_offset_ms;
+  parts.sessions = std::make_unique<SessionLayer>(*parts.tls, *parts.router, *parts.verifier,
+                                                  *parts.wheel, clock, session_options);
+  parts.tls->set_upper(*parts.sessions);
+
+  // Pushes from the control plane: auth state for the verifier and the sessions it vouches
+  // for, groups and device lists for the router, config for the session limits.
+  parts.store->set_push_handler(ipc::Record::SessionKeyPush, [&parts](const ipc::Envelope& e) {
+    const auto* push = e.record_as_SessionKeyPush();
+    if (push->key() == nullptr || push->key()->size() != auth::kSessionKeyBytes) return;
+    auth::SessionKey key;
+    key.key_id = push->key_id();
+    std::memcpy(key.key.data(), push->key()->data(), key.key.size());
+    key.not_before_ms = push->not_before_ms();
+    key.not_after_ms = push->not_after_ms();
+    if (!parts.verifier->install_key(key, unix_now_ms())) {
+      HLOG_WARN("dataplane.session_key_refused").kv("key_id", uint64_t{key.key_id});
+    }
+  });
+  parts.store->set_push_handler(ipc::Record::RevocationPush, [&parts](const ipc::Envelope& e) {
+    const auto* push = e.record_as_RevocationPush();
+    if (push->revocations() == nullptr) return;
+    for (const ipc::Revocation* r : *push->revocations()) {
+      if (r->account() == nullptr) continue;
+      const auth::AccountId account{r->account()->hi(), r->account()->lo()};
+      const uint32_t device =
+          r->device().has_value() ? *r->device() : auth::RevocationSet::kAllDevices;
+      (void)parts.verifier->revoke(account, device, r->issued_before_ms(), unix_now_ms());
+      (void)parts.router->close_device_sessions(*r->account(), device,
+                                                wire::ErrorCode::SessionRevoked);
+    }
+  });
+  parts.store->set_push_handler(ipc::Record::GroupMembershipPush, [&parts](const ipc::Envelope& e) {
+    parts.router->on_group_push(*e.record_as_GroupMembershipPush());
+  });
+  parts.store->set_push_handler(ipc::Record::DeviceListResponse, [&parts](const ipc::Envelope& e) {
+    parts.router->on_device_list_response(*e.record_as_DeviceListResponse());
+  });
+  parts.store->set_push_handler(ipc::Record::DeviceListPush, [&parts](const ipc::Envelope& e) {
+    parts.router->on_device_list_push(*e.record_as_DeviceListPush());
+  });
+  parts.store->set_push_handler(ipc::Record::ConfigPush, [&parts](const ipc::Envelope& e) {
+    const auto* push = e.record_as_ConfigPush();
+    if (push->config() == nullptr) return;
+    auto pushed = config::config_from_buffer({push->config()->data(), push->config()->size()});
+    if (!pushed.ok()) {
+      HLOG_WARN("dataplane.config_push_refused").kv("error", pushed.status().ToString());
+      return;
+    }
+    parts.sessions->set_limits(session_limits_from_config(*pushed));
+  });
+
+  // Wake-ups: stop()/set_link(), the mesh doorbell, and (when attached) the store doorbell.
+  parts.wake.arm(*parts.loop, wake_fd_);
+  parts.mesh_doorbell.arm(*parts.loop, mesh.doorbell_fd());
+  parts.transport->start(*parts.tls);
+  status_.port.store(parts.transport->port());
+  status_.listening.store(true);
+  HLOG_INFO("dataplane.worker.started")
+      .kv("worker", uint64_t{setup_.index})
+      .kv("port", uint64_t{parts.transport->port()})
+      .kv("max_sessions", uint64_t{max_sessions});
+
+  const config::PollMode mode = dp.poll_mode();
+  const uint32_t idle_polls_before_sleep =
+      mode == config::PollMode::blocking ? 1 : std::max<uint32_t>(1, dp.adaptive_idle_polls());
+  uint32_t idle_polls = 0;
+  while (!stop_.load(std::memory_order_acquire)) {
+    // The control plane came or went.
+    if (const uint64_t g = link_generation_.load(std::memory_order_acquire);
+        g != parts.link_generation) {
+      parts.link_generation = g;
+      std::shared_ptr<const ipc::ControlPlaneLink> link;
+      {
+        std::lock_guard<std::mutex> lock(link_mu_);
+        link = pending_link_;
+      }
+      parts.store_doorbell.disarm(*parts.loop);
+      if (parts.store->attached()) parts.store->detach();
+      parts.link = std::move(link);
+      if (parts.link != nullptr) {
+        auto store_link = make_store_link(*parts.link, setup_.index);
+        if (store_link.ok()) {
+          parts.router->on_controlplane_hello(parts.link->controlplane.server_msg_time_floor_ms);
+          parts.store->attach(std::move(*store_link));
+          parts.store_doorbell.arm(*parts.loop, parts.link->dp_doorbells[setup_.index].fd());
+        } else {
+          HLOG_ERROR("dataplane.worker.link_failed").kv("error", store_link.status().ToString());
+          parts.link.reset();
+        }
+      }
+    }
+    // One turn: socket completions (transport, TLS, sessions, router), timers, the router's own
+    // work (mesh hand-offs in, drains, device-list timeouts), then the store's ring both ways
+    // and this turn's hand-offs out: one commit per ring.
+    size_t work = parts.loop->poll_once();
+    uint64_t now = clock.now_ns();
+    work += parts.wheel->advance(now);
+    work += parts.router->poll(now);
+    work += parts.store->poll(now);
+    work += mesh.flush();
+    status_.loop_turns.fetch_add(1, std::memory_order_relaxed);
+    status_.sessions.store(parts.sessions->sessions(), std::memory_order_relaxed);
+    if (work > 0 || mode == config::PollMode::busy) {
+      idle_polls = 0;
+      continue;
+    }
+    if (++idle_polls < idle_polls_before_sleep) continue;
+    idle_polls = 0;
+    // Sleep until a completion, a doorbell (the control plane's ring, another worker's
+    // hand-off), stop()/set_link(), or the next timer. Announcing the sleep on the rings first
+    // means their producers ring the doorbells.
+    if (parts.store->attached() && !parts.store->prepare_to_sleep()) continue;
+    if (!mesh.prepare_to_sleep()) {
+      if (parts.store->attached()) parts.store->woke();
+      continue;
+    }
+    now = clock.now_ns();
+    const uint64_t next = parts.wheel->next_wakeup_ns();
+    const uint64_t sleep_ns = next <= now ? 0 : std::min<uint64_t>(next - now, kMaxSleepNs);
+    status_.sleeps.fetch_add(1, std::memory_order_relaxed);
+    (void)parts.loop->run_once(static_cast<int64_t>(sleep_ns));
+    if (parts.store->attached()) parts.store->woke();
+    mesh.woke();
+  }
+
+  // Stop: close every connection, let the loop finish what is in flight.
+  parts.transport->stop();
+  for (int i = 0; i < 10'000 && !parts.transport->idle(); ++i)
+    (void)parts.loop->run_once(1'000'000);
+  parts.store_doorbell.disarm(*parts.loop);
+  parts.mesh_doorbell.disarm(*parts.loop);
+  parts.wake.disarm(*parts.loop);
+  if (parts.store->attached()) parts.store->detach();
+  status_.listening.store(false);
+  return absl::OkStatus();
+}
+
+}  // namespace herald::dataplane
