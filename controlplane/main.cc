@@ -14,19 +14,6 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitBadConfig = 2;
 
-void apply_log_settings(const herald::config::Config& config) {
-  using herald::log::Level;
-  switch (config.node().log_level()) {
-    case herald::config::LogLevel::debug: herald::log::set_min_level(Level::kDebug); break;
-    case herald::config::LogLevel::info: herald::log::set_min_level(Level::kInfo); break;
-    case herald::config::LogLevel::warn: herald::log::set_min_level(Level::kWarn); break;
-    case herald::config::LogLevel::error: herald::log::set_min_level(Level::kError); break;
-  }
-  herald::log::set_format(config.node().log_format() == herald::config::LogFormat::json
-                              ? herald::log::Format::kJson
-                              : herald::log::Format::kText);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,7 +57,7 @@ int main(int argc, char** argv) {
                 config_path.empty() ? "(embedded defaults)" : config_path.c_str());
     return 0;
   }
-  apply_log_settings(*config);
+  herald::config::apply_log_settings(*config);
 
   auto cp = herald::controlplane::ControlPlane::start(
       std::move(*config), {.data_dir = data_dir, .config_from_file = !config_path.empty()});

@@ -48,18 +48,6 @@ std::string snake_case(std::string_view camel) {
   return out;
 }
 
-// node.log_level and node.log_format (main() applied the boot config's before any of this).
-void apply_log_settings(const config::Config& config) {
-  switch (config.node().log_level()) {
-    case config::LogLevel::debug: log::set_min_level(log::Level::kDebug); break;
-    case config::LogLevel::info: log::set_min_level(log::Level::kInfo); break;
-    case config::LogLevel::warn: log::set_min_level(log::Level::kWarn); break;
-    case config::LogLevel::error: log::set_min_level(log::Level::kError); break;
-  }
-  log::set_format(config.node().log_format() == config::LogFormat::json ? log::Format::kJson
-                                                                        : log::Format::kText);
-}
-
 bool starts_with(const std::string& s, std::string_view prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -194,7 +182,7 @@ absl::Status NodeServices::open_storage(const config::Config& boot_config) {
 absl::Status NodeServices::create_services() {
   // The services run with the active revision (opened with the catalog).
   const config::Config& config = revisions_->running();
-  apply_log_settings(config);
+  config::apply_log_settings(config);
 
   api_keys_ = std::make_unique<api::ApiKeys>(*catalog_, api::system_unix_ms);
   if (absl::Status s = api_keys_->ensure_bootstrap_key(options_.data_dir); !s.ok()) return s;
@@ -498,7 +486,7 @@ void NodeServices::apply_config(const config::Config& config, uint64_t revision,
 
 bool NodeServices::apply_to_services(const config::Config& from, const config::Config& to,
                                      std::vector<std::string>& errors) {
-  apply_log_settings(to);
+  config::apply_log_settings(to);
 
   // Registration: code TTL, attempts, both limiters' rules; token lifetime; key rotation.
   const auto& tokens = to.session_tokens();

@@ -97,4 +97,8 @@ class Config {
 // what GET /v1/config publishes and docs/CONFIG.md lists.
 [[nodiscard]] const std::vector<std::string>& restart_required_fields();
 
+// Sets the process's log level and format from `node.log_level` / `node.log_format` (both
+// planes, at start and when a committed revision changes them).
+void apply_log_settings(const Config& config);
+
 }  // namespace herald::config
