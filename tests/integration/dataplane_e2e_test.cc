@@ -1,9 +1,9 @@
 // End to end over real processes and TLS sockets: herald-controlplane and herald-dataplane
 // (two workers) on loopback, accounts registered through the public HTTPS API (codes read from
 // the log gateway's sms.log), clients logging in with their session tokens. Checks the chat
-// semantics of docs/PROTOCOL.md as a client sees them.
+// semantics of docs/PROTOCOL.md as a client sees them, and herald-chat as a person runs it.
 //
-//   dataplane_e2e_test <herald-controlplane> <herald-dataplane>
+//   dataplane_e2e_test <herald-controlplane> <herald-dataplane> <herald-chat>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -33,6 +33,7 @@ namespace {
 
 std::string g_controlplane;
 std::string g_dataplane;
+std::string g_herald_chat;
 
 uint16_t free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -116,6 +117,11 @@ class Node {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
+
+  const std::string& dir() const { return dir_; }
+  const std::string& data_dir() const { return data_dir_; }
+  uint16_t public_port() const { return public_port_; }
+  uint16_t chat_port() const { return chat_port_; }
 
   TlsStreamOptions public_api() const {
     auto pem = read_pem_file(data_dir_ + "/tls/public.crt");
@@ -334,17 +340,58 @@ TEST_F(DataplaneE2E, BadTokensAndGarbageAreRefused) {
   EXPECT_TRUE(error->payload.AsError()->fatal);
 }
 
+// The output of a shell command (herald-chat runs as a person would run it).
+std::string run(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, p)) > 0) out.append(buffer, n);
+  pclose(p);
+  return out;
+}
+
+TEST_F(DataplaneE2E, HeraldChatRegistersAndChats) {
+  const std::string common =
+      g_herald_chat + " --public 127.0.0.1:" + std::to_string(node_.public_port()) +
+      " --chat 127.0.0.1:" + std::to_string(node_.chat_port()) + " --data-dir " + node_.data_dir() +
+      " --profiles " + node_.dir() + "/profiles";
+  const std::string sms = " --sms-log " + node_.data_dir() + "/sms.log";
+  const std::string first = run(common + " register --phone +15550000041" + sms + " 2>&1");
+  ASSERT_NE(first.find("registered +15550000041: account "), std::string::npos) << first;
+  const std::string second = run(common + " register --phone +15550000042" + sms + " 2>&1");
+  const size_t at = second.find("account ");
+  ASSERT_NE(at, std::string::npos) << second;
+  const std::string bob_account = second.substr(at + 8, 36);
+  // Bob listens for 4 s; Alice sends one line meanwhile.
+  std::string bob_out;
+  std::thread bob([&] {
+    bob_out = run("(sleep 4; echo /quit) | " + common + " chat --phone +15550000042 2>&1");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const std::string alice_out =
+      run("(echo 'hi from herald-chat'; sleep 2; echo /quit) | " + common +
+          " chat --phone +15550000041 --to " + bob_account + " 2>&1");
+  bob.join();
+  EXPECT_NE(alice_out.find("(sent #"), std::string::npos) << alice_out;
+  EXPECT_NE(alice_out.find("(Delivered by " + bob_account + ")"), std::string::npos) << alice_out;
+  EXPECT_NE(bob_out.find("] hi from herald-chat"), std::string::npos) << bob_out;
+}
+
 }  // namespace
 }  // namespace herald::tools
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s <herald-controlplane> <herald-dataplane>\n", argv[0]);
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s <herald-controlplane> <herald-dataplane> <herald-chat>\n",
+                 argv[0]);
     return 2;
   }
   herald::tools::g_controlplane = argv[1];
   herald::tools::g_dataplane = argv[2];
+  herald::tools::g_herald_chat = argv[3];
   signal(SIGPIPE, SIG_IGN);
   return RUN_ALL_TESTS();
 }

@@ -78,8 +78,9 @@ absl::StatusOr<std::optional<wire::FrameT>> ChatClient::next(uint32_t timeout_ms
       return absl::DataLossError(std::string("bad frame from the server: ") +
                                  std::string(codec::to_string(r.error)));
     }
+    // With no time left, still take what already arrived (a zero timeout polls once).
     const int64_t left_ms = deadline_ms - now_ms();
-    if (left_ms <= 0) return std::optional<wire::FrameT>();
+    if (left_ms < 0) return std::optional<wire::FrameT>();
     auto n = stream_->read_some(buffer, static_cast<uint32_t>(left_ms));
     if (!n.ok()) return n.status();
     if (*n == 0) return std::optional<wire::FrameT>();

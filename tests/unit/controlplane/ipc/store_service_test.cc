@@ -20,6 +20,7 @@
 #include "controlplane/storage/sim_disk.h"
 #include "platform/ipc/client.h"
 #include "platform/ipc/envelope.h"
+#include "tests/unit/controlplane/ipc/inprocess_store.h"
 
 namespace herald::controlplane {
 namespace {
@@ -166,41 +167,24 @@ class StoreServiceTest : public ::testing::Test {
 
   // (Re)opens the store on the disk (recovering what is durable) and starts server + service.
   void start_controlplane() {
-    table_ = std::make_unique<storage::QueueTable>(table_options_);
-    std::optional<absl::StatusOr<std::unique_ptr<storage::Log>>> result;
-    storage::Log::open(
-        *disk_, log_options_,
-        [this](const storage::RecoveredRecord& r) { return table_->recover(r); },
-        [&](absl::StatusOr<std::unique_ptr<storage::Log>> log) { result.emplace(std::move(log)); });
-    while (!result.has_value() && disk_->step()) {
-    }
-    ASSERT_TRUE(result.has_value());
-    ASSERT_TRUE(result->ok()) << result->status();
-    log_ = std::move(**result);
-    table_->start(*log_);
-    disk_->run_until_idle();
-    service_ = std::make_unique<StoreService>(*loop_, *table_, log_.get(), service_options_);
-    service_->set_resync([this](Pusher& p) {
-      ++resync_calls_;
-      const uint8_t key[32] = {7};
-      ASSERT_TRUE(p.push_session_key({.key_id = 42, .key = key, .not_after_ms = 1000}).ok());
-      const std::string restart[] = {"dataplane.workers"};
-      const uint8_t config[] = {1, 2, 3};
-      ASSERT_TRUE(p.push_config(9, config, restart).ok());
-    });
-    auto server = IpcServer::start(*loop_, ipc_options_, service_.get());
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    service_->attach(*server_);
+    store_.emplace(*loop_, *disk_);
+    store_->start(
+        {table_options_, log_options_, service_options_, ipc_options_},
+        [this](StoreService& service) {
+          service.set_resync([this](Pusher& p) {
+            ++resync_calls_;
+            const uint8_t key[32] = {7};
+            ASSERT_TRUE(p.push_session_key({.key_id = 42, .key = key, .not_after_ms = 1000}).ok());
+            const std::string restart[] = {"dataplane.workers"};
+            const uint8_t config[] = {1, 2, 3};
+            ASSERT_TRUE(p.push_config(9, config, restart).ok());
+          });
+        });
   }
 
   // A control plane that dies: the disk keeps only what was synced.
   void stop_controlplane() {
-    server_.reset();
-    service_.reset();
-    disk_->crash();
-    log_.reset();
-    table_.reset();
+    if (store_) store_->crash();
   }
 
   // Handshake on a helper thread while the loop serves it, then a Hello on every ring.
@@ -217,8 +201,8 @@ class StoreServiceTest : public ::testing::Test {
     // Until the handshake is answered and the server counts the dataplane as live (it may
     // first have to notice the previous one's exit).
     const auto until = Clock::now() + kDeadline;
-    while (!(done && server_->dataplane_connected() &&
-             server_->dataplane_instance_id() == instance_id) &&
+    while (!(done && server().dataplane_connected() &&
+             server().dataplane_instance_id() == instance_id) &&
            Clock::now() < until) {
       loop_->run_once(1'000'000);
     }
@@ -240,8 +224,8 @@ class StoreServiceTest : public ::testing::Test {
   void disconnect() {
     dp_.reset();
     const auto until = Clock::now() + kDeadline;
-    while (server_->dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
-    ASSERT_FALSE(server_->dataplane_connected());
+    while (server().dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
+    ASSERT_FALSE(server().dataplane_connected());
   }
 
   // Puts the finished builder on worker w's ring, serving the loop while the ring is full.
@@ -337,10 +321,10 @@ class StoreServiceTest : public ::testing::Test {
   storage::LogOptions log_options_ = small_log();
   std::unique_ptr<uring::EventLoop> loop_;
   std::unique_ptr<storage::SimDisk> disk_;
-  std::unique_ptr<storage::QueueTable> table_;
-  std::unique_ptr<storage::Log> log_;
-  std::unique_ptr<StoreService> service_;
-  std::unique_ptr<IpcServer> server_;
+  std::optional<testing::InProcessStore> store_;
+  storage::QueueTable& table() { return store_->table(); }
+  StoreService& service() { return store_->service(); }
+  IpcServer& server() { return store_->server(); }
   std::unique_ptr<FakeDataplane> dp_;
   int resync_calls_ = 0;
 };
@@ -354,8 +338,8 @@ TEST_F(StoreServiceTest, AppendDurableOnlyAfterTheSync) {
   dp_->read();
   EXPECT_TRUE(dp_->outcomes(0).empty());
   EXPECT_TRUE(dp_->outcomes(1).empty());
-  EXPECT_EQ(service_->pending_appends(), 2u);
-  EXPECT_EQ(service_->backlog().appends_pending, 2u);  // the gauge the counters segment shows
+  EXPECT_EQ(service().pending_appends(), 2u);
+  EXPECT_EQ(service().backlog().appends_pending, 2u);  // the gauge the counters segment shows
 
   settle();
   dp_->read();
@@ -366,12 +350,12 @@ TEST_F(StoreServiceTest, AppendDurableOnlyAfterTheSync) {
   EXPECT_EQ(o0[1].status, ipc::AppendStatus::Durable);
   EXPECT_EQ(o0[1].instance, 1111u);
   EXPECT_EQ(o1[1].status, ipc::AppendStatus::Durable);
-  EXPECT_EQ(table_->queued(dev(1)), 1u);
-  EXPECT_EQ(table_->queued(dev(2)), 1u);
-  EXPECT_EQ(table_->queued(dev(3)), 1u);
-  EXPECT_EQ(service_->pending_appends(), 0u);
-  EXPECT_EQ(service_->backlog().appends_pending, 0u);
-  EXPECT_EQ(service_->stats().outcomes[static_cast<size_t>(ipc::AppendStatus::Durable)], 2u);
+  EXPECT_EQ(table().queued(dev(1)), 1u);
+  EXPECT_EQ(table().queued(dev(2)), 1u);
+  EXPECT_EQ(table().queued(dev(3)), 1u);
+  EXPECT_EQ(service().pending_appends(), 0u);
+  EXPECT_EQ(service().backlog().appends_pending, 0u);
+  EXPECT_EQ(service().stats().outcomes[static_cast<size_t>(ipc::AppendStatus::Durable)], 2u);
 }
 
 TEST_F(StoreServiceTest, DuplicateAppendGetsTheSameOutcome) {
@@ -386,8 +370,8 @@ TEST_F(StoreServiceTest, DuplicateAppendGetsTheSameOutcome) {
   auto o = dp_->outcomes(0);
   ASSERT_EQ(o.size(), 3u);
   for (uint64_t id : {1, 2, 3}) EXPECT_EQ(o[id].status, ipc::AppendStatus::Durable) << id;
-  EXPECT_EQ(table_->queued(dev(1)), 1u);
-  EXPECT_EQ(service_->stats().duplicate_appends, 2u);
+  EXPECT_EQ(table().queued(dev(1)), 1u);
+  EXPECT_EQ(service().stats().duplicate_appends, 2u);
 }
 
 TEST_F(StoreServiceTest, FullQueuesAreReportedPerRecipient) {
@@ -408,8 +392,8 @@ TEST_F(StoreServiceTest, FullQueuesAreReportedPerRecipient) {
   EXPECT_EQ(o[2].queue_full, std::vector<uint32_t>{1});
   EXPECT_EQ(o[3].status, ipc::AppendStatus::QueueFull);
   EXPECT_EQ(o[3].queue_full, std::vector<uint32_t>{1});
-  EXPECT_EQ(table_->queued(dev(3)), 1u);
-  EXPECT_EQ(service_->stats().queue_full_recipients, 2u);
+  EXPECT_EQ(table().queued(dev(3)), 1u);
+  EXPECT_EQ(service().stats().queue_full_recipients, 2u);
 }
 
 TEST_F(StoreServiceTest, LogFailureIsAnErrorOutcomeNeverADurableOne) {
@@ -428,7 +412,7 @@ TEST_F(StoreServiceTest, LogFailureIsAnErrorOutcomeNeverADurableOne) {
   ASSERT_EQ(o.size(), 2u);
   EXPECT_EQ(o[1].status, ipc::AppendStatus::StoreFailed);
   EXPECT_EQ(o[2].status, ipc::AppendStatus::StoreFailed);
-  EXPECT_EQ(table_->queued(dev(1)), 0u);
+  EXPECT_EQ(table().queued(dev(1)), 0u);
 }
 
 TEST_F(StoreServiceTest, BackpressureIsStoreBusyAndClearsOnceDurable) {
@@ -445,7 +429,7 @@ TEST_F(StoreServiceTest, BackpressureIsStoreBusyAndClearsOnceDurable) {
   ASSERT_EQ(o.size(), 5u);
   for (uint64_t id : {1, 2, 3, 5}) EXPECT_EQ(o[id].status, ipc::AppendStatus::Durable) << id;
   EXPECT_EQ(o[4].status, ipc::AppendStatus::StoreBusy);
-  EXPECT_EQ(table_->queued(dev(1)), 4u);
+  EXPECT_EQ(table().queued(dev(1)), 4u);
 }
 
 TEST_F(StoreServiceTest, CancelBeforeTheCommitAndAfterIt) {
@@ -469,14 +453,14 @@ TEST_F(StoreServiceTest, CancelBeforeTheCommitAndAfterIt) {
   EXPECT_EQ(o[2].status, ipc::AppendStatus::Durable);
   EXPECT_EQ(o[3].status, ipc::AppendStatus::Durable);
   // Device 1 keeps only 102; device 2 keeps only 101.
-  EXPECT_EQ(table_->peek(dev(1), std::nullopt, 10, UINT64_MAX),
+  EXPECT_EQ(table().peek(dev(1), std::nullopt, 10, UINT64_MAX),
             (std::vector<storage::MessageId>{{102u << 16, 102}}));
-  EXPECT_EQ(table_->peek(dev(2), std::nullopt, 10, UINT64_MAX),
+  EXPECT_EQ(table().peek(dev(2), std::nullopt, 10, UINT64_MAX),
             (std::vector<storage::MessageId>{{101u << 16, 101}}));
-  EXPECT_FALSE(table_->has_body({100u << 16, 100}));
-  EXPECT_EQ(service_->stats().cancels_pending, 3u);
-  EXPECT_EQ(service_->stats().cancels_late, 1u);
-  EXPECT_EQ(service_->stats().cancels_unknown, 1u);
+  EXPECT_FALSE(table().has_body({100u << 16, 100}));
+  EXPECT_EQ(service().stats().cancels_pending, 3u);
+  EXPECT_EQ(service().stats().cancels_late, 1u);
+  EXPECT_EQ(service().stats().cancels_unknown, 1u);
 }
 
 TEST_F(StoreServiceTest, AckRemovesEntries) {
@@ -487,9 +471,9 @@ TEST_F(StoreServiceTest, AckRemovesEntries) {
   settle();
   ack(1, 1, {100, 555});  // any worker; 555 was never queued
   settle();
-  EXPECT_EQ(table_->queued(dev(1)), 1u);
-  EXPECT_EQ(service_->stats().acked_entries, 1u);
-  EXPECT_EQ(service_->stats().acks_unknown, 1u);
+  EXPECT_EQ(table().queued(dev(1)), 1u);
+  EXPECT_EQ(service().stats().acked_entries, 1u);
+  EXPECT_EQ(service().stats().acks_unknown, 1u);
 }
 
 TEST_F(StoreServiceTest, DrainAfterAControlPlaneRestartReturnsWhatWasDurable) {
@@ -526,7 +510,7 @@ TEST_F(StoreServiceTest, DrainAfterAControlPlaneRestartReturnsWhatWasDurable) {
   }
   // Drain counters: one drain served, its messages, and their stored bytes (each holds a
   // 16-byte body plus the StoredMessage around it).
-  const StoreServiceStats& stats = service_->stats();
+  const StoreServiceStats& stats = service().stats();
   EXPECT_EQ(stats.drains[static_cast<size_t>(ipc::DrainStatus::Ok)], 1u);
   EXPECT_EQ(stats.drain_messages, 3u);
   EXPECT_GT(stats.drain_bytes, 3u * 16u);
@@ -581,8 +565,8 @@ TEST_F(StoreServiceTest, TooManyDrainsInFlightAreAnsweredBusy) {
   drain(0, 2, 1);  // the first one's body read is still on the disk
   drain(1, 3, 1);  // another worker has its own limit
   pump();
-  EXPECT_EQ(service_->drains_in_flight(0), 1u);
-  EXPECT_EQ(service_->backlog().drains_in_flight, 2u);  // worker 0's and worker 1's
+  EXPECT_EQ(service().drains_in_flight(0), 1u);
+  EXPECT_EQ(service().backlog().drains_in_flight, 2u);  // worker 0's and worker 1's
   settle();
   dp_->read();
   ASSERT_EQ(responses(0, 1).size(), 1u);
@@ -591,10 +575,10 @@ TEST_F(StoreServiceTest, TooManyDrainsInFlightAreAnsweredBusy) {
   EXPECT_EQ(responses(0, 2)[0]->status(), ipc::DrainStatus::Busy);
   ASSERT_EQ(responses(1, 3).size(), 1u);
   EXPECT_EQ(responses(1, 3)[0]->status(), ipc::DrainStatus::Ok);
-  EXPECT_EQ(service_->drains_in_flight(0), 0u);
-  EXPECT_EQ(service_->backlog().drains_in_flight, 0u);
-  EXPECT_EQ(service_->stats().drains[static_cast<size_t>(ipc::DrainStatus::Busy)], 1u);
-  EXPECT_EQ(service_->stats().drains[static_cast<size_t>(ipc::DrainStatus::Ok)], 2u);
+  EXPECT_EQ(service().drains_in_flight(0), 0u);
+  EXPECT_EQ(service().backlog().drains_in_flight, 0u);
+  EXPECT_EQ(service().stats().drains[static_cast<size_t>(ipc::DrainStatus::Busy)], 1u);
+  EXPECT_EQ(service().stats().drains[static_cast<size_t>(ipc::DrainStatus::Ok)], 2u);
 }
 
 TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
@@ -611,13 +595,13 @@ TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
   }
   settle();
   // The dataplane has not read: its ring and the server's backlog are full, the rest is held.
-  EXPECT_GT(service_->held_outcomes(0), 0u);
-  EXPECT_GT(service_->stats().outcomes_held, 0u);
+  EXPECT_GT(service().held_outcomes(0), 0u);
+  EXPECT_GT(service().stats().outcomes_held, 0u);
   // The backlog gauges: outcomes waiting in the service, records in the server's backlog.
-  EXPECT_EQ(service_->backlog().outcomes_held, service_->held_outcomes(0));
-  EXPECT_EQ(server_->backlog_records_total(), 2u);
-  EXPECT_GT(server_->backlog_bytes_total(), 0u);
-  EXPECT_GT(server_->stats().backlogged, 0u);
+  EXPECT_EQ(service().backlog().outcomes_held, service().held_outcomes(0));
+  EXPECT_EQ(server().backlog_records_total(), 2u);
+  EXPECT_GT(server().backlog_bytes_total(), 0u);
+  EXPECT_GT(server().stats().backlogged, 0u);
   const auto until = Clock::now() + kDeadline;
   while (dp_->outcomes(0).size() < kAppends && Clock::now() < until) {
     dp_->read();
@@ -626,11 +610,11 @@ TEST_F(StoreServiceTest, FullRingAndBacklogHoldOutcomesUntilTheDataplaneReads) {
   auto o = dp_->outcomes(0);
   ASSERT_EQ(o.size(), kAppends);
   for (const auto& [id, outcome] : o) EXPECT_EQ(outcome.status, ipc::AppendStatus::Durable) << id;
-  EXPECT_EQ(service_->held_outcomes(0), 0u);
-  EXPECT_EQ(service_->backlog().outcomes_held, 0u);
-  EXPECT_EQ(server_->backlog_records_total(), 0u);
-  EXPECT_EQ(server_->backlog_bytes_total(), 0u);
-  EXPECT_EQ(service_->stats().outcomes_orphaned, 0u);
+  EXPECT_EQ(service().held_outcomes(0), 0u);
+  EXPECT_EQ(service().backlog().outcomes_held, 0u);
+  EXPECT_EQ(server().backlog_records_total(), 0u);
+  EXPECT_EQ(server().backlog_bytes_total(), 0u);
+  EXPECT_EQ(service().stats().outcomes_orphaned, 0u);
 }
 
 TEST_F(StoreServiceTest, ReconnectGetsAFullResyncAndNoOutcomeOfTheDeadInstance) {
@@ -649,10 +633,10 @@ TEST_F(StoreServiceTest, ReconnectGetsAFullResyncAndNoOutcomeOfTheDeadInstance) 
   append(0, 1, 100, {1});
   pump();  // taken, not durable
   disconnect();
-  EXPECT_EQ(service_->pending_appends(), 1u);
+  EXPECT_EQ(service().pending_appends(), 1u);
   settle();  // durable while no dataplane is there
-  EXPECT_EQ(table_->queued(dev(1)), 1u);
-  EXPECT_EQ(service_->held_outcomes(0), 1u);
+  EXPECT_EQ(table().queued(dev(1)), 1u);
+  EXPECT_EQ(service().held_outcomes(0), 1u);
 
   // The same instance reconnecting (a socket hiccup, not a restart) still gets it.
   connect(5);
@@ -669,11 +653,11 @@ TEST_F(StoreServiceTest, ReconnectGetsAFullResyncAndNoOutcomeOfTheDeadInstance) 
   dp_->read();
   EXPECT_TRUE(dp_->outcomes(0).empty());
   EXPECT_EQ(dp_->of_type(0, ipc::Record::SessionKeyPush).size(), 1u);
-  EXPECT_EQ(service_->stats().outcomes_orphaned, 1u);
-  EXPECT_EQ(table_->queued(dev(1)), 2u);  // durable all the same: the recipient gets it
+  EXPECT_EQ(service().stats().outcomes_orphaned, 1u);
+  EXPECT_EQ(table().queued(dev(1)), 2u);  // durable all the same: the recipient gets it
   // Pushes with nobody connected are refused (the next resync carries the state).
   disconnect();
-  EXPECT_EQ(service_->pusher().push_revocation(1, 2, std::nullopt, 3).code(),
+  EXPECT_EQ(service().pusher().push_revocation(1, 2, std::nullopt, 3).code(),
             absl::StatusCode::kUnavailable);
 }
 
@@ -696,17 +680,17 @@ TEST_F(StoreServiceTest, RecordsLeftByADeadDataplaneNeverAnswerItsSuccessor) {
   ASSERT_EQ(o.size(), 1u);
   EXPECT_EQ(o[1].status, ipc::AppendStatus::Durable);
   EXPECT_EQ(o[1].instance, 6u);
-  EXPECT_EQ(table_->queued(dev(1)), 1u);  // the dead one's message is durable all the same
-  EXPECT_EQ(table_->queued(dev(2)), 1u);
-  EXPECT_EQ(service_->stats().outcomes_orphaned, 1u);
+  EXPECT_EQ(table().queued(dev(1)), 1u);  // the dead one's message is durable all the same
+  EXPECT_EQ(table().queued(dev(2)), 1u);
+  EXPECT_EQ(service().stats().outcomes_orphaned, 1u);
 }
 
 TEST_F(StoreServiceTest, PushesReachEveryWorker) {
   start_controlplane();
   connect(5);
   const std::pair<uint64_t, uint64_t> members[] = {{1, 2}, {3, 4}};
-  ASSERT_TRUE(service_->pusher().push_group_membership(8, 9, 3, members).ok());
-  ASSERT_TRUE(service_->pusher().push_revocation(1, 2, 7, 1234).ok());
+  ASSERT_TRUE(service().pusher().push_group_membership(8, 9, 3, members).ok());
+  ASSERT_TRUE(service().pusher().push_revocation(1, 2, 7, 1234).ok());
   pump();
   dp_->read();
   for (uint16_t w = 0; w < 2; ++w) {
@@ -733,7 +717,7 @@ TEST_F(StoreServiceTest, DeviceListRequestsAreAnsweredAndChangesPushed) {
   start_controlplane();
   std::map<std::pair<uint64_t, uint64_t>, StoreService::DeviceList> accounts;
   accounts[{0xA, 0xB}] = StoreService::DeviceList{{1, 3}, 7};
-  service_->set_device_list_source(
+  service().set_device_list_source(
       [&](uint64_t hi, uint64_t lo) -> std::optional<StoreService::DeviceList> {
         auto it = accounts.find({hi, lo});
         if (it == accounts.end()) return std::nullopt;
@@ -775,11 +759,11 @@ TEST_F(StoreServiceTest, DeviceListRequestsAreAnsweredAndChangesPushed) {
   const ipc::DeviceListResponse* rejected = answer(0, 13);
   ASSERT_NE(rejected, nullptr);
   EXPECT_EQ(rejected->status(), ipc::DeviceListStatus::Rejected);
-  EXPECT_EQ(service_->stats().record_errors[static_cast<size_t>(StoreRecordError::kNoAccount)], 1u);
-  EXPECT_EQ(service_->stats().device_lists[static_cast<size_t>(ipc::DeviceListStatus::Ok)], 1u);
+  EXPECT_EQ(service().stats().record_errors[static_cast<size_t>(StoreRecordError::kNoAccount)], 1u);
+  EXPECT_EQ(service().stats().device_lists[static_cast<size_t>(ipc::DeviceListStatus::Ok)], 1u);
 
   // Without a source (a control plane that cannot answer) requests are refused, not dropped.
-  service_->set_device_list_source(nullptr);
+  service().set_device_list_source(nullptr);
   request(1, 14, wire::AccountId(0xA, 0xB));
   pump();
   dp_->read();
@@ -788,7 +772,7 @@ TEST_F(StoreServiceTest, DeviceListRequestsAreAnsweredAndChangesPushed) {
 
   // A change is pushed to every worker.
   const uint32_t devices[] = {3, 4};
-  ASSERT_TRUE(service_->pusher().push_device_list(0xA, 0xB, devices, 9).ok());
+  ASSERT_TRUE(service().pusher().push_device_list(0xA, 0xB, devices, 9).ok());
   pump();
   dp_->read();
   for (uint16_t w = 0; w < 2; ++w) {
@@ -807,7 +791,7 @@ TEST_F(StoreServiceTest, DeviceListRequestsAreAnsweredAndChangesPushed) {
   ipc::finish_envelope(b, dp_->seq[0], ipc::CreateDeviceListPush(b));
   put(0, ipc::Record::DeviceListPush);
   pump();
-  EXPECT_EQ(service_->stats().record_errors[static_cast<size_t>(StoreRecordError::kUnexpectedType)],
+  EXPECT_EQ(service().stats().record_errors[static_cast<size_t>(StoreRecordError::kUnexpectedType)],
             1u);
 }
 
@@ -875,13 +859,13 @@ TEST_F(StoreServiceTest, MalformedRecordsAreCountedAndNeverCrash) {
     put(0, c.type);
     pump();
     ++expected.record_errors[static_cast<size_t>(c.error)];
-    EXPECT_EQ(service_->stats().record_errors[static_cast<size_t>(c.error)],
+    EXPECT_EQ(service().stats().record_errors[static_cast<size_t>(c.error)],
               expected.record_errors[static_cast<size_t>(c.error)]);
   }
   // Envelope-level garbage never reaches the service: the server counts it.
   const uint64_t bad_before = [&] {
     uint64_t n = 0;
-    for (uint64_t v : server_->stats().bad_records) n += v;
+    for (uint64_t v : server().stats().bad_records) n += v;
     return n;
   }();
   const std::vector<std::vector<uint8_t>> garbage = {
@@ -901,7 +885,7 @@ TEST_F(StoreServiceTest, MalformedRecordsAreCountedAndNeverCrash) {
   }
   pump();
   uint64_t bad_after = 0;
-  for (uint64_t v : server_->stats().bad_records) bad_after += v;
+  for (uint64_t v : server().stats().bad_records) bad_after += v;
   EXPECT_EQ(bad_after - bad_before, garbage.size() + 1);
 
   // Still serving: a good append after all that is durable, and the refused appends and the

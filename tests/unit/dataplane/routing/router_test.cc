@@ -18,6 +18,7 @@
 #include "controlplane/ipc/store_service.h"
 #include "controlplane/storage/sim_disk.h"
 #include "platform/ipc/client.h"
+#include "tests/unit/controlplane/ipc/inprocess_store.h"
 
 namespace herald::dataplane::routing {
 namespace {
@@ -156,39 +157,22 @@ class RouterTest : public ::testing::Test {
   }
 
   void start_controlplane() {
-    table_ = std::make_unique<storage::QueueTable>(table_options_);
-    std::optional<absl::StatusOr<std::unique_ptr<storage::Log>>> result;
-    storage::Log::open(
-        *disk_, log_options_,
-        [this](const storage::RecoveredRecord& r) { return table_->recover(r); },
-        [&](absl::StatusOr<std::unique_ptr<storage::Log>> log) { result.emplace(std::move(log)); });
-    while (!result.has_value() && disk_->step()) {
-    }
-    ASSERT_TRUE(result.has_value());
-    ASSERT_TRUE(result->ok()) << result->status();
-    log_ = std::move(**result);
-    table_->start(*log_);
-    disk_->run_until_idle();
-    service_ =
-        std::make_unique<controlplane::StoreService>(*loop_, *table_, log_.get(), service_options_);
-    service_->set_device_list_source(
-        [this](uint64_t hi, uint64_t lo) -> std::optional<controlplane::StoreService::DeviceList> {
-          auto it = accounts_.find({hi, lo});
-          if (it == accounts_.end()) return std::nullopt;
-          return it->second;
+    store_.emplace(*loop_, *disk_);
+    store_->start(
+        {table_options_, log_options_, service_options_, ipc_options_},
+        [this](controlplane::StoreService& service) {
+          service.set_device_list_source(
+              [this](uint64_t hi,
+                     uint64_t lo) -> std::optional<controlplane::StoreService::DeviceList> {
+                auto it = accounts_.find({hi, lo});
+                if (it == accounts_.end()) return std::nullopt;
+                return it->second;
+              });
         });
-    auto server = controlplane::IpcServer::start(*loop_, ipc_options_, service_.get());
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    service_->attach(*server_);
   }
 
   void stop_controlplane() {
-    server_.reset();
-    service_.reset();
-    if (disk_) disk_->crash();
-    log_.reset();
-    table_.reset();
+    if (store_) store_->crash();
   }
 
   void connect() {
@@ -202,7 +186,7 @@ class RouterTest : public ::testing::Test {
       done = true;
     });
     const auto until = Clock::now() + kDeadline;
-    while (!(done && server_->dataplane_connected()) && Clock::now() < until) {
+    while (!(done && server().dataplane_connected()) && Clock::now() < until) {
       loop_->run_once(1'000'000);
     }
     t.join();
@@ -346,10 +330,9 @@ class RouterTest : public ::testing::Test {
   std::map<std::pair<uint64_t, uint64_t>, controlplane::StoreService::DeviceList> accounts_;
   std::unique_ptr<uring::EventLoop> loop_;
   std::unique_ptr<storage::SimDisk> disk_;
-  std::unique_ptr<storage::QueueTable> table_;
-  std::unique_ptr<storage::Log> log_;
-  std::unique_ptr<controlplane::StoreService> service_;
-  std::unique_ptr<controlplane::IpcServer> server_;
+  std::optional<controlplane::testing::InProcessStore> store_;
+  storage::QueueTable& table() { return store_->table(); }
+  controlplane::IpcServer& server() { return store_->server(); }
   std::unique_ptr<ipc::ControlPlaneLink> link_;
   std::unique_ptr<WorkerMesh> mesh_;
   std::unique_ptr<Directory> directory_;
@@ -382,7 +365,7 @@ TEST_F(RouterTest, OneToOneOnlineAckedByTheRecipientBeforeTheStoreOutcome) {
   EXPECT_EQ(routers_[1]->stats().device_acks_forwarded, 1u);
   EXPECT_EQ(routers_[0]->stats().acks_all_devices, 1u);
   settle();
-  EXPECT_EQ(table_->queued(key(kB, 1)), 0u);  // cancelled: never queued
+  EXPECT_EQ(table().queued(key(kB, 1)), 0u);  // cancelled: never queued
 
   // Not acked: the ServerAck waits for the sync; the later ack deletes the queued entry.
   send(c1, 2, &to);
@@ -393,10 +376,10 @@ TEST_F(RouterTest, OneToOneOnlineAckedByTheRecipientBeforeTheStoreOutcome) {
   ASSERT_EQ(c1.completions.size(), 2u);
   EXPECT_EQ(c1.completions[1].id->lo(), b1.delivered()[1]);
   EXPECT_EQ(routers_[0]->stats().acks_durable, 1u);
-  EXPECT_EQ(table_->queued(key(kB, 1)), 1u);
+  EXPECT_EQ(table().queued(key(kB, 1)), 1u);
   ack(b1, {b1.delivered()[1]});
   settle();
-  EXPECT_EQ(table_->queued(key(kB, 1)), 0u);
+  EXPECT_EQ(table().queued(key(kB, 1)), 0u);
 }
 
 TEST_F(RouterTest, OfflineMessagesDrainInOrderWithFlowControl) {
@@ -410,7 +393,7 @@ TEST_F(RouterTest, OfflineMessagesDrainInOrderWithFlowControl) {
     ASSERT_EQ(c.error, wire::ErrorCode::Unspecified);
     acked.push_back(c.id->lo());
   }
-  EXPECT_EQ(table_->queued(key(kB, 3)), 6u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 6u);
   EXPECT_EQ(routers_[0]->stats().push_hints, 6u);  // B3 was offline
 
   FakeSession& b3 = login(1, kB, 3);
@@ -424,10 +407,10 @@ TEST_F(RouterTest, OfflineMessagesDrainInOrderWithFlowControl) {
   ack(b3, {acked[0], acked[1]});
   settle();
   EXPECT_EQ(b3.delivered(), acked);  // the rest, in order, no repeat
-  EXPECT_EQ(table_->queued(key(kB, 3)), 4u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 4u);
   ack(b3, {acked[2], acked[3], acked[4], acked[5]});
   settle();
-  EXPECT_EQ(table_->queued(key(kB, 3)), 0u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 0u);
   EXPECT_EQ(b3.delivered(), acked);
 }
 
@@ -475,10 +458,10 @@ TEST_F(RouterTest, ToAccountReachesEveryDeviceAndTheSendersOtherDevices) {
   settle();
   ASSERT_EQ(a1.completions.size(), 1u);
   EXPECT_EQ(a1.completions[0].error, wire::ErrorCode::Unspecified);
-  EXPECT_EQ(table_->queued(key(kB, 3)), 1u);
-  EXPECT_EQ(table_->queued(key(kA, 2)), 1u);  // the sender's copy
-  EXPECT_EQ(table_->queued(key(kB, 1)), 0u);
-  EXPECT_EQ(table_->queued(key(kB, 2)), 0u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 1u);
+  EXPECT_EQ(table().queued(key(kA, 2)), 1u);  // the sender's copy
+  EXPECT_EQ(table().queued(key(kB, 1)), 0u);
+  EXPECT_EQ(table().queued(key(kB, 2)), 0u);
 
   // An unknown account.
   const wire::AccountId nobody(0xDEAD, 1);
@@ -509,7 +492,7 @@ TEST_F(RouterTest, GroupFanOutAndNotGroupMember) {
   settle();
   ASSERT_EQ(c1.completions.size(), 1u);
   EXPECT_EQ(c1.completions[0].error, wire::ErrorCode::Unspecified);
-  EXPECT_EQ(table_->queued(key(kA, 2)), 1u);
+  EXPECT_EQ(table().queued(key(kA, 2)), 1u);
 
   send(b1, 2, nullptr, nullptr, &g);
   ASSERT_EQ(b1.completions.size(), 1u);
@@ -535,13 +518,13 @@ TEST_F(RouterTest, AResendGetsTheSameServerAckAndIsDeliveredOnce) {
   settle();
   ASSERT_EQ(again.completions.size(), 1u);
   const wire::ServerMsgId first = *again.completions[0].id;
-  EXPECT_EQ(table_->queued(key(kB, 3)), 1u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 1u);
   // Once more after the ack: answered at once, nothing stored.
   send(again, 42, &to);
   ASSERT_EQ(again.completions.size(), 2u);
   EXPECT_TRUE(message_id_equal(*again.completions[1].id, first));
   settle();
-  EXPECT_EQ(table_->queued(key(kB, 3)), 1u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 1u);
   EXPECT_EQ(routers_[0]->stats().resends_acked, 1u);
 }
 
@@ -567,7 +550,7 @@ TEST_F(RouterTest, DedupEntriesFollowTheDeviceToAnotherWorker) {
   settle();  // worker 0 gets the outcomes and forwards them
   ASSERT_EQ(moved.completions.size(), 1u);
   EXPECT_EQ(moved.completions[0].error, wire::ErrorCode::Unspecified);
-  EXPECT_EQ(table_->queued(key(kB, 3)), 2u);  // stored once each
+  EXPECT_EQ(table().queued(key(kB, 3)), 2u);  // stored once each
   // 43 was acked meanwhile (the outcome followed the entry): answered at once, same id.
   send(moved, 43, &to);
   ASSERT_EQ(moved.completions.size(), 2u);
@@ -583,7 +566,7 @@ TEST_F(RouterTest, DedupEntriesFollowTheDeviceToAnotherWorker) {
   ASSERT_EQ(back.completions.size(), 1u);
   EXPECT_TRUE(message_id_equal(*back.completions[0].id, *moved.completions[0].id));
   settle();
-  EXPECT_EQ(table_->queued(key(kB, 3)), 2u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 2u);
   EXPECT_GE(routers_[0]->stats().handover_records_in, 2u);
 }
 
@@ -666,7 +649,7 @@ TEST_F(RouterTest, PendingMessagesAndRecipientsAreBoundedAtTheirLimits) {
   EXPECT_EQ(c1.completions[0].error, wire::ErrorCode::Overloaded);
   settle();
   ASSERT_EQ(c1.completions.size(), 3u);
-  EXPECT_EQ(table_->queued(key(kB, 3)), 2u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 2u);
   send(c1, 3, &to);  // room again: the refused id is taken anew
   run_until([&] { return c1.completions.size() == 4; });
   EXPECT_EQ(c1.completions[3].error, wire::ErrorCode::Unspecified);
@@ -728,7 +711,7 @@ TEST_F(RouterTest, WhileTheStoreIsAwayMessagesAreHeldThenMadeDurable) {
   attach_stores();
   run_until([&] { return c1.completions.size() == 2; });
   EXPECT_EQ(c1.completions[1].error, wire::ErrorCode::Unspecified);
-  EXPECT_EQ(table_->queued(key(kB, 3)), 2u);
+  EXPECT_EQ(table().queued(key(kB, 3)), 2u);
 }
 
 TEST_F(RouterTest, EphemeralMessagesReachOnlineDevicesAndAreNeverStored) {
@@ -745,8 +728,8 @@ TEST_F(RouterTest, EphemeralMessagesReachOnlineDevicesAndAreNeverStored) {
   ASSERT_EQ(c1.completions.size(), 3u);
   settle();
   EXPECT_EQ(b1.delivered().size(), 2u);
-  EXPECT_EQ(table_->queued(key(kB, 1)), 1u);  // the first message only
-  EXPECT_EQ(table_->queued(key(kB, 3)), 0u);
+  EXPECT_EQ(table().queued(key(kB, 1)), 1u);  // the first message only
+  EXPECT_EQ(table().queued(key(kB, 3)), 0u);
   EXPECT_EQ(routers_[0]->stats().acks_ephemeral, 2u);
 }
 

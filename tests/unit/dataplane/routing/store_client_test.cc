@@ -20,6 +20,7 @@
 #include "controlplane/storage/sim_disk.h"
 #include "platform/ipc/client.h"
 #include "platform/ipc/segment.h"
+#include "tests/unit/controlplane/ipc/inprocess_store.h"
 
 namespace herald::dataplane {
 namespace {
@@ -161,40 +162,22 @@ class StoreClientTest : public ::testing::Test {
 
   // (Re)opens the store on the disk (recovering what is durable), starts server + service.
   void start_controlplane() {
-    table_ = std::make_unique<storage::QueueTable>(table_options_);
-    std::optional<absl::StatusOr<std::unique_ptr<storage::Log>>> result;
-    storage::Log::open(
-        *disk_, log_options_,
-        [this](const storage::RecoveredRecord& r) { return table_->recover(r); },
-        [&](absl::StatusOr<std::unique_ptr<storage::Log>> log) { result.emplace(std::move(log)); });
-    while (!result.has_value() && disk_->step()) {
-    }
-    ASSERT_TRUE(result.has_value());
-    ASSERT_TRUE(result->ok()) << result->status();
-    log_ = std::move(**result);
-    table_->start(*log_);
-    disk_->run_until_idle();
-    service_ =
-        std::make_unique<controlplane::StoreService>(*loop_, *table_, log_.get(), service_options_);
-    service_->set_resync([](controlplane::Pusher& p) {
-      const uint8_t key[32] = {7};
-      ASSERT_TRUE(p.push_session_key({.key_id = 42, .key = key, .not_after_ms = 1000}).ok());
-      const uint8_t config[] = {1, 2, 3};
-      ASSERT_TRUE(p.push_config(9, config, {}).ok());
-    });
-    auto server = controlplane::IpcServer::start(*loop_, ipc_options_, service_.get());
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    service_->attach(*server_);
+    store_.emplace(*loop_, *disk_);
+    store_->start(
+        {table_options_, log_options_, service_options_, ipc_options_},
+        [](controlplane::StoreService& service) {
+          service.set_resync([](controlplane::Pusher& p) {
+            const uint8_t key[32] = {7};
+            ASSERT_TRUE(p.push_session_key({.key_id = 42, .key = key, .not_after_ms = 1000}).ok());
+            const uint8_t config[] = {1, 2, 3};
+            ASSERT_TRUE(p.push_config(9, config, {}).ok());
+          });
+        });
   }
 
   // The control plane dies: the disk keeps only what was synced.
   void stop_controlplane() {
-    server_.reset();
-    service_.reset();
-    if (disk_) disk_->crash();
-    log_.reset();
-    table_.reset();
+    if (store_) store_->crash();
   }
 
   // Handshake on a helper thread while the loop serves it.
@@ -209,8 +192,8 @@ class StoreClientTest : public ::testing::Test {
       done = true;
     });
     const auto until = Clock::now() + kDeadline;
-    while (!(done && server_->dataplane_connected() &&
-             server_->dataplane_instance_id() == instance_id) &&
+    while (!(done && server().dataplane_connected() &&
+             server().dataplane_instance_id() == instance_id) &&
            Clock::now() < until) {
       loop_->run_once(1'000'000);
     }
@@ -284,10 +267,10 @@ class StoreClientTest : public ::testing::Test {
   StoreClientOptions client_options_;
   std::unique_ptr<uring::EventLoop> loop_;
   std::unique_ptr<storage::SimDisk> disk_;
-  std::unique_ptr<storage::QueueTable> table_;
-  std::unique_ptr<storage::Log> log_;
-  std::unique_ptr<controlplane::StoreService> service_;
-  std::unique_ptr<controlplane::IpcServer> server_;
+  std::optional<controlplane::testing::InProcessStore> store_;
+  storage::QueueTable& table() { return store_->table(); }
+  controlplane::StoreService& service() { return store_->service(); }
+  controlplane::IpcServer& server() { return store_->server(); }
   std::unique_ptr<ipc::ControlPlaneLink> link_;
   Recorder rec_;
   std::unique_ptr<StoreClient> client_;
@@ -312,8 +295,8 @@ TEST_F(StoreClientTest, AppendsAreBatchedAndDurableOnlyAfterTheSync) {
   settle();
   for (uint64_t id : {a, b, c}) EXPECT_EQ(rec_.outcome(id), ipc::AppendStatus::Durable);
   EXPECT_EQ(rec_.cookies[a], 100'000u);
-  EXPECT_EQ(table_->queued(dev(1)), 2u);
-  EXPECT_EQ(table_->queued(dev(3)), 1u);
+  EXPECT_EQ(table().queued(dev(1)), 2u);
+  EXPECT_EQ(table().queued(dev(3)), 1u);
   EXPECT_EQ(client_->pending_appends(), 0u);
   EXPECT_EQ(client_->stats().outcomes[static_cast<size_t>(ipc::AppendStatus::Durable)], 3u);
   // The resync pushes reached their handlers through the same ring.
@@ -321,7 +304,7 @@ TEST_F(StoreClientTest, AppendsAreBatchedAndDurableOnlyAfterTheSync) {
             (std::vector<ipc::Record>{ipc::Record::Hello, ipc::Record::SessionKeyPush,
                                       ipc::Record::ConfigPush}));  // Hello heads a new ring
   EXPECT_EQ(client_->stats().seq_gaps, 0u);
-  EXPECT_EQ(server_->stats().seq_gaps, 0u);
+  EXPECT_EQ(server().stats().seq_gaps, 0u);
 }
 
 TEST_F(StoreClientTest, DeviceAcksBeforeTheCommitCancelTheEntries) {
@@ -345,8 +328,8 @@ TEST_F(StoreClientTest, DeviceAcksBeforeTheCommitCancelTheEntries) {
   settle();
   EXPECT_EQ(rec_.outcome(both), ipc::AppendStatus::Cancelled);
   EXPECT_EQ(rec_.outcome(one), ipc::AppendStatus::Durable);
-  EXPECT_EQ(table_->peek(dev(1), std::nullopt, 10, UINT64_MAX).size(), 0u);
-  EXPECT_EQ(table_->peek(dev(2), std::nullopt, 10, UINT64_MAX),
+  EXPECT_EQ(table().peek(dev(1), std::nullopt, 10, UINT64_MAX).size(), 0u);
+  EXPECT_EQ(table().peek(dev(2), std::nullopt, 10, UINT64_MAX),
             (std::vector<storage::MessageId>{{101u << 16, 101}}));
   // A device ack after the outcome finds nothing pending.
   EXPECT_EQ(client_->device_acked(one, addr(2)), AckProgress::kUnknown);
@@ -371,7 +354,7 @@ TEST_F(StoreClientTest, AnAppendEveryoneAckedBeforeItLeftNeverLeaves) {
   settle();
   EXPECT_EQ(out(ipc::Record::StoreAppend), 0u);
   EXPECT_EQ(out(ipc::Record::StoreCancel), 0u);
-  EXPECT_EQ(table_->queued(dev(1)), 0u);
+  EXPECT_EQ(table().queued(dev(1)), 0u);
 }
 
 TEST_F(StoreClientTest, FullQueuesComeBackPerRecipient) {
@@ -401,7 +384,7 @@ TEST_F(StoreClientTest, DrainComesInSeveralResponsesWithFlowControl) {
   // 12 messages of 6 KB: a 64 KB ring takes at most ~5 per DrainResponse record.
   for (uint64_t i = 1; i <= 12; ++i) (void)append(i, {5}, 6000);
   settle();
-  ASSERT_EQ(table_->queued(dev(5)), 12u);
+  ASSERT_EQ(table().queued(dev(5)), 12u);
 
   const uint64_t all = client_->drain(addr(5), nullptr, 0, 0);
   ASSERT_NE(all, 0u);
@@ -425,7 +408,7 @@ TEST_F(StoreClientTest, DrainComesInSeveralResponsesWithFlowControl) {
   run_until([&] { return client_->drains_in_progress() == 0; });
   settle();
   EXPECT_EQ(rec_.drained(w2), range(6, 10));
-  EXPECT_EQ(table_->queued(dev(5)), 7u);  // the StoreAck removed the first five
+  EXPECT_EQ(table().queued(dev(5)), 7u);  // the StoreAck removed the first five
   EXPECT_EQ(client_->stats().store_ack_ids, 5u);
 }
 
@@ -442,7 +425,7 @@ TEST_F(StoreClientTest, BusyDrainsAreAskedAgainWithABackoff) {
   run_until([&] { return client_->drains_in_progress() == 0; });
   for (uint32_t d = 1; d <= 4; ++d) EXPECT_EQ(rec_.drained(ids[d - 1]), range(d, d)) << d;
   EXPECT_GT(client_->stats().drain_busy, 0u);
-  EXPECT_GT(service_->stats().drains[static_cast<size_t>(ipc::DrainStatus::Busy)], 0u);
+  EXPECT_GT(service().stats().drains[static_cast<size_t>(ipc::DrainStatus::Busy)], 0u);
   for (const SeenBatch& b : rec_.batches) EXPECT_EQ(b.status, ipc::DrainStatus::Ok);
 }
 
@@ -482,13 +465,13 @@ TEST_F(StoreClientTest, AControlPlaneRestartLosesNothingAndReportsNothingTwice) 
     disk_->run_until_idle();
   }
   for (int k = 0; k < 5; ++k) loop_->run_once(1'000'000);
-  ASSERT_EQ(table_->queued(dev(1)), 1u);
+  ASSERT_EQ(table().queued(dev(1)), 1u);
   ASSERT_FALSE(rec_.outcome(a).has_value());
   // b is taken but never synced.
   const uint64_t b = append(101, {1, 2});
   (void)client_->flush(now_ns());
   for (int i = 0; i < 20; ++i) loop_->run_once(1'000'000);
-  EXPECT_EQ(service_->pending_appends(), 1u);
+  EXPECT_EQ(service().pending_appends(), 1u);
 
   // The control plane dies with both outcomes unsent or unread.
   stop_controlplane();
@@ -511,7 +494,7 @@ TEST_F(StoreClientTest, AControlPlaneRestartLosesNothingAndReportsNothingTwice) 
   EXPECT_EQ(client_->held_appends(), 3u);  // a and b go again, before c
   (void)client_->flush(now_ns());          // Hello, a Heartbeat (held: 3), then the records
   for (int k = 0; k < 5; ++k) loop_->run_once(1'000'000);
-  EXPECT_EQ(server_->stats().dataplane_held_appends, 3u);
+  EXPECT_EQ(server().stats().dataplane_held_appends, 3u);
   settle();
   EXPECT_EQ(client_->stats().appends_resent, 2u);
   EXPECT_EQ(rec_.outcome(a), ipc::AppendStatus::Durable);
@@ -520,14 +503,14 @@ TEST_F(StoreClientTest, AControlPlaneRestartLosesNothingAndReportsNothingTwice) 
   EXPECT_EQ(client_->pending_appends(), 0u);
   // a was durable before the crash: the new control plane said Durable again, and the ack
   // device 2 gave meanwhile removed its entry. b was lost and written again, without device 1.
-  EXPECT_EQ(table_->peek(dev(1), std::nullopt, 10, UINT64_MAX),
+  EXPECT_EQ(table().peek(dev(1), std::nullopt, 10, UINT64_MAX),
             (std::vector<storage::MessageId>{{100u << 16, 100}}));
-  EXPECT_EQ(table_->peek(dev(2), std::nullopt, 10, UINT64_MAX),
+  EXPECT_EQ(table().peek(dev(2), std::nullopt, 10, UINT64_MAX),
             (std::vector<storage::MessageId>{{101u << 16, 101}}));
-  EXPECT_EQ(table_->queued(dev(3)), 1u);
+  EXPECT_EQ(table().queued(dev(3)), 1u);
   // The heartbeat told the control plane what was held when it came back.
   EXPECT_GT(client_->stats().heartbeats_out, 0u);
-  EXPECT_GT(server_->stats().heartbeats_in, 0u);
+  EXPECT_GT(server().stats().heartbeats_in, 0u);
 }
 
 TEST_F(StoreClientTest, ASocketHiccupWithTheSameControlPlaneResendsNothing) {
@@ -540,7 +523,7 @@ TEST_F(StoreClientTest, ASocketHiccupWithTheSameControlPlaneResendsNothing) {
   client_->detach();
   link_.reset();
   const auto until = Clock::now() + kDeadline;
-  while (server_->dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
+  while (server().dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
   settle();  // durable while we are away: the control plane holds the outcome for us
   connect(5);
   attach();
@@ -588,7 +571,7 @@ TEST_F(StoreClientTest, ADataplaneRestartIgnoresTheOutcomesOfItsPredecessor) {
   }
   link_.reset();  // the process is gone
   const auto until = Clock::now() + kDeadline;
-  while (server_->dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
+  while (server().dataplane_connected() && Clock::now() < until) loop_->run_once(1'000'000);
 
   connect(6);
   new_client(6);
@@ -596,7 +579,7 @@ TEST_F(StoreClientTest, ADataplaneRestartIgnoresTheOutcomesOfItsPredecessor) {
   settle();
   EXPECT_TRUE(rec_.outcomes.empty());
   EXPECT_EQ(client_->stats().outcomes_other_instance, 1u);
-  EXPECT_EQ(table_->queued(dev(1)), 1u);  // durable anyway: nothing was lost
+  EXPECT_EQ(table().queued(dev(1)), 1u);  // durable anyway: nothing was lost
   // The new instance works as usual.
   const uint64_t id = append(101, {1});
   settle();
@@ -618,10 +601,10 @@ TEST_F(StoreClientTest, AFullRingHoldsRecordsAndSendsThemInOrder) {
   run_until([&] { return client_->pending_appends() == 0; });
   for (uint64_t id : ids) EXPECT_EQ(rec_.outcome(id), ipc::AppendStatus::Durable);
   EXPECT_EQ(client_->held_appends(), 0u);
-  const auto queued = table_->peek(dev(1), std::nullopt, 100, UINT64_MAX);
+  const auto queued = table().peek(dev(1), std::nullopt, 100, UINT64_MAX);
   ASSERT_EQ(queued.size(), 30u);
   for (uint64_t i = 0; i < 30; ++i) EXPECT_EQ(queued[i].lo, i + 1);  // in append order
-  EXPECT_EQ(server_->stats().seq_gaps, 0u);
+  EXPECT_EQ(server().stats().seq_gaps, 0u);
 }
 
 // The reader against a hostile or newer control plane, on a hand-made segment.
