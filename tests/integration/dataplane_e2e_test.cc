@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,8 +25,6 @@
 #include "platform/auth/account_id.h"
 #include "tools/client/chat_client.h"
 #include "tools/client/public_api.h"
-
-extern char** environ;
 
 namespace herald::tools {
 namespace {
@@ -172,21 +170,29 @@ class Node {
   }
 
  private:
+  // Forks and execs `binary` with its output in `log`. The child dies with this process
+  // (PR_SET_PDEATHSIG), so a test binary that is killed leaves no node behind.
   pid_t spawn(const std::string& binary, const char* log) {
     const std::string config = dir_ + "/node.json";
     const std::string log_path = dir_ + "/" + log;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::vector<std::string> args = {binary, "--config", config, "--data-dir", data_dir_};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    pid_t pid = -1;
-    EXPECT_EQ(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);  // the parent died before prctl
+      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+      }
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    EXPECT_GT(pid, 0);
     return pid;
   }
   static void stop(pid_t pid) {
