@@ -200,14 +200,16 @@ absl::Status NodeServices::create_services() {
   auto registration = api::RegistrationApi::create(registration_options, *catalog_, *gateway_);
   if (!registration.ok()) return registration.status();
   registration_ = std::move(*registration);
-  registration_->set_peer_address_fn(
+  // The connection's peer, for the per-address rate limits (registration, linking).
+  const api::RegistrationApi::PeerAddressFn peer_address =
       [](const http::Request&,
          const http::Responder& responder) -> std::optional<registration::SourceAddress> {
-        socklen_t length = 0;
-        const sockaddr* peer = responder.peer_address(&length);
-        if (peer == nullptr) return std::nullopt;
-        return registration::SourceAddress::from_sockaddr(peer, length);
-      });
+    socklen_t length = 0;
+    const sockaddr* peer = responder.peer_address(&length);
+    if (peer == nullptr) return std::nullopt;
+    return registration::SourceAddress::from_sockaddr(peer, length);
+  };
+  registration_->set_peer_address_fn(peer_address);
   auto revocation_hook = [this](const registration::AccountId& account,
                                 std::optional<uint32_t> device, uint64_t issued_before_ms) {
     on_revocation(account, device, issued_before_ms);
@@ -217,6 +219,14 @@ absl::Status NodeServices::create_services() {
 
   accounts_ = std::make_unique<api::AccountsApi>(*catalog_, registration_->store());
   accounts_->set_revocation_hook(revocation_hook);
+  provisioning_ = std::make_unique<api::ProvisioningApi>(*catalog_, *registration_);
+  provisioning_->set_revocation_hook(revocation_hook);
+  registration::DeviceLinkerOptions linker_options;
+  linker_options.max_linked_devices = config->limits()->max_linked_devices();
+  // A link code lives as long as a registration code.
+  linker_options.link_code_ttl_ms = registration_options.registrar.code_ttl_ms;
+  devices_ = std::make_unique<api::DevicesApi>(linker_options, *catalog_, registration_->store());
+  devices_->set_peer_address_fn(peer_address);
 
   // Revocations of the last token lifetime: a dataplane that connects needs them, since tokens
   // issued before them may still be presented.
@@ -245,7 +255,7 @@ absl::Status NodeServices::create_services() {
     std::vector<std::pair<uint64_t, uint64_t>> ids;
     ids.reserve(members.size());
     for (const auto& m : members) ids.emplace_back(m.hi, m.lo);
-    (void)store_service_->pusher().push_group_membership(0, group_id, api::system_unix_ms(), ids,
+    (void)store_service_->pusher().push_group_membership(0, group_id, next_group_version(), ids,
                                                          members.empty());
   };
   groups_ = std::make_unique<api::Groups>(*catalog_, std::move(group_options));
@@ -289,15 +299,29 @@ absl::Status NodeServices::create_services() {
     if (!list) return;
     (void)store_service_->pusher().push_device_list(id.hi, id.lo, list->devices, list->version);
   });
+  // Push hints for stored messages: batched to the push webhook with the device's token.
+  auto push =
+      push::PushService::create(loop_, *catalog_, registration_->store(),
+                                push::notifier_options_from_config(config), api::system_unix_ms);
+  if (!push.ok()) return push.status();
+  push_ = std::move(*push);
+  store_service_->set_push_hint_handler([this](uint16_t, const ipc::PushHint& hint) {
+    if (hint.device() == nullptr) return;
+    push_->on_push_hint({hint.device()->account().hi(), hint.device()->account().lo()},
+                        hint.device()->device());
+  });
 
   admin_router_ = std::make_unique<api::Router>(api_keys_.get());
   system_->add_routes(*admin_router_);
   api_keys_->add_routes(*admin_router_);
   accounts_->add_routes(*admin_router_);
+  provisioning_->add_routes(*admin_router_);
   groups_->add_routes(*admin_router_);
   config_api_->add_routes(*admin_router_);
   public_router_ = std::make_unique<api::Router>(nullptr);
   registration_->add_routes(*public_router_);
+  devices_->add_routes(*public_router_);
+  push_->add_routes(*public_router_);
   return absl::OkStatus();
 }
 
@@ -429,6 +453,15 @@ void NodeServices::shutdown() {
   }
 }
 
+// The dataplane's group cache keeps a push only if its version is newer than the one it holds:
+// two changes within one millisecond (or after the clock stepped back) must still get distinct,
+// increasing versions. Wall-clock based so a restarted control plane starts above its
+// predecessor's versions.
+uint64_t NodeServices::next_group_version() {
+  last_group_version_ = std::max(last_group_version_ + 1, api::system_unix_ms());
+  return last_group_version_;
+}
+
 void NodeServices::resync_dataplane(Pusher& pusher) {
   push_keys(registration_->key_ring());
   for (const RecentRevocation& r : recent_revocations_) {
@@ -440,7 +473,7 @@ void NodeServices::resync_dataplane(Pusher& pusher) {
     if (!group) return true;
     std::vector<std::pair<uint64_t, uint64_t>> ids;
     for (const auto& m : groups_->members(group->id)) ids.emplace_back(m.hi, m.lo);
-    (void)pusher.push_group_membership(0, group->id, api::system_unix_ms(), ids);
+    (void)pusher.push_group_membership(0, group->id, next_group_version(), ids);
     return true;
   });
   const config::Config& active = revisions_->active();
@@ -502,6 +535,7 @@ bool NodeServices::apply_to_services(const config::Config& from, const config::C
   token_ttl_ms_ = std::max<uint64_t>(token_ttl_ms_, uint64_t{tokens.token_ttl_s()} * 1000);
 
   groups_->set_max_group_members(to.limits().max_group_members());
+  (void)devices_->linker().set_max_linked_devices(to.limits().max_linked_devices());
   queues_->set_max_queued_messages_per_device(to.limits().max_queued_messages_per_device());
   catalog_->set_snapshot_after_bytes(to.catalog().snapshot_after_bytes());
 
@@ -600,6 +634,16 @@ void NodeServices::register_counters() {
       [this] { return registration_->stats().store_unavailable; });
   add("registration.key_rotations", [this] { return registration_->stats().key_rotations; });
   add("registration.expired_codes_swept", [this] { return codes_swept_; });
+  for (size_t i = 0; i < static_cast<size_t>(registration::LinkError::kCount); ++i) {
+    add(absl::StrCat("registration.link_outcome.", std::string(registration::link_error_name(
+                                                       static_cast<registration::LinkError>(i)))),
+        [this, i] { return devices_->linker().outcomes()[i]; });
+  }
+  add("provisioning.requests", [this] { return provisioning_->stats().requests; });
+  add("provisioning.accounts_created", [this] { return provisioning_->stats().accounts_created; });
+  add("provisioning.accounts_reregistered",
+      [this] { return provisioning_->stats().accounts_reregistered; });
+  add("provisioning.refused", [this] { return provisioning_->stats().refused; });
   add("catalog.batches", [this] { return catalog_->stats().batches_applied; });
   add("catalog.batches_refused", [this] { return catalog_->stats().batches_refused; });
   add("catalog.snapshots", [this] { return catalog_->stats().snapshots_written; });
@@ -725,6 +769,8 @@ void NodeServices::register_counters() {
   add("config.applied", [this] { return apply_stats_.applied; });
   add("config.apply_failures", [this] { return apply_stats_.failures; });
   add("config.reverts", [this] { return revisions_->stats().reverts; });
+  for (auto& [name, value] : push_->counters()) add(name, value);
+  for (auto& [name, value] : push_->gauges()) gauge(name, value);
 }
 
 }  // namespace herald::controlplane

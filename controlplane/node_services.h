@@ -18,7 +18,9 @@
 #include "absl/status/statusor.h"
 #include "controlplane/api/accounts_api.h"
 #include "controlplane/api/api_keys.h"
+#include "controlplane/api/devices_api.h"
 #include "controlplane/api/groups.h"
+#include "controlplane/api/provisioning_api.h"
 #include "controlplane/api/registration_api.h"
 #include "controlplane/api/router.h"
 #include "controlplane/api/system_api.h"
@@ -27,6 +29,7 @@
 #include "controlplane/http/server.h"
 #include "controlplane/ipc/ipc_server.h"
 #include "controlplane/ipc/store_service.h"
+#include "controlplane/push/push_service.h"
 #include "controlplane/registration/code_gateway.h"
 #include "controlplane/registration/gateway_switch.h"
 #include "controlplane/storage/catalog.h"
@@ -104,6 +107,7 @@ class NodeServices {
   absl::Status create_services();
   absl::Status start_listeners();
   void resync_dataplane(Pusher& pusher);
+  uint64_t next_group_version();
   // The revisions' apply hook: every service takes the hot fields of `config`, then the
   // dataplane gets it (push_config).
   void apply_config(const config::Config& config, uint64_t revision,
@@ -138,10 +142,13 @@ class NodeServices {
   bool gateway_stale_ = false;  // the last apply could not build the configured gateway
   std::unique_ptr<api::RegistrationApi> registration_;
   std::unique_ptr<api::AccountsApi> accounts_;
+  std::unique_ptr<api::ProvisioningApi> provisioning_;  // POST /v1/accounts/provision
+  std::unique_ptr<api::DevicesApi> devices_;            // POST /v1/devices/link-code, link
   std::unique_ptr<api::Groups> groups_;
   std::unique_ptr<api::SystemApi> system_;
   std::unique_ptr<config_revisions::ConfigApi> config_api_;
   std::unique_ptr<StoreService> store_service_;
+  std::unique_ptr<push::PushService> push_;  // PUT /v1/devices/push-token, push webhook
 
   // Revocations still relevant to the dataplane (issued within a token's lifetime), replayed
   // to a dataplane that (re)connects.
@@ -152,6 +159,7 @@ class NodeServices {
   };
   std::vector<RecentRevocation> recent_revocations_;
   uint64_t token_ttl_ms_ = 0;
+  uint64_t last_group_version_ = 0;  // next_group_version()
 
   std::unique_ptr<api::Router> admin_router_;
   std::unique_ptr<api::Router> public_router_;

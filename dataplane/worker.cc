@@ -14,6 +14,7 @@
 #include "dataplane/routing/store_client.h"
 #include "dataplane/session/session_layer.h"
 #include "dataplane/session/session_options.h"
+#include "dataplane/stats_mirror.h"
 #include "dataplane/tls/tls_layer.h"
 #include "dataplane/transport/kernel/kernel_transport.h"
 #include "platform/auth/token_verifier.h"
@@ -90,6 +91,8 @@ struct Worker::Parts {
   std::unique_ptr<StoreClient> store;
   std::unique_ptr<routing::WorkerRouter> router;
   std::unique_ptr<SessionLayer> sessions;
+  std::unique_ptr<StatsMirror> mirror;  // dp.* into the link's counters segment
+  WorkerStatsScratch mirror_scratch;
   EventfdWatch wake;
   EventfdWatch store_doorbell;
   EventfdWatch mesh_doorbell;
@@ -152,9 +155,16 @@ absl::Status Worker::run_loop() {
   transport_options.listen_address = dp.listen_address()->str();
   transport_options.port = dp.chat_port();
   transport_options.limits.max_connections = max_sessions;
-  transport_options.limits.send_queue_bytes =
-      std::max<uint32_t>(config.limits().send_queue_bytes_per_session(), 64 * 1024);
-  transport_options.limits.send_low_water_bytes = transport_options.limits.send_queue_bytes / 4;
+  // The session cuts a slow consumer off at send_queue_bytes_per_session of plaintext, but
+  // always takes one frame into an empty queue; the transport holds ciphertext. So the
+  // transport's own limit (which fails a send outright) sits above the session's: one more
+  // largest frame plus TLS record overhead (22 bytes per 16 KiB record; 1/512 is generous).
+  const uint64_t plaintext_bytes = uint64_t{config.limits().send_queue_bytes_per_session()} +
+                                   config.limits().max_frame_bytes() + 4;
+  transport_options.limits.send_queue_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(UINT32_MAX, plaintext_bytes + plaintext_bytes / 512 + 4096));
+  transport_options.limits.send_low_water_bytes =
+      config.limits().send_queue_bytes_per_session() / 4;
   auto transport = KernelTransport::create(*parts.loop, transport_options);
   if (!transport.ok()) return transport.status();
   parts.transport = std::move(*transport);
@@ -182,6 +192,12 @@ absl::Status Worker::run_loop() {
     parts.router->on_store_outcome(o);
   };
   store_callbacks.on_drain = [&parts](const DrainBatch& b) { parts.router->on_drain_batch(b); };
+  // The directory is shared: worker 0 alone mirrors its counters.
+  parts.mirror = std::make_unique<StatsMirror>(
+      StatsMirrorOptions{.worker = setup_.index, .with_directory = setup_.index == 0});
+  store_callbacks.on_append_latency = [&parts](uint64_t ns) {
+    parts.mirror->record_store_latency(ns);
+  };
   parts.store = std::make_unique<StoreClient>(store_options, std::move(store_callbacks));
   const int64_t unix_offset_ms =
       static_cast<int64_t>(unix_now_ms()) - static_cast<int64_t>(clock.now_ns() / 1'000'000);
@@ -255,6 +271,16 @@ absl::Status Worker::run_loop() {
       .kv("port", uint64_t{parts.transport->port()})
       .kv("max_sessions", uint64_t{max_sessions});
 
+  // Every ~100 ms and at stop: the parts' stats into the counters segment (stats_mirror.h).
+  auto publish_stats = [&](uint64_t now_ns) {
+    const WorkerLoopStats loop_stats{status_.loop_turns.load(std::memory_order_relaxed),
+                                     status_.sleeps.load(std::memory_order_relaxed)};
+    parts.mirror->publish(
+        now_ns,
+        collect_worker_stats(*parts.transport, *parts.tls, *parts.sessions, *parts.router,
+                             *parts.store, mesh, loop_stats,
+                             setup_.index == 0 ? setup_.directory : nullptr, parts.mirror_scratch));
+  };
   const config::PollMode mode = dp.poll_mode();
   const uint32_t idle_polls_before_sleep =
       mode == config::PollMode::blocking ? 1 : std::max<uint32_t>(1, dp.adaptive_idle_polls());
@@ -271,6 +297,7 @@ absl::Status Worker::run_loop() {
       }
       parts.store_doorbell.disarm(*parts.loop);
       if (parts.store->attached()) parts.store->detach();
+      parts.mirror->detach();
       parts.link = std::move(link);
       if (parts.link != nullptr) {
         auto store_link = make_store_link(*parts.link, setup_.index);
@@ -278,6 +305,10 @@ absl::Status Worker::run_loop() {
           parts.router->on_controlplane_hello(parts.link->controlplane.server_msg_time_floor_ms);
           parts.store->attach(std::move(*store_link));
           parts.store_doorbell.arm(*parts.loop, parts.link->dp_doorbells[setup_.index].fd());
+          // A new segment when the control plane restarted: register again, deltas continue.
+          if (absl::Status st = parts.mirror->attach(parts.link->counters_fd.get()); !st.ok()) {
+            HLOG_WARN("dataplane.worker.counters_unavailable").kv("error", st.ToString());
+          }
         } else {
           HLOG_ERROR("dataplane.worker.link_failed").kv("error", store_link.status().ToString());
           parts.link.reset();
@@ -288,6 +319,7 @@ absl::Status Worker::run_loop() {
     // work (mesh hand-offs in, drains, device-list timeouts), then the store's ring both ways
     // and this turn's hand-offs out: one commit per ring.
     size_t work = parts.loop->poll_once();
+    work += parts.transport->poll();  // the socket shards' rings (the transport's own)
     uint64_t now = clock.now_ns();
     work += parts.wheel->advance(now);
     work += parts.router->poll(now);
@@ -295,6 +327,7 @@ absl::Status Worker::run_loop() {
     work += mesh.flush();
     status_.loop_turns.fetch_add(1, std::memory_order_relaxed);
     status_.sessions.store(parts.sessions->sessions(), std::memory_order_relaxed);
+    if (parts.mirror->due(now)) publish_stats(now);
     if (work > 0 || mode == config::PollMode::busy) {
       idle_polls = 0;
       continue;
@@ -304,6 +337,7 @@ absl::Status Worker::run_loop() {
     // Sleep until a completion, a doorbell (the control plane's ring, another worker's
     // hand-off), stop()/set_link(), or the next timer. Announcing the sleep on the rings first
     // means their producers ring the doorbells.
+    if (!parts.transport->prepare_to_sleep()) continue;  // first: it has no woke() to undo
     if (parts.store->attached() && !parts.store->prepare_to_sleep()) continue;
     if (!mesh.prepare_to_sleep()) {
       if (parts.store->attached()) parts.store->woke();
@@ -325,6 +359,7 @@ absl::Status Worker::run_loop() {
   parts.store_doorbell.disarm(*parts.loop);
   parts.mesh_doorbell.disarm(*parts.loop);
   parts.wake.disarm(*parts.loop);
+  publish_stats(clock.now_ns());  // the last counts, while the segment is mapped
   if (parts.store->attached()) parts.store->detach();
   status_.listening.store(false);
   return absl::OkStatus();

@@ -443,6 +443,7 @@ void StoreService::send_drain(uint16_t w, uint64_t instance, uint64_t request_id
       }
       wire::DeliverT deliver;
       stored->message()->UnPackTo(&deliver);
+      deliver.client_msg_id = stored->client_msg_id();  // bodies stored before the field
       delivers.push_back(wire::CreateDeliver(b, &deliver));
     }
     if (status != ipc::DrainStatus::Ok) {

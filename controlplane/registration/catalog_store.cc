@@ -275,6 +275,20 @@ absl::Status CatalogStore::commit_registration(const RegistrationCommit& commit)
   return absl::OkStatus();
 }
 
+absl::Status CatalogStore::commit_linked_device(const Account& account, const Device& device) {
+  std::string index_value = account_key(account.id);
+  put_be(index_value, device.device_id, 4);
+  const Mutation batch[] = {
+      Mutation::put(TableId::kDevices, device_key(account.id, device.device_id),
+                    encode_device(device)),
+      Mutation::put(TableId::kCredentialIndex, credential_key(device.credential_hash), index_value),
+      Mutation::put(TableId::kAccounts, account_key(account.id), encode_account(account)),
+  };
+  if (absl::Status applied = tables_.apply(batch); !applied.ok()) return applied;
+  notify_devices_changed(account.id);
+  return absl::OkStatus();
+}
+
 // --- Admin -------------------------------------------------------------------------------
 
 std::vector<Device> CatalogStore::list_devices(const AccountId& account) {

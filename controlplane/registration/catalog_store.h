@@ -56,6 +56,11 @@ class CatalogStore final : public RegistrationStore {
   // revoked (record updated, credential index erased), the pending code erased.
   absl::Status commit_registration(const RegistrationCommit& commit) override;
 
+  // A linked (not primary) device added to an existing account in one batch: the device and its
+  // credential index, and the account with next_device_id advanced past it (the caller passes
+  // the account so updated). No pending code is touched (device_linker.h).
+  absl::Status commit_linked_device(const Account& account, const Device& device);
+
   // --- Admin ------------------------------------------------------------------------------
   // Every device of `account` (revoked ones included), by device id.
   std::vector<Device> list_devices(const AccountId& account);

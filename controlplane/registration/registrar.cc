@@ -260,8 +260,32 @@ VerifyResult Registrar::verify(std::string_view phone_text, std::string_view cod
     return result;
   }
 
+  return commit_primary_device(phone.number, device_name, now_ms);
+}
+
+VerifyResult Registrar::provision(std::string_view phone_text, std::string_view device_name,
+                                  uint64_t now_ms) {
+  VerifyResult result;
+  PhoneParse phone = parse_phone_number(phone_text);
+  if (phone.error != PhoneError::kOk) {
+    result.error = count(RegistrationError::kInvalidPhone);
+    result.phone_error = phone.error;
+    return result;
+  }
+  if (!is_valid_device_name(device_name)) {
+    result.error = count(RegistrationError::kInvalidDeviceName);
+    return result;
+  }
+  return commit_primary_device(phone.number, device_name, now_ms);
+}
+
+// The tail of a successful verify (and all of a provision): the account created or re-bound to
+// a new primary device, the old primary revoked, in one store commit.
+VerifyResult Registrar::commit_primary_device(PhoneNumber phone, std::string_view device_name,
+                                              uint64_t now_ms) {
+  VerifyResult result;
   RegistrationCommit commit;
-  std::optional<Account> existing = store_.find_account_by_phone(phone.number);
+  std::optional<Account> existing = store_.find_account_by_phone(phone);
   // Told only to whoever holds the right code, so the state of a number does not leak.
   if (existing && existing->disabled_ms != 0) {
     result.error = count(RegistrationError::kAccountDisabled);
@@ -273,7 +297,7 @@ VerifyResult Registrar::verify(std::string_view phone_text, std::string_view cod
   } else {
     commit.new_account = true;
     commit.account.id = new_account_id();
-    commit.account.phone = phone.number;
+    commit.account.phone = phone;
     commit.account.created_ms = now_ms;
   }
   uint32_t device_id = commit.account.next_device_id;

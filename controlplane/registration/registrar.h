@@ -96,6 +96,11 @@ class Registrar {
   VerifyResult verify(std::string_view phone, std::string_view code, std::string_view device_name,
                       uint64_t now_ms);
   SessionResult create_session(std::string_view credential, const KeyRing& ring, uint64_t now_ms);
+  // A verify without a code, for the admin's provisioning (accounts for load generators and
+  // tests): the same commit as a successful verify (a new account, or a re-registration that
+  // revokes the old primary), the same errors save the code's, and no rate limit (the caller
+  // holds the admin scope). A pending code of the phone is consumed like a verify's.
+  VerifyResult provision(std::string_view phone, std::string_view device_name, uint64_t now_ms);
 
   // A committed config revision: the code TTL and verify attempts apply to codes issued from
   // now on (a pending code keeps the expiry it was stored with; a code past the new attempt
@@ -119,6 +124,9 @@ class Registrar {
     ++outcomes_[static_cast<size_t>(error)];
     return error;
   }
+
+  VerifyResult commit_primary_device(PhoneNumber phone, std::string_view device_name,
+                                     uint64_t now_ms);
 
   RegistrarOptions options_;
   RegistrationStore& store_;

@@ -21,6 +21,7 @@ std::string_view table_name(TableId table) {
     case TableId::kNodeMeta: return "node_meta";
     case TableId::kPhoneIndex: return "phone_index";
     case TableId::kCredentialIndex: return "credential_index";
+    case TableId::kPushTokens: return "push_tokens";
   }
   return "unknown";
 }

@@ -42,9 +42,10 @@ enum class TableId : uint8_t {
   kNodeMeta = 8,          // node-wide singletons: secrets, key ring state
   kPhoneIndex = 9,        // registration: phone -> account id
   kCredentialIndex = 10,  // registration: credential hash -> device
+  kPushTokens = 11,       // push: (account, device) -> push token (controlplane/push)
 };
 // One past the largest TableId: arrays indexed by table.
-inline constexpr size_t kTableSlots = 11;
+inline constexpr size_t kTableSlots = 12;
 bool is_valid_table(uint8_t table);
 std::string_view table_name(TableId table);
 

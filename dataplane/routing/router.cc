@@ -22,6 +22,7 @@ enum MeshKind : uint32_t {
   kDedupRecords = 5,  // the answer, in chunks (connection: the new session; DeviceHeader, then
                       // DedupWire records; header.last on the final chunk)
   kDedupOutcome = 6,  // a handed-over pending message was answered (DeviceHeader, DedupWire)
+  kDrainKick = 7,     // connection: the device's session; payload: DeviceHeader (see kick_drain)
 };
 
 struct DeviceHeader {
@@ -85,7 +86,7 @@ std::span<const uint8_t> encode_deliver(codec::FrameBuilder& frames, const wire:
                              : fbb.CreateVector(static_cast<const uint8_t*>(nullptr), 0);
   return frames.finish(wire::CreateDeliver(fbb, d.server_msg_id(), d.sender(), d.to_type(), to,
                                            body, d.content_type(), d.client_time_ms(),
-                                           d.server_time_ms(), d.flags()));
+                                           d.server_time_ms(), d.flags(), d.client_msg_id()));
 }
 
 }  // namespace
@@ -100,6 +101,9 @@ struct WorkerRouter::Session {
   // Delivers not acknowledged yet (the flow-control window).
   uint64_t drain_request = 0;
   bool drain_wanted = false;
+  // A kick arrived while a request was in flight: the store may have answered it before the
+  // kicked message was durable, so an "empty" answer is asked again once.
+  bool drain_kicked = false;
   bool has_cursor = false;
   wire::ServerMsgId cursor;
   std::vector<wire::ServerMsgId> drained_unacked;
@@ -305,9 +309,9 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
   const auto body = message.body()
                         ? fbb.CreateVector(message.body()->data(), message.body()->size())
                         : fbb.CreateVector(static_cast<const uint8_t*>(nullptr), 0);
-  const auto frame = frames_.finish(
-      wire::CreateDeliver(fbb, &id.id, &sender, message.to_type(), to, body, message.content_type(),
-                          message.client_time_ms(), id.server_time_ms, message.flags()));
+  const auto frame = frames_.finish(wire::CreateDeliver(
+      fbb, &id.id, &sender, message.to_type(), to, body, message.content_type(),
+      message.client_time_ms(), id.server_time_ms, message.flags(), client_msg_id));
 
   const uint64_t pending_id = next_pending_id_++;
   auto p = std::make_unique<Pending>();
@@ -596,6 +600,16 @@ void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
           }
         }
       }
+      // A recipient that was offline when the message was dispatched may have logged in since
+      // and drained an empty queue (this append was not durable yet): it would wait for its
+      // next login. Kick its drain wherever it is now.
+      for (const Recipient& r : p.recipients) {
+        if (r.online) continue;
+        const bool full =
+            std::any_of(o.queue_full.begin(), o.queue_full.end(),
+                        [&](const wire::DeviceAddress& f) { return same_device(f, r.device); });
+        if (!full) kick_drain(r.device);
+      }
       ++stats_.acks_durable;
       answer(o.cookie, wire::ErrorCode::Unspecified);
       break;
@@ -695,8 +709,11 @@ void WorkerRouter::continue_drain(Session& s) {
   if (s.drained_unacked.size() > window / 2) return;
   if (s.port->queued_bytes() > options_.drain_queue_bytes) return;
   const uint32_t want = window - static_cast<uint32_t>(s.drained_unacked.size());
-  const uint64_t request =
-      store_.drain(s.device, s.has_cursor ? &s.cursor : nullptr, want, 0, s.connection);
+  // A batch is sent in one turn: bounded in bytes too, or a queue of large messages would
+  // overflow the session's send queue at every login and cut a healthy device off as a slow
+  // consumer before it could ack anything (the store always returns at least one message).
+  const uint64_t request = store_.drain(s.device, s.has_cursor ? &s.cursor : nullptr, want,
+                                        options_.drain_queue_bytes, s.connection);
   if (request == 0) {
     ++stats_.drains_refused;
     retry_drain(s, 10'000'000);
@@ -705,7 +722,38 @@ void WorkerRouter::continue_drain(Session& s) {
   ++stats_.drains_started;
   s.drain_request = request;
   s.drain_wanted = false;
+  s.drain_kicked = false;  // this request was sent after the kick: it sees the message
   s.drain_retry_ns = 0;
+}
+
+void WorkerRouter::kick_drain(const wire::DeviceAddress& device) {
+  const auto at = directory_.find(device);
+  if (!at) return;  // still offline: its next login drains the queue
+  if (at->worker == options_.worker) {
+    kick_drain_local(at->connection, device);
+    return;
+  }
+  if (at->worker >= options_.workers) return;
+  const DeviceHeader header{device.account().hi(), device.account().lo(), device.device(), 0};
+  const std::span<const uint8_t> payload(reinterpret_cast<const uint8_t*>(&header), sizeof header);
+  if (mesh_.send(at->worker,
+                 {.kind = kDrainKick, .connection = at->connection, .payload = payload}) ==
+      MeshRefusal::kNone) {
+    ++stats_.drain_kicks_sent;
+  }
+  // A refused kick leaves the message in the store for the device's next drain (login).
+}
+
+void WorkerRouter::kick_drain_local(ConnectionId connection, const wire::DeviceAddress& device) {
+  Session* s = find_session(connection);
+  if (s == nullptr || !same_device(s->device, device)) return;  // gone, or replaced
+  ++stats_.drain_kicks_restarted;
+  if (s->drain_request != 0) {
+    s->drain_kicked = true;  // answered by on_drain_batch
+    return;
+  }
+  s->drain_wanted = true;
+  continue_drain(*s);
 }
 
 // A refused or failed drain is asked again from poll() (the earlier deadline wins).
@@ -744,7 +792,12 @@ void WorkerRouter::on_drain_batch(const DrainBatch& b) {
     s->drained_unacked.push_back(id);
   }
   if (!b.more) {
-    s->drain_request = 0;  // the queue is empty
+    s->drain_request = 0;   // the queue is empty
+    if (s->drain_kicked) {  // ... as of a read that may predate a kicked message
+      s->drain_kicked = false;
+      s->drain_wanted = true;
+      continue_drain(*s);
+    }
   } else {
     s->drain_wanted = true;  // asked again as the device acks (or at once if nothing came)
     if (b.messages.empty()) continue_drain(*s);
@@ -902,6 +955,17 @@ void WorkerRouter::handle_mesh(const MeshRecord& r) {
     case kDedupQuery: handle_dedup_query(r); break;
     case kDedupRecords: handle_dedup_records(r); break;
     case kDedupOutcome: handle_dedup_outcome(r); break;
+    case kDrainKick: {
+      if (r.payload.size() != sizeof(DeviceHeader)) {
+        ++stats_.mesh_malformed;
+        break;
+      }
+      DeviceHeader h;
+      std::memcpy(&h, r.payload.data(), sizeof h);
+      kick_drain_local(r.connection,
+                       wire::DeviceAddress(wire::AccountId(h.account_hi, h.account_lo), h.device));
+      break;
+    }
     case kDeviceAck: {
       if (r.payload.size() != sizeof(DeviceAckRecord)) {
         ++stats_.mesh_malformed;

@@ -42,7 +42,8 @@ struct WorkerRouterOptions {
   DeviceListOptions device_lists;
   // Drained Delivers sent and not yet acknowledged by the device: the drain's window.
   uint32_t drain_window_messages = 64;
-  // The drain pauses while the session has more than this queued (on_writable resumes it).
+  // The drain pauses while the session has more than this queued (on_writable resumes it),
+  // and one drain batch asks for at most this many bytes of bodies.
   uint32_t drain_queue_bytes = 256 << 10;
   // Messages taken and not yet answered (held for device lists, waiting for their outcome);
   // beyond it a Message gets Error{Overloaded}. Bounds this worker's memory per message.
@@ -110,6 +111,10 @@ struct WorkerRouterStats {
   uint64_t drained_sent = 0;
   uint64_t drain_errors = 0;  // StoreError / Rejected batches (asked again on the next ack)
   uint64_t drain_batches_stale = 0;
+  // A message stored for a device that was offline became durable after the device logged in
+  // and its drain had found the queue empty: the drain is started again (drain kick).
+  uint64_t drain_kicks_sent = 0;       // to a session of another worker, over the mesh
+  uint64_t drain_kicks_restarted = 0;  // drains started (or re-asked) because of a kick
   uint64_t mesh_frames_delivered = 0;
   uint64_t mesh_frames_dropped = 0;  // the session was gone (the store keeps the message)
   uint64_t mesh_closes = 0;
@@ -175,6 +180,7 @@ class WorkerRouter final : public Router, private DeviceListSink {
   const DedupWindow& dedup() const { return dedup_; }
   const DeviceListCache& device_lists() const { return device_lists_; }
   const MessageIdMinter& minter() const { return minter_; }
+  const GroupCache& groups() const { return groups_; }
 
  private:
   struct Session;
@@ -211,6 +217,8 @@ class WorkerRouter final : public Router, private DeviceListSink {
   void start_drain(Session& s);
   void retry_drain(Session& s, uint64_t delay_ns);
   void continue_drain(Session& s);
+  void kick_drain(const wire::DeviceAddress& device);
+  void kick_drain_local(ConnectionId connection, const wire::DeviceAddress& device);
 
   // Device acks for ids minted by this worker (from a local session or another worker).
   void device_ack_local(const wire::DeviceAddress& device, const wire::ServerMsgId& id,

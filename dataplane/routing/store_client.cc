@@ -94,7 +94,8 @@ flatbuffers::Offset<wire::Deliver> copy_deliver(flatbuffers::FlatBufferBuilder& 
   flatbuffers::Offset<flatbuffers::Vector<uint8_t>> body = 0;
   if (m.body() != nullptr) body = fbb.CreateVector(m.body()->data(), m.body()->size());
   return wire::CreateDeliver(fbb, m.server_msg_id(), m.sender(), to_type, to, body,
-                             m.content_type(), m.client_time_ms(), m.server_time_ms(), m.flags());
+                             m.content_type(), m.client_time_ms(), m.server_time_ms(), m.flags(),
+                             m.client_msg_id());
 }
 
 // Writes the ring's seq into a copied Envelope (its root table's seq field is present: see
@@ -781,7 +782,9 @@ void StoreClient::dispatch(uint32_t ring_type, std::span<const std::byte> payloa
       // nobody watches.
       if (const PushFn& fn = push_handlers_[static_cast<size_t>(type)]) fn(env);
       return;
-    case ipc::Record::AppendDurable: on_append_durable(*env.record_as_AppendDurable()); return;
+    case ipc::Record::AppendDurable:
+      on_append_durable(*env.record_as_AppendDurable(), now_ns);
+      return;
     case ipc::Record::DrainResponse:
       on_drain_response(*env.record_as_DrainResponse(), now_ns);
       return;
@@ -799,7 +802,7 @@ void StoreClient::dispatch(uint32_t ring_type, std::span<const std::byte> payloa
   fn(env);
 }
 
-void StoreClient::on_append_durable(const ipc::AppendDurable& d) {
+void StoreClient::on_append_durable(const ipc::AppendDurable& d, uint64_t now_ns) {
   if (d.dataplane_instance_id() != options_.instance_id) {
     // Left on the ring for the dataplane before a restart: that sender never got an ack.
     ++stats_.outcomes_other_instance;
@@ -838,6 +841,9 @@ void StoreClient::on_append_durable(const ipc::AppendDurable& d) {
       for (size_t i = 0; i < slot->recipients.size(); ++i) {
         if (slot->acked[i] != 0) (void)ack_stored(slot->recipients[i], {&slot->msg_id, 1});
       }
+    }
+    if (callbacks_.on_append_latency && slot->ever_sent && now_ns >= slot->sent_ns) {
+      callbacks_.on_append_latency(now_ns - slot->sent_ns);
     }
     const StoreOutcome outcome{slot->id, slot->cookie, status, queue_full};
     free_buffer(slot->buffer);

@@ -133,6 +133,9 @@ struct DrainBatch {
 struct StoreClientCallbacks {
   std::function<void(const StoreOutcome&)> on_outcome;
   std::function<void(const DrainBatch&)> on_drain;
+  // Optional: each control-plane outcome's latency, from the append's (last) send to the
+  // answer (the counters' dp.store.append_latency_ns).
+  std::function<void(uint64_t latency_ns)> on_append_latency;
 };
 
 // Plain counters of one worker's store client.
@@ -349,7 +352,7 @@ class StoreClient {
   void append_timers(uint64_t now_ns);
   size_t read(uint64_t now_ns);
   void dispatch(uint32_t ring_type, std::span<const std::byte> payload, uint64_t now_ns);
-  void on_append_durable(const ipc::AppendDurable& d);
+  void on_append_durable(const ipc::AppendDurable& d, uint64_t now_ns);
   void on_drain_response(const ipc::DrainResponse& r, uint64_t now_ns);
   void deliver_local_outcomes();
   void mark_broken();

@@ -80,16 +80,74 @@ void Session::on_timer() {
          "no AuthOk within handshake_timeout_ms");
     return;
   }
+  if (env_->unix_now_ms() >= token_expires_ms_) {
+    fail(SessionEvent::kTokenExpired, wire::ErrorCode::SessionExpired,
+         "the session token expired: log in again with a new one");
+    return;
+  }
   // The idle timer is not moved on every frame (that would be a wheel operation per frame):
   // when it fires early, it re-arms for the real deadline.
-  const uint64_t deadline_ns =
+  const uint64_t idle_deadline_ns =
       last_rx_ns_ + uint64_t{env_->options.limits.idle_timeout_ms} * kNsPerMs;
-  if (env_->now_ns() < deadline_ns) {
-    env_->wheel.schedule(timer_, deadline_ns);
+  if (env_->now_ns() < idle_deadline_ns) {
+    env_->wheel.schedule(timer_, authenticated_deadline_ns());
     return;
   }
   fail(SessionEvent::kIdleTimeout, wire::ErrorCode::IdleTimeout,
        "nothing received for idle_timeout_ms");
+}
+
+uint64_t Session::authenticated_deadline_ns() const {
+  // The earlier of the idle deadline and the token's expiry. Expiry is wall-clock time; the
+  // wheel runs on the monotonic clock, so the remaining wall time is added to now.
+  const uint64_t now_ns = env_->now_ns();
+  const uint64_t idle_deadline_ns =
+      last_rx_ns_ + uint64_t{env_->options.limits.idle_timeout_ms} * kNsPerMs;
+  const uint64_t unix_now_ms = env_->unix_now_ms();
+  const uint64_t expiry_ns = token_expires_ms_ > unix_now_ms
+                                 ? now_ns + (token_expires_ms_ - unix_now_ms) * kNsPerMs
+                                 : now_ns;
+  return std::min(idle_deadline_ns, expiry_ns);
+}
+
+// Auth on an authenticated session: the client hands in a newer token of the same device
+// before the old one expires, and the session lives on without a reconnect (no re-attach, no
+// drain). A token for another device is a protocol error; a bad token ends the session.
+void Session::on_token_refresh(const wire::Auth& auth) {
+  const flatbuffers::Vector<uint8_t>& token = *auth.token();
+  const auth::TokenCheck check =
+      env_->verifier.verify({token.data(), token.size()}, env_->unix_now_ms());
+  if (!check.ok()) {
+    send_auth_error(check.error);
+    return;
+  }
+  if (check.claims.account.hi != device_.account().hi() ||
+      check.claims.account.lo != device_.account().lo() ||
+      check.claims.device_id != device_.device()) {
+    fail(SessionEvent::kUnexpectedFrame, wire::ErrorCode::UnexpectedFrame,
+         "Auth for another device on an authenticated session");
+    return;
+  }
+  token_expires_ms_ = std::max(token_expires_ms_, check.claims.expires_at_ms);
+  env_->stats.count(SessionEvent::kTokenRefreshed);
+  env_->wheel.schedule(timer_, authenticated_deadline_ns());
+  codec::FrameBuilder& b = env_->builder;
+  b.clear();
+  (void)send_own(b.finish(wire::CreateAuthOk(b.fbb(), &device_, token_expires_ms_, 0)));
+}
+
+void Session::send_auth_error(auth::TokenError error) {
+  env_->stats.count(SessionEvent::kAuthFailed);
+  ++env_->stats.auth_errors[static_cast<size_t>(error)];
+  const uint32_t retry_after_ms =
+      error == auth::TokenError::kUnknownKey ? env_->options.unknown_key_retry_after_ms : 0;
+  codec::FrameBuilder& b = env_->builder;
+  b.clear();
+  flatbuffers::FlatBufferBuilder& fbb = b.fbb();
+  const auto message = fbb.CreateString(std::string(auth::token_error_name(error)));
+  const auto frame = wire::CreateAuthError(fbb, auth_error_code(error), message, retry_after_ms);
+  (void)send_own(b.finish(frame));
+  begin_close(CloseMode::kGraceful);
 }
 
 void Session::detach_if_attached() {
@@ -177,6 +235,10 @@ void Session::handle_frame(const codec::FrameView& view) {
       on_hello(*frame.payload_as_Hello());
       return;
     case wire::Payload::Auth:
+      if (state_ == State::kAuthenticated) {
+        on_token_refresh(*frame.payload_as_Auth());
+        return;
+      }
       if (state_ != State::kAwaitAuth) {
         fail(SessionEvent::kUnexpectedFrame, wire::ErrorCode::UnexpectedFrame,
              state_ == State::kAwaitHello ? "Auth before Hello" : "Auth again");
@@ -323,18 +385,7 @@ void Session::on_auth(const wire::Auth& auth) {
   const auth::TokenCheck check =
       env_->verifier.verify({token.data(), token.size()}, env_->unix_now_ms());
   if (!check.ok()) {
-    env_->stats.count(SessionEvent::kAuthFailed);
-    ++env_->stats.auth_errors[static_cast<size_t>(check.error)];
-    const uint32_t retry_after_ms =
-        check.error == auth::TokenError::kUnknownKey ? env_->options.unknown_key_retry_after_ms : 0;
-    codec::FrameBuilder& b = env_->builder;
-    b.clear();
-    flatbuffers::FlatBufferBuilder& fbb = b.fbb();
-    const auto message = fbb.CreateString(std::string(auth::token_error_name(check.error)));
-    const auto error =
-        wire::CreateAuthError(fbb, auth_error_code(check.error), message, retry_after_ms);
-    (void)send_own(b.finish(error));
-    begin_close(CloseMode::kGraceful);
+    send_auth_error(check.error);
     return;
   }
   device_ = wire::DeviceAddress(wire::AccountId(check.claims.account.hi, check.claims.account.lo),
@@ -342,8 +393,9 @@ void Session::on_auth(const wire::Auth& auth) {
   token_expires_ms_ = check.claims.expires_at_ms;
   state_ = State::kAuthenticated;
   env_->stats.count(SessionEvent::kAuthOk);
-  // The handshake timer becomes the idle timer.
-  arm_timer_ms(env_->now_ns(), env_->options.limits.idle_timeout_ms);
+  // The handshake timer becomes the idle and token-expiry timer.
+  last_rx_ns_ = env_->now_ns();
+  env_->wheel.schedule(timer_, authenticated_deadline_ns());
 
   // Frames the router sends from inside attach (a drain that starts at once) must follow
   // AuthOk on the wire: they wait in attach_deferred.
@@ -408,9 +460,11 @@ void Session::on_writable() {
 
 bool Session::send_own(std::span<const uint8_t> frame) {
   if (state_ == State::kFree || state_ == State::kClosing) return false;
-  if (env_->channel.queued_bytes(id_) + frame.size() >
-      env_->options.limits.send_queue_bytes_per_session) {
+  const uint32_t queued = env_->channel.queued_bytes(id_);
+  if (queued > 0 && queued + frame.size() > env_->options.limits.send_queue_bytes_per_session) {
     // DESIGN: a slow consumer is cut off; what it did not acknowledge stays in the store.
+    // A frame always goes into an empty queue, so one larger than the limit (allowed up to
+    // max_frame_bytes) never cuts off a device that keeps up.
     env_->stats.count(SessionEvent::kSlowConsumer);
     begin_close(CloseMode::kAbort);
     return false;
@@ -428,7 +482,8 @@ bool Session::send_frame(std::span<const uint8_t> frame) {
   if (state_ != State::kAuthenticated) return false;
   if (attaching_) {
     std::vector<uint8_t>& deferred = env_->attach_deferred;
-    if (deferred.size() + frame.size() > env_->options.limits.send_queue_bytes_per_session) {
+    if (!deferred.empty() &&
+        deferred.size() + frame.size() > env_->options.limits.send_queue_bytes_per_session) {
       env_->stats.count(SessionEvent::kSlowConsumer);
       begin_close(CloseMode::kAbort);
       return false;

@@ -99,6 +99,9 @@ class Session final : public SessionPort {
   void handle_frame(const codec::FrameView& frame);
   void on_hello(const wire::Hello& hello);
   void on_auth(const wire::Auth& auth);
+  void on_token_refresh(const wire::Auth& auth);
+  void send_auth_error(auth::TokenError error);
+  uint64_t authenticated_deadline_ns() const;
   void on_message(const wire::Message& message);
   void on_ping(const wire::Ping& ping);
 

@@ -52,7 +52,9 @@ namespace herald::dataplane {
   X(kSessionReplaced, "session_replaced", "closed because a newer login of the device came")     \
   X(kDecodeBuffersExhausted, "decode_buffers_exhausted",                                         \
     "no frame buffer free for a partial frame (Error Overloaded, fatal)")                        \
-  X(kPeerClosed, "peer_closed", "sessions ended by the peer or the transport, not by us")
+  X(kPeerClosed, "peer_closed", "sessions ended by the peer or the transport, not by us")        \
+  X(kTokenExpired, "token_expired", "sessions closed when their token expired (SessionExpired)") \
+  X(kTokenRefreshed, "token_refreshed", "Auth with a newer token on an authenticated session")
 
 enum class SessionEvent : uint8_t {
 #define HERALD_SESSION_EVENT_ENUM(name, text, doc) name,

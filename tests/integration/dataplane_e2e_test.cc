@@ -1,13 +1,17 @@
 // End to end over real processes and TLS sockets: herald-controlplane and herald-dataplane
 // (two workers) on loopback, accounts registered through the public HTTPS API (codes read from
-// the log gateway's sms.log), clients logging in with their session tokens. Checks the chat
-// semantics of docs/PROTOCOL.md as a client sees them, and herald-chat as a person runs it.
+// the log gateway's sms.log) or provisioned through the admin API, clients logging in with their
+// session tokens. Checks the chat semantics of docs/PROTOCOL.md as a client sees them (1:1,
+// offline drain, dedup, replaced sessions, group fan-out and membership changes, linked devices
+// and their revocation, a slow consumer cut off without losing an acknowledged message), and
+// herald-chat as a person runs it.
 //
 //   dataplane_e2e_test <herald-controlplane> <herald-dataplane> <herald-chat>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -23,6 +27,8 @@
 #include <vector>
 
 #include "platform/auth/account_id.h"
+#include "platform/auth/session_token.h"
+#include "tests/unit/controlplane/api/http_client.h"
 #include "tools/client/chat_client.h"
 #include "tools/client/public_api.h"
 
@@ -66,12 +72,33 @@ struct User {
   std::vector<uint8_t> token;
   wire::AccountId account;
   uint32_t device = 0;
+  std::string account_text;  // as the APIs print it
+  std::string credential;    // the device's (for linking, new sessions)
 };
 
-// A node: both processes on loopback ports, in a temporary directory.
+// Every value of a string or number field named `name` in a JSON body, in order (the server's
+// own generated JSON: no escapes in the values the tests read).
+std::vector<std::string> json_values(const std::string& json, std::string_view name) {
+  std::vector<std::string> out;
+  const std::string key = "\"" + std::string(name) + "\":";
+  for (size_t at = json.find(key); at != std::string::npos; at = json.find(key, at + 1)) {
+    size_t from = at + key.size();
+    while (from < json.size() && json[from] == ' ') ++from;
+    if (from < json.size() && json[from] == '"') {
+      const size_t end = json.find('"', from + 1);
+      out.push_back(json.substr(from + 1, end - from - 1));
+    } else {
+      out.push_back(json.substr(from, json.find_first_of(",}] ", from) - from));
+    }
+  }
+  return out;
+}
+
+// A node: both processes on loopback ports, in a temporary directory. `limits` is the config's
+// limits table as JSON (empty: the defaults).
 class Node {
  public:
-  Node() {
+  explicit Node(const std::string& limits = {}) {
     char tmpl[] = "/tmp/herald-e2e-XXXXXX";
     dir_ = mkdtemp(tmpl);
     data_dir_ = dir_ + "/data";
@@ -83,7 +110,8 @@ class Node {
         << "/ipc.sock\", \"admin_port\": " << admin_port_
         << ", \"public_address\": \"127.0.0.1\", \"public_port\": " << public_port_
         << "}, \"dataplane\": {\"listen_address\": \"127.0.0.1\", \"chat_port\": " << chat_port_
-        << ", \"workers\": 2, \"poll_mode\": \"blocking\"}}";
+        << ", \"workers\": 2, \"poll_mode\": \"blocking\"}"
+        << (limits.empty() ? std::string() : ", \"limits\": " + limits) << "}";
   }
   ~Node() {
     stop(dataplane_);
@@ -147,7 +175,52 @@ class Node {
     EXPECT_TRUE(id.has_value()) << reg->account_id;
     user.account = wire::AccountId(id->hi, id->lo);
     user.device = reg->device_id;
+    user.account_text = reg->account_id;
+    user.credential = reg->credential;
     return user;
+  }
+
+  // The admin API (plain HTTP on loopback) with the node's first admin key.
+  api::testing::HttpResponse admin(const std::string& method, const std::string& path,
+                                   const std::string& body = {}) {
+    std::ifstream in(data_dir_ + "/admin.key");
+    std::string key;
+    in >> key;
+    return api::testing::http_request(admin_port_, method, path, body,
+                                      "Authorization: Bearer " + key + "\r\n");
+  }
+
+  // Accounts through POST /v1/accounts/provision: each with its device 1 and a session token.
+  std::vector<User> provision(const std::vector<std::string>& phones) {
+    std::string body = "{\"phones\": [";
+    for (size_t i = 0; i < phones.size(); ++i) body += (i ? ", \"" : "\"") + phones[i] + "\"";
+    body += "], \"device_name\": \"e2e\"}";
+    const api::testing::HttpResponse r = admin("POST", "/v1/accounts/provision", body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    const std::vector<std::string> ids = json_values(r.body, "account_id");
+    const std::vector<std::string> devices = json_values(r.body, "device_id");
+    const std::vector<std::string> tokens = json_values(r.body, "token");
+    const std::vector<std::string> credentials = json_values(r.body, "credential");
+    std::vector<User> users;
+    if (ids.size() != phones.size() || tokens.size() != phones.size()) {
+      ADD_FAILURE() << "provisioned " << ids.size() << " of " << phones.size() << ": " << r.body;
+      return users;
+    }
+    for (size_t i = 0; i < phones.size(); ++i) {
+      User user;
+      user.phone = phones[i];
+      const auto token = auth::parse_token_text(tokens[i]);
+      EXPECT_TRUE(token.has_value()) << tokens[i];
+      if (token) user.token.assign(token->begin(), token->end());
+      const auto id = auth::parse_account_id(ids[i]);
+      EXPECT_TRUE(id.has_value()) << ids[i];
+      if (id) user.account = wire::AccountId(id->hi, id->lo);
+      user.device = static_cast<uint32_t>(std::stoul(devices[i]));
+      user.account_text = ids[i];
+      user.credential = credentials[i];
+      users.push_back(std::move(user));
+    }
+    return users;
   }
 
   // A logged-in client. The session key may reach the dataplane a moment after the token was
@@ -344,6 +417,292 @@ TEST_F(DataplaneE2E, BadTokensAndGarbageAreRefused) {
   auto error = (*garbage)->wait_for(wire::Payload::Error, 10'000);
   ASSERT_TRUE(error.ok()) << error.status();
   EXPECT_TRUE(error->payload.AsError()->fatal);
+}
+
+// Nothing of `type` arrives within `quiet_ms` (frames of other types are kept for later).
+void expect_none(ChatClient& c, wire::Payload type, uint32_t quiet_ms, const char* what) {
+  auto f = c.wait_for(type, quiet_ms);
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kDeadlineExceeded) << what;
+}
+
+std::string body_of(const wire::DeliverT& d) {
+  return std::string(d.body.begin(), d.body.end());
+}
+
+// The next Deliver, acknowledged.
+wire::DeliverT take(ChatClient& c) {
+  wire::DeliverT d = next_deliver(c);
+  if (d.server_msg_id != nullptr) {
+    EXPECT_TRUE(c.ack(std::span<const wire::ServerMsgId>(d.server_msg_id.get(), 1)).ok());
+  }
+  return d;
+}
+
+// Sends to the group until the dataplane knows the sender is a member (the membership push
+// goes out as the admin API answers, over the IPC ring): NotGroupMember is retried, with the
+// same client_msg_id (a refused message is forgotten by the dedup window).
+void send_to_group_when_member(ChatClient& c, const wire::GroupId& group, uint64_t client_msg_id,
+                               std::string_view body) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    ASSERT_TRUE(c.send_to_group(group, client_msg_id, bytes_of(body)).ok());
+    auto f = c.next(10'000);
+    ASSERT_TRUE(f.ok() && f->has_value()) << "no answer to a group message";
+    if ((*f)->payload.type == wire::Payload::ServerAck) {
+      EXPECT_EQ((*f)->payload.AsServerAck()->client_msg_id, client_msg_id);
+      return;
+    }
+    ASSERT_EQ((*f)->payload.type, wire::Payload::Error)
+        << wire::EnumNamePayload((*f)->payload.type);
+    ASSERT_EQ((*f)->payload.AsError()->code, wire::ErrorCode::NotGroupMember);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  FAIL() << "the group never reached the dataplane";
+}
+
+TEST_F(DataplaneE2E, GroupFanOutAndMembershipChanges) {
+  const std::vector<User> users = node_.provision({"+15550000051", "+15550000052", "+15550000053"});
+  ASSERT_EQ(users.size(), 3u);
+  std::vector<std::unique_ptr<ChatClient>> clients;
+  for (const User& u : users) {
+    clients.push_back(node_.login(u));
+    ASSERT_NE(clients.back(), nullptr);
+  }
+  const api::testing::HttpResponse created =
+      node_.admin("POST", "/v1/groups",
+                  "{\"name\": \"e2e\", \"members\": [\"" + users[0].account_text + "\", \"" +
+                      users[1].account_text + "\", \"" + users[2].account_text + "\"]}");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string group_text = json_values(created.body, "group_id").at(0);
+  const wire::GroupId group(0, std::stoull(group_text, nullptr, 16));
+
+  // One message from member 0 reaches members 1 and 2 exactly once, and not its sender.
+  send_to_group_when_member(*clients[0], group, 1, "to everyone");
+  for (size_t i : {1, 2}) {
+    const wire::DeliverT d = take(*clients[i]);
+    EXPECT_EQ(body_of(d), "to everyone") << "member " << i;
+    ASSERT_NE(d.sender, nullptr);
+    EXPECT_EQ(d.sender->account().lo(), users[0].account.lo());
+    EXPECT_EQ(d.to.type, wire::Recipient::ToGroup);
+  }
+  for (size_t i : {0, 1, 2})
+    expect_none(*clients[i], wire::Payload::Deliver, 1000, "a second copy");
+
+  // Member 2 is removed by the admin API: it stops receiving, the others still do.
+  const api::testing::HttpResponse removed =
+      node_.admin("DELETE", "/v1/groups/" + group_text + "/members/" + users[2].account_text);
+  ASSERT_EQ(removed.status, 200) << removed.body;
+  // The removed member's own message is refused once the push is in: that is the sign that
+  // its worker has the new list (the other worker got the same push from the same commit).
+  bool refused = false;
+  for (uint64_t id = 100; id < 150 && !refused; ++id) {
+    ASSERT_TRUE(clients[2]->send_to_group(group, id, bytes_of("still here?")).ok());
+    auto f = clients[2]->next(10'000);
+    ASSERT_TRUE(f.ok() && f->has_value());
+    if ((*f)->payload.type == wire::Payload::Error) {
+      EXPECT_EQ((*f)->payload.AsError()->code, wire::ErrorCode::NotGroupMember);
+      refused = true;
+    } else {
+      // Accepted before the push arrived: the others get it; take it out of their way.
+      for (size_t i : {0, 1}) EXPECT_EQ(body_of(take(*clients[i])), "still here?");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(refused) << "the removal never reached the dataplane";
+  // Pushes go to both workers together; give the other worker's ring the same moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  send_to_group_when_member(*clients[1], group, 2, "after the removal");
+  EXPECT_EQ(body_of(take(*clients[0])), "after the removal");
+  expect_none(*clients[2], wire::Payload::Deliver, 1500, "a removed member received");
+  expect_none(*clients[1], wire::Payload::Deliver, 200, "the sender received its own");
+}
+
+TEST_F(DataplaneE2E, LinkedDeviceGetsMessagesCopiesAndIsRevoked) {
+  const std::vector<User> users = node_.provision({"+15550000061", "+15550000062"});
+  ASSERT_EQ(users.size(), 2u);
+  const User& alice = users[0];
+  const User& bob = users[1];
+  // Alice links a second device over the public API, as a client would.
+  auto code = link_code(node_.public_api(), alice.credential);
+  ASSERT_TRUE(code.ok()) << code.status();
+  auto linked = link_device(node_.public_api(), code->code, "alice-laptop");
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(linked->account_id, alice.account_text);
+  EXPECT_EQ(linked->device_id, 2u);
+  // The code was one-time.
+  auto again = link_device(node_.public_api(), code->code, "alice-tablet");
+  EXPECT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("link_code_used"), std::string_view::npos)
+      << again.status();
+  auto session = create_session(node_.public_api(), linked->credential);
+  ASSERT_TRUE(session.ok()) << session.status();
+  User alice2 = alice;
+  alice2.device = linked->device_id;
+  alice2.token = session->token;
+  alice2.credential = linked->credential;
+
+  auto a1 = node_.login(alice);
+  auto a2 = node_.login(alice2);
+  auto b = node_.login(bob);
+  ASSERT_NE(a1, nullptr);
+  ASSERT_NE(a2, nullptr);
+  ASSERT_NE(b, nullptr);
+
+  // To the account: both of Alice's devices, once each.
+  ASSERT_TRUE(b->send_to_account(alice.account, 1, bytes_of("to both")).ok());
+  for (ChatClient* c : {a1.get(), a2.get()}) {
+    const wire::DeliverT d = take(*c);
+    EXPECT_EQ(body_of(d), "to both");
+  }
+  // The sender's ServerAck comes once both devices acknowledged (or it was durable).
+  auto ack = b->wait_for(wire::Payload::ServerAck, 10'000);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+
+  // Alice's device 1 writes to Bob: Bob gets it, and device 2 gets a copy naming device 1.
+  ASSERT_TRUE(a1->send_to_account(bob.account, 1, bytes_of("from my phone")).ok());
+  EXPECT_EQ(body_of(take(*b)), "from my phone");
+  const wire::DeliverT copy = take(*a2);
+  EXPECT_EQ(body_of(copy), "from my phone");
+  ASSERT_NE(copy.sender, nullptr);
+  EXPECT_EQ(copy.sender->device(), alice.device);
+  EXPECT_EQ(copy.to.type, wire::Recipient::ToAccount);
+  ASSERT_TRUE(a1->wait_for(wire::Payload::ServerAck, 10'000).ok());
+  expect_none(*a1, wire::Payload::Deliver, 500, "the sending device got its own message");
+  for (ChatClient* c : {a2.get(), b.get()}) {
+    expect_none(*c, wire::Payload::Deliver, 500, "a second copy");
+  }
+
+  // The admin revokes device 2: its session is closed and it receives nothing more.
+  const api::testing::HttpResponse revoked =
+      node_.admin("DELETE", "/v1/accounts/" + alice.account_text + "/devices/2");
+  ASSERT_EQ(revoked.status, 200) << revoked.body;
+  auto error = a2->wait_for(wire::Payload::Error, 10'000);
+  ASSERT_TRUE(error.ok()) << error.status();
+  EXPECT_EQ(error->payload.AsError()->code, wire::ErrorCode::SessionRevoked);
+  EXPECT_TRUE(error->payload.AsError()->fatal);
+  ASSERT_TRUE(b->send_to_account(alice.account, 2, bytes_of("only the phone")).ok());
+  EXPECT_EQ(body_of(take(*a1)), "only the phone");
+  ASSERT_TRUE(b->wait_for(wire::Payload::ServerAck, 10'000).ok());
+  // Its token and credential are dead.
+  auto relogin = ChatClient::connect({.stream = node_.chat()});
+  ASSERT_TRUE(relogin.ok());
+  EXPECT_FALSE((*relogin)->login(alice2.token).ok());
+  EXPECT_FALSE(create_session(node_.public_api(), alice2.credential).ok());
+}
+
+// The TCP state of a client socket: ESTABLISHED while the server keeps the connection.
+uint8_t tcp_state(int fd) {
+  tcp_info info{};
+  socklen_t length = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return 0;
+  return info.tcpi_state;
+}
+
+// The sum of a counter over the dataplane's workers, from the admin API's GET /v1/stats; -1
+// when the node does not publish it.
+int64_t dataplane_counter(Node& node, const std::string& name) {
+  const api::testing::HttpResponse r = node.admin("GET", "/v1/stats");
+  if (r.status != 200) return -1;
+  int64_t total = -1;
+  const std::string key = "\"" + name;
+  for (size_t at = r.body.find(key); at != std::string::npos; at = r.body.find(key, at + 1)) {
+    // "dp.session.slow_consumer": N, or the same name with a per-worker label.
+    const size_t colon = r.body.find(':', at);
+    if (colon == std::string::npos) break;
+    const char* from = r.body.c_str() + colon + 1;
+    while (*from == ' ') ++from;
+    if (*from < '0' || *from > '9') continue;
+    total = (total < 0 ? 0 : total) + std::strtoll(from, nullptr, 10);
+  }
+  return total;
+}
+
+class SlowConsumerE2E : public ::testing::Test {
+ protected:
+  // A small send queue (64 KiB, the transport's floor): the cut-off comes soon after the
+  // kernel's socket buffers are full. Messages below are 8 KB, so the drain after the
+  // reconnect must pace itself under it (a drain batch of 64 such messages would not fit).
+  SlowConsumerE2E() : node_("{\"send_queue_bytes_per_session\": 65536}") {}
+  void SetUp() override {
+    node_.start_controlplane();
+    node_.start_dataplane();
+    node_.wait_ready();
+  }
+  Node node_;
+};
+
+TEST_F(SlowConsumerE2E, CutOffWithoutLosingAnAcknowledgedMessage) {
+  const std::vector<User> users = node_.provision({"+15550000071", "+15550000072"});
+  ASSERT_EQ(users.size(), 2u);
+  auto sender = node_.login(users[0]);
+  std::unique_ptr<ChatClient> reader;
+  {
+    // A receive buffer as small as the kernel allows, so the server's queue fills sooner.
+    auto c = ChatClient::connect({.stream = node_.chat()});
+    ASSERT_TRUE(c.ok()) << c.status();
+    const int small = 4096;
+    ASSERT_EQ(setsockopt((*c)->stream().fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    ASSERT_TRUE((*c)->login(users[1].token).ok());
+    reader = std::move(*c);
+  }
+  ASSERT_NE(sender, nullptr);
+  // The cut-off is counted by whichever layer meets the full queue first: the session
+  // (plaintext frames, dp.session.slow_consumer) or the transport under it (TLS records,
+  // dp.transport.queue_full).
+  const auto cut_offs = [&] {
+    const int64_t session = dataplane_counter(node_, "dp.session.slow_consumer");
+    const int64_t transport = dataplane_counter(node_, "dp.transport.queue_full");
+    return session < 0 || transport < 0 ? -1 : session + transport;
+  };
+  const int64_t cut_before = cut_offs();
+
+  // The reader never reads. Send until its connection is gone; every message is acknowledged
+  // (durable: the reader acknowledges nothing).
+  const std::string filler(8'000, 'x');
+  constexpr int kMaxMessages = 2000;  // far more than the socket buffers of one connection hold
+  int sent = 0;
+  while (sent < kMaxMessages && tcp_state(reader->stream().fd()) == TCP_ESTABLISHED) {
+    ++sent;
+    const std::string body = "m" + std::to_string(sent) + " " + filler;
+    ASSERT_TRUE(
+        sender->send_to_account(users[1].account, static_cast<uint64_t>(sent), bytes_of(body))
+            .ok());
+    auto ack = sender->wait_for(wire::Payload::ServerAck, 10'000);
+    ASSERT_TRUE(ack.ok()) << "message " << sent << ": " << ack.status();
+    ASSERT_EQ(ack->payload.AsServerAck()->client_msg_id, static_cast<uint64_t>(sent));
+  }
+  ASSERT_NE(tcp_state(reader->stream().fd()), TCP_ESTABLISHED)
+      << "the slow consumer was never cut off after " << sent << " messages";
+  // A few more while it is away: those go to the store only.
+  for (int i = 0; i < 5; ++i) {
+    ++sent;
+    ASSERT_TRUE(sender
+                    ->send_to_account(users[1].account, static_cast<uint64_t>(sent),
+                                      bytes_of("m" + std::to_string(sent) + " late"))
+                    .ok());
+    ASSERT_TRUE(sender->wait_for(wire::Payload::ServerAck, 10'000).ok());
+  }
+  // The workers publish their counters every ~100 ms.
+  int64_t cut_after = cut_offs();
+  for (int i = 0; i < 50 && cut_before >= 0 && cut_after <= cut_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    cut_after = cut_offs();
+  }
+  if (cut_before >= 0 && cut_after >= 0) {
+    EXPECT_GT(cut_after, cut_before) << "the cut-off was not counted";
+  } else {
+    std::fprintf(stderr, "note: the dataplane's counters are not published in /v1/stats\n");
+  }
+  reader.reset();
+
+  // On reconnect every acknowledged message comes, in order, each once.
+  auto again = node_.login(users[1]);
+  ASSERT_NE(again, nullptr);
+  for (int i = 1; i <= sent; ++i) {
+    const wire::DeliverT d = take(*again);
+    const std::string body = body_of(d);
+    ASSERT_EQ(body.substr(0, body.find(' ')), "m" + std::to_string(i)) << "of " << sent;
+  }
+  expect_none(*again, wire::Payload::Deliver, 1000, "a message came twice");
 }
 
 // The output of a shell command (herald-chat runs as a person would run it).

@@ -530,6 +530,16 @@ class Conformance:
                   key=None, expect=429, what="rate limited")
         self.call("POST", "/v1/sessions", {"credential": first["credential"]}, key=None,
                   expect=200)
+        push = {"credential": first["credential"], "platform": "apns", "token": "a" * 64}
+        self.call("PUT", "/v1/devices/push-token", raw="{", key=None, expect=400,
+                  what="bad JSON")
+        self.call("PUT", "/v1/devices/push-token", dict(push, credential="A" * 43), key=None,
+                  expect=401, what="unknown credential")
+        self.call("PUT", "/v1/devices/push-token", dict(push, platform="sms"), key=None,
+                  expect=400, what="bad platform")
+        self.call("PUT", "/v1/devices/push-token", dict(push, token="a b c d e"), key=None,
+                  expect=400, what="bad token")
+        self.call("PUT", "/v1/devices/push-token", push, key=None, expect=200)
         self.accounts.append(self.register("+15550100002", "second"))
         self.accounts.append(self.register("+15550100003", "third"))
 
@@ -571,6 +581,42 @@ class Conformance:
         self.call("POST", f"/v1/accounts/{third['account_id']}/disable", expect=200)
         self.call("POST", "/v1/sessions", {"credential": third["credential"]}, key=None,
                   expect={401, 403}, what="revoked device, disabled account")
+
+    def scenario_provision_and_link(self):
+        """provisionAccounts, then a device linked to the first provisioned account."""
+        self.call("POST", "/v1/accounts/provision", raw="{", expect=400, what="bad JSON")
+        self.call("POST", "/v1/accounts/provision", {"phones": [], "device_name": "lg"},
+                  expect=400, what="no phones")
+        self.call("POST", "/v1/accounts/provision",
+                  {"phones": ["+15550200001", "12"], "device_name": "lg"}, expect=400,
+                  what="bad phone")
+        r = self.need(self.call("POST", "/v1/accounts/provision",
+                                {"phones": ["+15550200001", "+15550200002"],
+                                 "device_name": "loadgen"}, expect=200), 200,
+                      "provisionAccounts")
+        primary = r["accounts"][0]
+        self.call("POST", "/v1/sessions", {"credential": primary["credential"]}, key=None,
+                  expect=200, what="provisioned credential")
+        self.call("POST", "/v1/devices/link-code", raw="{", key=None, expect=400,
+                  what="bad JSON")
+        self.call("POST", "/v1/devices/link-code", {"credential": "A" * 43}, key=None,
+                  expect=401, what="unknown credential")
+        code = self.need(self.call("POST", "/v1/devices/link-code",
+                                   {"credential": primary["credential"]}, key=None, expect=200),
+                         200, "requestLinkCode")["link_code"]
+        self.call("POST", "/v1/devices/link", {"link_code": "A" * 22, "device_name": "x"},
+                  key=None, expect=404, what="unknown code")
+        self.call("POST", "/v1/devices/link", {"link_code": code, "device_name": ""},
+                  key=None, expect=400, what="bad device name")
+        linked = self.need(self.call("POST", "/v1/devices/link",
+                                     {"link_code": code, "device_name": "laptop"}, key=None,
+                                     expect=200), 200, "linkDevice")
+        self.call("POST", "/v1/devices/link", {"link_code": code, "device_name": "laptop"},
+                  key=None, expect=409, what="used code")
+        self.call("POST", "/v1/devices/link-code", {"credential": linked["credential"]},
+                  key=None, expect=403, what="not the primary")
+        self.call("POST", "/v1/sessions", {"credential": linked["credential"]}, key=None,
+                  expect=200, what="linked device")
 
     def scenario_account_pages(self):
         """GET /v1/accounts without phone: pages of one follow `next` through every account."""
@@ -730,6 +776,7 @@ def run_against(node, c):
     c.run("system", c.scenario_system)
     c.run("registration", c.scenario_registration)
     c.run("accounts", c.scenario_accounts)
+    c.run("provisioning and linking", c.scenario_provision_and_link)
     c.run("groups", c.scenario_groups)
     c.run("config", c.scenario_config)
     c.check_coverage()

@@ -12,8 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -120,6 +122,20 @@ int run_register(const TlsStreamOptions& api, const std::string& profiles, const
   return 0;
 }
 
+uint64_t unix_now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
+}
+
+// When to renew a session whose token expires at `expires_ms`: 5 minutes ahead, or halfway
+// for short-lived tokens.
+uint64_t refresh_time_ms(uint64_t expires_ms) {
+  const uint64_t now_ms = unix_now_ms();
+  if (expires_ms <= now_ms) return now_ms;
+  return expires_ms - std::min<uint64_t>(300'000, (expires_ms - now_ms) / 2);
+}
+
 int run_chat(const TlsStreamOptions& api, const TlsStreamOptions& chat, const Profile& me,
              std::string peer) {
   auto token = create_session(api, me.credential);
@@ -151,7 +167,25 @@ int run_chat(const TlsStreamOptions& api, const TlsStreamOptions& chat, const Pr
   std::printf("type a line to send it; /to ACCOUNT_ID picks the peer; /quit leaves\n");
   uint64_t next_client_id = static_cast<uint64_t>(time(nullptr)) << 20;
   std::string line_buffer;
+  // The session ends when its token expires unless a newer token comes first: fetch one with
+  // the credential a few minutes ahead and send it as Auth on this connection.
+  uint64_t refresh_at_ms = refresh_time_ms(ok->token_expires_ms);
   for (;;) {
+    if (unix_now_ms() >= refresh_at_ms) {
+      auto fresh = create_session(api, me.credential);
+      if (fresh.ok()) {
+        wire::AuthT auth;
+        auth.token = fresh->token;
+        wire::FrameT frame;
+        frame.payload.Set(std::move(auth));
+        (void)client->send(frame);
+        refresh_at_ms = refresh_time_ms(fresh->expires_at_ms);
+      } else {
+        std::printf("  (could not renew the session: %s; retrying)\n",
+                    fresh.status().ToString().c_str());
+        refresh_at_ms = unix_now_ms() + 30'000;
+      }
+    }
     // Frames already here first, then wait for either the keyboard or the server.
     for (;;) {
       auto frame = client->next(0);
@@ -180,6 +214,9 @@ int run_chat(const TlsStreamOptions& api, const TlsStreamOptions& chat, const Pr
       } else if (const auto* e = f.payload.AsError(); e != nullptr) {
         std::printf("  error %s: %s\n", wire::EnumNameErrorCode(e->code), e->message.c_str());
         if (e->fatal) return 1;
+      } else if (const auto* ae = f.payload.AsAuthError(); ae != nullptr) {
+        std::printf("  session renewal refused: %s\n", ae->message.c_str());
+        return 1;
       }
     }
     std::fflush(stdout);

@@ -144,6 +144,41 @@ absl::StatusOr<SessionToken> create_session(const TlsStreamOptions& server,
                       v->expires_at_ms()};
 }
 
+absl::StatusOr<LinkCode> link_code(const TlsStreamOptions& server, const std::string& credential) {
+  auto r = https_post_json(server, "/v1/devices/link-code",
+                           "{\"credential\": " + json_string(credential) + "}");
+  if (!r.ok()) return r.status();
+  if (r->status != 200) return error_of(*r);
+  flatbuffers::Parser parser;
+  if (absl::Status s = parse_body(parser, "herald.public_api.LinkCodeResponse", r->body); !s.ok()) {
+    return s;
+  }
+  const auto* v =
+      flatbuffers::GetRoot<public_api::LinkCodeResponse>(parser.builder_.GetBufferPointer());
+  if (v->link_code() == nullptr) return absl::DataLossError("link-code response without a code");
+  return LinkCode{v->link_code()->str(), v->expires_in()};
+}
+
+absl::StatusOr<Registration> link_device(const TlsStreamOptions& server,
+                                         const std::string& link_code,
+                                         const std::string& device_name) {
+  auto r = https_post_json(server, "/v1/devices/link",
+                           "{\"link_code\": " + json_string(link_code) +
+                               ", \"device_name\": " + json_string(device_name) + "}");
+  if (!r.ok()) return r.status();
+  if (r->status != 200) return error_of(*r);
+  flatbuffers::Parser parser;
+  if (absl::Status s = parse_body(parser, "herald.public_api.LinkResponse", r->body); !s.ok()) {
+    return s;
+  }
+  const auto* v =
+      flatbuffers::GetRoot<public_api::LinkResponse>(parser.builder_.GetBufferPointer());
+  if (v->account_id() == nullptr || v->credential() == nullptr) {
+    return absl::DataLossError("link response without account_id or credential");
+  }
+  return Registration{v->account_id()->str(), v->device_id(), v->credential()->str(), false};
+}
+
 absl::StatusOr<std::string> code_from_sms_log(const std::string& sms_log_path,
                                               const std::string& phone) {
   std::ifstream in(sms_log_path);

@@ -47,6 +47,18 @@ struct SessionToken {
 absl::StatusOr<SessionToken> create_session(const TlsStreamOptions& server,
                                             const std::string& credential);
 
+struct LinkCode {
+  std::string code;
+  uint64_t expires_in_s = 0;
+};
+// POST /v1/devices/link-code with the primary device's credential.
+absl::StatusOr<LinkCode> link_code(const TlsStreamOptions& server, const std::string& credential);
+// POST /v1/devices/link: the new linked device (new_account is false). The server's error code
+// is in the status message (e.g. "too_many_devices", "link_code_used").
+absl::StatusOr<Registration> link_device(const TlsStreamOptions& server,
+                                         const std::string& link_code,
+                                         const std::string& device_name);
+
 // The last code the `log` gateway wrote for `phone` in <data-dir>/sms.log (development and
 // tests: the node's log gateway writes one JSON line per code). NotFound when there is none.
 absl::StatusOr<std::string> code_from_sms_log(const std::string& sms_log_path,

@@ -3,6 +3,7 @@
 // loop rounds (each one io_uring_enter at most, in blocking mode) per send() call.
 //
 //   build-rel/tests/bench/dataplane/transport_echo_bench [connections] [message_bytes] [seconds]
+//       [worker]   (worker: drive it like the dataplane worker, poll() + prepare_to_sleep())
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -55,7 +57,7 @@ int connect_nonblocking(uint16_t port) {
   return fd;
 }
 
-int run(int connections, size_t message_bytes, double seconds) {
+int run(int connections, size_t message_bytes, double seconds, bool worker_style) {
   uring::Options loop_options;
   loop_options.mode = uring::RunMode::kBlocking;
   auto loop = uring::EventLoop::create(loop_options);
@@ -126,7 +128,19 @@ int run(int connections, size_t message_bytes, double seconds) {
   const uint64_t e0 = echoed_bytes.load();
   const auto t0 = std::chrono::steady_clock::now();
   const auto until = t0 + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) (void)(*loop)->run_once(10'000'000);
+  uint32_t idle_polls = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    if (!worker_style) {
+      (void)(*loop)->run_once(10'000'000);
+      continue;
+    }
+    // As the dataplane worker drives it: poll the loop and the transport's shards each turn,
+    // sleep after 64 empty turns once the transport agrees.
+    const uint32_t work = (*loop)->poll_once() + (*transport)->poll();
+    if (work > 0 || ++idle_polls < 64) continue;
+    idle_polls = 0;
+    if ((*transport)->prepare_to_sleep()) (void)(*loop)->run_once(10'000'000);
+  }
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const KernelTransportStats s1 = (*transport)->stats();
@@ -161,9 +175,11 @@ int main(int argc, char** argv) {
   const int connections = argc > 1 ? std::atoi(argv[1]) : 64;
   const size_t message_bytes = argc > 2 ? static_cast<size_t>(std::atol(argv[2])) : 512;
   const double seconds = argc > 3 ? std::atof(argv[3]) : 2.0;
+  const bool worker_style = argc > 4 && std::string(argv[4]) == "worker";
   if (connections <= 0 || message_bytes == 0 || seconds <= 0) {
-    std::fprintf(stderr, "usage: transport_echo_bench [connections] [message_bytes] [seconds]\n");
+    std::fprintf(stderr,
+                 "usage: transport_echo_bench [connections] [message_bytes] [seconds] [worker]\n");
     return 2;
   }
-  return herald::dataplane::run(connections, message_bytes, seconds);
+  return herald::dataplane::run(connections, message_bytes, seconds, worker_style);
 }

@@ -79,6 +79,7 @@ TEST(Schemas, WireNumbersAreFrozen) {
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::MalformedFrame), 100);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::SessionReplaced), 108);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::SessionRevoked), 109);
+  EXPECT_EQ(static_cast<int>(wire::ErrorCode::SessionExpired), 110);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::RecipientNotFound), 200);
   EXPECT_EQ(static_cast<int>(wire::ErrorCode::Overloaded), 300);
   EXPECT_EQ(static_cast<int>(wire::MessageFlags::NoPush), 1);

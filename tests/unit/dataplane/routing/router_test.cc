@@ -356,6 +356,7 @@ TEST_F(RouterTest, OneToOneOnlineAckedByTheRecipientBeforeTheStoreOutcome) {
   EXPECT_EQ(d->sender()->account().lo(), kC.lo());
   EXPECT_EQ(d->body()->size(), 4u);
   EXPECT_EQ(d->server_msg_id()->hi() & 0xFFFF, kNode);
+  EXPECT_EQ(d->client_msg_id(), 1u);
 
   ack(b1, b1.delivered());
   pump();
@@ -403,7 +404,8 @@ TEST_F(RouterTest, OfflineMessagesDrainInOrderWithFlowControl) {
   EXPECT_EQ(b3.delivered(), std::vector<uint64_t>(acked.begin(), acked.begin() + 4));
   const auto* d = b3.of(wire::Payload::Deliver)[0]->payload_as_Deliver();
   ASSERT_NE(d->body(), nullptr);
-  EXPECT_EQ(d->body()->Get(3), 1u);  // the stored body came back
+  EXPECT_EQ(d->body()->Get(3), 1u);   // the stored body came back
+  EXPECT_EQ(d->client_msg_id(), 1u);  // and the sender's id, for the client's own dedup
   ack(b3, {acked[0], acked[1]});
   settle();
   EXPECT_EQ(b3.delivered(), acked);  // the rest, in order, no repeat
@@ -412,6 +414,33 @@ TEST_F(RouterTest, OfflineMessagesDrainInOrderWithFlowControl) {
   settle();
   EXPECT_EQ(table().queued(key(kB, 3)), 0u);
   EXPECT_EQ(b3.delivered(), acked);
+}
+
+// The race the loadgen's kill -9 runs found: a message for an offline device is appended; the
+// device logs in and drains before that append is durable (the store reads only durable
+// entries: empty); the append turns durable. Without a kick the message waited for the
+// device's next login. Both placements: the device on the sender's worker, and on the other.
+TEST_F(RouterTest, AMessageDurableAfterTheRecipientsEmptyDrainIsDrainedAtOnce) {
+  start();
+  FakeSession& c1 = login(0, kC, 1);
+  for (uint16_t recipient_worker : {0, 1}) {
+    SCOPED_TRACE(recipient_worker);
+    const uint32_t device = 3 - recipient_worker;  // B's devices are 1, 2, 3
+    const wire::DeviceAddress to = dev(kB, device);
+    const uint64_t client_msg_id = 10 + recipient_worker;
+    send(c1, client_msg_id, &to);
+    pump();  // the append is on its way; the disk is not stepped: not durable
+    FakeSession& b = login(recipient_worker, kB, device);
+    pump();  // its drain comes back empty
+    ASSERT_TRUE(b.delivered().empty());
+    const uint64_t kicks = routers_[recipient_worker]->stats().drain_kicks_restarted;
+    run_until([&] { return !b.delivered().empty(); });  // durable now: kicked, drained
+    EXPECT_EQ(routers_[recipient_worker]->stats().drain_kicks_restarted, kicks + 1);
+    EXPECT_EQ(b.delivered().size(), 1u);
+    EXPECT_EQ(b.of(wire::Payload::Deliver)[0]->payload_as_Deliver()->client_msg_id(),
+              client_msg_id);
+  }
+  EXPECT_EQ(routers_[0]->stats().drain_kicks_sent, 1u);  // the second one crossed the mesh
 }
 
 TEST_F(RouterTest, ADrainPausesOnAFullSendQueueAndSurvivesAReplacedSession) {

@@ -343,9 +343,9 @@ TEST(SessionStack, UnexpectedFrames) {
     c.login();
     c.hello();
   });
-  run([](Stack& s, TestClient& c) {
-    c.login();
-    c.auth(s.token());
+  run([](Stack& s, TestClient& c) {  // Auth again is a token refresh, for this device only
+    c.login(1);
+    c.auth(s.token(2));
   });
   run([](Stack&, TestClient& c) {  // a server-to-client frame from the client
     c.login();
@@ -709,6 +709,73 @@ TEST(SessionStack, IdleTimeoutAtTheEdgeAndPingKeepsAlive) {
   EXPECT_EQ(stack.router.detaches, 1);
 }
 
+// A session outlives its token only if the client sends a newer one (Auth on the live
+// session); otherwise it ends with SessionExpired at the token's expiry, to the millisecond.
+TEST(SessionStack, TokenExpiryEndsTheSessionAtTheEdge) {
+  StackOptions opt;
+  opt.session.limits.idle_timeout_ms = 600'000;
+  Stack stack(opt);
+  auto c = stack.connect();
+  c->login();
+  const uint64_t ttl_ms = auth::KeyRingOptions{}.token_ttl_ms;
+  for (uint64_t waited = 0; waited + 300'000 < ttl_ms; waited += 300'000) {
+    stack.advance_ms(300'000);
+    c->send(ping_frame(waited));  // keeps it from idling out
+    ASSERT_NE(c->next_of(wire::Payload::Pong), nullptr);
+  }
+  stack.advance_ms(ttl_ms % 300'000 == 0 ? 299'999 : ttl_ms % 300'000 - 1);
+  c->pump();
+  EXPECT_TRUE(c->open());
+  stack.advance_ms(1);
+  c->pump();
+  expect_error(*c, wire::ErrorCode::SessionExpired, true);
+  EXPECT_FALSE(c->open());
+  EXPECT_EQ(stack.sessions.stats()[SessionEvent::kTokenExpired], 1u);
+  EXPECT_EQ(stack.router.detaches, 1);
+}
+
+TEST(SessionStack, AuthOnALiveSessionExtendsIt) {
+  StackOptions opt;
+  opt.session.limits.idle_timeout_ms = 10'000'000;
+  Stack stack(opt);
+  auto c = stack.connect();
+  c->login();
+  const uint64_t ttl_ms = auth::KeyRingOptions{}.token_ttl_ms;
+  stack.advance_ms(ttl_ms - 600'000);
+  c->auth(stack.token(1, stack.now_ms()));
+  const wire::Frame* ok = c->next_of(wire::Payload::AuthOk);
+  ASSERT_NE(ok, nullptr);
+  EXPECT_EQ(ok->payload_as_AuthOk()->token_expires_ms(), stack.now_ms() + ttl_ms);
+  EXPECT_EQ(stack.router.attaches, 1);  // no second attach, no second drain
+  EXPECT_EQ(stack.sessions.stats()[SessionEvent::kTokenRefreshed], 1u);
+  // Past the first token's expiry: still up.
+  stack.advance_ms(1'200'000);
+  c->pump();
+  EXPECT_TRUE(c->open());
+  // At the new one's: closed.
+  stack.advance_ms(ttl_ms - 600'000);
+  c->pump();
+  expect_error(*c, wire::ErrorCode::SessionExpired, true);
+  EXPECT_FALSE(c->open());
+}
+
+TEST(SessionStack, AuthOnALiveSessionWithAnotherDevicesOrABadTokenCloses) {
+  Stack stack;
+  auto c = stack.connect();
+  c->login(1);
+  c->auth(stack.token(2, stack.now_ms()));
+  expect_error(*c, wire::ErrorCode::UnexpectedFrame, true);
+  EXPECT_FALSE(c->open());
+
+  auto d = stack.connect();
+  d->login(1);
+  std::vector<uint8_t> bad(73, 0x5a);
+  d->auth(bad);
+  ASSERT_NE(d->next_of(wire::Payload::AuthError), nullptr);
+  EXPECT_FALSE(d->open());
+  EXPECT_EQ(stack.sessions.stats()[SessionEvent::kAuthFailed], 1u);
+}
+
 // ---- output ----------------------------------------------------------------------------------
 
 TEST(SessionStack, SlowConsumerIsCutOff) {
@@ -736,6 +803,37 @@ TEST(SessionStack, SlowConsumerIsCutOff) {
   (void)stack.transport.run();
   EXPECT_FALSE(c->open());
   EXPECT_EQ(stack.sessions.sessions(), 0u);
+}
+
+// The limit bounds what waits, not the size of one frame: a frame over the limit goes out when
+// nothing is queued, and the next one behind it is what cuts the reader off.
+TEST(SessionStack, AFrameOverTheSendQueueLimitGoesIntoAnEmptyQueue) {
+  StackOptions opt;
+  opt.session.limits.send_queue_bytes_per_session = 4096;
+  opt.transport_queue_bytes = 64 * 1024;
+  Stack stack(opt);
+  auto c = stack.connect();
+  c->login();
+  SessionPort* s = stack.router.last;
+  ASSERT_NE(s, nullptr);
+  codec::FrameBuilder b(8192);
+  std::vector<uint8_t> body(6000, 1);
+  auto bv = b.fbb().CreateVector(body);
+  const wire::ServerMsgId id(1, 1);
+  const wire::DeviceAddress sender(wire::AccountId(1, 1), 1);
+  const std::vector<uint8_t> frame = [&] {
+    auto f = b.finish(wire::CreateDeliver(b.fbb(), &id, &sender, wire::Recipient::NONE, 0, bv));
+    return std::vector<uint8_t>(f.begin(), f.end());
+  }();
+  ASSERT_EQ(s->queued_bytes(), 0u);
+  EXPECT_TRUE(s->send_frame(frame));
+  c->pump();  // the reader keeps up
+  ASSERT_NE(c->next_of(wire::Payload::Deliver), nullptr);
+  ASSERT_EQ(s->queued_bytes(), 0u);
+  EXPECT_TRUE(s->send_frame(frame));
+  EXPECT_GT(s->queued_bytes(), 0u);
+  EXPECT_FALSE(s->send_frame(frame));  // this one waits behind a full queue: cut off
+  EXPECT_EQ(stack.sessions.stats()[SessionEvent::kSlowConsumer], 1u);
 }
 
 TEST(SessionStack, WritableReachesTheRouter) {
