@@ -664,6 +664,8 @@ void NodeServices::register_counters() {
   add("store.drain_messages", [this] { return store_service_->stats().drain_messages; });
   add("store.acked_entries", [this] { return store_service_->stats().acked_entries; });
   add("store.outcomes_orphaned", [this] { return store_service_->stats().outcomes_orphaned; });
+  add("store.drain_kicks", [this] { return store_service_->stats().drain_kicks; });
+  add("store.drain_kicks_failed", [this] { return store_service_->stats().drain_kicks_failed; });
   for (auto [name, router] :
        {std::pair{"admin", &admin_router_}, std::pair{"public", &public_router_}}) {
     api::Router* const r = router->get();

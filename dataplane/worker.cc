@@ -249,6 +249,9 @@ absl::Status Worker::run_loop() {
   parts.store->set_push_handler(ipc::Record::DeviceListPush, [&parts](const ipc::Envelope& e) {
     parts.router->on_device_list_push(*e.record_as_DeviceListPush());
   });
+  parts.store->set_push_handler(ipc::Record::DrainKick, [&parts](const ipc::Envelope& e) {
+    parts.router->on_drain_kick(*e.record_as_DrainKick());
+  });
   parts.store->set_push_handler(ipc::Record::ConfigPush, [&parts](const ipc::Envelope& e) {
     const auto* push = e.record_as_ConfigPush();
     if (push->config() == nullptr) return;
@@ -359,6 +362,13 @@ absl::Status Worker::run_loop() {
   parts.store_doorbell.disarm(*parts.loop);
   parts.mesh_doorbell.disarm(*parts.loop);
   parts.wake.disarm(*parts.loop);
+  // A cancelled poll is still the kernel's until its completion is reaped: destroying the
+  // watch before that aborts (uring::Operation's destructor guards the memory).
+  for (int i = 0; i < 1000 && (parts.store_doorbell.op.in_flight() ||
+                               parts.mesh_doorbell.op.in_flight() || parts.wake.op.in_flight());
+       ++i) {
+    (void)parts.loop->run_once(1'000'000);
+  }
   publish_stats(clock.now_ns());  // the last counts, while the segment is mapped
   if (parts.store->attached()) parts.store->detach();
   status_.listening.store(false);

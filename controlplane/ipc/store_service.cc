@@ -260,6 +260,32 @@ void StoreService::on_append_done(const storage::MessageId& id, const absl::Stat
     remember_completed(r.worker, r.append_id, id);
     add_outcome(r, outcome, pending.queue_full);
   }
+  if (outcome == ipc::AppendStatus::Durable) kick_if_orphaned(pending);
+}
+
+// The dataplane kicks the drain of an append's recipients when the append's outcome reaches it
+// (a recipient may have logged in and drained its queue empty before the entry was durable).
+// An append of a dataplane that was replaced by a restart has no one to do that: do it here,
+// through the new dataplane, which routes the kick to the device's worker.
+void StoreService::kick_if_orphaned(const Pending& pending) {
+  if (!server_->dataplane_connected()) return;  // the next dataplane drains after connecting
+  for (const Requester& r : pending.requesters) {
+    if (instance_live(r.instance)) return;  // the live dataplane has the outcome
+  }
+  std::vector<wire::DeviceAddress> devices;
+  for (const storage::DeviceKey& d : pending.accepted) {
+    if (!contains(pending.cancelled, d)) devices.push_back(device_address(d));
+  }
+  if (devices.empty()) return;
+  const uint16_t w = pending.requesters.empty() ? 0 : pending.requesters.front().worker;
+  flatbuffers::FlatBufferBuilder& b = server_->builder();
+  const auto record = ipc::CreateDrainKick(b, b.CreateVectorOfStructs(devices));
+  const SendResult sent = server_->send(w, record);
+  if (sent == SendResult::kSent || sent == SendResult::kQueued) {
+    ++stats_.drain_kicks;
+  } else {
+    ++stats_.drain_kicks_failed;
+  }
 }
 
 void StoreService::remember_completed(uint16_t w, uint64_t append_id,

@@ -80,16 +80,18 @@ struct StoreServiceStats {
   uint64_t outcomes[kAppendStatusCount] = {};  // AppendOutcome by status, as decided
   uint64_t duplicate_appends = 0;              // an id already pending or queued
   uint64_t queue_full_recipients = 0;
-  uint64_t outcome_records = 0;    // AppendDurable records handed to the IpcServer
-  uint64_t outcomes_held = 0;      // flushes that left outcomes waiting (IpcServer refused)
-  uint64_t outcomes_orphaned = 0;  // for a dataplane instance that is gone: never sent
-  uint64_t cancels_pending = 0;    // devices cancelled before durability
-  uint64_t cancels_late = 0;       // devices cancelled after durability (deleted like acks)
-  uint64_t cancels_unknown = 0;    // StoreCancel for an append not remembered
-  uint64_t cancel_tombstones = 0;  // entries removed because of a cancel
-  uint64_t acked_entries = 0;      // entries removed by StoreAck
-  uint64_t acks_unknown = 0;       // StoreAck ids that were not queued
-  uint64_t remove_errors = 0;      // remove() refused or its tombstone failed
+  uint64_t outcome_records = 0;     // AppendDurable records handed to the IpcServer
+  uint64_t outcomes_held = 0;       // flushes that left outcomes waiting (IpcServer refused)
+  uint64_t outcomes_orphaned = 0;   // for a dataplane instance that is gone: never sent
+  uint64_t drain_kicks = 0;         // DrainKick records for orphaned durable appends
+  uint64_t drain_kicks_failed = 0;  // ... the ring refused (the device drains at next login)
+  uint64_t cancels_pending = 0;     // devices cancelled before durability
+  uint64_t cancels_late = 0;        // devices cancelled after durability (deleted like acks)
+  uint64_t cancels_unknown = 0;     // StoreCancel for an append not remembered
+  uint64_t cancel_tombstones = 0;   // entries removed because of a cancel
+  uint64_t acked_entries = 0;       // entries removed by StoreAck
+  uint64_t acks_unknown = 0;        // StoreAck ids that were not queued
+  uint64_t remove_errors = 0;       // remove() refused or its tombstone failed
   uint64_t drains[kDrainStatusCount] = {};  // DrainRequests answered, by status
   uint64_t drain_responses = 0;             // DrainResponse records (a drain may be split)
   uint64_t drain_messages = 0;
@@ -241,6 +243,7 @@ class StoreService : public IpcHandler {
   void on_drain(uint16_t w, uint64_t instance, const ipc::DrainRequest& request);
   void on_device_list(uint16_t w, uint64_t instance, const ipc::DeviceListRequest& request);
   void on_append_done(const storage::MessageId& id, const absl::Status& status);
+  void kick_if_orphaned(const Pending& pending);
   void remember_completed(uint16_t w, uint64_t append_id, const storage::MessageId& id);
   void remove_entries(const storage::DeviceKey& device, std::span<const storage::MessageId> ids,
                       uint64_t& counter);

@@ -498,7 +498,7 @@ void WorkerRouter::dispatch(uint64_t pending_id) {
     p.append_id = a.append_id;
   }
   // Copy: a local delivery may not re-enter the router, but keep the bytes stable regardless.
-  for (Recipient& r : p.recipients) r.online = deliver_online(r.device, p.frame);
+  for (Recipient& r : p.recipients) r.online = deliver_online(r.device, p.frame, &r.delivered_to);
   if (p.ephemeral) {
     ++stats_.acks_ephemeral;
     answer(pending_id, wire::ErrorCode::Unspecified);
@@ -515,10 +515,11 @@ bool WorkerRouter::send_local(ConnectionId c, std::span<const uint8_t> frame) {
   return true;
 }
 
-bool WorkerRouter::deliver_online(const wire::DeviceAddress& device,
-                                  std::span<const uint8_t> frame) {
+bool WorkerRouter::deliver_online(const wire::DeviceAddress& device, std::span<const uint8_t> frame,
+                                  ConnectionId* delivered_to) {
   const auto at = directory_.find(device);
   if (!at) return false;
+  if (delivered_to != nullptr) *delivered_to = at->connection;
   if (at->worker == options_.worker) return send_local(at->connection, frame);
   if (at->worker >= options_.workers ||
       mesh_.send(at->worker,
@@ -600,15 +601,21 @@ void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
           }
         }
       }
-      // A recipient that was offline when the message was dispatched may have logged in since
-      // and drained an empty queue (this append was not durable yet): it would wait for its
-      // next login. Kick its drain wherever it is now.
+      // A recipient whose current session did not get the Deliver (offline at dispatch, or
+      // its session was replaced since, or the hand-over failed) may have logged in and
+      // drained an empty queue before this append was durable: it would wait for its next
+      // login. Kick its drain wherever it is now. A session that got the Deliver is left
+      // alone (a drain would only send it again).
       for (const Recipient& r : p.recipients) {
-        if (r.online) continue;
         const bool full =
             std::any_of(o.queue_full.begin(), o.queue_full.end(),
                         [&](const wire::DeviceAddress& f) { return same_device(f, r.device); });
-        if (!full) kick_drain(r.device);
+        if (full) continue;
+        if (r.online) {
+          const auto at = directory_.find(r.device);
+          if (!at || at->connection == r.delivered_to) continue;
+        }
+        kick_drain(r.device);
       }
       ++stats_.acks_durable;
       answer(o.cookie, wire::ErrorCode::Unspecified);
@@ -742,6 +749,14 @@ void WorkerRouter::kick_drain(const wire::DeviceAddress& device) {
     ++stats_.drain_kicks_sent;
   }
   // A refused kick leaves the message in the store for the device's next drain (login).
+}
+
+void WorkerRouter::on_drain_kick(const ipc::DrainKick& kick) {
+  if (kick.devices() == nullptr) return;
+  for (const wire::DeviceAddress* d : *kick.devices()) {
+    ++stats_.drain_kicks_from_store;
+    kick_drain(*d);
+  }
 }
 
 void WorkerRouter::kick_drain_local(ConnectionId connection, const wire::DeviceAddress& device) {

@@ -113,8 +113,9 @@ struct WorkerRouterStats {
   uint64_t drain_batches_stale = 0;
   // A message stored for a device that was offline became durable after the device logged in
   // and its drain had found the queue empty: the drain is started again (drain kick).
-  uint64_t drain_kicks_sent = 0;       // to a session of another worker, over the mesh
-  uint64_t drain_kicks_restarted = 0;  // drains started (or re-asked) because of a kick
+  uint64_t drain_kicks_sent = 0;        // to a session of another worker, over the mesh
+  uint64_t drain_kicks_restarted = 0;   // drains started (or re-asked) because of a kick
+  uint64_t drain_kicks_from_store = 0;  // devices in DrainKick records (a restart's orphans)
   uint64_t mesh_frames_delivered = 0;
   uint64_t mesh_frames_dropped = 0;  // the session was gone (the store keeps the message)
   uint64_t mesh_closes = 0;
@@ -161,6 +162,9 @@ class WorkerRouter final : public Router, private DeviceListSink {
   void on_group_push(const ipc::GroupMembershipPush& push) { groups_.apply(push); }
   void on_device_list_response(const ipc::DeviceListResponse& r);
   void on_device_list_push(const ipc::DeviceListPush& p);
+  // The control plane's DrainKick: entries durable after the dataplane that appended them was
+  // restarted away. Each online device's drain runs again (routed to its worker).
+  void on_drain_kick(const ipc::DrainKick& kick);
   // After each handshake: ids above the store's highest, cached lists dropped (changes made
   // while disconnected were not pushed).
   void on_controlplane_hello(uint64_t server_msg_time_floor_ms);
@@ -187,7 +191,8 @@ class WorkerRouter final : public Router, private DeviceListSink {
   struct Pending;
   struct Recipient {
     wire::DeviceAddress device;
-    bool online = false;
+    bool online = false;                        // the Deliver was handed to a session of the device
+    ConnectionId delivered_to = kNoConnection;  // ... this one
   };
 
   // DeviceListSink
@@ -210,7 +215,8 @@ class WorkerRouter final : public Router, private DeviceListSink {
   void answer(uint64_t pending_id, wire::ErrorCode error);
   void complete(ConnectionId c, uint64_t client_msg_id, const MintedId& id, wire::ErrorCode e);
   // Sends `frame` to the device's live session wherever it is; false when not reached.
-  bool deliver_online(const wire::DeviceAddress& device, std::span<const uint8_t> frame);
+  bool deliver_online(const wire::DeviceAddress& device, std::span<const uint8_t> frame,
+                      ConnectionId* delivered_to = nullptr);
   bool send_local(ConnectionId c, std::span<const uint8_t> frame);
 
   // Drains.

@@ -224,11 +224,14 @@ def run(controlplane, dataplane, herald_chat, tmp):
     finally:
         dp.send_signal(signal.SIGTERM)
         try:
-            dp.wait(timeout=20)
+            dp_status = dp.wait(timeout=20)
         except subprocess.TimeoutExpired:
             dp.kill()
+            dp_status = "hung on SIGTERM"
         node.stop()
         gateway.shutdown()
+    # SIGTERM is the orderly stop: every connection closed, every operation reaped, exit 0.
+    assert dp_status == 0, f"herald-dataplane on SIGTERM: {dp_status}"
     # Sanitizer builds report into the processes' logs.
     for log in ("node.log", "dataplane.log"):
         with open(os.path.join(tmp, log)) as f:

@@ -455,7 +455,7 @@ class Coordinator {
     }
     std::fflush(stdout);
     if (code != 0) return code;
-    return exit_code_of(s);
+    return exit_code_of(s, o_.restarts_expected);
   }
 
   const Options& o_;

@@ -232,6 +232,8 @@ ParseOutcome parse_options(const std::vector<std::string>& args) {
   app.add_option("--seed", o.seed, "random seed (schedules, peers)");
   app.add_flag("--recheck-reconnect", o.recheck_reconnect,
                "after a settle timeout, reconnect everyone and settle again (counts `late`)");
+  app.add_flag("--restarts-expected", o.restarts_expected,
+               "the target restarts mid-run: duplicates are reported, only losses fail");
   app.add_flag("--json", o.json, "one JSON object on stdout");
   app.add_flag("--quiet", o.quiet, "no progress lines on stderr");
 

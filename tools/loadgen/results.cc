@@ -242,9 +242,9 @@ Summary merge(const std::vector<WorkerResult>& results, const Topology& topology
   return s;
 }
 
-int exit_code_of(const Summary& s) {
+int exit_code_of(const Summary& s, bool restarts_expected) {
   if (s.lost > 0) return 1;
-  if (s.duplicates > 0) return 2;
+  if (s.duplicates > 0 && !restarts_expected) return 2;
   return 0;
 }
 
@@ -293,6 +293,13 @@ std::string to_json(const Summary& s) {
     real("drain_s", s.drain_s);
     real("drain_per_s", s.drain_per_s);
   }
+  out += "\"lost_examples\": [";
+  for (size_t i = 0; i < s.lost_examples.size(); ++i) {
+    const AckRecord& l = s.lost_examples[i];
+    out += absl::StrFormat("%s{\"sender\": %d, \"recipient\": %d, \"sequence\": %d}",
+                           i == 0 ? "" : ", ", l.sender, l.target, l.sequence);
+  }
+  out += "], ";
   out += "\"errors\": {";
   bool first = true;
   for (const auto& [name, count] : s.errors) {

@@ -115,7 +115,8 @@ struct Summary {
 Summary merge(const std::vector<WorkerResult>& results, const Topology& topology);
 
 // 0 clean, 1 an acked message was lost, 2 duplicates only.
-int exit_code_of(const Summary& summary);
+// 0 clean, 1 an acked message lost, 2 duplicates only (0 for them with restarts_expected).
+int exit_code_of(const Summary& summary, bool restarts_expected = false);
 
 std::string to_json(const Summary& summary);
 std::string to_text(const Summary& summary);

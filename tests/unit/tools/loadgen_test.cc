@@ -115,10 +115,12 @@ TEST(Merge, DuplicatesAndRedeliveriesAreSummedAndDuplicatesExitTwo) {
   EXPECT_EQ(s.duplicates, 2u);
   EXPECT_EQ(s.redeliveries, 6u);
   EXPECT_EQ(exit_code_of(s), 2);
+  EXPECT_EQ(exit_code_of(s, /*restarts_expected=*/true), 0);  // reported, not fatal
   // Loss outranks duplicates.
   a.acks.push_back({0, 1, 2});
   s = merge({a, b}, one_to_one(2));
   EXPECT_EQ(exit_code_of(s), 1);
+  EXPECT_EQ(exit_code_of(s, /*restarts_expected=*/true), 1);
 }
 
 TEST(Merge, RedeliveriesAloneAreClean) {

@@ -683,6 +683,16 @@ TEST_F(StoreServiceTest, RecordsLeftByADeadDataplaneNeverAnswerItsSuccessor) {
   EXPECT_EQ(table().queued(dev(1)), 1u);  // the dead one's message is durable all the same
   EXPECT_EQ(table().queued(dev(2)), 1u);
   EXPECT_EQ(service().stats().outcomes_orphaned, 1u);
+  // Its recipient may have logged in to the successor and drained an empty queue before it
+  // was durable: the successor is told to drain that device again. Its own append is not
+  // kicked from here (it has the outcome and kicks its recipients itself).
+  const auto kicks = dp_->of_type(0, ipc::Record::DrainKick);
+  ASSERT_EQ(kicks.size(), 1u);
+  const ipc::DrainKick* kick = kicks[0]->envelope()->record_as_DrainKick();
+  ASSERT_EQ(kick->devices()->size(), 1u);
+  EXPECT_EQ(kick->devices()->Get(0)->account().lo(), dev(1).account_lo);
+  EXPECT_EQ(kick->devices()->Get(0)->device(), 1u);
+  EXPECT_EQ(service().stats().drain_kicks, 1u);
 }
 
 TEST_F(StoreServiceTest, PushesReachEveryWorker) {
