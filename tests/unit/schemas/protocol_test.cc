@@ -99,7 +99,8 @@ TEST(Schemas, IpcNumbersAreFrozen) {
   EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListRequest), 14);
   EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListResponse), 15);
   EXPECT_EQ(static_cast<int>(ipc::Record::DeviceListPush), 16);
-  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 16);
+  EXPECT_EQ(static_cast<int>(ipc::Record::DrainKick), 17);
+  EXPECT_EQ(static_cast<int>(ipc::Record::MAX), 17);
   EXPECT_EQ(std::string(ipc::EnvelopeIdentifier()), "HIPC");
   EXPECT_EQ(sizeof(ipc::AppendOutcome), 16u);
 }
