@@ -102,10 +102,11 @@ void ProvisioningApi::handle_provision(Call& call) {
     const std::string_view phone_text = view_of(phones->Get(i));
     registration::VerifyResult verified =
         registration_.registrar().provision(phone_text, device_name, now_ms);
-    if (verified.error == RegistrationError::kOk && verified.revoked_device_id &&
-        revocation_hook_) {
+    if (verified.error == RegistrationError::kOk && revocation_hook_) {
       // As a verify does: revoking early is always safe.
-      revocation_hook_(verified.account, *verified.revoked_device_id, now_ms + 1);
+      for (uint32_t revoked : verified.revoked_device_ids) {
+        revocation_hook_(verified.account, revoked, now_ms + 1);
+      }
     }
     registration::SessionResult session;
     if (verified.error == RegistrationError::kOk) {

@@ -169,11 +169,13 @@ void RegistrationApi::handle_verify(Call& call) {
       view_of((*req)->phone()), view_of((*req)->code()), view_of((*req)->device_name()), now_ms);
   switch (result.error) {
     case RegistrationError::kOk: {
-      if (result.revoked_device_id && revocation_hook_) {
+      if (revocation_hook_) {
         // Pushed now rather than after the barrier: revoking early is always safe, and the old
-        // device must not keep logging in while the commit becomes durable.
-        ++stats_->revocations_pushed;
-        revocation_hook_(result.account, *result.revoked_device_id, now_ms + 1);
+        // devices must not keep logging in while the commit becomes durable.
+        for (uint32_t revoked : result.revoked_device_ids) {
+          ++stats_->revocations_pushed;
+          revocation_hook_(result.account, revoked, now_ms + 1);
+        }
       }
       flatbuffers::FlatBufferBuilder fbb(256);
       auto account = fbb.CreateString(registration::format_account_id(result.account));

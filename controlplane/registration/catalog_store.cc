@@ -247,8 +247,8 @@ absl::Status CatalogStore::commit_registration(const RegistrationCommit& commit)
   const AccountId& id = commit.account.id;
   std::vector<Mutation> batch;
   batch.reserve(7);
-  if (commit.revoked_device_id) {
-    std::optional<Device> old = find_device(id, *commit.revoked_device_id);
+  for (uint32_t revoked : commit.revoked_device_ids) {
+    std::optional<Device> old = find_device(id, revoked);
     if (old && old->revoked_ms == 0) {
       old->revoked_ms = commit.device.created_ms;
       batch.push_back(

@@ -63,7 +63,7 @@ class CatalogStore final : public RegistrationStore {
 
   // --- Admin ------------------------------------------------------------------------------
   // Every device of `account` (revoked ones included), by device id.
-  std::vector<Device> list_devices(const AccountId& account);
+  std::vector<Device> list_devices(const AccountId& account) override;
   // Sets disabled_ms (NotFound for an unknown account). Idempotent: an already disabled
   // account keeps its first disabled_ms and nothing is written. Devices stay as they are (the
   // session check refuses a disabled account); the caller revokes the account's tokens at the

@@ -47,12 +47,23 @@ std::optional<Device> MemoryStore::find_device_by_credential(const Digest& crede
   return devices_.at(it->second);
 }
 
+std::vector<Device> MemoryStore::list_devices(const AccountId& account) {
+  std::vector<Device> out;
+  for (auto it = devices_.lower_bound({account.hi, account.lo, 0});
+       it != devices_.end() && std::get<0>(it->first) == account.hi &&
+       std::get<1>(it->first) == account.lo;
+       ++it) {
+    out.push_back(it->second);
+  }
+  return out;
+}
+
 absl::Status MemoryStore::commit_registration(const RegistrationCommit& commit) {
   if (absl::Status s = take_failure(); !s.ok()) return s;
   const AccountId& id = commit.account.id;
-  if (commit.revoked_device_id) {
-    auto it = devices_.find({id.hi, id.lo, *commit.revoked_device_id});
-    if (it != devices_.end()) {
+  for (uint32_t revoked : commit.revoked_device_ids) {
+    auto it = devices_.find({id.hi, id.lo, revoked});
+    if (it != devices_.end() && it->second.revoked_ms == 0) {
       it->second.revoked_ms = commit.device.created_ms;
       by_credential_.erase(it->second.credential_hash);
     }

@@ -16,6 +16,7 @@ class MemoryStore final : public RegistrationStore {
   std::optional<Account> find_account(const AccountId& id) override;
   std::optional<Device> find_device(const AccountId& account, uint32_t device_id) override;
   std::optional<Device> find_device_by_credential(const Digest& credential_hash) override;
+  std::vector<Device> list_devices(const AccountId& account) override;
   absl::Status commit_registration(const RegistrationCommit& commit) override;
 
   // Test hook: the next write fails with this status (once).

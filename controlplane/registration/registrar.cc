@@ -293,7 +293,9 @@ VerifyResult Registrar::commit_primary_device(PhoneNumber phone, std::string_vie
   }
   if (existing) {
     commit.account = *existing;
-    if (existing->primary_device_id != 0) commit.revoked_device_id = existing->primary_device_id;
+    for (const Device& d : store_.list_devices(existing->id)) {
+      if (d.revoked_ms == 0) commit.revoked_device_ids.push_back(d.device_id);
+    }
   } else {
     commit.new_account = true;
     commit.account.id = new_account_id();
@@ -326,7 +328,7 @@ VerifyResult Registrar::commit_primary_device(PhoneNumber phone, std::string_vie
   result.device_id = device_id;
   result.credential = std::move(credential.text);
   result.new_account = commit.new_account;
-  result.revoked_device_id = commit.revoked_device_id;
+  result.revoked_device_ids = commit.revoked_device_ids;
   count(RegistrationError::kOk);
   return result;
 }

@@ -71,9 +71,10 @@ struct VerifyResult {
   uint32_t device_id = 0;    // kOk
   std::string credential;    // kOk: shown once, never stored
   bool new_account = false;  // kOk
-  // kOk on a re-registration: the old primary device, revoked now; the caller pushes a
-  // Revocation(account, device, issued_before = now) to the dataplane.
-  std::optional<uint32_t> revoked_device_id;
+  // kOk on a re-registration: every device the account had (the old primary and its linked
+  // devices), revoked now; the caller pushes a Revocation(account, device, issued_before =
+  // now) for each to the dataplane.
+  std::vector<uint32_t> revoked_device_ids;
   uint32_t attempts_left = 0;  // kInvalidCode
   PhoneError phone_error = PhoneError::kOk;
 };

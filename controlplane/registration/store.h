@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "controlplane/registration/auth_names.h"
@@ -50,8 +51,11 @@ struct Device {
 struct RegistrationCommit {
   Account account;  // created or updated (primary_device_id, next_device_id)
   bool new_account = false;
-  Device device;                              // the new primary device
-  std::optional<uint32_t> revoked_device_id;  // the old primary, revoked at device.created_ms
+  Device device;  // the new primary device
+  // On a re-registration: every active device of the account (the old primary and its linked
+  // devices), revoked at device.created_ms. A number that changed hands must not leave the
+  // previous owner's linked devices in the account.
+  std::vector<uint32_t> revoked_device_ids;
 };
 
 class RegistrationStore {
@@ -68,6 +72,8 @@ class RegistrationStore {
   virtual std::optional<Device> find_device(const AccountId& account, uint32_t device_id) = 0;
   // Active devices only: a revoked device's credential no longer finds it.
   virtual std::optional<Device> find_device_by_credential(const Digest& credential_hash) = 0;
+  // Every device of `account`, revoked ones included, by device id.
+  virtual std::vector<Device> list_devices(const AccountId& account) = 0;
 
   // Applies `commit` and deletes the phone's pending code, all or nothing.
   virtual absl::Status commit_registration(const RegistrationCommit& commit) = 0;

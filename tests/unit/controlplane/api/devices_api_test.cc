@@ -161,6 +161,29 @@ TEST_F(DevicesApiTest, MaxLinkedDevicesAndRevoke) {
   EXPECT_EQ(env_.take_device_lists().back().devices, (std::vector<uint32_t>{1, 3, 4}));
 }
 
+// A number that changes hands: the new owner's registration revokes the old primary AND the
+// devices linked to it, pushes a revocation for each, and their credentials stop working.
+TEST_F(DevicesApiTest, ReRegistrationRevokesLinkedDevicesToo) {
+  const Provisioned primary = provision_one("+15551234567");
+  HttpResponse r = link(json_value(link_code(primary.credential).body, "link_code"), "laptop");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string linked_credential = json_value(r.body, "credential");
+  ASSERT_EQ(session(linked_credential).status, 200);
+  (void)env_.take_revocations();
+
+  const Provisioned replaced = provision_one("+15551234567");
+  EXPECT_EQ(replaced.account_id, primary.account_id);
+  std::vector<uint32_t> revoked;
+  for (const PushedRevocation& p : env_.take_revocations()) {
+    ASSERT_TRUE(p.device.has_value());
+    revoked.push_back(*p.device);
+  }
+  EXPECT_EQ(revoked, (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(session(primary.credential).status, 401);
+  EXPECT_EQ(session(linked_credential).status, 401);
+  EXPECT_EQ(session(replaced.credential).status, 200);
+}
+
 TEST_F(DevicesApiTest, ReRegistrationKillsPendingCodes) {
   const Provisioned primary = provision_one("+15551234567");
   const std::string code = json_value(link_code(primary.credential).body, "link_code");

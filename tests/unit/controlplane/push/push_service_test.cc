@@ -109,20 +109,19 @@ void make_devices(Env& env) {
   a.created_ms = kT0;
   registration::Device old_device{a.id, 1, "old", revoked.hash, kT0, 0};
   registration::Device device{a.id, 2, "phone", active.hash, kT0, 0};
-  HERALD_CHECK(env.devices.commit_registration({a, true, old_device, std::nullopt}).ok(), "1");
-  HERALD_CHECK(env.devices.commit_registration({a, false, device, 1u}).ok(), "2");
+  HERALD_CHECK(env.devices.commit_registration({a, true, old_device, {}}).ok(), "1");
+  HERALD_CHECK(env.devices.commit_registration({a, false, device, {1u}}).ok(), "2");
   registration::Account b;
   b.id = {0x2222222222224222ull, 0x8222222222222222ull};
   b.phone = registration::parse_phone_number("+15550002222").number;
   b.primary_device_id = 1;
   b.next_device_id = 2;
   b.disabled_ms = kT0;
-  HERALD_CHECK(
-      env.devices
-          .commit_registration(
-              {b, true, registration::Device{b.id, 1, "x", disabled.hash, kT0, 0}, std::nullopt})
-          .ok(),
-      "3");
+  HERALD_CHECK(env.devices
+                   .commit_registration(
+                       {b, true, registration::Device{b.id, 1, "x", disabled.hash, kT0, 0}, {}})
+                   .ok(),
+               "3");
   env.active_credential = active.text;
   env.revoked_credential = revoked.text;
   env.disabled_credential = disabled.text;

@@ -121,8 +121,7 @@ TEST_F(CatalogStoreTest, RegistrarFlowAndReRegistration) {
   EXPECT_FALSE(second.new_account);
   EXPECT_EQ(second.account, first.account);
   EXPECT_EQ(second.device_id, 2u);
-  ASSERT_TRUE(second.revoked_device_id);
-  EXPECT_EQ(*second.revoked_device_id, 1u);
+  EXPECT_EQ(second.revoked_device_ids, std::vector<uint32_t>{1u});
   // The old credential no longer finds a device; the old device is kept, revoked.
   EXPECT_EQ(registrar.create_session(first.credential, ring, kT0 + 120'002).error,
             RegistrationError::kInvalidCredential);
@@ -213,7 +212,7 @@ TEST_F(CatalogStoreTest, DisableAndRevoke) {
             RegistrationError::kOk);
   VerifyResult v2 = registrar.verify("+15551234567", gateway.last_code, "pixel", kT0 + 120'001);
   ASSERT_EQ(v2.error, RegistrationError::kOk);
-  EXPECT_FALSE(v2.revoked_device_id);  // the primary was already cleared
+  EXPECT_TRUE(v2.revoked_device_ids.empty());  // the only device was already revoked
   absl::StatusOr<Account> disabled = store_.disable_account(v.account, kT0 + 130'000);
   ASSERT_TRUE(disabled.ok());
   EXPECT_EQ(disabled->disabled_ms, kT0 + 130'000);

@@ -85,7 +85,7 @@ TEST_F(RegistrarTest, RequestThenVerifyCreatesAccountAndDevice) {
   EXPECT_TRUE(v.new_account);
   EXPECT_EQ(v.device_id, 1u);
   EXPECT_EQ(v.credential.size(), 43u);
-  EXPECT_FALSE(v.revoked_device_id);
+  EXPECT_TRUE(v.revoked_device_ids.empty());
   auto device = store_.find_device(v.account, 1);
   ASSERT_TRUE(device);
   EXPECT_EQ(device->name, "pixel");
@@ -262,8 +262,7 @@ TEST_F(RegistrarTest, ReRegistrationRevokesOldPrimaryDevice) {
   EXPECT_FALSE(second.new_account);
   EXPECT_EQ(second.account, first.account);  // the account is re-bound, not replaced
   EXPECT_EQ(second.device_id, 2u);           // device ids are never reused
-  ASSERT_TRUE(second.revoked_device_id);
-  EXPECT_EQ(*second.revoked_device_id, first.device_id);
+  EXPECT_EQ(second.revoked_device_ids, std::vector<uint32_t>{first.device_id});
   EXPECT_EQ(store_.find_device(first.account, 1)->revoked_ms, kT0 + 120'001);
 
   // The old credential no longer gets a session; the new one does.
@@ -276,7 +275,7 @@ TEST_F(RegistrarTest, ReRegistrationRevokesOldPrimaryDevice) {
   TokenVerifier verifier(TokenVerifierOptions{});
   for (const SessionKey& k : ring.keys()) ASSERT_TRUE(verifier.install_key(k, kT0));
   EXPECT_TRUE(verifier.verify(old_session.token, kT0 + 120'000).ok());
-  (void)verifier.revoke(first.account, *second.revoked_device_id, kT0 + 120'001, kT0 + 120'001);
+  (void)verifier.revoke(first.account, second.revoked_device_ids[0], kT0 + 120'001, kT0 + 120'001);
   EXPECT_EQ(verifier.verify(old_session.token, kT0 + 120'002).error, TokenError::kRevoked);
   TokenCheck c = verifier.verify(fresh.token, kT0 + 120'002);
   ASSERT_TRUE(c.ok());
