@@ -70,16 +70,8 @@ void AccountsApi::add_routes(Router& router) {
 
 void AccountsApi::answer_after_barrier(const http::Responder& responder, int status,
                                        std::string body) {
-  std::shared_ptr<AccountsApiStats> stats = stats_;
-  tables_.barrier([responder = http::Responder(responder), status, body = std::move(body),
-                   stats](const absl::Status& s) mutable {
-    if (!s.ok()) {
-      ++stats->store_unavailable;
-      respond_error(responder, 503, "store_unavailable", "internal storage error; try again later");
-      return;
-    }
-    respond_json(responder, status, body);
-  });
+  respond_json_when_durable(tables_, responder, status, std::move(body), 0,
+                            [stats = stats_] { ++stats->store_unavailable; });
 }
 
 std::string AccountsApi::account_json(const registration::Account& account) {

@@ -84,18 +84,6 @@ std::string info_json(JsonCodec& codec, const ApiKeyRecord& r) {
   return codec.to_json("herald.admin.ApiKeyInfo", b);
 }
 
-// Answers a write from the barrier that makes it durable (tables.h).
-void answer_after_barrier(storage::Tables& tables, http::Responder responder, int status,
-                          std::string body) {
-  tables.barrier([responder, status, body = std::move(body)](const absl::Status& s) mutable {
-    if (!s.ok()) {
-      respond_error(responder, 503, "store_unavailable", "the store could not make this durable");
-      return;
-    }
-    respond_json(responder, status, body);
-  });
-}
-
 absl::Status fsync_directory(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open " + dir);
@@ -409,7 +397,8 @@ void ApiKeys::handle_list(Call& call) {
   });
   b.Finish(admin::CreateApiKeyList(b, b.CreateVector(keys)));
   // A read answers after a barrier too: it may show a key created a moment ago, not yet durable.
-  answer_after_barrier(tables_, call.responder, 200, codec_.to_json("herald.admin.ApiKeyList", b));
+  respond_json_when_durable(tables_, call.responder, 200,
+                            codec_.to_json("herald.admin.ApiKeyList", b));
 }
 
 void ApiKeys::handle_create(Call& call) {
@@ -454,8 +443,8 @@ void ApiKeys::handle_create(Call& call) {
   auto key = b.CreateString(created->key);
   b.Finish(admin::CreateApiKeyCreated(b, id, name, scope_str, r.created_unix_ms, key));
   HLOG_INFO("api_keys.created").kv("id", r.id).kv("scope", scope_name(r.scope));
-  answer_after_barrier(tables_, call.responder, 201,
-                       codec_.to_json("herald.admin.ApiKeyCreated", b));
+  respond_json_when_durable(tables_, call.responder, 201,
+                            codec_.to_json("herald.admin.ApiKeyCreated", b));
 }
 
 void ApiKeys::handle_revoke(Call& call) {
@@ -489,7 +478,7 @@ void ApiKeys::handle_revoke(Call& call) {
     call.respond_error(500, "corrupt_record", "the key's record does not decode");
     return;
   }
-  answer_after_barrier(tables_, call.responder, 200, info_json(codec_, *record));
+  respond_json_when_durable(tables_, call.responder, 200, info_json(codec_, *record));
 }
 
 }  // namespace herald::api

@@ -80,23 +80,8 @@ registration::SourceAddress RegistrationApi::peer_of(const Call& call) {
 
 void RegistrationApi::answer_after_barrier(const http::Responder& responder, int status,
                                            std::string body, uint64_t retry_after_s) {
-  std::shared_ptr<RegistrationApiStats> stats = stats_;
-  tables_.barrier([responder = http::Responder(responder), status, body = std::move(body),
-                   retry_after_s, stats](const absl::Status& s) mutable {
-    if (!s.ok()) {
-      ++stats->store_unavailable;
-      respond_error(responder, 503, "store_unavailable", "internal storage error; try again later");
-      return;
-    }
-    if (retry_after_s != 0) {
-      // RFC 9110 §10.2.3: delay-seconds.
-      std::string seconds = std::to_string(retry_after_s);
-      http::HeaderField retry_after{"Retry-After", seconds};
-      responder.respond(status, "application/json", body, std::span(&retry_after, 1));
-      return;
-    }
-    respond_json(responder, status, body);
-  });
+  respond_json_when_durable(tables_, responder, status, std::move(body), retry_after_s,
+                            [stats = stats_] { ++stats->store_unavailable; });
 }
 
 void RegistrationApi::answer_error(const http::Responder& responder, RegistrationError error,

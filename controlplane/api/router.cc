@@ -84,6 +84,27 @@ void respond_error(http::Responder& responder, int status, std::string_view erro
   responder.respond(status, "application/json", error_json(error, message, field));
 }
 
+void respond_json_when_durable(storage::Tables& tables, const http::Responder& responder,
+                               int status, std::string body, uint64_t retry_after_s,
+                               std::function<void()> on_store_failure) {
+  tables.barrier([responder = http::Responder(responder), status, body = std::move(body),
+                  retry_after_s,
+                  on_store_failure = std::move(on_store_failure)](const absl::Status& s) mutable {
+    if (!s.ok()) {
+      if (on_store_failure) on_store_failure();
+      respond_error(responder, 503, "store_unavailable", "internal storage error; try again later");
+      return;
+    }
+    if (retry_after_s != 0) {
+      std::string seconds = std::to_string(retry_after_s);
+      http::HeaderField retry_after{"Retry-After", seconds};
+      responder.respond(status, "application/json", body, std::span(&retry_after, 1));
+      return;
+    }
+    respond_json(responder, status, body);
+  });
+}
+
 void Call::respond_error(int status, std::string_view error, std::string_view message,
                          std::string_view field) {
   api::respond_error(responder, status, error, message, field);

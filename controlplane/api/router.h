@@ -27,6 +27,7 @@
 
 #include "controlplane/http/request.h"
 #include "controlplane/http/server.h"
+#include "controlplane/storage/tables.h"
 
 namespace herald::api {
 
@@ -77,6 +78,14 @@ struct Call {
 void respond_json(http::Responder& responder, int status, std::string_view json);
 void respond_error(http::Responder& responder, int status, std::string_view error,
                    std::string_view message, std::string_view field = {});
+
+// Answers a write's JSON `body` with `status` once everything written before this call is
+// durable (tables.h: one barrier, not a callback per write). When the barrier fails: 503
+// store_unavailable, and `on_store_failure` (a counter's bump; may be empty) runs. A non-zero
+// `retry_after_s` adds Retry-After (RFC 9110 §10.2.3, delay-seconds).
+void respond_json_when_durable(storage::Tables& tables, const http::Responder& responder,
+                               int status, std::string body, uint64_t retry_after_s = 0,
+                               std::function<void()> on_store_failure = {});
 
 using RouteFn = std::function<void(Call& call)>;
 
