@@ -589,28 +589,20 @@ void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
   switch (o.status) {
     case ipc::AppendStatus::Durable: {
       if (!o.queue_full.empty()) ++stats_.queue_full_partial;
-      if (!p.no_push) {
-        for (const Recipient& r : p.recipients) {
-          if (r.online) continue;
-          const bool full =
-              std::any_of(o.queue_full.begin(), o.queue_full.end(),
-                          [&](const wire::DeviceAddress& f) { return same_device(f, r.device); });
-          if (!full && store_.push_hint(r.device, p.id.id, p.sender.account(),
-                                        deliver_of(p).content_type())) {
-            ++stats_.push_hints;
-          }
-        }
-      }
-      // A recipient whose current session did not get the Deliver (offline at dispatch, or
-      // its session was replaced since, or the hand-over failed) may have logged in and
-      // drained an empty queue before this append was durable: it would wait for its next
-      // login. Kick its drain wherever it is now. A session that got the Deliver is left
-      // alone (a drain would only send it again).
+      // Per recipient whose entry was queued (not refused as full): a push hint if it was
+      // offline, and a drain kick if its current session did not get the Deliver (offline at
+      // dispatch, its session replaced since, or the hand-over failed): it may have logged in
+      // and drained an empty queue before this append was durable, and would wait for its next
+      // login. A session that got the Deliver is left alone (a drain would only send it again).
       for (const Recipient& r : p.recipients) {
         const bool full =
             std::any_of(o.queue_full.begin(), o.queue_full.end(),
                         [&](const wire::DeviceAddress& f) { return same_device(f, r.device); });
         if (full) continue;
+        if (!r.online && !p.no_push &&
+            store_.push_hint(r.device, p.id.id, p.sender.account(), deliver_of(p).content_type())) {
+          ++stats_.push_hints;
+        }
         if (r.online) {
           const auto at = directory_.find(r.device);
           if (!at || at->connection == r.delivered_to) continue;
