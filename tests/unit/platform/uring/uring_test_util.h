@@ -6,12 +6,15 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -72,7 +75,27 @@ inline int connect_blocking(uint16_t port) {
   EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
   EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
   sockaddr_in addr = loopback(port);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int err = rc == 0 ? 0 : errno;
+  if (rc != 0 && err == EINTR) {
+    // A thread that owns io_uring rings can see EINTR from a blocking call: io_uring queues
+    // some task work (creating an io-wq worker, for one) with a signal-like notification. A
+    // connect with a send timeout then returns EINTR while the handshake goes on: wait for it.
+    pollfd p{.fd = fd, .events = POLLOUT, .revents = 0};
+    do {
+      rc = ::poll(&p, 1, static_cast<int>(kTestDeadline.count() * 1000));
+    } while (rc < 0 && errno == EINTR);
+    socklen_t len = sizeof(err);
+    if (rc != 1) {
+      err = rc == 0 ? ETIMEDOUT : errno;
+      rc = -1;
+    } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+      rc = -1;
+    } else {
+      rc = 0;
+    }
+  }
+  EXPECT_EQ(rc, 0) << "connect to 127.0.0.1:" << port << ": " << std::strerror(err);
   return fd;
 }
 
@@ -81,6 +104,7 @@ inline bool read_exact(int fd, uint8_t* out, size_t n) {
   size_t got = 0;
   while (got < n) {
     const ssize_t r = ::read(fd, out + got, n - got);
+    if (r < 0 && errno == EINTR) continue;  // see connect_blocking
     if (r <= 0) return false;
     got += static_cast<size_t>(r);
   }
@@ -91,6 +115,7 @@ inline bool write_all(int fd, const uint8_t* data, size_t n) {
   size_t put = 0;
   while (put < n) {
     const ssize_t w = ::send(fd, data + put, n - put, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;  // see connect_blocking
     if (w <= 0) return false;
     put += static_cast<size_t>(w);
   }
