@@ -89,7 +89,41 @@ std::span<const uint8_t> encode_deliver(codec::FrameBuilder& frames, const wire:
                                            d.server_time_ms(), d.flags(), d.client_msg_id()));
 }
 
+// Receipt waiters (device-list lookups) and receipt appends (store cookies) carry this bit;
+// message ids (pending ids) never reach it.
+constexpr uint64_t kReceiptToken = uint64_t{1} << 63;
+
+// A Receipt frame for `r` with the server's own id (to DeliveryAck it) and `stored` (from a
+// queue, so the client must ack it).
+std::span<const uint8_t> encode_receipt(codec::FrameBuilder& frames, const wire::Receipt& r,
+                                        const wire::ServerMsgId* id, bool stored) {
+  frames.clear();
+  auto& fbb = frames.fbb();
+  const auto ids =
+      r.message_ids() != nullptr
+          ? fbb.CreateVectorOfStructs(
+                reinterpret_cast<const wire::ServerMsgId*>(r.message_ids()->Data()),
+                r.message_ids()->size())
+          : fbb.CreateVectorOfStructs(static_cast<const wire::ServerMsgId*>(nullptr), 0);
+  return frames.finish(
+      wire::CreateReceipt(fbb, r.kind(), ids, r.to(), r.from(), r.client_time_ms(), id, stored));
+}
+
+bool has_device(std::span<const uint32_t> devices, uint32_t device) {
+  return std::find(devices.begin(), devices.end(), device) != devices.end();
+}
+
 }  // namespace
+
+// A receipt waiting for its addressee's device list: the queue entry as built, and the devices
+// already tried live (and of those, reached), so the answer neither repeats nor misses one.
+struct WorkerRouter::HeldReceipt {
+  std::vector<uint8_t> deliver;  // a finished wire::Deliver (with its `receipt`)
+  wire::AccountId to;
+  wire::DeviceAddress sender;
+  std::vector<uint32_t> tried;
+  std::vector<uint32_t> reached;
+};
 
 // One authenticated session of this worker.
 struct WorkerRouter::Session {
@@ -444,6 +478,10 @@ void WorkerRouter::device_list_answer(uint64_t waiter, const wire::AccountId& ac
                                       DeviceListResult result, std::span<const uint32_t> devices) {
   (void)account;
   (void)devices;  // cached now: resolve() looks it up again
+  if ((waiter & kReceiptToken) != 0) {
+    receipt_device_list_answer(waiter, result);
+    return;
+  }
   auto it = pending_.find(waiter);
   if (it == pending_.end() || it->second->waiting == 0) return;  // answered meanwhile
   Pending& p = *it->second;
@@ -580,6 +618,10 @@ void WorkerRouter::answer(uint64_t pending_id, wire::ErrorCode error) {
 }
 
 void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
+  if ((o.cookie & kReceiptToken) != 0) {
+    on_receipt_outcome(o);
+    return;
+  }
   auto it = pending_.find(o.cookie);
   if (it == pending_.end() || it->second->append_id != o.append_id) {
     ++stats_.outcomes_unknown;  // answered already (every recipient acked first)
@@ -788,11 +830,14 @@ void WorkerRouter::on_drain_batch(const DrainBatch& b) {
     if (m->server_msg_id() == nullptr) continue;
     const wire::ServerMsgId id = *m->server_msg_id();
     // A false send_frame may close the session (and detach it) inside the call: `s` is not
-    // touched after one.
-    if (!s->port->send_frame(encode_deliver(frames_, *m))) {
+    // touched after one. A stored receipt goes out as the Receipt frame, acked like a Deliver.
+    const wire::Receipt* receipt = m->receipt();
+    if (!s->port->send_frame(receipt != nullptr ? encode_receipt(frames_, *receipt, &id, true)
+                                                : encode_deliver(frames_, *m))) {
       ++stats_.delivery_refused;
       return;
     }
+    if (receipt != nullptr) ++stats_.receipts_drained;
     ++stats_.drained_sent;
     s->cursor = id;
     s->has_cursor = true;
@@ -817,29 +862,158 @@ void WorkerRouter::on_writable(SessionPort& session) {
 
 // ---- Receipts, presence, typing, groups ----------------------------------------------------
 
+// Online devices of the addressee get the receipt now; the others (per its device list, which
+// may have to be asked for) get it in their queue, from which it drains at their next login.
 void WorkerRouter::on_receipt(SessionPort& from, const wire::Receipt& receipt) {
   ++stats_.receipts;
   if (receipt.to() == nullptr) return;
+  const wire::AccountId to = *receipt.to();
   const wire::DeviceAddress sender = from.device();
   const MintedId id = minter_.mint(unix_ms());
-  frames_.clear();
-  auto& fbb = frames_.fbb();
-  std::vector<wire::ServerMsgId> ids;
-  if (receipt.message_ids() != nullptr) {
-    for (const wire::ServerMsgId* m : *receipt.message_ids()) ids.push_back(*m);
-  }
-  const auto frame =
-      frames_.finish(wire::CreateReceipt(fbb, receipt.kind(), fbb.CreateVectorOfStructs(ids),
-                                         receipt.to(), &sender, receipt.client_time_ms(), &id.id));
+  // The queue entry, built once: a Deliver (id, sender, ToAccount, no body) carrying the
+  // receipt as it will be sent (stored = true).
+  auto& b = receipt_fbb_;
+  b.Clear();
+  const auto ids =
+      receipt.message_ids() != nullptr
+          ? b.CreateVectorOfStructs(
+                reinterpret_cast<const wire::ServerMsgId*>(receipt.message_ids()->Data()),
+                receipt.message_ids()->size())
+          : b.CreateVectorOfStructs(static_cast<const wire::ServerMsgId*>(nullptr), 0);
+  const auto r = wire::CreateReceipt(b, receipt.kind(), ids, &to, &sender, receipt.client_time_ms(),
+                                     &id.id, true);
+  const auto to_account = wire::CreateToAccount(b, &to).Union();
+  b.Finish(wire::CreateDeliver(b, &id.id, &sender, wire::Recipient::ToAccount, to_account, 0, 0,
+                               receipt.client_time_ms(), id.server_time_ms,
+                               wire::MessageFlags::NONE, 0, r));
+  const wire::Deliver& deliver = *flatbuffers::GetRoot<wire::Deliver>(b.GetBufferPointer());
+
+  const auto frame = encode_receipt(frames_, *deliver.receipt(), &id.id, false);
   std::span<OnlineDevice> online(online_scratch_);
-  const size_t n = std::min(directory_.online_devices(*receipt.to(), online), online.size());
-  bool reached = false;
+  const size_t n = std::min(directory_.online_devices(to, online), online.size());
+  std::vector<uint32_t> tried, reached;
   for (size_t i = 0; i < n; ++i) {
-    const wire::DeviceAddress d(*receipt.to(), online[i].device);
+    const wire::DeviceAddress d(to, online[i].device);
     if (same_device(d, sender)) continue;
-    reached |= deliver_online(d, frame);
+    tried.push_back(online[i].device);
+    if (deliver_online(d, frame)) reached.push_back(online[i].device);
   }
-  if (!reached) ++stats_.receipts_dropped;
+  const uint64_t token = kReceiptToken | next_receipt_++;
+  const DeviceListLookup l = device_lists_.lookup(to, token, now_ns());
+  switch (l.status) {
+    case LookupStatus::kHit: store_receipt(deliver, to, sender, l.devices, tried, reached); break;
+    case LookupStatus::kWaiting: {
+      ++stats_.receipts_held_for_device_lists;
+      auto h = std::make_unique<HeldReceipt>();
+      h->deliver.assign(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+      h->to = to;
+      h->sender = sender;
+      h->tried = std::move(tried);
+      h->reached = std::move(reached);
+      held_receipts_[token] = std::move(h);
+      break;
+    }
+    case LookupStatus::kUnknownAccount: break;  // nobody to keep it for
+    case LookupStatus::kBusy:
+      // Whether some device is offline is unknown: counted as a drop of the receipt.
+      ++stats_.receipts_dropped;
+      ++stats_.receipts_dropped_device_list;
+      break;
+  }
+}
+
+void WorkerRouter::receipt_device_list_answer(uint64_t waiter, DeviceListResult result) {
+  auto it = held_receipts_.find(waiter);
+  if (it == held_receipts_.end()) return;
+  std::unique_ptr<HeldReceipt> h = std::move(it->second);
+  held_receipts_.erase(it);
+  if (result == DeviceListResult::kUnknownAccount) return;
+  if (result == DeviceListResult::kOk) {
+    const DeviceListLookup l = device_lists_.lookup(h->to, waiter, now_ns());
+    switch (l.status) {
+      case LookupStatus::kHit:
+        store_receipt(*flatbuffers::GetRoot<wire::Deliver>(h->deliver.data()), h->to, h->sender,
+                      l.devices, h->tried, h->reached);
+        return;
+      case LookupStatus::kUnknownAccount: return;
+      case LookupStatus::kWaiting:  // evicted meanwhile and asked again: wait again
+        held_receipts_[waiter] = std::move(h);
+        return;
+      case LookupStatus::kBusy: break;
+    }
+  }
+  ++stats_.receipts_dropped;
+  ++stats_.receipts_dropped_device_list;
+}
+
+// `devices`: the addressee's whole list. A device not reached live goes to the store; one that
+// came online since the live pass (a held receipt) is tried live first.
+void WorkerRouter::store_receipt(const wire::Deliver& deliver, const wire::AccountId& to,
+                                 const wire::DeviceAddress& sender,
+                                 std::span<const uint32_t> devices, std::span<const uint32_t> tried,
+                                 std::span<const uint32_t> reached) {
+  std::vector<wire::DeviceAddress> offline;
+  std::span<const uint8_t> frame;
+  for (uint32_t device : devices) {
+    const wire::DeviceAddress d(to, device);
+    if (same_device(d, sender) || has_device(reached, device)) continue;
+    if (!has_device(tried, device) && directory_.find(d)) {
+      if (frame.empty())
+        frame = encode_receipt(frames_, *deliver.receipt(), deliver.server_msg_id(), false);
+      if (deliver_online(d, frame)) continue;
+    }
+    offline.push_back(d);
+  }
+  if (offline.empty()) return;
+  const uint64_t cookie = kReceiptToken | next_receipt_++;
+  const AppendResult a = store_.append(deliver, offline, 0, cookie);
+  if (!a.ok()) {
+    ++stats_.receipts_dropped;
+    stats_.receipts_dropped_store += offline.size();
+    return;
+  }
+  ++stats_.receipts_stored;
+  stats_.receipts_stored_devices += offline.size();
+  stored_receipts_[cookie] = std::move(offline);
+}
+
+void WorkerRouter::on_receipt_outcome(const StoreOutcome& o) {
+  auto it = stored_receipts_.find(o.cookie);
+  if (it == stored_receipts_.end()) {
+    ++stats_.outcomes_unknown;
+    return;
+  }
+  const std::vector<wire::DeviceAddress> devices = std::move(it->second);
+  stored_receipts_.erase(it);
+  uint64_t missed = 0;
+  uint64_t* reason = &stats_.receipts_dropped_store;
+  switch (o.status) {
+    case ipc::AppendStatus::Durable:
+      // As for a message: a device that logged in while the entry was not durable yet may have
+      // drained past it; its drain runs again. A refused device missed it.
+      reason = &stats_.receipts_dropped_queue_full;
+      for (const wire::DeviceAddress& d : devices) {
+        const bool full =
+            std::any_of(o.queue_full.begin(), o.queue_full.end(),
+                        [&](const wire::DeviceAddress& f) { return same_device(f, d); });
+        if (full) {
+          ++missed;
+        } else {
+          kick_drain(d);
+        }
+      }
+      break;
+    case ipc::AppendStatus::Cancelled: break;  // nobody acks a receipt's append online
+    case ipc::AppendStatus::QueueFull:
+      reason = &stats_.receipts_dropped_queue_full;
+      missed = devices.size();
+      break;
+    default: missed = devices.size(); break;  // StoreFailed, StoreBusy, Rejected
+  }
+  if (missed > 0) {
+    ++stats_.receipts_dropped;
+    *reason += missed;
+  }
 }
 
 // Presence goes to every worker (subscriptions are per worker): each sends it to its own

@@ -122,7 +122,18 @@ struct WorkerRouterStats {
   uint64_t mesh_closes_gone = 0;
   uint64_t mesh_malformed = 0;
   uint64_t receipts = 0;
-  uint64_t receipts_dropped = 0;  // no online device of the addressee (not stored: README)
+  // Receipts for the addressee's devices that are not online (README "Receipts"): appended to
+  // their queues, sent from drains, or dropped for one of the reasons below.
+  uint64_t receipts_held_for_device_lists = 0;  // waited for the addressee's device list
+  uint64_t receipts_stored = 0;                 // appends (one per receipt, its offline devices)
+  uint64_t receipts_stored_devices = 0;         // queue entries those appends asked for
+  uint64_t receipts_drained = 0;                // stored receipts sent from drains
+  // Receipts that reached some device neither online nor in its queue (one per receipt), and
+  // the devices so missed by reason.
+  uint64_t receipts_dropped = 0;
+  uint64_t receipts_dropped_device_list = 0;  // the list was unknown, timed out or busy
+  uint64_t receipts_dropped_store = 0;        // the store client refused, or the store failed
+  uint64_t receipts_dropped_queue_full = 0;   // the device's queue was at its cap
   uint64_t typing_forwarded = 0;
   uint64_t presence_updates = 0;    // Presence frames from clients
   uint64_t presence_forwarded = 0;  // copies handed to subscribed sessions of this worker
@@ -226,6 +237,15 @@ class WorkerRouter final : public Router, private DeviceListSink {
   void kick_drain(const wire::DeviceAddress& device);
   void kick_drain_local(ConnectionId connection, const wire::DeviceAddress& device);
 
+  // Receipts for devices not online: `deliver` is the queue entry (wire.fbs Deliver.receipt),
+  // `reached` the devices already given the receipt live.
+  struct HeldReceipt;
+  void store_receipt(const wire::Deliver& deliver, const wire::AccountId& to,
+                     const wire::DeviceAddress& sender, std::span<const uint32_t> devices,
+                     std::span<const uint32_t> tried, std::span<const uint32_t> reached);
+  void receipt_device_list_answer(uint64_t waiter, DeviceListResult result);
+  void on_receipt_outcome(const StoreOutcome& outcome);
+
   // Device acks for ids minted by this worker (from a local session or another worker).
   void device_ack_local(const wire::DeviceAddress& device, const wire::ServerMsgId& id,
                         std::vector<wire::ServerMsgId>& stored);
@@ -297,6 +317,13 @@ class WorkerRouter final : public Router, private DeviceListSink {
   std::vector<DedupRecord> records_scratch_;  // one device's export (window_per_device)
   // An account's online devices (receipts, typing): max_devices_per_account entries.
   std::vector<OnlineDevice> online_scratch_;
+  // Receipts waiting for their addressee's device list, by waiter token (kReceiptToken | n;
+  // bounded by the cache's max_waiters), and receipt appends awaiting their outcome, by
+  // cookie (same tag; bounded by the store client's max_pending_appends): their devices.
+  std::unordered_map<uint64_t, std::unique_ptr<HeldReceipt>> held_receipts_;
+  std::unordered_map<uint64_t, std::vector<wire::DeviceAddress>> stored_receipts_;
+  uint64_t next_receipt_ = 1;
+  flatbuffers::FlatBufferBuilder receipt_fbb_{256};
   WorkerRouterStats stats_;
 };
 

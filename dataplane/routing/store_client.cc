@@ -93,9 +93,21 @@ flatbuffers::Offset<wire::Deliver> copy_deliver(flatbuffers::FlatBufferBuilder& 
   }
   flatbuffers::Offset<flatbuffers::Vector<uint8_t>> body = 0;
   if (m.body() != nullptr) body = fbb.CreateVector(m.body()->data(), m.body()->size());
+  // A stored receipt (wire.fbs Deliver.receipt) travels inside the Deliver.
+  flatbuffers::Offset<wire::Receipt> receipt = 0;
+  if (const wire::Receipt* r = m.receipt(); r != nullptr) {
+    flatbuffers::Offset<flatbuffers::Vector<const wire::ServerMsgId*>> ids = 0;
+    if (r->message_ids() != nullptr) {
+      ids = fbb.CreateVectorOfStructs(
+          reinterpret_cast<const wire::ServerMsgId*>(r->message_ids()->Data()),
+          r->message_ids()->size());
+    }
+    receipt = wire::CreateReceipt(fbb, r->kind(), ids, r->to(), r->from(), r->client_time_ms(),
+                                  r->server_msg_id(), r->stored());
+  }
   return wire::CreateDeliver(fbb, m.server_msg_id(), m.sender(), to_type, to, body,
                              m.content_type(), m.client_time_ms(), m.server_time_ms(), m.flags(),
-                             m.client_msg_id());
+                             m.client_msg_id(), receipt);
 }
 
 // Writes the ring's seq into a copied Envelope (its root table's seq field is present: see
@@ -438,6 +450,7 @@ uint64_t StoreClient::drain(const wire::DeviceAddress& device, const wire::Serve
   slot.max_messages = max_messages;
   slot.max_bytes = max_bytes;
   slot.cookie = cookie;
+  slot.seen.clear();  // kept over the request's re-asks
   slot.backoff_ns = 0;
   slot.sent_ns = 0;
   if (!queue_drain_request(slot)) {
@@ -892,10 +905,17 @@ void StoreClient::on_drain_response(const ipc::DrainResponse& r, uint64_t now_ns
         ++stats_.malformed;
         continue;
       }
-      if (slot->has_cursor && !msg_id_less(slot->cursor, *id)) {
+      // A repeat is an id this request already returned (a re-ask from a cursor that was acked
+      // meanwhile restarts at the head). Not "at or below the cursor": the queue is in append
+      // order, and ids are ordered only per (node, worker), so a later entry may carry a lower
+      // id (a receipt or message minted on another worker, or held for a device list).
+      if (std::any_of(slot->seen.begin(), slot->seen.end(), [&](const wire::ServerMsgId& x) {
+            return !msg_id_less(x, *id) && !msg_id_less(*id, x);
+          })) {
         ++stats_.drain_repeats;
         continue;
       }
+      slot->seen.push_back(*id);
       drained_.push_back(m);
       ++slot->received;
       slot->cursor = *id;

@@ -121,8 +121,8 @@ struct DrainBatch {
   uint64_t cookie = 0;
   wire::DeviceAddress device;
   ipc::DrainStatus status = ipc::DrainStatus::Ok;  // Ok, StoreError or Rejected
-  // Oldest first, each strictly after the previous batch's last: repeats (a re-asked drain)
-  // are filtered out. Valid only during the callback.
+  // Oldest first (queue order, which is not id order), each after the previous batch's last:
+  // repeats (a re-asked drain) are filtered out. Valid only during the callback.
   std::span<const wire::Deliver* const> messages;
   // DrainResponse.more: the queue holds more after these (another batch of this request may
   // follow, or the request's limits were reached: the caller asks again, from its cursor, as
@@ -315,6 +315,9 @@ class StoreClient {
     uint64_t backoff_ns = 0;
     bool answered = false;  // a response came since the last (re)send: no timeout re-ask
     uint32_t received = 0;  // messages received for this request
+    // Ids returned since drain(), over its re-asks (each at most max_messages): a re-ask that
+    // restarts at the head (its cursor acked meanwhile) repeats some; they are filtered.
+    std::vector<wire::ServerMsgId> seen;
   };
   struct Cancel {
     uint64_t append_id;

@@ -98,6 +98,15 @@ void TlsLayer::on_data(ConnectionId id, std::span<const uint8_t> bytes) {
   Slot* slot = find(id);
   if (slot == nullptr || slot->closing) return;  // closing: the rest of the stream is moot
   tls::Connection& conn = *slot->tls;
+  // KeyUpdates are counted from the connection's totals: the slot (and its connection) stays
+  // ours until on_closed, which the transport delivers later, never from inside this call.
+  struct KeyUpdateCount {
+    TlsLayer* layer;
+    const Slot* slot;
+    uint32_t received;
+    uint32_t sent;
+    ~KeyUpdateCount() { layer->count_key_updates(*slot, received, sent); }
+  } key_updates{this, slot, conn.key_updates_received(), conn.key_updates_sent()};
   while (!bytes.empty() && !slot->closing) {
     const size_t taken = conn.feed_ciphertext(bytes);
     bytes = bytes.subspan(taken);
@@ -146,6 +155,7 @@ void TlsLayer::on_handshake_done(Slot& slot) {
   slot.handshake_done = true;
   stats_.count(TlsEvent::kHandshakeOk);
   if (slot.tls->resumed()) stats_.count(TlsEvent::kResumed);
+  if (slot.tls->compact()) stats_.count(TlsEvent::kCompactSwitches);
   stats_.count(slot.tls->protocol_version() == TLS1_3_VERSION ? TlsEvent::kTls13
                                                               : TlsEvent::kTls12);
 }
@@ -155,6 +165,9 @@ void TlsLayer::fail(Slot& slot) {
   slot.failed = true;
   const tls::TlsError error = slot.tls->error();
   ++stats_.errors[static_cast<size_t>(error)];
+  if (slot.tls->compact_error() != tls::CompactError::kNone) {
+    stats_.count(compact_error_event(slot.tls->compact_error()));
+  }
   stats_.count(slot.handshake_done ? TlsEvent::kFailedAfterHandshake : TlsEvent::kHandshakeFailed);
   HLOG_RATE_LIMITED(kInfo, "tls.failed", 10)
       .kv("reason", std::string(tls::tls_error_name(error)))
@@ -166,6 +179,21 @@ void TlsLayer::fail(Slot& slot) {
     slot.closing = true;
     transport_.close(slot.id, CloseMode::kGraceful);
   }
+}
+
+void TlsLayer::count_key_updates(const Slot& slot, uint32_t received, uint32_t sent) {
+  if (slot.tls == nullptr) return;
+  stats_.events[static_cast<size_t>(TlsEvent::kKeyUpdatesReceived)] +=
+      slot.tls->key_updates_received() - received;
+  stats_.events[static_cast<size_t>(TlsEvent::kKeyUpdatesSent)] +=
+      slot.tls->key_updates_sent() - sent;
+}
+
+void TlsLayer::park(ConnectionId id) {
+  Slot* slot = find(id);
+  if (slot == nullptr || slot->closing || !slot->tls->compact() || slot->tls->parked()) return;
+  slot->tls->park();
+  stats_.count(TlsEvent::kParked);
 }
 
 void TlsLayer::on_writable(ConnectionId id) {

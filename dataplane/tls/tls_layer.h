@@ -54,6 +54,10 @@ class TlsLayer final : public TransportEvents, public PlaintextChannel {
   // The TLS connection of `id` (tests, diagnostics); null when unknown.
   const tls::Connection* connection(ConnectionId id) const;
 
+  // Drops the AEAD contexts of an idle compact-mode connection (~1.2 KB); its next record
+  // re-derives them. For the owner's idle timer. No-op for unknown or non-compact ones.
+  void park(ConnectionId id);
+
   // TransportEvents.
   void on_accepted(ConnectionId id, const PeerAddress& peer) override;
   void on_data(ConnectionId id, std::span<const uint8_t> bytes) override;
@@ -86,6 +90,8 @@ class TlsLayer final : public TransportEvents, public PlaintextChannel {
   // A TLS error: count it, send the alert BoringSSL queued, close.
   void fail(Slot& slot);
   void start_close(Slot& slot, CloseMode mode);
+  // Counts the KeyUpdates the connection handled since `received`/`sent` were read.
+  void count_key_updates(const Slot& slot, uint32_t received, uint32_t sent);
 
   Transport& transport_;
   std::shared_ptr<tls::ServerContext> context_;

@@ -26,7 +26,23 @@ namespace herald::dataplane {
   X(kPeerCloseNotify, "peer_close_notify", "peers that closed with close_notify")                 \
   X(kSendRefused, "send_refused", "plaintext sends refused (closing, no handshake, queue full)")  \
   X(kCertificateReloads, "certificate_reloads", "certificates swapped in without a restart")      \
-  X(kClosed, "closed", "connections that ended (every accepted one ends once)")
+  X(kClosed, "closed", "connections that ended (every accepted one ends once)")                   \
+  X(kCompactSwitches, "compact_switches",                                                         \
+    "TLS 1.3 connections that freed their SSL after the handshake")                               \
+  X(kKeyUpdatesReceived, "key_updates_received", "peer KeyUpdates handled in compact mode")       \
+  X(kKeyUpdatesSent, "key_updates_sent", "KeyUpdates sent in answer to update_requested")         \
+  X(kParked, "parked", "idle compact connections that dropped their AEAD contexts")               \
+  X(kCompactBadRecordMac, "compact_bad_record_mac", "compact mode: record failed authentication") \
+  X(kCompactRecordType, "compact_bad_record_type", "compact mode: outer/inner type not allowed")  \
+  X(kCompactRecordVersion, "compact_bad_record_version",                                          \
+    "compact mode: legacy version not 0x0303")                                                    \
+  X(kCompactRecordOverflow, "compact_record_overflow", "compact mode: record over the RFC limit") \
+  X(kCompactEmptyRecord, "compact_empty_record", "compact mode: inner plaintext all zero")        \
+  X(kCompactHandshakeMessage, "compact_unexpected_handshake",                                     \
+    "compact mode: not a KeyUpdate, or misaligned")                                               \
+  X(kCompactDecode, "compact_decode_error", "compact mode: malformed KeyUpdate or alert")         \
+  X(kCompactSequenceOverflow, "compact_sequence_exhausted",                                       \
+    "compact mode: 2^64-1 records on one key")
 
 enum class TlsEvent : uint8_t {
 #define HERALD_TLS_EVENT_ENUM(name, text, doc) name,
@@ -35,6 +51,16 @@ enum class TlsEvent : uint8_t {
       kCount
 };
 inline constexpr size_t kTlsEventCount = static_cast<size_t>(TlsEvent::kCount);
+
+// The counter of each compact-mode rejection (tls::CompactError, kNone excluded), in order.
+static_assert(static_cast<int>(TlsEvent::kCompactSequenceOverflow) -
+                      static_cast<int>(TlsEvent::kCompactBadRecordMac) + 2 ==
+                  tls::kCompactErrorCount,
+              "one counter per tls::CompactError");
+[[nodiscard]] constexpr TlsEvent compact_error_event(tls::CompactError error) {
+  return static_cast<TlsEvent>(static_cast<int>(TlsEvent::kCompactBadRecordMac) +
+                               static_cast<int>(error) - 1);
+}
 
 [[nodiscard]] constexpr std::string_view tls_event_name(TlsEvent event) {
   switch (event) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -52,6 +53,126 @@ absl::Status parse_schema(flatbuffers::Parser& parser) {
   return absl::OkStatus();
 }
 
+bool is_hex(char c) {
+  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
+
+// "0000:01:00.0" or "01:00.0": a PCI address as DPDK's -a takes it.
+bool is_pci_address(std::string_view s) {
+  if (s.size() == 12) {
+    if (s[4] != ':') return false;
+    for (size_t i = 0; i < 4; ++i) {
+      if (!is_hex(s[i])) return false;
+    }
+    s.remove_prefix(5);
+  }
+  return s.size() == 7 && is_hex(s[0]) && is_hex(s[1]) && s[2] == ':' && is_hex(s[3]) &&
+         is_hex(s[4]) && s[5] == '.' && s[6] >= '0' && s[6] <= '7';
+}
+
+// A virtual device as DPDK's --vdev takes it: "net_<driver><n>" (lower case, digits last) and
+// optional ",key=value" arguments without spaces. Empty when good, else why not.
+std::string vdev_problem(std::string_view s) {
+  const size_t comma = s.find(',');
+  const std::string_view name = s.substr(0, comma);
+  if (name.size() < 5 || name.substr(0, 4) != "net_") return "a vdev name starts with \"net_\"";
+  size_t digits = name.size();
+  while (digits > 4 && std::isdigit(static_cast<unsigned char>(name[digits - 1])) != 0) --digits;
+  if (digits == name.size() || digits == 4) {
+    return "a vdev name is a driver and an instance number (\"net_null0\")";
+  }
+  for (size_t i = 4; i < digits; ++i) {
+    if (!std::islower(static_cast<unsigned char>(name[i])) && name[i] != '_') {
+      return "a vdev driver name is lower-case letters and '_'";
+    }
+  }
+  if (comma == std::string_view::npos) return "";
+  std::string_view args = s.substr(comma + 1);
+  while (true) {
+    const size_t next = args.find(',');
+    const std::string_view arg = args.substr(0, next);
+    const size_t eq = arg.find('=');
+    if (eq == std::string_view::npos || eq == 0 || eq + 1 == arg.size()) {
+      return "vdev arguments are key=value pairs separated by ','";
+    }
+    for (char c : arg) {
+      if (std::isspace(static_cast<unsigned char>(c)) != 0 || c == '"' || c == '\'') {
+        return "vdev arguments hold no spaces or quotes";
+      }
+    }
+    if (next == std::string_view::npos) return "";
+    args.remove_prefix(next + 1);
+  }
+}
+
+// dataplane.dpdk: what the EAL and the port layer would refuse later, said here with the field.
+absl::Status check_dpdk(const Dataplane& dp) {
+  const Dpdk& dpdk = *dp.dpdk();
+  const auto& ports = *dpdk.ports();
+  std::vector<std::string_view> names;
+  for (flatbuffers::uoffset_t i = 0; i < ports.size(); ++i) {
+    const std::string_view port = ports.Get(i)->string_view();
+    const std::string path = absl::StrCat("dataplane.dpdk.ports[", i, "]");
+    if (!is_pci_address(port)) {
+      if (std::string problem = vdev_problem(port); !problem.empty()) {
+        return internal::field_error(
+            path,
+            absl::StrCat(path, " = \"", std::string(port),
+                         "\" is neither a PCI address (\"0000:01:00.0\") nor a vdev: ", problem));
+      }
+    }
+    const std::string_view name = port.substr(0, port.find(','));
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      return internal::field_error(
+          path, absl::StrCat(path, " names device \"", std::string(name), "\" a second time"));
+    }
+    names.push_back(name);
+  }
+  const std::string_view prefix = dpdk.file_prefix()->string_view();
+  const bool prefix_ok =
+      !prefix.empty() && prefix.size() <= 32 &&
+      std::all_of(prefix.begin(), prefix.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-';
+      });
+  if (!prefix_ok) {
+    return internal::field_error("dataplane.dpdk.file_prefix",
+                                 "dataplane.dpdk.file_prefix is 1 to 32 of [A-Za-z0-9_-] (it "
+                                 "names files under /var/run/dpdk)");
+  }
+  const auto& lcores = *dpdk.lcores();
+  for (flatbuffers::uoffset_t i = 0; i < lcores.size(); ++i) {
+    for (flatbuffers::uoffset_t j = 0; j < i; ++j) {
+      if (lcores.Get(i) == lcores.Get(j)) {
+        return internal::field_error(
+            absl::StrCat("dataplane.dpdk.lcores[", i, "]"),
+            absl::StrCat("dataplane.dpdk.lcores lists lcore ", lcores.Get(i), " twice"));
+      }
+    }
+  }
+  if (lcores.size() != 0 && lcores.size() < uint32_t{dpdk.rx_queues()} + 1) {
+    return internal::field_error(
+        "dataplane.dpdk.lcores",
+        absl::StrCat("dataplane.dpdk.lcores lists ", lcores.size(), " lcores for ",
+                     dpdk.rx_queues(),
+                     " rx queues: the main lcore plus one port loop per rx queue, or none"));
+  }
+  if (dpdk.tx_queues() < dpdk.rx_queues()) {
+    return internal::field_error("dataplane.dpdk.tx_queues",
+                                 absl::StrCat("dataplane.dpdk.tx_queues = ", dpdk.tx_queues(),
+                                              " is below rx_queues = ", dpdk.rx_queues(),
+                                              ": each port loop needs its own tx queue"));
+  }
+  const uint32_t ring_min = std::min(dpdk.rx_descriptors(), dpdk.tx_descriptors());
+  if (dpdk.burst_size() > ring_min) {
+    return internal::field_error(
+        "dataplane.dpdk.burst_size",
+        absl::StrCat("dataplane.dpdk.burst_size = ", dpdk.burst_size(),
+                     " is larger than a queue (rx_descriptors, tx_descriptors): at most ",
+                     ring_min));
+  }
+  return absl::OkStatus();
+}
+
 // Rules that involve two fields, which the per-field attributes cannot say. Each error names the
 // field an operator would change.
 absl::Status check_cross_field(const Config& config) {
@@ -62,6 +183,7 @@ absl::Status check_cross_field(const Config& config) {
         absl::StrCat("dataplane.cores lists ", dp.cores()->size(), " cores for ", dp.workers(),
                      " workers; list one core per worker, or none"));
   }
+  if (absl::Status status = check_dpdk(dp); !status.ok()) return status;
   const Limits& limits = config.limits();
   // A Message frame carries the body plus its own fields (ids, recipient): leave room for them.
   constexpr uint32_t kFrameOverheadBytes = 512;

@@ -102,6 +102,13 @@ int on_new_client_session(SSL* ssl, SSL_SESSION* session) {
 
 bool Connection::ByteQueue::append(const uint8_t* bytes, size_t n) {
   if (n == 0) return true;
+  uint8_t* to = extend(n);
+  if (to == nullptr) return false;
+  std::memcpy(to, bytes, n);
+  return true;
+}
+
+uint8_t* Connection::ByteQueue::extend(size_t n) {
   if (capacity - end < n) {
     const size_t live = size();
     if (capacity - live >= n) {
@@ -109,7 +116,7 @@ bool Connection::ByteQueue::append(const uint8_t* bytes, size_t n) {
     } else {
       const size_t new_capacity = std::max({live + n, capacity * 2, size_t{4096}});
       std::unique_ptr<uint8_t[]> grown(new (std::nothrow) uint8_t[new_capacity]);
-      if (grown == nullptr) return false;
+      if (grown == nullptr) return nullptr;
       if (live > 0) std::memcpy(grown.get(), data.get() + begin, live);
       data = std::move(grown);
       capacity = new_capacity;
@@ -117,9 +124,9 @@ bool Connection::ByteQueue::append(const uint8_t* bytes, size_t n) {
     begin = 0;
     end = live;
   }
-  std::memcpy(data.get() + end, bytes, n);
+  uint8_t* to = data.get() + end;
   end += n;
-  return true;
+  return to;
 }
 
 void Connection::ByteQueue::consume(size_t n) {
@@ -179,8 +186,10 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::server(
     std::shared_ptr<ServerContext> context) {
   HERALD_CHECK(context != nullptr, "server connection needs a context");
   SSL_CTX* ctx = context->ssl_ctx();
+  const bool compact = context->options().compact_after_handshake;
   std::unique_ptr<Connection> conn(new Connection(std::move(context), true));
   if (absl::Status s = conn->init(ctx); !s.ok()) return s;
+  conn->compact_enabled_ = compact;
   SSL_set_accept_state(conn->ssl_.get());
   return conn;
 }
@@ -242,6 +251,7 @@ void Connection::advance_handshake() {
   const int r = SSL_do_handshake(ssl_.get());
   if (r == 1) {
     on_handshake_done();
+    try_compact();
     return;
   }
   const int e = SSL_get_error(ssl_.get(), r);
@@ -259,8 +269,14 @@ void Connection::on_handshake_done() {
   const uint8_t* alpn = nullptr;
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-  alpn_length_ = static_cast<uint8_t>(std::min<size_t>(alpn_len, alpn_.size()));
-  if (alpn_length_ > 0) std::memcpy(alpn_.data(), alpn, alpn_length_);
+  const std::string_view selected(reinterpret_cast<const char*>(alpn), alpn_len);
+  // A server selects from its list; BoringSSL refuses a server's choice a client did not offer.
+  const std::vector<std::string>& ours =
+      is_server_ ? static_cast<const ServerContext*>(context_.get())->options().alpn_protocols
+                 : static_cast<const ClientContext*>(context_.get())->options().alpn_protocols;
+  for (const std::string& protocol : ours) {
+    if (alpn_len > 0 && protocol == selected) alpn_ = protocol;
+  }
   const STACK_OF(CRYPTO_BUFFER)* chain = SSL_get0_peer_certificates(ssl);
   if (chain != nullptr && sk_CRYPTO_BUFFER_num(chain) > 0) {
     const CRYPTO_BUFFER* leaf = sk_CRYPTO_BUFFER_value(chain, 0);
@@ -298,6 +314,7 @@ void Connection::feed_eof() {
 IoResult Connection::read_plaintext(std::span<uint8_t> out) {
   if (error_ != TlsError::kNone) return {IoStatus::kError, 0};
   if (close_notify_received_) return {IoStatus::kClosed, 0};
+  if (records_ != nullptr) return compact_read(out);
   if (state_ == HandshakeState::kInProgress) {
     advance_handshake();
     if (state_ == HandshakeState::kInProgress) return {IoStatus::kWantMore, 0};
@@ -320,6 +337,7 @@ IoResult Connection::read_plaintext(std::span<uint8_t> out) {
 IoResult Connection::write_plaintext(std::span<const uint8_t> plaintext) {
   if (error_ != TlsError::kNone) return {IoStatus::kError, 0};
   if (closed_) return {IoStatus::kClosed, 0};
+  if (records_ != nullptr) return compact_write(plaintext);
   if (state_ == HandshakeState::kInProgress) {
     advance_handshake();
     if (state_ == HandshakeState::kInProgress) return {IoStatus::kWantMore, 0};
@@ -367,9 +385,241 @@ void Connection::close() {
   // Only an established, healthy connection has a close_notify to send; a failed one has
   // already queued its alert.
   if (state_ != HandshakeState::kDone || error_ != TlsError::kNone) return;
+  if (records_ != nullptr) {
+    static constexpr uint8_t kCloseNotify[2] = {1, SSL_AD_CLOSE_NOTIFY};  // warning, close_notify
+    (void)send_record(RecordLayer::kAlert, kCloseNotify);
+    return;
+  }
   ERR_clear_error();
   (void)SSL_shutdown(ssl_.get());
   ERR_clear_error();
+}
+
+// ---- compact mode ----------------------------------------------------------------------------
+
+namespace {
+
+const char* compact_reason(CompactError error) {
+  switch (error) {
+    case CompactError::kNone: return "";
+    case CompactError::kBadRecordMac: return "DECRYPTION_FAILED_OR_BAD_RECORD_MAC";
+    case CompactError::kRecordType: return "UNEXPECTED_RECORD";
+    case CompactError::kRecordVersion: return "WRONG_VERSION_NUMBER";
+    case CompactError::kRecordOverflow: return "RECORD_OVERFLOW";
+    case CompactError::kEmptyRecord: return "EMPTY_INNER_PLAINTEXT";
+    case CompactError::kHandshakeMessage: return "UNEXPECTED_MESSAGE";
+    case CompactError::kDecode: return "DECODE_ERROR";
+    case CompactError::kSequenceOverflow: return "SEQUENCE_NUMBER_EXHAUSTED";
+  }
+  return "UNKNOWN";
+}
+
+constexpr uint8_t kKeyUpdateType = 24;  // RFC 8446 §4: HandshakeType key_update
+
+}  // namespace
+
+void Connection::try_compact() {
+  if (!compact_enabled_ || records_ != nullptr || ssl_ == nullptr || !is_server_ ||
+      state_ != HandshakeState::kDone || error_ != TlsError::kNone || closed_ ||
+      close_notify_received_ || version_ != TLS1_3_VERSION) {
+    return;
+  }
+  SSL* ssl = ssl_.get();
+  // Nothing may be left inside the SSL: no decrypted plaintext and no partial record (TLS
+  // has no read-ahead, so SSL_has_pending covers both; the handshake consumed exactly the
+  // client's last flight), and no unsent output. BoringSSL holds a TLS 1.3 server's
+  // NewSessionTickets back until the first write; a zero-byte SSL_write flushes them (its
+  // documented way), and our BIO never refuses a write, so they are then in out_ and the
+  // write sequence number counts them.
+  if (SSL_in_init(ssl) || SSL_has_pending(ssl)) return;
+  ERR_clear_error();
+  const uint8_t none = 0;
+  (void)SSL_write(ssl, &none, 0);
+  ERR_clear_error();
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  bssl::Span<const uint8_t> read_secret;
+  bssl::Span<const uint8_t> write_secret;
+  if (cipher == nullptr || !bssl::SSL_get_traffic_secrets(ssl, &read_secret, &write_secret)) {
+    compact_enabled_ = false;  // stay on the SSL
+    ERR_clear_error();
+    return;
+  }
+  records_ =
+      RecordLayer::create(SSL_CIPHER_get_protocol_id(cipher),
+                          {read_secret.data(), read_secret.size()}, SSL_get_read_sequence(ssl),
+                          {write_secret.data(), write_secret.size()}, SSL_get_write_sequence(ssl));
+  if (records_ == nullptr) {
+    compact_enabled_ = false;
+    return;
+  }
+  ssl_.reset();  // the BIO goes with it; in_ and out_ are ours and carry on
+}
+
+void Connection::park() {
+  if (records_ != nullptr) records_->park();
+}
+
+bool Connection::send_record(uint8_t type, std::span<const uint8_t> content) {
+  const size_t bytes = RecordLayer::sealed_bytes(content.size());
+  uint8_t* to = out_.extend(bytes);
+  if (to == nullptr) {
+    error_ = TlsError::kInternal;
+    error_reason_ = "OUT_OF_MEMORY";
+    return false;
+  }
+  if (!records_->seal(type, content, to)) {
+    out_.end -= bytes;  // the slot we took is the queue's tail
+    if (out_.size() == 0) out_.consume(0);
+    const bool exhausted = records_->write_sequence() == UINT64_MAX;
+    compact_error_ = exhausted ? CompactError::kSequenceOverflow : CompactError::kNone;
+    error_ = exhausted ? TlsError::kProtocol : TlsError::kInternal;
+    error_reason_ = exhausted ? compact_reason(compact_error_) : "SEAL_FAILED";
+    return false;
+  }
+  return true;
+}
+
+IoStatus Connection::compact_fail(CompactError error, uint8_t alert) {
+  compact_error_ = error;
+  error_ = error == CompactError::kBadRecordMac ? TlsError::kDecrypt : TlsError::kProtocol;
+  error_reason_ = compact_reason(error);
+  // A fatal alert, protected like any record, unless we already sent close_notify (nothing
+  // may follow it).
+  if (alert != 0 && !closed_) {
+    const uint8_t body[2] = {2, alert};  // fatal
+    const TlsError keep = error_;
+    const char* keep_reason = error_reason_;
+    (void)send_record(RecordLayer::kAlert, body);
+    error_ = keep;
+    error_reason_ = keep_reason;
+  }
+  closed_ = true;
+  return IoStatus::kError;
+}
+
+IoStatus Connection::compact_handshake(std::span<const uint8_t> content, size_t record_bytes) {
+  // After the handshake a client may send exactly one handshake message: KeyUpdate (§4.6.3).
+  // Reassembled in handshake_, since it may be split over records; it changes the read key,
+  // so it must end its record (§5.1), which also rules out coalescing messages behind it.
+  if (content.empty())
+    return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
+  int request = -1;
+  for (size_t i = 0; i < content.size(); ++i) {
+    handshake_[handshake_bytes_++] = content[i];
+    if (handshake_bytes_ == 1 && handshake_[0] != kKeyUpdateType) {
+      return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
+    }
+    if (handshake_bytes_ == 4 && (handshake_[1] != 0 || handshake_[2] != 0 || handshake_[3] != 1)) {
+      return compact_fail(CompactError::kDecode, SSL_AD_DECODE_ERROR);
+    }
+    if (handshake_bytes_ == 5) {
+      if (handshake_[4] > 1) return compact_fail(CompactError::kDecode, SSL_AD_ILLEGAL_PARAMETER);
+      if (i + 1 != content.size()) {
+        return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
+      }
+      request = handshake_[4];
+      handshake_bytes_ = 0;
+    }
+  }
+  in_.consume(record_bytes);
+  if (request < 0) return IoStatus::kOk;  // the rest comes in the next record
+  if (!records_->update_read_key()) {
+    error_ = TlsError::kInternal;
+    error_reason_ = "KEY_UPDATE_FAILED";
+    return IoStatus::kError;
+  }
+  ++key_updates_received_;
+  // update_requested: answer with our own KeyUpdate under the current key, then switch ours
+  // (§4.6.3). After close_notify we send nothing more, so there is nothing to rekey.
+  if (request == 1 && !closed_) {
+    static constexpr uint8_t kKeyUpdate[5] = {kKeyUpdateType, 0, 0, 1, 0};  // update_not_requested
+    if (!send_record(RecordLayer::kHandshake, kKeyUpdate)) return IoStatus::kError;
+    if (!records_->update_write_key()) {
+      error_ = TlsError::kInternal;
+      error_reason_ = "KEY_UPDATE_FAILED";
+      return IoStatus::kError;
+    }
+    ++key_updates_sent_;
+  }
+  return IoStatus::kOk;
+}
+
+IoResult Connection::compact_read(std::span<uint8_t> out) {
+  for (;;) {
+    if (plain_left_ > 0) {
+      if (out.empty()) return {IoStatus::kOk, 0};
+      const size_t n = std::min<size_t>(out.size(), plain_left_);
+      std::memcpy(out.data(), in_.data.get() + in_.begin, n);
+      in_.consume(n);
+      plain_left_ = static_cast<uint16_t>(plain_left_ - n);
+      if (plain_left_ == 0) {
+        in_.consume(plain_skip_);
+        plain_skip_ = 0;
+      }
+      return {IoStatus::kOk, n};
+    }
+    const RecordLayer::Opened r = records_->open({in_.data.get() + in_.begin, in_.size()});
+    if (r.status == RecordLayer::Opened::kError) return {compact_fail(r.error, r.alert), 0};
+    if (r.status == RecordLayer::Opened::kNeedMore) {
+      if (!eof_) return {IoStatus::kWantMore, 0};
+      error_ = TlsError::kTruncated;  // the stream ended without close_notify (§6.1)
+      error_reason_ = "UNEXPECTED_EOF";
+      return {IoStatus::kError, 0};
+    }
+    const uint8_t* content = in_.data.get() + in_.begin + RecordLayer::kHeaderBytes;
+    // §5.1: nothing may come between the records of a split handshake message.
+    if (handshake_bytes_ > 0 && r.content_type != RecordLayer::kHandshake) {
+      return {compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE), 0};
+    }
+    switch (r.content_type) {
+      case RecordLayer::kApplicationData:
+        if (r.content_bytes == 0) {  // §5.4: zero-length application data is legal
+          in_.consume(r.record_bytes);
+          continue;
+        }
+        in_.consume(RecordLayer::kHeaderBytes);
+        plain_left_ = static_cast<uint16_t>(r.content_bytes);
+        plain_skip_ =
+            static_cast<uint16_t>(r.record_bytes - RecordLayer::kHeaderBytes - r.content_bytes);
+        continue;
+      case RecordLayer::kAlert: {
+        // §6: one alert per record, never fragmented.
+        if (r.content_bytes != 2)
+          return {compact_fail(CompactError::kDecode, SSL_AD_DECODE_ERROR), 0};
+        const uint8_t description = content[1];
+        in_.consume(r.record_bytes);
+        if (description == SSL_AD_CLOSE_NOTIFY) {
+          close_notify_received_ = true;
+          return {IoStatus::kClosed, 0};
+        }
+        error_ = TlsError::kPeerAlert;
+        const char* reason =
+            ERR_reason_error_string(ERR_PACK(ERR_LIB_SSL, SSL_AD_REASON_OFFSET + description));
+        error_reason_ = reason != nullptr ? reason : "PEER_ALERT";
+        return {IoStatus::kError, 0};
+      }
+      case RecordLayer::kHandshake: {
+        const IoStatus s = compact_handshake({content, r.content_bytes}, r.record_bytes);
+        if (s != IoStatus::kOk) return {s, 0};
+        continue;
+      }
+      default:  // change_cipher_spec or unknown inside protection
+        return {compact_fail(CompactError::kRecordType, SSL_AD_UNEXPECTED_MESSAGE), 0};
+    }
+  }
+}
+
+IoResult Connection::compact_write(std::span<const uint8_t> plaintext) {
+  size_t total = 0;
+  while (total < plaintext.size() && out_.size() < kMaxBufferedOutputBytes) {
+    const size_t chunk = std::min(plaintext.size() - total, RecordLayer::kMaxPlaintextBytes);
+    if (!send_record(RecordLayer::kApplicationData, plaintext.subspan(total, chunk))) {
+      if (total == 0) return {IoStatus::kError, 0};
+      break;
+    }
+    total += chunk;
+  }
+  return total > 0 ? IoResult{IoStatus::kOk, total} : IoResult{IoStatus::kWantMore, 0};
 }
 
 }  // namespace herald::tls

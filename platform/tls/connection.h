@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "platform/tls/certificate.h"
 #include "platform/tls/context.h"
+#include "platform/tls/record_layer.h"
 
 namespace herald::tls {
 
@@ -102,10 +103,28 @@ class Connection {
   // Queues close_notify (RFC 8446 §6.1). Further writes fail.
   void close();
 
+  // Compact mode (TLS 1.3 servers, ServerOptions::compact_after_handshake): once the handshake
+  // is over and nothing is buffered inside BoringSSL, the connection exports the traffic
+  // secrets and sequence numbers, frees its SSL, and protects records itself (RecordLayer).
+  bool compact() const { return records_ != nullptr; }
+  // Idle: drop the AEAD contexts (~1.2 KB); the next record re-derives them. No-op unless
+  // compact. The owner calls it when the connection has been quiet for a while.
+  void park();
+  bool parked() const { return records_ != nullptr && records_->parked(); }
+  // Why compact mode rejected the peer's input (kNone otherwise; error() says the class).
+  CompactError compact_error() const { return compact_error_; }
+  // TLS 1.3 KeyUpdates processed in compact mode (BoringSSL handles them before the switch).
+  uint32_t key_updates_received() const { return key_updates_received_; }
+  uint32_t key_updates_sent() const { return key_updates_sent_; }
+  // Tests only: put the compact record layer near sequence-number exhaustion.
+  void set_sequences_for_testing(uint64_t read, uint64_t write) {
+    if (records_ != nullptr) records_->set_sequences_for_testing(read, write);
+  }
+
   HandshakeState handshake_state() const { return state_; }
   bool handshake_done() const { return state_ == HandshakeState::kDone; }
   bool resumed() const { return resumed_; }
-  std::string_view alpn() const { return {alpn_.data(), alpn_length_}; }
+  std::string_view alpn() const { return alpn_; }
   uint16_t protocol_version() const { return version_; }  // TLS1_3_VERSION, TLS1_2_VERSION
   const char* cipher_name() const { return cipher_name_; }
   const PeerCertificate& peer_certificate() const { return peer_; }
@@ -128,6 +147,8 @@ class Connection {
     size_t end = 0;
     size_t size() const { return end - begin; }
     bool append(const uint8_t* bytes, size_t n);
+    // Appends `n` uninitialized bytes and returns them (null when out of memory).
+    uint8_t* extend(size_t n);
     void consume(size_t n);
   };
   int bio_read(uint8_t* out, int len);
@@ -140,17 +161,27 @@ class Connection {
   void advance_handshake();
   void on_handshake_done();
   IoStatus fail(int ssl_result);
+  // Compact mode (RecordLayer instead of the SSL).
+  void try_compact();
+  IoResult compact_read(std::span<uint8_t> out);
+  IoResult compact_write(std::span<const uint8_t> plaintext);
+  // Returns how the record was handled: kOk (go on), kClosed, kError.
+  IoStatus compact_handshake(std::span<const uint8_t> content, size_t record_bytes);
+  IoStatus compact_fail(CompactError error, uint8_t alert);
+  bool send_record(uint8_t type, std::span<const uint8_t> content);
 
-  std::shared_ptr<const void> context_;  // keeps the context (and its callbacks' state) alive
-  bssl::UniquePtr<SSL> ssl_;
+  std::shared_ptr<const void> context_;   // keeps the context (and its callbacks' state) alive
+  bssl::UniquePtr<SSL> ssl_;              // null in compact mode
+  std::unique_ptr<RecordLayer> records_;  // compact mode only
   ByteQueue in_;
   ByteQueue out_;
   ClientSession session_;
   PeerCertificate peer_;
   const char* cipher_name_ = "";
   const char* error_reason_ = "";
-  std::array<char, 255> alpn_{};
-  uint8_t alpn_length_ = 0;
+  // Points into the context's options (the protocol chosen is always one of them, and the
+  // connection keeps its context alive): 16 bytes instead of a 255-byte copy per connection.
+  std::string_view alpn_;
   uint16_t version_ = 0;
   HandshakeState state_ = HandshakeState::kInProgress;
   TlsError error_ = TlsError::kNone;
@@ -159,6 +190,16 @@ class Connection {
   bool eof_ = false;
   bool close_notify_received_ = false;
   bool closed_ = false;
+  bool compact_enabled_ = false;
+  CompactError compact_error_ = CompactError::kNone;
+  // Compact mode: a decrypted record's content waits at the front of in_ (decrypted in place):
+  // plain_left_ bytes of it, then plain_skip_ bytes of type, padding and tag to drop.
+  uint8_t handshake_bytes_ = 0;  // of a KeyUpdate split across records, in handshake_
+  uint8_t handshake_[5] = {};
+  uint16_t plain_left_ = 0;
+  uint16_t plain_skip_ = 0;
+  uint32_t key_updates_received_ = 0;
+  uint32_t key_updates_sent_ = 0;
 };
 
 }  // namespace herald::tls

@@ -225,9 +225,10 @@ class Node {
 
   // A logged-in client. The session key may reach the dataplane a moment after the token was
   // issued (AuthError UnknownKey): retried, as a client does.
-  std::unique_ptr<ChatClient> login(const User& user) {
+  std::unique_ptr<ChatClient> login(const User& user, ChatClientOptions options = {}) {
+    options.stream = chat();
     for (int attempt = 0; attempt < 50; ++attempt) {
-      auto client = ChatClient::connect({.stream = chat()});
+      auto client = ChatClient::connect(options);
       EXPECT_TRUE(client.ok()) << client.status();
       if (!client.ok()) return nullptr;
       auto ok = (*client)->login(user.token);
@@ -614,6 +615,69 @@ int64_t dataplane_counter(Node& node, const std::string& name) {
     total = (total < 0 ? 0 : total) + std::strtoll(from, nullptr, 10);
   }
   return total;
+}
+
+// Polls `name` (dataplane_counter) until it reaches `at_least`; false after 10 s.
+bool wait_counter(Node& node, const std::string& name, int64_t at_least) {
+  for (int i = 0; i < 200; ++i) {
+    if (dataplane_counter(node, name) >= at_least) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// A sends to B and goes offline; B's Delivered and Read receipts are kept in A's queue; A's next
+// login gets both, in order, once; acknowledged, they do not come back at the login after.
+TEST_F(DataplaneE2E, ReceiptsForAnOfflineSenderArriveAtItsNextLoginOnce) {
+  const User alice = node_.register_user("+15550000091");
+  const User bob = node_.register_user("+15550000092");
+  ChatClientOptions every_copy;
+  every_copy.stored_receipt_dedup_window = 0;  // what the server sends, repeats included
+  auto a = node_.login(alice, every_copy);
+  auto b = node_.login(bob);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->send_to_account(bob.account, 1, bytes_of("read me")).ok());
+  const wire::DeliverT d = take(*b);
+  ASSERT_NE(d.server_msg_id, nullptr);
+  ASSERT_TRUE(a->wait_for(wire::Payload::ServerAck, 10'000).ok());
+  a->close();
+  // A's session is gone from the dataplane before B reads.
+  ASSERT_TRUE(wait_counter(node_, "dp.router.detaches", 1));
+
+  const std::span<const wire::ServerMsgId> about(d.server_msg_id.get(), 1);
+  ASSERT_TRUE(b->receipt(wire::ReceiptKind::Delivered, alice.account, about).ok());
+  ASSERT_TRUE(b->receipt(wire::ReceiptKind::Read, alice.account, about).ok());
+  ASSERT_TRUE(wait_counter(node_, "dp.router.receipts_stored_devices", 2));
+  EXPECT_EQ(dataplane_counter(node_, "dp.router.receipts_dropped"), 0);
+  const int64_t acked_before =
+      std::max<int64_t>(dataplane_counter(node_, "store.acked_entries"), 0);
+
+  auto a2 = node_.login(alice, every_copy);
+  ASSERT_NE(a2, nullptr);
+  for (wire::ReceiptKind kind : {wire::ReceiptKind::Delivered, wire::ReceiptKind::Read}) {
+    auto f = a2->wait_for(wire::Payload::Receipt, 10'000);
+    ASSERT_TRUE(f.ok()) << wire::EnumNameReceiptKind(kind) << ": " << f.status();
+    const wire::ReceiptT& r = *f->payload.AsReceipt();
+    EXPECT_EQ(r.kind, kind);
+    EXPECT_TRUE(r.stored);
+    ASSERT_NE(r.from, nullptr);
+    EXPECT_EQ(r.from->account().lo(), bob.account.lo());
+    EXPECT_EQ(r.from->device(), bob.device);
+    ASSERT_EQ(r.message_ids.size(), 1u);
+    EXPECT_EQ(r.message_ids[0].lo(), d.server_msg_id->lo());
+    EXPECT_EQ(r.message_ids[0].hi(), d.server_msg_id->hi());
+  }
+  expect_none(*a2, wire::Payload::Receipt, 1000, "a stored receipt came twice");
+  EXPECT_EQ(a2->stored_receipts_acked(), 2u);  // the client library acked them
+  // The acks reach the store (the next login may land on the other worker's ring).
+  ASSERT_TRUE(wait_counter(node_, "store.acked_entries", acked_before + 2));
+  a2->close();
+
+  auto a3 = node_.login(alice, every_copy);
+  ASSERT_NE(a3, nullptr);
+  expect_none(*a3, wire::Payload::Receipt, 1500, "an acknowledged receipt came back");
+  EXPECT_EQ(dataplane_counter(node_, "dp.router.receipts_drained"), 2);
 }
 
 class SlowConsumerE2E : public ::testing::Test {

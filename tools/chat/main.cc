@@ -209,8 +209,10 @@ int run_chat(const TlsStreamOptions& api, const TlsStreamOptions& chat, const Pr
         std::printf("  (sent #%llu)\n",
                     static_cast<unsigned long long>(a->client_msg_id & 0xfffff));
       } else if (const auto* r = f.payload.AsReceipt(); r != nullptr) {
-        std::printf("  (%s by %s)\n", wire::EnumNameReceiptKind(r->kind),
-                    r->from ? account_text(r->from->account()).c_str() : "?");
+        // A stored one was kept while this device was offline (the client library acked it).
+        std::printf("  (%s by %s%s)\n", wire::EnumNameReceiptKind(r->kind),
+                    r->from ? account_text(r->from->account()).c_str() : "?",
+                    r->stored ? ", while you were away" : "");
       } else if (const auto* e = f.payload.AsError(); e != nullptr) {
         std::printf("  error %s: %s\n", wire::EnumNameErrorCode(e->code), e->message.c_str());
         if (e->fatal) return 1;

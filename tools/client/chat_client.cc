@@ -72,6 +72,7 @@ absl::StatusOr<std::optional<wire::FrameT>> ChatClient::next(uint32_t timeout_ms
     if (r.status == codec::DecodeStatus::kFrame) {
       wire::FrameT frame;
       r.frame.frame->UnPackTo(&frame);
+      if (!take(frame)) continue;  // a stored receipt seen before
       return std::optional<wire::FrameT>(std::move(frame));
     }
     if (r.status == codec::DecodeStatus::kError) {
@@ -94,7 +95,7 @@ absl::StatusOr<std::optional<wire::FrameT>> ChatClient::next(uint32_t timeout_ms
              f.status == codec::DecodeStatus::kFrame; f = decoder_->next_frame()) {
           wire::FrameT frame;
           f.frame.frame->UnPackTo(&frame);
-          held_.push_back(std::move(frame));
+          if (take(frame)) held_.push_back(std::move(frame));
         }
         if (decoder_->failed()) {
           return absl::DataLossError(std::string("bad frame from the server: ") +
@@ -104,6 +105,30 @@ absl::StatusOr<std::optional<wire::FrameT>> ChatClient::next(uint32_t timeout_ms
     }
     if (!held_.empty()) return next(0);
   }
+}
+
+bool ChatClient::take(const wire::FrameT& frame) {
+  const auto* r = frame.payload.AsReceipt();
+  if (r == nullptr || !r->stored || r->server_msg_id == nullptr) return true;
+  // docs/PROTOCOL.md "Receipts": a stored receipt stays queued until acked, and a repeat (a
+  // lost ack, a drain started again) carries the same server_msg_id.
+  const wire::ServerMsgId id = *r->server_msg_id;
+  if (options_.ack_stored_receipts) {
+    ++stored_receipts_acked_;
+    (void)ack(std::span<const wire::ServerMsgId>(&id, 1));  // a broken stream shows on read
+  }
+  if (options_.stored_receipt_dedup_window == 0) return true;
+  const std::pair<uint64_t, uint64_t> key{id.hi(), id.lo()};
+  if (!seen_receipts_.insert(key).second) {
+    ++stored_receipt_repeats_;
+    return false;
+  }
+  seen_order_.push_back(key);
+  if (seen_order_.size() > options_.stored_receipt_dedup_window) {
+    seen_receipts_.erase(seen_order_.front());
+    seen_order_.pop_front();
+  }
+  return true;
 }
 
 absl::StatusOr<wire::FrameT> ChatClient::wait_for(wire::Payload type, uint32_t timeout_ms) {

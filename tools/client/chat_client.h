@@ -5,14 +5,18 @@
 //   auto c = ChatClient::connect({.stream = {.host = "127.0.0.1", .port = 5222, .trust = t}});
 //   auto ok = (*c)->login(token_bytes);          // Hello + Auth: AuthOk, or the AuthError
 //   (*c)->send_to_account(peer, /*client_msg_id=*/1, body);
-//   while (auto f = (*c)->next(1000)) { ... }   // ServerAck, Deliver, ...
+//   while (auto f = (*c)->next(1000)) { ... }   // ServerAck, Deliver, Receipt, ...
+// Stored receipts (Receipt.stored, from the offline queue) are acked and deduplicated here.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -29,6 +33,11 @@ struct ChatClientOptions {
   std::string client_version = "1";
   // Frames the server may send us, at most (the server's own limit is in HelloOk.limits).
   uint32_t max_frame_bytes = 16u << 20;
+  // Receipts from the device's offline queue (Receipt.stored): acknowledged as they arrive
+  // (else they come again at every login and hold the drain's window), and a repeat of one of
+  // the last `stored_receipt_dedup_window` ids is not returned by next() (0: every copy is).
+  bool ack_stored_receipts = true;
+  uint32_t stored_receipt_dedup_window = 4096;
 };
 
 class ChatClient {
@@ -69,11 +78,16 @@ class ChatClient {
   absl::StatusOr<wire::FrameT> wait_for(wire::Payload type, uint32_t timeout_ms);
 
   const std::optional<wire::HelloOkT>& hello_ok() const { return hello_ok_; }
+  // Stored receipts acknowledged, and repeats not returned (ChatClientOptions).
+  uint64_t stored_receipts_acked() const { return stored_receipts_acked_; }
+  uint64_t stored_receipt_repeats() const { return stored_receipt_repeats_; }
   TlsStream& stream() { return *stream_; }
   void close() { stream_->close(); }
 
  private:
   ChatClient(const ChatClientOptions& options, std::unique_ptr<TlsStream> stream);
+  // Every decoded frame, once: acks a stored receipt; false for a repeat to drop.
+  bool take(const wire::FrameT& frame);
 
   ChatClientOptions options_;
   std::unique_ptr<TlsStream> stream_;
@@ -82,6 +96,10 @@ class ChatClient {
   std::unique_ptr<codec::FrameDecoder> decoder_;
   std::vector<wire::FrameT> held_;  // frames wait_for() passed over
   std::optional<wire::HelloOkT> hello_ok_;
+  std::set<std::pair<uint64_t, uint64_t>> seen_receipts_;  // stored receipts' ids
+  std::deque<std::pair<uint64_t, uint64_t>> seen_order_;   // ... oldest first
+  uint64_t stored_receipts_acked_ = 0;
+  uint64_t stored_receipt_repeats_ = 0;
 };
 
 // Human-readable name of a frame's payload type ("ServerAck").

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -263,6 +264,18 @@ class Engine final : public ProtocolEvents {
     }
     ++result_.delivered;
     result_.deliveries.push_back({h->sender, c.index, h->sequence});
+    if (options_.recheck_reconnect && options_.scenario != Scenario::kReconnectStorm &&
+        storm_seen_ > 0 && late_traced_ < kLateTraceLimit) {
+      // Found only after everyone logged in again (--recheck-reconnect): the server id and the
+      // age say which dataplane minted it and when, for the engineer chasing the cause.
+      ++late_traced_;
+      std::fprintf(stderr,
+                   "herald-loadgen: late delivery: sender %u recipient %u sequence %llu "
+                   "server_id %016llx%016llx age_ms %lld\n",
+                   h->sender, c.index, static_cast<unsigned long long>(h->sequence),
+                   static_cast<unsigned long long>(id.hi), static_cast<unsigned long long>(id.lo),
+                   static_cast<long long>((now_ - h->send_time_ns) / 1'000'000));
+    }
     result_.latency_us.record(static_cast<uint64_t>(std::max<int64_t>(0, now_ - h->send_time_ns)) /
                               1000);
     if (options_.scenario == Scenario::kOfflineDrain) {
@@ -786,6 +799,8 @@ class Engine final : public ProtocolEvents {
   int64_t now_ = 0;
   Phase phase_ = Phase::kConnect;
   uint32_t storm_seen_ = 0;
+  static constexpr int kLateTraceLimit = 10;
+  int late_traced_ = 0;
   std::mt19937_64 rng_;
   std::vector<Client> clients_;
   std::vector<uint32_t> ready_;  // local indices of kReady clients (random senders)

@@ -11,7 +11,10 @@
 #include <unistd.h>
 
 #include <functional>
+#include <optional>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "platform/tls/certificate.h"
 #include "platform/tls/connection.h"
@@ -237,6 +240,61 @@ TEST(ChatClientTest, LogsInAndExchangesFrames) {
   ASSERT_TRUE((*client)->ack(std::span<const wire::ServerMsgId>(&id, 1)).ok());
   auto end = (*client)->next(5000);
   EXPECT_EQ(end.status().code(), absl::StatusCode::kOutOfRange);
+}
+
+wire::FrameT receipt_frame(uint64_t id_lo, bool stored) {
+  wire::ReceiptT r;
+  r.kind = wire::ReceiptKind::Read;
+  r.message_ids = {wire::ServerMsgId(1, 2)};
+  r.server_msg_id = std::make_unique<wire::ServerMsgId>(100, id_lo);
+  r.stored = stored;
+  wire::PayloadUnion p;
+  p.Set(std::move(r));
+  return frame_with(std::move(p));
+}
+
+// docs/PROTOCOL.md "Receipts": a stored receipt is acked as it arrives, and a repeat of its id
+// is not surfaced again; a live receipt needs no ack.
+TEST(ChatClientTest, StoredReceiptsAreAckedAndDeduplicated) {
+  std::vector<uint64_t> acked;  // by the server's thread; read after it is joined
+  std::optional<ScriptedServer> server;
+  server.emplace([&acked](ScriptedServer::Peer& peer) {
+    answer_login(peer);
+    peer.send_frame(receipt_frame(1, true));
+    peer.send_frame(receipt_frame(2, false));
+    peer.send_frame(receipt_frame(1, true));  // a repeat (say, a drain started again)
+    peer.send_frame(receipt_frame(3, true));
+    // The acks come back in order: 1, 1 (a repeat is acked again: still queued), 3.
+    for (int i = 0; i < 3; ++i) {
+      auto f = peer.next_frame();
+      ASSERT_TRUE(f.has_value());
+      ASSERT_EQ(f->payload.type, wire::Payload::DeliveryAck);
+      for (const wire::ServerMsgId& id : f->payload.AsDeliveryAck()->server_msg_ids) {
+        acked.push_back(id.lo());
+      }
+    }
+    peer.close_notify();
+  });
+  auto client = ChatClient::connect({.stream = server->options()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->login(bytes_of("good")).ok());
+  std::vector<std::pair<uint64_t, bool>> seen;
+  for (;;) {
+    auto f = (*client)->next(5000);
+    if (!f.ok()) {
+      EXPECT_EQ(f.status().code(), absl::StatusCode::kOutOfRange) << f.status();
+      break;
+    }
+    ASSERT_TRUE(f->has_value());
+    const auto* r = (*f)->payload.AsReceipt();
+    ASSERT_NE(r, nullptr);
+    seen.emplace_back(r->server_msg_id->lo(), r->stored);
+  }
+  EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, bool>>{{1, true}, {2, false}, {3, true}}));
+  server.reset();
+  EXPECT_EQ(acked, (std::vector<uint64_t>{1, 1, 3}));
+  EXPECT_EQ((*client)->stored_receipts_acked(), 3u);
+  EXPECT_EQ((*client)->stored_receipt_repeats(), 1u);
 }
 
 TEST(ChatClientTest, AuthErrorBecomesPermissionDenied) {

@@ -275,6 +275,26 @@ class StoreServiceTest : public ::testing::Test {
                                                 b.CreateVectorOfStructs(recipients), id + 500));
     put(w, ipc::Record::StoreAppend);
   }
+  // A receipt kept for offline devices, as the dataplane appends it (wire.fbs Deliver.receipt):
+  // `kind` of message `about`, from device 98, with its own id `id`.
+  void append_receipt(uint16_t w, uint64_t append_id, uint64_t id, std::vector<uint32_t> to,
+                      wire::ReceiptKind kind, uint64_t about) {
+    auto& b = dp_->b;
+    b.Clear();
+    const wire::ServerMsgId sid = msg_id(id), about_id = msg_id(about);
+    const wire::DeviceAddress from = addr(98);
+    const wire::AccountId account = addr(to[0]).account();
+    const auto receipt = wire::CreateReceipt(b, kind, b.CreateVectorOfStructs(&about_id, 1),
+                                             &account, &from, id * 3, &sid, true);
+    const auto deliver = wire::CreateDeliver(b, &sid, &from, wire::Recipient::NONE, 0, 0, 0, 0,
+                                             id * 10, wire::MessageFlags::NONE, 0, receipt);
+    std::vector<wire::DeviceAddress> recipients;
+    for (uint32_t d : to) recipients.push_back(addr(d));
+    ipc::finish_envelope(
+        b, dp_->seq[w],
+        ipc::CreateStoreAppend(b, append_id, deliver, b.CreateVectorOfStructs(recipients), 0));
+    put(w, ipc::Record::StoreAppend);
+  }
   void cancel(uint16_t w, uint64_t append_id, std::vector<uint32_t> devices) {
     auto& b = dp_->b;
     b.Clear();
@@ -516,6 +536,86 @@ TEST_F(StoreServiceTest, DrainAfterAControlPlaneRestartReturnsWhatWasDurable) {
   EXPECT_GT(stats.drain_bytes, 3u * 16u);
   EXPECT_LT(stats.drain_bytes, 3u * 1024u);
   EXPECT_EQ(stats.drain_send_failed + stats.drains_orphaned, 0u);
+}
+
+// Receipts kept for offline devices are queue entries like messages: in append order with
+// them, under the same cap (a full queue refuses with the same counted outcome), deleted on
+// the device's ack, and still there (or still gone) after the control plane restarts.
+TEST_F(StoreServiceTest, ReceiptEntriesQueueDrainAndLeaveLikeMessagesAcrossRestarts) {
+  table_options_.max_queued_messages_per_device = 3;
+  start_controlplane();
+  connect(5);
+  append(0, 1, 100, {1});
+  append_receipt(0, 2, 101, {1, 2}, wire::ReceiptKind::Delivered, 100);
+  append_receipt(1, 3, 102, {1}, wire::ReceiptKind::Read, 100);
+  settle();
+  append_receipt(0, 4, 103, {1, 2}, wire::ReceiptKind::Read, 77);  // device 1 is full
+  append_receipt(0, 5, 104, {1}, wire::ReceiptKind::Read, 78);     // nobody can take it
+  settle();
+  dp_->read();
+  auto o0 = dp_->outcomes(0);
+  ASSERT_EQ(o0.size(), 4u);
+  for (uint64_t id : {1, 2, 4}) EXPECT_EQ(o0[id].status, ipc::AppendStatus::Durable) << id;
+  EXPECT_EQ(o0[4].queue_full, std::vector<uint32_t>{1});
+  EXPECT_EQ(o0[5].status, ipc::AppendStatus::QueueFull);
+  EXPECT_EQ(dp_->outcomes(1)[3].status, ipc::AppendStatus::Durable);
+  EXPECT_EQ(table().queued(dev(1)), 3u);
+  EXPECT_EQ(table().queued(dev(2)), 2u);
+  EXPECT_EQ(service().stats().queue_full_recipients, 2u);
+
+  // A restart: everything durable is back, in order, receipts intact.
+  dp_.reset();
+  stop_controlplane();
+  start_controlplane();
+  connect(6);
+  drain(0, 7, 1);
+  settle();
+  dp_->read();
+  auto r = responses(0, 7);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_NE(r[0]->messages(), nullptr);
+  ASSERT_EQ(r[0]->messages()->size(), 3u);
+  const wire::Deliver* m = r[0]->messages()->Get(0);
+  EXPECT_EQ(m->server_msg_id()->lo(), 100u);
+  EXPECT_EQ(m->receipt(), nullptr);
+  for (uint32_t i = 1; i < 3; ++i) {
+    m = r[0]->messages()->Get(i);
+    EXPECT_EQ(m->server_msg_id()->lo(), 100u + i);
+    ASSERT_NE(m->receipt(), nullptr) << i;
+    const wire::Receipt* rc = m->receipt();
+    EXPECT_EQ(rc->kind(), i == 1 ? wire::ReceiptKind::Delivered : wire::ReceiptKind::Read);
+    ASSERT_EQ(rc->message_ids()->size(), 1u);
+    EXPECT_EQ(rc->message_ids()->Get(0)->lo(), 100u);
+    EXPECT_EQ(rc->from()->device(), 98u);
+    EXPECT_EQ(rc->client_time_ms(), (100u + i) * 3);
+    EXPECT_EQ(rc->server_msg_id()->lo(), 100u + i);
+    EXPECT_TRUE(rc->stored());
+    EXPECT_EQ(m->server_time_ms(), (100u + i) * 10);
+  }
+
+  // Acked like messages (a receipt first, then the rest): gone, and still gone after another
+  // restart; device 2 keeps its own two receipts.
+  ack(0, 1, {101});
+  settle();
+  EXPECT_EQ(table().queued(dev(1)), 2u);
+  ack(1, 1, {100, 102});
+  settle();
+  EXPECT_EQ(table().queued(dev(1)), 0u);
+  EXPECT_EQ(service().stats().acked_entries, 3u);
+  dp_.reset();
+  stop_controlplane();
+  start_controlplane();
+  connect(7);
+  EXPECT_EQ(table().queued(dev(1)), 0u);
+  EXPECT_EQ(table().queued(dev(2)), 2u);
+  drain(1, 8, 2);
+  settle();
+  dp_->read();
+  r = responses(1, 8);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0]->messages()->size(), 2u);
+  EXPECT_EQ(r[0]->messages()->Get(0)->receipt()->kind(), wire::ReceiptKind::Delivered);
+  EXPECT_EQ(r[0]->messages()->Get(1)->receipt()->message_ids()->Get(0)->lo(), 77u);
 }
 
 TEST_F(StoreServiceTest, LargeDrainIsSplitAcrossRecords) {

@@ -311,6 +311,46 @@ class RouterTest : public ::testing::Test {
     b.Finish(wire::CreateDeliveryAck(b, b.CreateVectorOfStructs(ids)));
     router_of(s).on_delivery_ack(s, *flatbuffers::GetRoot<wire::DeliveryAck>(b.GetBufferPointer()));
   }
+  // A Receipt from `s` to `to` about the messages `about` (ServerMsgId.lo values).
+  void receipt(FakeSession& s, const wire::AccountId& to, wire::ReceiptKind kind,
+               const std::vector<uint64_t>& about) {
+    std::vector<wire::ServerMsgId> ids;
+    for (uint64_t lo : about) ids.emplace_back(lo << 16, lo);
+    flatbuffers::FlatBufferBuilder b;
+    b.Finish(wire::CreateReceipt(b, kind, b.CreateVectorOfStructs(ids), &to, nullptr, 4242));
+    router_of(s).on_receipt(s, *flatbuffers::GetRoot<wire::Receipt>(b.GetBufferPointer()));
+  }
+  // Acks every Deliver and stored Receipt `s` got, as a client does.
+  void ack_queued(FakeSession& s) {
+    std::vector<wire::ServerMsgId> ids;
+    for (const auto& bytes : s.frames) {
+      const auto* f = flatbuffers::GetSizePrefixedRoot<wire::Frame>(bytes.data());
+      if (const auto* d = f->payload_as_Deliver()) ids.push_back(*d->server_msg_id());
+      if (const auto* r = f->payload_as_Receipt(); r != nullptr && r->stored())
+        ids.push_back(*r->server_msg_id());
+    }
+    flatbuffers::FlatBufferBuilder b;
+    b.Finish(wire::CreateDeliveryAck(b, b.CreateVectorOfStructs(ids)));
+    router_of(s).on_delivery_ack(s, *flatbuffers::GetRoot<wire::DeliveryAck>(b.GetBufferPointer()));
+  }
+  // What `s` received, in order: "D<lo>" for a Deliver (its id), "R<kind>:<about lo>" for a
+  // Receipt (stored ones marked "*").
+  static std::vector<std::string> received(const FakeSession& s) {
+    std::vector<std::string> v;
+    for (const auto& bytes : s.frames) {
+      const auto* f = flatbuffers::GetSizePrefixedRoot<wire::Frame>(bytes.data());
+      if (const auto* d = f->payload_as_Deliver()) {
+        v.push_back("D" + std::to_string(d->server_msg_id()->lo()));
+      } else if (const auto* r = f->payload_as_Receipt()) {
+        std::string e =
+            std::string(r->stored() ? "R*" : "R") + wire::EnumNameReceiptKind(r->kind());
+        for (const wire::ServerMsgId* id : *r->message_ids()) e += ":" + std::to_string(id->lo());
+        v.push_back(e);
+      }
+    }
+    return v;
+  }
+
   void push_group(const wire::GroupId& g, std::vector<wire::AccountId> members) {
     for (uint16_t w = 0; w < 2; ++w) {
       flatbuffers::FlatBufferBuilder b;
@@ -843,6 +883,126 @@ TEST_F(RouterTest, PresenceReachesSubscribersOnEveryWorkerOnly) {
   EXPECT_EQ(a1.of(wire::Payload::Presence).size(), 1u);
   EXPECT_EQ(c1.of(wire::Payload::Presence).size(), 1u);
   EXPECT_EQ(routers_[0]->stats().presence_forwarded + routers_[1]->stats().presence_forwarded, 2u);
+}
+
+}  // namespace
+}  // namespace herald::dataplane::routing
+
+namespace herald::dataplane::routing {
+namespace {
+
+// A receipt for a device that is offline goes to its queue, between the messages around it,
+// drains at its login as a stored Receipt, and leaves on the device's ack like a message.
+// B's worker has no device list of A yet: the receipt waits for it first.
+TEST_F(RouterTest, AReceiptForAnOfflineDeviceIsStoredAndDrainsInOrderWithMessages) {
+  start();
+  FakeSession& c1 = login(0, kC, 1);
+  FakeSession& b1 = login(1, kB, 1);
+  const wire::DeviceAddress to = dev(kA, 2);
+  send(c1, 1, &to);
+  run_until([&] { return c1.completions.size() == 1; });
+  const uint64_t m1 = c1.completions[0].id->lo();
+
+  receipt(b1, kA, wire::ReceiptKind::Delivered, {7});
+  receipt(b1, kA, wire::ReceiptKind::Read, {7});
+  EXPECT_EQ(routers_[1]->stats().receipts_held_for_device_lists, 2u);
+  run_until([&] { return table().queued(key(kA, 2)) == 3; });
+  send(c1, 2, &to);
+  run_until([&] { return c1.completions.size() == 2; });
+  const uint64_t m2 = c1.completions[1].id->lo();
+  settle();
+  EXPECT_EQ(table().queued(key(kA, 1)), 2u);  // A1 was offline too
+  EXPECT_EQ(routers_[1]->stats().receipts_stored, 2u);
+  EXPECT_EQ(routers_[1]->stats().receipts_stored_devices, 4u);
+  EXPECT_EQ(routers_[1]->stats().receipts_dropped, 0u);
+
+  FakeSession& a2 = login(0, kA, 2);
+  settle();
+  const std::vector<std::string> want{"D" + std::to_string(m1), "R*Delivered:7", "R*Read:7",
+                                      "D" + std::to_string(m2)};
+  EXPECT_EQ(received(a2), want);
+  EXPECT_EQ(routers_[0]->stats().receipts_drained, 2u);
+  const auto r = a2.of(wire::Payload::Receipt);
+  ASSERT_EQ(r.size(), 2u);
+  const wire::Receipt* first = r[0]->payload_as_Receipt();
+  EXPECT_EQ(first->from()->account().lo(), kB.lo());
+  EXPECT_EQ(first->from()->device(), 1u);
+  EXPECT_EQ(first->to()->lo(), kA.lo());
+  EXPECT_EQ(first->client_time_ms(), 4242u);
+  ASSERT_NE(first->server_msg_id(), nullptr);
+  EXPECT_EQ(split_message_id(*first->server_msg_id()).worker, 1u);  // minted by B's worker
+
+  // Unacknowledged, they come again at the next login (same ids: the client dedups on them).
+  const wire::ServerMsgId first_id = *first->server_msg_id();
+  FakeSession& again = login(1, kA, 2);
+  settle();
+  EXPECT_EQ(received(again), want);
+  EXPECT_TRUE(message_id_equal(
+      *again.of(wire::Payload::Receipt)[0]->payload_as_Receipt()->server_msg_id(), first_id));
+  ack_queued(again);
+  settle();
+  EXPECT_EQ(table().queued(key(kA, 2)), 0u);
+  FakeSession& last = login(0, kA, 2);
+  settle();
+  EXPECT_TRUE(last.frames.empty());
+}
+
+// Online devices get the receipt live (stored = false) and nothing is queued for them; a device
+// whose list is cached does not wait.
+TEST_F(RouterTest, AReceiptForOnlineDevicesIsForwardedAndNotStored) {
+  start();
+  FakeSession& a1 = login(0, kA, 1);
+  FakeSession& a2 = login(1, kA, 2);
+  FakeSession& b1 = login(1, kB, 1);
+  receipt(b1, kA, wire::ReceiptKind::Read, {9});
+  settle();
+  receipt(b1, kA, wire::ReceiptKind::Read, {10});  // the list is cached now
+  settle();
+  EXPECT_EQ(received(a1), (std::vector<std::string>{"RRead:9", "RRead:10"}));
+  EXPECT_EQ(received(a2), (std::vector<std::string>{"RRead:9", "RRead:10"}));
+  EXPECT_TRUE(b1.frames.empty());  // never to the device that sent it
+  EXPECT_EQ(table().queued(key(kA, 1)) + table().queued(key(kA, 2)), 0u);
+  EXPECT_EQ(routers_[1]->stats().receipts_held_for_device_lists, 1u);
+  EXPECT_EQ(routers_[1]->stats().receipts_stored, 0u);
+  EXPECT_EQ(routers_[1]->stats().receipts_dropped, 0u);
+  // A receipt to one's own account reaches the other devices only.
+  receipt(a1, kA, wire::ReceiptKind::Read, {11});
+  settle();
+  EXPECT_EQ(received(a2).back(), "RRead:11");
+  EXPECT_EQ(received(a1).size(), 2u);
+}
+
+// A receipt the store cannot keep is dropped and counted by reason: a full queue (the same
+// counted refusal a message gets), the store client's own limit while the store is away.
+TEST_F(RouterTest, AReceiptTheStoreRefusesIsADropCountedByReason) {
+  table_options_.max_queued_messages_per_device = 1;
+  client_options_.max_pending_appends = 2;
+  start();
+  FakeSession& c1 = login(0, kC, 1);
+  const wire::DeviceAddress to = dev(kA, 2);
+  send(c1, 1, &to);  // A2's queue is full now; A1's is empty
+  run_until([&] { return c1.completions.size() == 1; });
+  receipt(c1, kA, wire::ReceiptKind::Delivered, {1});
+  settle();
+  const WorkerRouterStats& st = routers_[0]->stats();
+  EXPECT_EQ(st.receipts_stored, 1u);
+  EXPECT_EQ(st.receipts_dropped, 1u);
+  EXPECT_EQ(st.receipts_dropped_queue_full, 1u);  // A2
+  EXPECT_EQ(table().queued(key(kA, 1)), 1u);      // A1 has it
+  EXPECT_EQ(table().queued(key(kA, 2)), 1u);      // the message only
+
+  // The store away: appends are held up to max_pending_appends, then refused.
+  stop_controlplane();
+  for (auto& s : stores_) s->detach();
+  link_.reset();
+  receipt(c1, kA, wire::ReceiptKind::Read, {2});  // held by the store client (1 of 2)
+  receipt(c1, kA, wire::ReceiptKind::Read, {3});  // 2 of 2
+  receipt(c1, kA, wire::ReceiptKind::Read, {4});  // refused
+  EXPECT_EQ(st.receipts_stored, 3u);
+  EXPECT_EQ(st.receipts_dropped, 2u);
+  EXPECT_EQ(st.receipts_dropped_store, 2u);  // A1 and A2
+  EXPECT_EQ(stores_[0]->stats().append_refused[static_cast<size_t>(AppendRefusal::kPendingFull)],
+            1u);
 }
 
 }  // namespace

@@ -412,6 +412,27 @@ TEST_F(StoreClientTest, DrainComesInSeveralResponsesWithFlowControl) {
   EXPECT_EQ(client_->stats().store_ack_ids, 5u);
 }
 
+// Queue order is append order, and ids are ordered only per (node, worker): a later entry may
+// carry a lower id (minted on another worker, or held for a device list). None is taken for a
+// repeat of a re-asked drain.
+TEST_F(StoreClientTest, EntriesWithLowerIdsThanEarlierOnesAreNotRepeats) {
+  start_controlplane();
+  connect(5);
+  new_client(5);
+  attach();
+  for (uint64_t n : {5, 3, 4, 9, 1}) (void)append(n, {5});
+  settle();
+  const uint64_t all = client_->drain(addr(5), nullptr, 0, 0);
+  run_until([&] { return client_->drains_in_progress() == 0; });
+  EXPECT_EQ(rec_.drained(all), (std::vector<uint64_t>{5, 3, 4, 9, 1}));
+  EXPECT_EQ(client_->stats().drain_repeats, 0u);
+  // A window after a cursor whose id is above what follows it.
+  const wire::ServerMsgId cursor = msg_id(5);
+  const uint64_t next = client_->drain(addr(5), &cursor, 2, 0);
+  run_until([&] { return client_->drains_in_progress() == 0; });
+  EXPECT_EQ(rec_.drained(next), (std::vector<uint64_t>{3, 4}));
+}
+
 TEST_F(StoreClientTest, BusyDrainsAreAskedAgainWithABackoff) {
   service_options_.max_drains_in_flight_per_worker = 1;
   start_controlplane();

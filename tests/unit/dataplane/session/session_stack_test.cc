@@ -609,6 +609,9 @@ TEST(SessionStack, GarbageAfterTlsHandshakeIsDecryptOrProtocolError) {
   EXPECT_FALSE(c->open());
   EXPECT_EQ(stack.tls_layer.stats()[TlsEvent::kFailedAfterHandshake], 1u);
   EXPECT_EQ(stack.tls_layer.stats().error(tls::TlsError::kDecrypt), 1u);
+  // Rejected by the compact record layer (the SSL was freed after the handshake).
+  EXPECT_EQ(stack.tls_layer.stats()[TlsEvent::kCompactSwitches], 1u);
+  EXPECT_EQ(stack.tls_layer.stats()[TlsEvent::kCompactBadRecordMac], 1u);
   EXPECT_EQ(stack.router.detaches, 1);
 }
 

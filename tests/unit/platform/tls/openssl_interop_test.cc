@@ -1,6 +1,8 @@
 // Interop: the Debian `openssl s_client` (a separate process, OpenSSL 3) handshakes with a
 // loopback TCP server driven by plain blocking sockets and a byte-driven herald Connection,
-// and gets its line echoed back. Skips when the openssl CLI is absent.
+// and gets its line echoed back. Skips when the openssl CLI is absent. TLS 1.3 runs go through
+// the compact record layer (the server frees its SSL after the handshake): every cipher suite,
+// and KeyUpdates typed at s_client ('K': update_requested, 'k': update_not_requested).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -43,6 +45,10 @@ struct ServerResult {
   bool echoed = false;
   std::string alpn;
   uint16_t version = 0;
+  bool compact = false;
+  std::string cipher;
+  uint32_t key_updates_received = 0;
+  uint32_t key_updates_sent = 0;
   std::string error;
 };
 
@@ -86,7 +92,11 @@ void serve_one(int listen_fd, std::shared_ptr<ServerContext> ctx, ServerResult* 
       result->handshake_done = true;
       result->alpn = std::string(conn->alpn());
       result->version = conn->protocol_version();
+      result->compact = conn->compact();
+      result->cipher = conn->cipher_name();
     }
+    result->key_updates_received = conn->key_updates_received();
+    result->key_updates_sent = conn->key_updates_sent();
     if (conn->error() != TlsError::kNone) {
       result->error =
           std::string(tls_error_name(conn->error())) + ": " + std::string(conn->error_reason());
@@ -111,7 +121,17 @@ void serve_one(int listen_fd, std::shared_ptr<ServerContext> ctx, ServerResult* 
   ::close(fd);
 }
 
-class OpensslInteropTest : public ::testing::TestWithParam<const char*> {};
+struct Run {
+  const char* name;
+  const char* args;   // s_client options
+  const char* input;  // shell command producing s_client's stdin
+  bool tls12;
+  const char* cipher;  // expected (BoringSSL's name); empty: any
+  uint32_t key_updates_received;
+  uint32_t key_updates_sent;
+};
+
+class OpensslInteropTest : public ::testing::TestWithParam<Run> {};
 
 TEST_P(OpensslInteropTest, SClientHandshakesAndGetsEcho) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
@@ -141,9 +161,10 @@ TEST_P(OpensslInteropTest, SClientHandshakesAndGetsEcho) {
   ServerResult result;
   std::thread server(serve_one, listen_fd, *ctx, &result);
   const std::string cmd =
-      "printf 'ping-herald\\n' | timeout 30 openssl s_client -connect 127.0.0.1:" +
-      std::to_string(port) + " -servername localhost -CAfile " + ca +
-      " -verify_return_error -alpn herald/1 -ign_eof " + GetParam() + " 2>&1";
+      std::string(GetParam().input) +
+      " | timeout 30 openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+      " -servername localhost -CAfile " + ca + " -verify_return_error -alpn herald/1 " +
+      GetParam().args + " 2>&1";
   std::string output;
   if (FILE* p = ::popen(cmd.c_str(), "r"); p != nullptr) {
     char buf[4096];
@@ -157,16 +178,38 @@ TEST_P(OpensslInteropTest, SClientHandshakesAndGetsEcho) {
   EXPECT_TRUE(result.handshake_done) << result.error << "\n" << output;
   EXPECT_TRUE(result.echoed) << result.error << "\n" << output;
   EXPECT_EQ(result.alpn, "herald/1");
-  EXPECT_EQ(result.version, std::string(GetParam()) == "-tls1_2" ? TLS1_2_VERSION : TLS1_3_VERSION);
+  EXPECT_EQ(result.version, GetParam().tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  EXPECT_EQ(result.compact, !GetParam().tls12);
+  if (*GetParam().cipher != 0) {
+    EXPECT_EQ(result.cipher, GetParam().cipher);
+  }
+  EXPECT_EQ(result.key_updates_received, GetParam().key_updates_received) << output;
+  EXPECT_EQ(result.key_updates_sent, GetParam().key_updates_sent) << output;
   EXPECT_NE(output.find("echo:ping-herald"), std::string::npos) << output;
   EXPECT_NE(output.find("Verify return code: 0 (ok)"), std::string::npos) << output;
   EXPECT_NE(output.find("ALPN protocol: herald/1"), std::string::npos) << output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Versions, OpensslInteropTest, ::testing::Values("-tls1_3", "-tls1_2"),
-                         [](const ::testing::TestParamInfo<const char*>& param_info) {
-                           return std::string(param_info.param).substr(1);
-                         });
+// s_client reads commands ('K', 'k') only without -ign_eof; stdin then stays open with sleeps
+// so it does not quit before the echo arrives.
+constexpr char kPing[] = "printf 'ping-herald\\n'";
+constexpr char kKeyUpdates[] =
+    "(printf 'K\\n'; sleep 1; printf 'k\\n'; sleep 1; printf 'K\\n'; sleep 1; "
+    "printf 'ping-herald\\n'; sleep 2)";
+INSTANTIATE_TEST_SUITE_P(
+    Versions, OpensslInteropTest,
+    ::testing::Values(Run{"tls1_3", "-ign_eof -tls1_3", kPing, false, "", 0, 0},
+                      Run{"tls1_2", "-ign_eof -tls1_2", kPing, true, "", 0, 0},
+                      Run{"aes128", "-ign_eof -tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256", kPing,
+                          false, "TLS_AES_128_GCM_SHA256", 0, 0},
+                      Run{"aes256", "-ign_eof -tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384", kPing,
+                          false, "TLS_AES_256_GCM_SHA384", 0, 0},
+                      Run{"chacha20", "-ign_eof -tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256",
+                          kPing, false, "TLS_CHACHA20_POLY1305_SHA256", 0, 0},
+                      Run{"key_updates", "-tls1_3", kKeyUpdates, false, "", 3, 2}),
+    [](const ::testing::TestParamInfo<Run>& param_info) {
+      return std::string(param_info.param.name);
+    });
 
 }  // namespace
 }  // namespace herald::tls

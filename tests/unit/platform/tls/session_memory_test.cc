@@ -36,13 +36,15 @@ struct Measured {
 
 // Opens `n` server sessions (each against a client that is then destroyed) and returns the
 // heap growth per session that stays behind.
-Measured measure(KeyType key_type, TlsVersion version, bool with_traffic, size_t n) {
+Measured measure(KeyType key_type, TlsVersion version, bool with_traffic, size_t n,
+                 bool compact = true, bool park = false) {
   TempDir dir;
   const PemCertificate pem = make_pem(key_type);
   auto server_key = load(pem);
   ServerOptions sopt;
   sopt.min_version = TlsVersion::kTls12;
   sopt.alpn_protocols = {"herald/1"};
+  sopt.compact_after_handshake = compact;
   auto sctx = ServerContext::create(sopt, server_key);
   ClientOptions copt;
   copt.pin = true;
@@ -69,6 +71,8 @@ Measured measure(KeyType key_type, TlsVersion version, bool with_traffic, size_t
       wire.pump();
     }
     EXPECT_TRUE((*s)->pending_ciphertext().empty());
+    EXPECT_EQ((*s)->compact(), compact && version == TlsVersion::kTls13);
+    if (park) (*s)->park();
     s_out->push_back(std::move(*s));
     clients.push_back(std::move(*c));
   };
@@ -115,15 +119,25 @@ TEST(TlsSessionMemory, IdleEstablishedSessionIsSmall) {
     KeyType key;
     TlsVersion version;
     bool traffic;
+    bool compact;
+    bool park;
   };
   const Case cases[] = {
-      {"tls13_p256_idle", KeyType::kEcdsaP256, TlsVersion::kTls13, false},
-      {"tls13_p256_after_traffic", KeyType::kEcdsaP256, TlsVersion::kTls13, true},
-      {"tls13_ed25519_after_traffic", KeyType::kEd25519, TlsVersion::kTls13, true},
-      {"tls12_p256_after_traffic", KeyType::kEcdsaP256, TlsVersion::kTls12, true},
+      {"tls13_p256_idle_ssl", KeyType::kEcdsaP256, TlsVersion::kTls13, false, false, false},
+      {"tls13_p256_idle", KeyType::kEcdsaP256, TlsVersion::kTls13, false, true, false},
+      {"tls13_p256_after_traffic_ssl", KeyType::kEcdsaP256, TlsVersion::kTls13, true, false, false},
+      {"tls13_p256_after_traffic", KeyType::kEcdsaP256, TlsVersion::kTls13, true, true, false},
+      {"tls13_p256_after_traffic_parked", KeyType::kEcdsaP256, TlsVersion::kTls13, true, true,
+       true},
+      {"tls13_ed25519_after_traffic", KeyType::kEd25519, TlsVersion::kTls13, true, true, false},
+      {"tls12_p256_after_traffic", KeyType::kEcdsaP256, TlsVersion::kTls12, true, true, false},
   };
+  double after_traffic[3] = {};  // ssl, compact, parked
   for (const Case& c : cases) {
-    const Measured m = measure(c.key, c.version, c.traffic, kSessions);
+    const Measured m = measure(c.key, c.version, c.traffic, kSessions, c.compact, c.park);
+    if (c.key == KeyType::kEcdsaP256 && c.version == TlsVersion::kTls13 && c.traffic) {
+      after_traffic[c.park ? 2 : c.compact ? 1 : 0] = m.bytes_per_session;
+    }
     std::printf("tls_session_memory %-28s established=%.0f B/session mid_handshake=%.0f B\n",
                 c.name, m.bytes_per_session, m.bytes_per_session_mid_handshake);
     ::testing::Test::RecordProperty(std::string(c.name) + "_bytes_per_session",
@@ -134,6 +148,9 @@ TEST(TlsSessionMemory, IdleEstablishedSessionIsSmall) {
     EXPECT_LT(m.bytes_per_session, 8 * 1024.0) << c.name;
     EXPECT_GT(m.bytes_per_session_mid_handshake, m.bytes_per_session) << c.name;
   }
+  // Compact mode frees the SSL (~3.4 KB) for two AEAD contexts; parking drops those too.
+  EXPECT_LT(after_traffic[1], after_traffic[0]);
+  EXPECT_LT(after_traffic[2], after_traffic[1]);
 }
 
 }  // namespace

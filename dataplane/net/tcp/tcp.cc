@@ -1,0 +1,1482 @@
+// The TCP engine (see tcp.h): connection blocks, demux, RFC 9293 3.10 segment arrival,
+// output, timers, congestion control and event delivery.
+#include "dataplane/net/tcp/tcp.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "platform/assert/assert.h"
+
+namespace herald::net::tcp {
+namespace {
+
+constexpr uint32_t kDefaultPeerMss = 536;  // RFC 9293 3.7.1 when the SYN has no MSS option
+constexpr uint32_t kTimestampOptionBytes = 12;
+
+uint64_t rotl(uint64_t x, int b) {
+  return (x << b) | (x >> (64 - b));
+}
+
+// SipHash-2-4 (Aumasson & Bernstein): the keyed PRF RFC 6528 asks for. Small inputs only.
+uint64_t siphash(const uint64_t key[2], const uint8_t* data, size_t len) {
+  uint64_t v0 = 0x736f6d6570736575ULL ^ key[0], v1 = 0x646f72616e646f6dULL ^ key[1];
+  uint64_t v2 = 0x6c7967656e657261ULL ^ key[0], v3 = 0x7465646279746573ULL ^ key[1];
+  auto round = [&] {
+    v0 += v1, v1 = rotl(v1, 13), v1 ^= v0, v0 = rotl(v0, 32);
+    v2 += v3, v3 = rotl(v3, 16), v3 ^= v2;
+    v0 += v3, v3 = rotl(v3, 21), v3 ^= v0;
+    v2 += v1, v1 = rotl(v1, 17), v1 ^= v2, v2 = rotl(v2, 32);
+  };
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t m;
+    std::memcpy(&m, data + i, 8);
+    v3 ^= m, round(), round(), v0 ^= m;
+  }
+  uint64_t b = uint64_t{len & 0xff} << 56;
+  for (size_t j = 0; i + j < len; ++j) b |= uint64_t{data[i + j]} << (8 * j);
+  v3 ^= b, round(), round(), v0 ^= b;
+  v2 ^= 0xff;
+  round(), round(), round(), round();
+  return v0 ^ v1 ^ v2 ^ v3;
+}
+
+}  // namespace
+
+const char* tcp_state_name(TcpState state) {
+  switch (state) {
+#define HERALD_TCP_STATE_CASE(name, text) \
+  case TcpState::name: return text;
+    HERALD_TCP_STATES(HERALD_TCP_STATE_CASE)
+#undef HERALD_TCP_STATE_CASE
+  }
+  return "?";
+}
+
+const char* tcp_close_reason_name(TcpCloseReason reason) {
+  switch (reason) {
+#define HERALD_TCP_CLOSE_CASE(name, text, doc) \
+  case TcpCloseReason::name: return text;
+    HERALD_TCP_CLOSE_REASONS(HERALD_TCP_CLOSE_CASE)
+#undef HERALD_TCP_CLOSE_CASE
+    case TcpCloseReason::kCount: break;
+  }
+  return "?";
+}
+
+dataplane::CloseReason to_transport_reason(TcpCloseReason reason) {
+  using dataplane::CloseReason;
+  switch (reason) {
+    case TcpCloseReason::kNormal: return CloseReason::kPeerClosed;
+    case TcpCloseReason::kPeerReset: return CloseReason::kPeerReset;
+    case TcpCloseReason::kLocalAbort: return CloseReason::kLocalClose;
+    case TcpCloseReason::kSendQueueFull: return CloseReason::kSendQueueFull;
+    case TcpCloseReason::kShutdown: return CloseReason::kShutdown;
+    default: return CloseReason::kIoError;
+  }
+}
+
+const char* TcpStats::name(Index i) {
+  static const char* const kNames[] = {
+#define HERALD_TCP_STAT_NAME(name, doc) #name,
+      HERALD_TCP_STATS(HERALD_TCP_STAT_NAME)
+#undef HERALD_TCP_STAT_NAME
+  };
+  return i < kCount ? kNames[i] : "?";
+}
+
+const char* TcpStats::doc(Index i) {
+  static const char* const kDocs[] = {
+#define HERALD_TCP_STAT_DOC(name, doc) doc,
+      HERALD_TCP_STATS(HERALD_TCP_STAT_DOC)
+#undef HERALD_TCP_STAT_DOC
+  };
+  return i < kCount ? kDocs[i] : "?";
+}
+
+struct TcpEngine::Listener {
+  IpAddr addr;
+  bool any = false;
+  uint16_t port = 0;
+  uint32_t syn_count = 0;
+  bool accepting = true;
+  std::vector<ConnectionId> backlog;  // established, waiting for set_accepting(true)
+};
+
+struct TcpEngine::Connection {
+  TcpEngine* engine = nullptr;
+  uint32_t slot = 0;
+  uint32_t generation = 0;
+  ConnectionId id = kNoConnection;
+  bool live = false;
+  FourTuple tuple;
+  TcpState state = TcpState::kClosed;
+  Listener* listener = nullptr;  // passive opens: until accepted
+  bool passive = false;
+  bool in_syn_queue = false;
+  bool in_backlog = false;
+  bool app_open = false;  // the application holds `id`
+  bool reading = true;
+  timer::TimerId timer = timer::kInvalidTimerId;
+
+  // Send side (RFC 9293 3.3.1), snd_max the highest sequence number sent (after go-back-N
+  // snd_nxt falls behind it).
+  uint32_t iss = 0, snd_una = 0, snd_nxt = 0, snd_max = 0, snd_wnd = 0, snd_wl1 = 0, snd_wl2 = 0;
+  uint32_t max_snd_wnd = 0;
+  uint8_t snd_wscale = 0, rcv_wscale = 0;
+  uint32_t peer_mss = kDefaultPeerMss;
+  uint32_t eff_mss = kDefaultPeerMss;
+  bool ts_ok = false;
+  uint32_t ts_recent = 0;
+  uint32_t ts_offset = 0;
+  uint32_t last_ack_sent = 0;
+  // Send buffer: a ring holding [sbuf_seq, sbuf_seq + sbuf_len), unacked then unsent.
+  std::vector<uint8_t> sbuf;
+  uint32_t sbuf_head = 0, sbuf_len = 0, sbuf_seq = 0;
+  bool fin_queued = false;
+  uint32_t fin_seq = 0;
+  bool above_low_water = false;
+
+  // Congestion control (RFC 5681, 6582).
+  uint32_t cwnd = 0, ssthresh = UINT32_MAX, recover = 0, dupacks = 0;
+  bool in_recovery = false;
+
+  // RTT (RFC 6298), microseconds.
+  bool rtt_valid = false;
+  uint64_t srtt_us = 0, rttvar_us = 0, rto_ms = 0;
+  uint32_t backoff = 0;
+  bool timing = false;
+  uint32_t timed_seq = 0;
+  uint32_t timed_at_ms = 0;
+  uint32_t retransmits = 0;
+
+  // Timers: one wheel timer per connection, armed for the earliest of these (0 = off).
+  uint64_t rto_at_ns = 0, delack_at_ns = 0, keepalive_at_ns = 0, timewait_at_ns = 0;
+  bool persist = false;
+  uint32_t keepalive_sent = 0;
+
+  // Receive side: a ring of in-order undelivered bytes followed by room for out-of-order data
+  // within the window, written in place; `ooo` lists the held [start, end) ranges in order.
+  uint32_t irs = 0, rcv_nxt = 0;
+  std::vector<uint8_t> rbuf;
+  uint32_t rbuf_head = 0, rbuf_ready = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> ooo;
+  bool fin_pending = false;  // FIN seen out of order at fin_pending_seq
+  uint32_t fin_pending_seq = 0;
+  bool fin_received = false, fin_delivered = false;
+  uint32_t unacked_segments = 0;
+  uint32_t last_adv_wnd = 0;
+  bool ack_now = false;
+  bool readable_queued = false;
+
+  bool fin_sent() const { return fin_queued && seq_gt(snd_max, fin_seq); }
+  bool fin_acked() const { return fin_queued && seq_gt(snd_una, fin_seq); }
+  uint32_t rcv_wnd() const {
+    return rbuf.empty() ? 0 : static_cast<uint32_t>(rbuf.size()) - rbuf_ready;
+  }
+};
+
+struct TcpEngine::Event {
+  enum Kind : uint8_t { kAccepted, kConnected, kReadable, kWritable, kClosed };
+  uint8_t kind;
+  TcpCloseReason reason;
+  ConnectionId id;
+};
+
+TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWheel& wheel,
+                     TcpOutput& output, TcpEvents& events)
+    : config_(config),
+      clock_(clock),
+      wheel_(wheel),
+      output_(output),
+      events_(events),
+      next_ephemeral_(config.ephemeral_port_min) {
+  HERALD_CHECK(config_.mss >= 64, "tcp: mss below 64");
+  HERALD_CHECK(config_.window_scale <= 14, "tcp: window_scale above 14");
+  HERALD_CHECK(config_.recv_buffer_bytes >= config_.mss, "tcp: recv buffer below one mss");
+  HERALD_CHECK(config_.send_buffer_bytes >= 1, "tcp: empty send buffer");
+  HERALD_CHECK(config_.reassembly_intervals >= 1, "tcp: no reassembly intervals");
+  HERALD_CHECK(
+      config_.ephemeral_port_min > 0 && config_.ephemeral_port_min <= config_.ephemeral_port_max,
+      "tcp: bad ephemeral port range");
+  if (!config_.window_scaling) config_.window_scale = 0;
+  // 64 KiB windows without scaling: the receive ring cannot be advertised beyond that.
+  if (!config_.window_scaling) {
+    config_.recv_buffer_bytes = std::min<uint32_t>(config_.recv_buffer_bytes, 65535);
+  }
+  scratch_.resize(kTcpMaxHeaderBytes + 65536);
+  table_.reserve(std::min<uint32_t>(config_.max_connections, 1u << 16));
+}
+
+TcpEngine::~TcpEngine() {
+  for (auto& c : slots_) {
+    if (c->timer != timer::kInvalidTimerId) wheel_.release(c->timer);
+  }
+}
+
+uint32_t TcpEngine::now_ms() const {
+  return static_cast<uint32_t>(clock_.now_ns() / 1'000'000);
+}
+
+uint32_t TcpEngine::make_isn(const FourTuple& t) const {
+  uint8_t buf[36];
+  std::memcpy(buf, t.local.bytes, 16);
+  std::memcpy(buf + 16, t.remote.bytes, 16);
+  std::memcpy(buf + 32, &t.local_port, 2);
+  std::memcpy(buf + 34, &t.remote_port, 2);
+  // RFC 6528: ISN = M + F(4-tuple, secret), M a 4-microsecond timer.
+  return static_cast<uint32_t>(clock_.now_ns() / 4000) +
+         static_cast<uint32_t>(siphash(config_.isn_key, buf, sizeof(buf)));
+}
+
+// ---------------------------------------------------------------- connection blocks
+
+TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
+  uint32_t slot = static_cast<uint32_t>(id & 0xffffffffu);
+  if (slot == 0 || slot > slots_.size()) return nullptr;
+  Connection* c = slots_[slot - 1].get();
+  return c->live && c->id == id ? c : nullptr;
+}
+
+TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
+  if (live_count_ >= config_.max_connections) {
+    ++stats_[TcpStats::drop_connection_limit];
+    return nullptr;
+  }
+  Connection* c;
+  if (!free_slots_.empty()) {
+    c = slots_[free_slots_.back()].get();
+    free_slots_.pop_back();
+  } else {
+    slots_.push_back(std::make_unique<Connection>());
+    c = slots_.back().get();
+    c->slot = static_cast<uint32_t>(slots_.size() - 1);
+  }
+  if (c->timer == timer::kInvalidTimerId) {
+    c->timer = wheel_.alloc(&TcpEngine::on_timer, reinterpret_cast<uint64_t>(c));
+    if (c->timer == timer::kInvalidTimerId) {
+      ++stats_[TcpStats::timer_alloc_failed];
+      free_slots_.push_back(c->slot);
+      return nullptr;
+    }
+  }
+  // Reset every field but the reusable parts (slot, timer, buffers' capacity).
+  std::vector<uint8_t> sbuf = std::move(c->sbuf), rbuf = std::move(c->rbuf);
+  std::vector<std::pair<uint32_t, uint32_t>> ooo = std::move(c->ooo);
+  uint32_t slot = c->slot, generation = c->generation + 1;
+  timer::TimerId timer = c->timer;
+  *c = Connection{};
+  c->sbuf = std::move(sbuf);
+  c->rbuf = std::move(rbuf);
+  c->ooo = std::move(ooo);
+  c->ooo.clear();
+  c->ooo.reserve(config_.reassembly_intervals);
+  c->slot = slot;
+  c->generation = generation;
+  c->timer = timer;
+  c->engine = this;
+  c->id = (uint64_t{generation} << 32) | (slot + 1);
+  c->live = true;
+  c->tuple = tuple;
+  c->rto_ms = config_.initial_rto_ms;
+  ++live_count_;
+  table_.emplace(tuple, slot);
+  return c;
+}
+
+void TcpEngine::free_connection(Connection* c) {
+  wheel_.cancel(c->timer);
+  table_.erase(c->tuple);
+  if (c->in_syn_queue && c->listener != nullptr) --c->listener->syn_count;
+  if (c->in_backlog && c->listener != nullptr) {
+    auto& b = c->listener->backlog;
+    b.erase(std::remove(b.begin(), b.end(), c->id), b.end());
+  }
+  c->live = false;
+  c->state = TcpState::kClosed;
+  --live_count_;
+  free_slots_.push_back(c->slot);
+}
+
+void TcpEngine::maybe_free(Connection* c) {
+  if (c->live && c->state == TcpState::kClosed && !c->app_open) free_connection(c);
+}
+
+static void ensure_buffers(const TcpConfig& config, std::vector<uint8_t>* sbuf,
+                           std::vector<uint8_t>* rbuf) {
+  if (sbuf->size() != config.send_buffer_bytes) sbuf->resize(config.send_buffer_bytes);
+  if (rbuf->size() != config.recv_buffer_bytes) rbuf->resize(config.recv_buffer_bytes);
+}
+
+// ---------------------------------------------------------------- application calls
+
+bool TcpEngine::listen(const IpAddr& addr, uint16_t port) {
+  for (auto& l : listeners_) {
+    if (l->port == port) return false;
+  }
+  auto l = std::make_unique<Listener>();
+  l->addr = addr;
+  l->any = std::all_of(addr.bytes, addr.bytes + 16, [](uint8_t b) { return b == 0; });
+  l->port = port;
+  listeners_.push_back(std::move(l));
+  return true;
+}
+
+void TcpEngine::set_accepting(uint16_t port, bool accepting) {
+  for (auto& l : listeners_) {
+    if (l->port != port) continue;
+    l->accepting = accepting;
+    if (!accepting) return;
+    std::vector<ConnectionId> backlog = std::move(l->backlog);
+    l->backlog.clear();
+    for (ConnectionId id : backlog) {
+      Connection* c = find(id);
+      if (c == nullptr) continue;
+      c->in_backlog = false;
+      c->listener = nullptr;
+      c->app_open = true;
+      push_event(Event::kAccepted, c);
+      if (c->rbuf_ready > 0) push_event(Event::kReadable, c);
+    }
+  }
+}
+
+ConnectionId TcpEngine::connect(const IpAddr& local, uint16_t local_port, const IpAddr& remote,
+                                uint16_t remote_port) {
+  FourTuple t{local, remote, local_port, remote_port};
+  if (local_port == 0) {
+    const uint32_t range = config_.ephemeral_port_max - config_.ephemeral_port_min + 1u;
+    bool found = false;
+    for (uint32_t i = 0; i < range && !found; ++i) {
+      t.local_port = next_ephemeral_;
+      next_ephemeral_ = next_ephemeral_ >= config_.ephemeral_port_max
+                            ? config_.ephemeral_port_min
+                            : static_cast<uint16_t>(next_ephemeral_ + 1);
+      found = table_.find(t) == table_.end();
+    }
+    if (!found) return kNoConnection;
+  } else if (table_.find(t) != table_.end()) {
+    return kNoConnection;
+  }
+  Connection* c = new_connection(t);
+  if (c == nullptr) return kNoConnection;
+  ++stats_[TcpStats::active_opens];
+  ensure_buffers(config_, &c->sbuf, &c->rbuf);
+  c->iss = make_isn(t);
+  c->ts_offset = static_cast<uint32_t>(c->iss * 2654435761u);
+  c->snd_una = c->snd_nxt = c->snd_max = c->iss;
+  c->sbuf_seq = c->iss + 1;
+  c->state = TcpState::kSynSent;
+  c->app_open = true;
+  send_syn(c);
+  start_rto(c);
+  arm_timer(c);
+  return c->id;
+}
+
+uint32_t TcpEngine::send_space(ConnectionId id) const {
+  Connection* c = find(id);
+  if (c == nullptr || !c->app_open || c->fin_queued) return 0;
+  return static_cast<uint32_t>(c->sbuf.size()) - c->sbuf_len;
+}
+
+uint32_t TcpEngine::queued_bytes(ConnectionId id) const {
+  Connection* c = find(id);
+  return c == nullptr ? 0 : c->sbuf_len;
+}
+
+SendResult TcpEngine::send(ConnectionId id, std::span<const uint8_t> bytes) {
+  Connection* c = find(id);
+  if (c == nullptr || !c->app_open || c->fin_queued) return SendResult::kClosed;
+  const uint32_t cap = static_cast<uint32_t>(c->sbuf.size());
+  if (bytes.size() > cap - c->sbuf_len) {
+    ++stats_[TcpStats::send_queue_full];
+    abort(c, TcpCloseReason::kSendQueueFull, true);
+    return SendResult::kQueueFull;
+  }
+  size_t n = bytes.size();
+  uint32_t tail = (c->sbuf_head + c->sbuf_len) % cap;
+  size_t first = std::min<size_t>(n, cap - tail);
+  std::memcpy(c->sbuf.data() + tail, bytes.data(), first);
+  if (n > first) std::memcpy(c->sbuf.data(), bytes.data() + first, n - first);
+  c->sbuf_len += static_cast<uint32_t>(n);
+  if (c->sbuf_len > config_.send_low_water_bytes) c->above_low_water = true;
+  transmit(c);
+  arm_timer(c);
+  return SendResult::kOk;
+}
+
+void TcpEngine::close(ConnectionId id, CloseMode mode) {
+  Connection* c = find(id);
+  if (c == nullptr || !c->app_open) return;
+  if (mode == CloseMode::kAbort) {
+    abort(c, TcpCloseReason::kLocalAbort, true);
+    return;
+  }
+  if (c->fin_queued) return;
+  switch (c->state) {
+    // Not yet established: the FIN waits for the handshake (what was sent is still owed),
+    // rather than RFC 9293's "delete the TCB" which would drop queued data.
+    case TcpState::kSynSent:
+    case TcpState::kSynReceived:
+    case TcpState::kEstablished:
+    case TcpState::kCloseWait:
+      c->fin_queued = true;
+      c->fin_seq = c->sbuf_seq + c->sbuf_len;
+      if (c->state == TcpState::kEstablished) c->state = TcpState::kFinWait1;
+      if (c->state == TcpState::kCloseWait) c->state = TcpState::kLastAck;
+      transmit(c);
+      arm_timer(c);
+      return;
+    default: return;
+  }
+}
+
+void TcpEngine::set_reading(ConnectionId id, bool reading) {
+  Connection* c = find(id);
+  if (c == nullptr || !c->app_open) return;
+  c->reading = reading;
+  if (reading && (c->rbuf_ready > 0 || (c->fin_received && !c->fin_delivered))) {
+    push_event(Event::kReadable, c);
+  }
+}
+
+bool TcpEngine::info(ConnectionId id, ConnectionInfo* out) const {
+  Connection* c = find(id);
+  if (c == nullptr) return false;
+  out->state = c->state;
+  out->snd_una = c->snd_una;
+  out->snd_nxt = c->snd_nxt;
+  out->snd_wnd = c->snd_wnd;
+  out->rcv_nxt = c->rcv_nxt;
+  out->rcv_wnd = c->rcv_wnd();
+  out->cwnd = c->cwnd;
+  out->ssthresh = c->ssthresh;
+  out->mss = c->eff_mss;
+  out->snd_wscale = c->snd_wscale;
+  out->rcv_wscale = c->rcv_wscale;
+  out->timestamps = c->ts_ok;
+  out->rto_ms = c->rto_ms;
+  out->retransmits = c->retransmits;
+  out->in_recovery = c->in_recovery;
+  return true;
+}
+
+void TcpEngine::stop() {
+  for (auto& l : listeners_) l->backlog.clear();
+  listeners_.clear();
+  for (auto& slot : slots_) {
+    Connection* c = slot.get();
+    if (!c->live) continue;
+    c->listener = nullptr;
+    c->in_backlog = c->in_syn_queue = false;
+    abort(c, TcpCloseReason::kShutdown, c->state != TcpState::kTimeWait);
+  }
+  poll();
+}
+
+// ---------------------------------------------------------------- events
+
+void TcpEngine::push_event(uint8_t kind, Connection* c, TcpCloseReason reason) {
+  if (kind == Event::kReadable) {
+    if (c->readable_queued) return;
+    c->readable_queued = true;
+  }
+  events_queue_.push_back(Event{kind, reason, c->id});
+}
+
+void TcpEngine::poll() {
+  if (dispatching_) return;
+  dispatching_ = true;
+  while (events_head_ < events_queue_.size()) {
+    Event e = events_queue_[events_head_++];
+    if (e.kind == Event::kClosed) {
+      events_.on_closed(e.id, e.reason);
+      continue;
+    }
+    Connection* c = find(e.id);
+    if (c == nullptr || !c->app_open) continue;
+    switch (e.kind) {
+      case Event::kAccepted: events_.on_accepted(e.id, c->tuple); break;
+      case Event::kConnected: events_.on_connected(e.id); break;
+      case Event::kWritable: events_.on_writable(e.id); break;
+      case Event::kReadable:
+        c->readable_queued = false;
+        deliver_readable(c);
+        break;
+    }
+  }
+  events_queue_.clear();
+  events_head_ = 0;
+  dispatching_ = false;
+}
+
+void TcpEngine::deliver_readable(Connection* c) {
+  const ConnectionId id = c->id;
+  const uint32_t cap = static_cast<uint32_t>(c->rbuf.size());
+  bool delivered = false;
+  while (c->reading && c->rbuf_ready > 0) {
+    uint32_t n = std::min(c->rbuf_ready, cap - c->rbuf_head);
+    std::span<const uint8_t> bytes(c->rbuf.data() + c->rbuf_head, n);
+    // Consumed before the call: a handler that closes or resets leaves a consistent block.
+    c->rbuf_head = (c->rbuf_head + n) % cap;
+    c->rbuf_ready -= n;
+    delivered = true;
+    events_.on_data(id, bytes);
+    if (find(id) != c || !c->app_open) return;
+  }
+  if (c->reading && c->rbuf_ready == 0 && c->fin_received && !c->fin_delivered) {
+    c->fin_delivered = true;
+    events_.on_peer_closed(id);
+    if (find(id) != c || !c->app_open) return;
+    finish_normally(c);
+    return;
+  }
+  // Window update (RFC 9293 3.8.6.2.2): tell the peer once the window grew by enough to matter,
+  // so a sender stopped on a zero or small window resumes without waiting for its persist timer.
+  if (delivered && (c->state == TcpState::kEstablished || c->state == TcpState::kFinWait1 ||
+                    c->state == TcpState::kFinWait2)) {
+    uint32_t wnd = (c->rcv_wnd() >> c->rcv_wscale) << c->rcv_wscale;
+    uint32_t threshold = std::min<uint32_t>(2 * c->eff_mss, cap / 2);
+    if (wnd >= c->last_adv_wnd + threshold || (c->last_adv_wnd < c->eff_mss && wnd >= c->eff_mss)) {
+      ++stats_[TcpStats::window_updates];
+      send_ack(c);
+      arm_timer(c);
+    }
+  }
+}
+
+// The application's side of a normal end: both FINs done and the peer's delivered.
+void TcpEngine::finish_normally(Connection* c) {
+  if (!c->app_open || !c->fin_delivered) return;
+  if (c->state != TcpState::kTimeWait && c->state != TcpState::kClosed) return;
+  c->app_open = false;
+  push_event(Event::kClosed, c, TcpCloseReason::kNormal);
+  maybe_free(c);
+}
+
+void TcpEngine::abort(Connection* c, TcpCloseReason reason, bool send_rst) {
+  const bool synced = c->state != TcpState::kSynSent && c->state != TcpState::kClosed &&
+                      c->state != TcpState::kListen;
+  if (send_rst && synced) {
+    SegmentSpec s;
+    s.src_port = c->tuple.local_port;
+    s.dst_port = c->tuple.remote_port;
+    s.seq = c->snd_nxt;
+    s.ack = c->rcv_nxt;
+    s.flags = kRst | kAck;
+    ++stats_[TcpStats::reset_sent];
+    emit(c->tuple.local, c->tuple.remote, s, {});
+  }
+  c->state = TcpState::kClosed;
+  if (c->app_open) {
+    c->app_open = false;
+    push_event(Event::kClosed, c, reason);
+  }
+  free_connection(c);
+}
+
+// ---------------------------------------------------------------- input
+
+void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint8_t> bytes,
+                      bool checksum_verified) {
+  ++stats_[TcpStats::segments_in];
+  Segment seg;
+  switch (parse_segment(src, dst, bytes, checksum_verified, &seg)) {
+    case ParseError::kNone: break;
+    case ParseError::kTooShort: ++stats_[TcpStats::drop_too_short]; return;
+    case ParseError::kBadDataOffset: ++stats_[TcpStats::drop_bad_data_offset]; return;
+    case ParseError::kBadFlags: ++stats_[TcpStats::drop_bad_flags]; return;
+    case ParseError::kBadOptions: ++stats_[TcpStats::drop_bad_options]; return;
+    case ParseError::kBadChecksum: ++stats_[TcpStats::drop_bad_checksum]; return;
+    case ParseError::kBadPort: ++stats_[TcpStats::drop_bad_port]; return;
+  }
+  if (src.family != dst.family || src == dst) {
+    ++stats_[TcpStats::drop_bad_address];
+    return;
+  }
+  FourTuple t{dst, src, seg.dst_port, seg.src_port};
+  auto it = table_.find(t);
+  if (it != table_.end()) {
+    Connection* c = slots_[it->second].get();
+    if (c->state == TcpState::kSynSent) {
+      syn_sent_input(c, seg);
+    } else {
+      synced_input(c, seg);
+    }
+    if (c->live && c->tuple == t) arm_timer(c);
+  } else {
+    Listener* l = nullptr;
+    for (auto& cand : listeners_) {
+      if (cand->port == seg.dst_port &&
+          (cand->any ? cand->addr.family == dst.family : cand->addr == dst)) {
+        l = cand.get();
+        break;
+      }
+    }
+    if (l != nullptr) {
+      listen_input(l, t, seg);
+    } else if (seg.has(kRst)) {
+      ++stats_[TcpStats::drop_rst_no_connection];
+    } else {
+      ++stats_[TcpStats::rst_closed_port];
+      send_reset_for(dst, src, seg);
+    }
+  }
+  poll();
+}
+
+static void negotiate(const TcpConfig& config, const Segment& seg, TcpEngine::Connection* c);
+
+void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment& seg) {
+  if (seg.has(kRst)) {
+    ++stats_[TcpStats::drop_rst_no_connection];
+    return;
+  }
+  if (seg.has(kAck)) {
+    ++stats_[TcpStats::rst_listen_ack];
+    send_reset_for(tuple.local, tuple.remote, seg);
+    return;
+  }
+  if (!seg.has(kSyn)) {
+    ++stats_[TcpStats::drop_listen_non_syn];
+    return;
+  }
+  if (l->syn_count >= config_.syn_queue) {
+    ++stats_[TcpStats::drop_syn_queue_full];
+    return;
+  }
+  if (l->backlog.size() >= config_.accept_backlog) {
+    ++stats_[TcpStats::drop_accept_backlog_full];
+    return;
+  }
+  Connection* c = new_connection(tuple);
+  if (c == nullptr) return;
+  ++stats_[TcpStats::passive_opens];
+  c->passive = true;
+  c->listener = l;
+  c->in_syn_queue = true;
+  ++l->syn_count;
+  c->irs = seg.seq;
+  c->rcv_nxt = seg.seq + 1;
+  c->iss = make_isn(tuple);
+  c->ts_offset = static_cast<uint32_t>(c->iss * 2654435761u);
+  c->snd_una = c->snd_nxt = c->snd_max = c->iss;
+  c->sbuf_seq = c->iss + 1;
+  negotiate(config_, seg, c);
+  c->snd_wnd = seg.window;  // never scaled in a SYN (RFC 7323 2.2)
+  c->snd_wl1 = seg.seq;
+  if (!seg.payload.empty()) ++stats_[TcpStats::drop_syn_data];
+  c->state = TcpState::kSynReceived;
+  send_syn(c);
+  start_rto(c);
+  arm_timer(c);
+}
+
+static void negotiate(const TcpConfig& config, const Segment& seg, TcpEngine::Connection* c) {
+  c->peer_mss = seg.options.has_mss ? std::max<uint32_t>(seg.options.mss, 64) : kDefaultPeerMss;
+  if (config.window_scaling && seg.options.has_wscale) {
+    c->snd_wscale = seg.options.wscale;
+    c->rcv_wscale = config.window_scale;
+  } else {
+    c->snd_wscale = c->rcv_wscale = 0;
+  }
+  c->ts_ok = config.timestamps && seg.options.has_timestamps;
+  if (c->ts_ok) c->ts_recent = seg.options.ts_val;
+  c->eff_mss = std::min<uint32_t>(c->peer_mss, config.mss) - (c->ts_ok ? kTimestampOptionBytes : 0);
+  c->cwnd = config.initial_cwnd_segments * c->eff_mss;
+}
+
+void TcpEngine::syn_sent_input(Connection* c, const Segment& seg) {
+  bool ack_ok = false;
+  if (seg.has(kAck)) {
+    if (seq_le(seg.ack, c->iss) || seq_gt(seg.ack, c->snd_max)) {
+      ++stats_[TcpStats::drop_syn_sent_bad_ack];
+      if (!seg.has(kRst)) send_reset_for(c->tuple.local, c->tuple.remote, seg);
+      return;
+    }
+    ack_ok = true;
+  }
+  if (seg.has(kRst)) {
+    if (ack_ok) {
+      ++stats_[TcpStats::refused];
+      abort(c, TcpCloseReason::kRefused, false);
+    } else {
+      ++stats_[TcpStats::drop_rst_out_of_window];
+    }
+    return;
+  }
+  if (!seg.has(kSyn)) {
+    ++stats_[TcpStats::drop_syn_sent_no_syn];
+    return;
+  }
+  c->irs = seg.seq;
+  c->rcv_nxt = seg.seq + 1;
+  negotiate(config_, seg, c);
+  c->snd_wnd = seg.window;
+  c->snd_wl1 = seg.seq;
+  c->snd_wl2 = seg.ack;
+  if (!seg.payload.empty()) ++stats_[TcpStats::drop_syn_data];
+  if (ack_ok) {
+    c->snd_una = seg.ack;
+    if (c->ts_ok && seg.options.ts_ecr != 0 && c->retransmits == 0) {
+      update_rtt(c, now_ms() + c->ts_offset - seg.options.ts_ecr);
+    }
+    enter_established(c);
+    push_event(Event::kConnected, c);
+    c->ack_now = true;
+    transmit(c);
+    if (c->ack_now) send_ack(c);
+  } else {
+    // Simultaneous open (RFC 9293 3.5, figure 8): SYN-RECEIVED, answer SYN,ACK.
+    ++stats_[TcpStats::simultaneous_opens];
+    c->state = TcpState::kSynReceived;
+    send_syn(c);
+  }
+}
+
+void TcpEngine::enter_established(Connection* c) {
+  ++stats_[TcpStats::established];
+  ensure_buffers(config_, &c->sbuf, &c->rbuf);
+  c->state = c->fin_queued ? TcpState::kFinWait1 : TcpState::kEstablished;
+  c->retransmits = 0;
+  c->backoff = 0;
+  c->rto_at_ns = 0;
+  c->snd_nxt = seq_max(c->snd_nxt, c->snd_una);
+  c->max_snd_wnd = c->snd_wnd;
+  c->recover = c->iss;  // RFC 6582 3.2 step 1
+  if (config_.keepalive_idle_ms > 0) {
+    c->keepalive_at_ns = clock_.now_ns() + config_.keepalive_idle_ms * 1'000'000;
+  }
+}
+
+void TcpEngine::synced_input(Connection* c, const Segment& seg) {
+  const uint32_t seg_len = seg.seg_len();
+  const uint64_t now_ns = clock_.now_ns();
+
+  // RFC 7323 5.3: PAWS before the sequence check.
+  if (c->ts_ok && seg.options.has_timestamps && !seg.has(kRst) &&
+      seq_lt(seg.options.ts_val, c->ts_recent) && c->state != TcpState::kSynReceived) {
+    ++stats_[TcpStats::drop_paws];
+    send_ack(c);
+    return;
+  }
+
+  // Simultaneous open (RFC 9293 figure 8): the peer's SYN,ACK repeats its SYN (SEQ = IRS, left
+  // of the window); its ACK of our SYN completes the handshake here as a plain ACK would.
+  if (c->state == TcpState::kSynReceived && !c->passive && seg.has(kSyn) && seg.has(kAck) &&
+      !seg.has(kRst) && seg.seq == c->irs && seq_gt(seg.ack, c->snd_una) &&
+      seq_le(seg.ack, c->snd_max)) {
+    c->snd_wnd = seg.window;  // a SYN's window is never scaled
+    c->snd_wl1 = seg.seq;
+    c->snd_wl2 = seg.ack;
+    c->snd_una = seg.ack;
+    enter_established(c);
+    push_event(Event::kConnected, c);
+    c->ack_now = true;
+    transmit(c);
+    if (c->ack_now) send_ack(c);
+    return;
+  }
+
+  // Step 1: sequence number acceptable? (RFC 9293 3.10.7.4, the four cases.)
+  const uint32_t wnd = c->state == TcpState::kSynReceived && c->rbuf.empty()
+                           ? config_.recv_buffer_bytes
+                           : c->rcv_wnd();
+  bool acceptable;
+  if (seg_len == 0) {
+    acceptable = wnd == 0 ? seg.seq == c->rcv_nxt
+                          : seq_ge(seg.seq, c->rcv_nxt) && seq_lt(seg.seq, c->rcv_nxt + wnd);
+  } else {
+    const uint32_t last = seg.seq + seg_len - 1;
+    acceptable = wnd != 0 && ((seq_ge(seg.seq, c->rcv_nxt) && seq_lt(seg.seq, c->rcv_nxt + wnd)) ||
+                              (seq_ge(last, c->rcv_nxt) && seq_lt(last, c->rcv_nxt + wnd)));
+  }
+  if (!acceptable) {
+    if (seg.has(kRst)) {
+      ++stats_[TcpStats::drop_rst_out_of_window];
+      return;
+    }
+    if (c->state == TcpState::kSynReceived && seg.has(kSyn) && !seg.has(kAck) &&
+        seg.seq == c->irs) {
+      // The peer resent its SYN: our SYN-ACK was lost. Answer it again.
+      send_syn(c);
+      return;
+    }
+    ++stats_[TcpStats::drop_out_of_window];
+    if (c->state == TcpState::kTimeWait && seg.has(kFin)) {
+      c->timewait_at_ns = now_ns + 2 * config_.msl_ms * 1'000'000;  // restart 2*MSL
+    }
+    // A zero window still takes the peer's ACKs (RFC 9293 3.10.7.4: "special allowance").
+    if (wnd == 0 && seg.seq == c->rcv_nxt && seg.has(kAck) && !seg.has(kSyn) &&
+        c->state != TcpState::kSynReceived) {
+      if (!process_ack(c, seg)) return;
+      transmit(c);
+    }
+    send_ack(c);
+    return;
+  }
+
+  // RFC 7323 4.3: remember the peer's timestamp for echoing and PAWS.
+  if (c->ts_ok && seg.options.has_timestamps && seq_ge(seg.options.ts_val, c->ts_recent) &&
+      seq_le(seg.seq, c->last_ack_sent)) {
+    c->ts_recent = seg.options.ts_val;
+  }
+  c->keepalive_sent = 0;
+  if (config_.keepalive_idle_ms > 0 && c->keepalive_at_ns != 0) {
+    c->keepalive_at_ns = now_ns + config_.keepalive_idle_ms * 1'000'000;
+  }
+
+  // Step 2: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK).
+  if (seg.has(kRst)) {
+    if (seg.seq != c->rcv_nxt) {
+      ++stats_[TcpStats::challenge_acks];
+      send_ack(c);
+      return;
+    }
+    if (c->state == TcpState::kTimeWait) {
+      // RFC 1337: a RST must not cut TIME-WAIT short (a late duplicate could then be taken
+      // into a new incarnation; here, it would also turn a clean close into a reset).
+      ++stats_[TcpStats::rst_in_time_wait];
+      return;
+    }
+    ++stats_[TcpStats::rst_received];
+    if (c->state == TcpState::kSynReceived && c->passive) {
+      free_connection(c);  // back to LISTEN: the listener still stands
+      return;
+    }
+    abort(
+        c,
+        c->state == TcpState::kSynReceived ? TcpCloseReason::kRefused : TcpCloseReason::kPeerReset,
+        false);
+    return;
+  }
+
+  // Step 4: SYN in a synchronized state (RFC 5961 4: challenge ACK).
+  if (seg.has(kSyn)) {
+    if (c->state == TcpState::kSynReceived && c->passive) {
+      ++stats_[TcpStats::syn_in_syn_received];
+      free_connection(c);
+      return;
+    }
+    ++stats_[TcpStats::challenge_acks];
+    send_ack(c);
+    return;
+  }
+
+  // Step 5: ACK.
+  if (!seg.has(kAck)) {
+    ++stats_[TcpStats::drop_no_ack];
+    return;
+  }
+  if (c->state == TcpState::kSynReceived) {
+    if (!(seq_gt(seg.ack, c->snd_una) && seq_le(seg.ack, c->snd_max))) {
+      ++stats_[TcpStats::rst_bad_ack_syn_received];
+      send_reset_for(c->tuple.local, c->tuple.remote, seg);
+      return;
+    }
+    Listener* l = c->listener;
+    if (c->passive && l != nullptr && !l->accepting &&
+        l->backlog.size() >= config_.accept_backlog) {
+      ++stats_[TcpStats::drop_accept_backlog_full];  // stay half-open; SYN-ACK is resent
+      return;
+    }
+    c->snd_wnd = static_cast<uint32_t>(seg.window) << c->snd_wscale;
+    c->snd_wl1 = seg.seq;
+    c->snd_wl2 = seg.ack;
+    enter_established(c);
+    if (c->passive) {
+      c->in_syn_queue = false;
+      --l->syn_count;
+      if (l->accepting) {
+        c->listener = nullptr;
+        c->app_open = true;
+        push_event(Event::kAccepted, c);
+      } else {
+        c->in_backlog = true;
+        l->backlog.push_back(c->id);
+      }
+    } else {
+      push_event(Event::kConnected, c);
+    }
+  }
+  if (!process_ack(c, seg)) return;
+
+  // Steps 7 and 8: text and FIN.
+  std::span<const uint8_t> data = seg.payload;
+  uint32_t seq = seg.seq;
+  bool fin = seg.has(kFin);
+  if (c->state == TcpState::kEstablished || c->state == TcpState::kFinWait1 ||
+      c->state == TcpState::kFinWait2) {
+    process_data(c, seg, seq, data, fin);
+  } else if (!data.empty() || fin) {
+    // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer's FIN came already.
+    if (c->state == TcpState::kTimeWait && fin) {
+      c->timewait_at_ns = now_ns + 2 * config_.msl_ms * 1'000'000;
+    }
+    ++stats_[TcpStats::drop_data_after_fin];
+    c->ack_now = true;
+  }
+  if (!c->live) return;
+  transmit(c);
+  if (c->ack_now) send_ack(c);
+}
+
+// Step 5 for synchronized states. False if the segment is finished (dropped or the connection
+// is gone).
+bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
+  const uint32_t ack = seg.ack;
+  if (seq_gt(ack, c->snd_max)) {
+    ++stats_[TcpStats::drop_ack_too_new];
+    send_ack(c);
+    return false;
+  }
+  if (seq_lt(ack, c->snd_una - c->max_snd_wnd)) {
+    ++stats_[TcpStats::drop_ack_too_old];
+    send_ack(c);
+    return false;
+  }
+  const uint32_t new_wnd = static_cast<uint32_t>(seg.window) << c->snd_wscale;
+  if (seq_gt(ack, c->snd_una)) {
+    uint32_t acked = ack - c->snd_una;
+    // RTT: timestamps (RFC 7323 4.1) or one timed segment (Karn).
+    if (c->ts_ok && seg.options.has_timestamps && seg.options.ts_ecr != 0) {
+      uint32_t sample = now_ms() + c->ts_offset - seg.options.ts_ecr;
+      if (sample < 600'000) update_rtt(c, sample);
+    } else if (c->timing && seq_ge(ack, c->timed_seq)) {
+      c->timing = false;
+      update_rtt(c, now_ms() - c->timed_at_ms);
+    }
+    // Drop acknowledged bytes from the send ring.
+    const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
+    const uint32_t upto = seq_min(ack, data_end);
+    if (seq_gt(upto, c->sbuf_seq)) {
+      uint32_t n = upto - c->sbuf_seq;
+      c->sbuf_head = (c->sbuf_head + n) % static_cast<uint32_t>(c->sbuf.size());
+      c->sbuf_len -= n;
+      c->sbuf_seq = upto;
+    }
+    c->snd_una = ack;
+    if (seq_lt(c->snd_nxt, c->snd_una)) c->snd_nxt = c->snd_una;
+    c->backoff = 0;
+    c->retransmits = 0;
+    // Congestion control.
+    if (c->in_recovery) {
+      if (seq_ge(ack, c->recover)) {
+        // Full ACK (RFC 6582 3.2 step 3): deflate.
+        c->cwnd = std::min(c->ssthresh, std::max(c->snd_max - c->snd_una, c->eff_mss) + c->eff_mss);
+        c->in_recovery = false;
+        ++stats_[TcpStats::recovery_exits];
+      } else {
+        // Partial ACK: retransmit the next hole, deflate by what was acked, add one segment.
+        ++stats_[TcpStats::recovery_partial_acks];
+        retransmit_first(c);
+        c->cwnd = (c->cwnd > acked ? c->cwnd - acked : 0) + (acked >= c->eff_mss ? c->eff_mss : 0);
+        c->cwnd = std::max(c->cwnd, c->eff_mss);
+        start_rto(c);
+      }
+    } else if (c->cwnd < c->ssthresh) {
+      c->cwnd += std::min(acked, c->eff_mss);  // slow start (RFC 5681 3.1, ABC L=1)
+    } else {
+      c->cwnd += std::max<uint32_t>(
+          1, static_cast<uint32_t>(uint64_t{c->eff_mss} * c->eff_mss / std::max(c->cwnd, 1u)));
+    }
+    c->dupacks = 0;
+    if (c->snd_una == c->snd_max) {
+      // Nothing in flight: no retransmission timer (the persist timer shares it: keep that).
+      if (!c->persist) c->rto_at_ns = 0;
+    } else if (!c->in_recovery || seq_ge(ack, c->recover)) {
+      start_rto(c);
+    }
+    if (c->above_low_water && c->sbuf_len <= config_.send_low_water_bytes && c->app_open) {
+      c->above_low_water = false;
+      push_event(Event::kWritable, c);
+    }
+  } else if (ack == c->snd_una && seg.payload.empty() && !seg.has(kFin) && new_wnd == c->snd_wnd &&
+             c->snd_max != c->snd_una) {
+    // Duplicate ACK (RFC 5681 2): fast retransmit on the third, NewReno recovery after.
+    ++stats_[TcpStats::dup_acks];
+    ++c->dupacks;
+    if (c->dupacks == 3 && !c->in_recovery && seq_gt(ack, c->recover)) {
+      ++stats_[TcpStats::fast_retransmits];
+      const uint32_t flight = c->snd_max - c->snd_una;
+      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->recover = c->snd_max;
+      c->in_recovery = true;
+      c->timing = false;
+      retransmit_first(c);
+      c->cwnd = c->ssthresh + 3 * c->eff_mss;
+    } else if (c->dupacks > 3 && c->in_recovery) {
+      c->cwnd += c->eff_mss;
+    }
+  }
+  // Send window update (RFC 9293 3.10.7.4 step 5).
+  if (seq_lt(c->snd_wl1, seg.seq) || (c->snd_wl1 == seg.seq && seq_le(c->snd_wl2, ack))) {
+    c->snd_wnd = new_wnd;
+    c->snd_wl1 = seg.seq;
+    c->snd_wl2 = ack;
+    c->max_snd_wnd = std::max(c->max_snd_wnd, new_wnd);
+    if (new_wnd > 0 && c->persist) {
+      c->persist = false;
+      c->rto_at_ns = 0;
+      c->backoff = 0;
+    }
+  }
+  // State changes on our FIN being acknowledged.
+  if (c->fin_acked()) {
+    switch (c->state) {
+      case TcpState::kFinWait1: c->state = TcpState::kFinWait2; break;
+      case TcpState::kClosing: enter_time_wait(c); break;
+      case TcpState::kLastAck:
+        c->state = TcpState::kClosed;
+        c->rto_at_ns = c->delack_at_ns = c->keepalive_at_ns = 0;
+        finish_normally(c);
+        maybe_free(c);
+        return false;
+      default: break;
+    }
+  }
+  return c->live;
+}
+
+void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
+                             std::span<const uint8_t> data, bool fin) {
+  (void)seg;
+  // Trim what we have already.
+  if (seq_lt(seq, c->rcv_nxt)) {
+    uint32_t skip = c->rcv_nxt - seq;
+    if (skip > data.size()) {
+      // Only the FIN (or nothing) may be new.
+      if (!(fin && seq + static_cast<uint32_t>(data.size()) == c->rcv_nxt)) fin = false;
+      if (!fin || c->fin_received) {
+        ++stats_[TcpStats::data_duplicate];
+        c->ack_now = true;
+        return;
+      }
+      data = {};
+    } else {
+      data = data.subspan(skip);
+    }
+    seq = c->rcv_nxt;
+    if (data.empty() && !fin) {
+      ++stats_[TcpStats::data_duplicate];
+      c->ack_now = true;
+      return;
+    }
+  }
+  // Trim to the window; a FIN beyond it is not ours yet.
+  const uint32_t wnd = c->rcv_wnd();
+  const uint32_t offset = seq - c->rcv_nxt;
+  if (offset + data.size() > wnd) {
+    ++stats_[TcpStats::data_trimmed];
+    data = data.subspan(0, wnd > offset ? wnd - offset : 0);
+    fin = false;
+  }
+  if (c->fin_received) return;
+  const uint32_t cap = static_cast<uint32_t>(c->rbuf.size());
+  auto write_at = [&](uint32_t off, std::span<const uint8_t> bytes) {
+    uint32_t pos = (c->rbuf_head + c->rbuf_ready + off) % cap;
+    size_t first = std::min<size_t>(bytes.size(), cap - pos);
+    std::memcpy(c->rbuf.data() + pos, bytes.data(), first);
+    if (bytes.size() > first)
+      std::memcpy(c->rbuf.data(), bytes.data() + first, bytes.size() - first);
+  };
+  const uint32_t end = seq + static_cast<uint32_t>(data.size());
+  if (fin) {
+    c->fin_pending = true;
+    c->fin_pending_seq = end;
+  }
+  if (seq == c->rcv_nxt) {
+    if (!data.empty()) {
+      write_at(0, data);
+      uint32_t advance = static_cast<uint32_t>(data.size());
+      // Absorb held ranges that now touch the in-order edge.
+      uint32_t new_nxt = c->rcv_nxt + advance;
+      bool filled_hole = false;
+      while (!c->ooo.empty() && seq_le(c->ooo.front().first, new_nxt)) {
+        if (seq_gt(c->ooo.front().second, new_nxt)) new_nxt = c->ooo.front().second;
+        c->ooo.erase(c->ooo.begin());
+        filled_hole = true;
+      }
+      c->rbuf_ready += new_nxt - c->rcv_nxt;
+      c->rcv_nxt = new_nxt;
+      if (c->app_open) push_event(Event::kReadable, c);
+      ++c->unacked_segments;
+      // RFC 5681 4.2: ACK at once when a segment fills a hole; else every second segment.
+      if (filled_hole || !config_.delayed_ack || c->unacked_segments >= 2) {
+        c->ack_now = true;
+      } else if (c->delack_at_ns == 0) {
+        c->delack_at_ns = clock_.now_ns() + config_.delayed_ack_ms * 1'000'000;
+      }
+    }
+  } else if (!data.empty()) {
+    // Out of order: hold it in place, record the range, ACK at once (a duplicate ACK).
+    c->ack_now = true;
+    auto& v = c->ooo;
+    auto pos = v.begin();
+    while (pos != v.end() && seq_lt(pos->second, seq)) ++pos;
+    uint32_t s = seq, e = end;
+    auto last = pos;
+    while (last != v.end() && seq_le(last->first, e)) {
+      s = seq_min(s, last->first);
+      e = seq_max(e, last->second);
+      ++last;
+    }
+    if (pos == last && v.size() >= config_.reassembly_intervals) {
+      ++stats_[TcpStats::drop_ooo_full];
+      return;
+    }
+    ++stats_[TcpStats::ooo_segments];
+    write_at(offset, data);
+    pos = v.erase(pos, last);
+    v.insert(pos, {s, e});
+  }
+  if (c->fin_pending && c->fin_pending_seq == c->rcv_nxt) process_fin(c);
+}
+
+void TcpEngine::process_fin(Connection* c) {
+  c->fin_pending = false;
+  c->fin_received = true;
+  c->rcv_nxt += 1;
+  c->ack_now = true;
+  if (c->app_open) push_event(Event::kReadable, c);
+  switch (c->state) {
+    case TcpState::kSynReceived:
+    case TcpState::kEstablished: c->state = TcpState::kCloseWait; break;
+    case TcpState::kFinWait1:
+      if (c->fin_acked()) {
+        enter_time_wait(c);
+      } else {
+        c->state = TcpState::kClosing;
+      }
+      break;
+    case TcpState::kFinWait2: enter_time_wait(c); break;
+    default: break;
+  }
+}
+
+void TcpEngine::enter_time_wait(Connection* c) {
+  ++stats_[TcpStats::time_wait_entered];
+  c->state = TcpState::kTimeWait;
+  c->rto_at_ns = c->keepalive_at_ns = 0;
+  c->persist = false;
+  c->timewait_at_ns = clock_.now_ns() + 2 * config_.msl_ms * 1'000'000;
+  finish_normally(c);
+}
+
+void TcpEngine::update_rtt(Connection* c, uint64_t rtt_ms) {
+  ++stats_[TcpStats::rtt_samples];
+  const uint64_t r = rtt_ms * 1000;
+  if (!c->rtt_valid) {
+    c->srtt_us = r;
+    c->rttvar_us = r / 2;
+    c->rtt_valid = true;
+  } else {
+    const uint64_t diff = c->srtt_us > r ? c->srtt_us - r : r - c->srtt_us;
+    c->rttvar_us = (3 * c->rttvar_us + diff) / 4;
+    c->srtt_us = (7 * c->srtt_us + r) / 8;
+  }
+  // RTO = SRTT + max(G, 4 * RTTVAR), G the 1 ms clock granularity (RFC 6298 2.3).
+  uint64_t rto_us = c->srtt_us + std::max<uint64_t>(1000, 4 * c->rttvar_us);
+  c->rto_ms = std::clamp<uint64_t>((rto_us + 999) / 1000, config_.min_rto_ms, config_.max_rto_ms);
+}
+
+// ---------------------------------------------------------------- output
+
+uint16_t TcpEngine::window_field(Connection* c, bool syn) {
+  uint32_t wnd = c->rbuf.empty() ? config_.recv_buffer_bytes : c->rcv_wnd();
+  if (syn) {
+    c->last_adv_wnd = std::min<uint32_t>(wnd, 65535);
+    return static_cast<uint16_t>(c->last_adv_wnd);
+  }
+  uint32_t field = std::min<uint32_t>(wnd >> c->rcv_wscale, 65535);
+  c->last_adv_wnd = field << c->rcv_wscale;
+  return static_cast<uint16_t>(field);
+}
+
+void TcpEngine::fill_common(Connection* c, SegmentSpec* s) {
+  s->src_port = c->tuple.local_port;
+  s->dst_port = c->tuple.remote_port;
+  s->ack = c->rcv_nxt;
+  s->window = window_field(c, (s->flags & kSyn) != 0);
+  if (c->ts_ok) {
+    s->timestamps = true;
+    s->ts_val = now_ms() + c->ts_offset;
+    s->ts_ecr = c->ts_recent;
+  }
+  if (s->flags & kAck) {
+    c->last_ack_sent = c->rcv_nxt;
+    c->unacked_segments = 0;
+    c->delack_at_ns = 0;
+    c->ack_now = false;
+  }
+}
+
+void TcpEngine::send_syn(Connection* c) {
+  SegmentSpec s;
+  s.seq = c->iss;
+  const bool synack = c->state == TcpState::kSynReceived;
+  s.flags = kSyn | (synack ? kAck : 0);
+  s.mss = true;
+  s.mss_value = config_.mss;
+  // A SYN-ACK carries an option only if the SYN did (RFC 7323 1.3).
+  if (synack) {
+    s.wscale = c->rcv_wscale != 0 || (config_.window_scaling && c->snd_wscale != 0);
+    s.wscale = config_.window_scaling && (c->rcv_wscale != 0 || c->snd_wscale != 0);
+    s.wscale_value = c->rcv_wscale;
+    if (c->ts_ok) {
+      s.timestamps = true;
+    }
+  } else {
+    s.wscale = config_.window_scaling;
+    s.wscale_value = config_.window_scale;
+    s.timestamps = config_.timestamps;
+  }
+  fill_common(c, &s);
+  if (!synack) {
+    if (config_.timestamps) {
+      s.timestamps = true;
+      s.ts_val = now_ms() + c->ts_offset;
+      s.ts_ecr = 0;
+    }
+    s.ack = 0;
+  }
+  c->snd_nxt = c->iss + 1;
+  c->snd_max = seq_max(c->snd_max, c->iss + 1);
+  emit(c->tuple.local, c->tuple.remote, s, {});
+}
+
+void TcpEngine::send_range(Connection* c, uint32_t seq, uint32_t len, bool fin) {
+  SegmentSpec s;
+  s.seq = seq;
+  s.flags = kAck | (fin ? kFin : 0);
+  const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
+  if (len > 0 && seq + len == data_end) s.flags |= kPsh;
+  fill_common(c, &s);
+  const uint32_t cap = static_cast<uint32_t>(c->sbuf.size());
+  std::span<const uint8_t> a, b;
+  if (len > 0) {
+    uint32_t pos = (c->sbuf_head + (seq - c->sbuf_seq)) % cap;
+    uint32_t first = std::min(len, cap - pos);
+    a = {c->sbuf.data() + pos, first};
+    if (len > first) b = {c->sbuf.data(), len - first};
+  }
+  emit(c->tuple.local, c->tuple.remote, s, a, b);
+}
+
+// Resends the first unacknowledged segment: never past SND.MAX (bytes beyond it were not sent,
+// and the peer's ACK of them would look like an ACK of unsent data).
+void TcpEngine::retransmit_first(Connection* c) {
+  const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
+  const uint32_t sent_end = seq_min(data_end, c->snd_max);
+  const uint32_t len =
+      std::min<uint32_t>(c->eff_mss, seq_gt(sent_end, c->snd_una) ? sent_end - c->snd_una : 0);
+  const bool fin = c->fin_sent() && c->snd_una + len == c->fin_seq;
+  if (len == 0 && !fin) return;
+  ++stats_[TcpStats::segments_retransmitted];
+  send_range(c, c->snd_una, len, fin);
+}
+
+void TcpEngine::send_ack(Connection* c) {
+  SegmentSpec s;
+  // SND.MAX, not SND.NXT: after a go-back-N timeout SND.NXT trails what the peer has seen, and
+  // a bare ACK left of its window would be unacceptable there (an ACK war, as BSD learned).
+  s.seq = c->snd_max;
+  s.flags = kAck;
+  fill_common(c, &s);
+  ++stats_[TcpStats::acks_sent];
+  emit(c->tuple.local, c->tuple.remote, s, {});
+}
+
+void TcpEngine::send_probe(Connection* c) {
+  SegmentSpec s;
+  s.seq = c->snd_una - 1;
+  s.flags = kAck;
+  fill_common(c, &s);
+  emit(c->tuple.local, c->tuple.remote, s, {});
+}
+
+void TcpEngine::send_reset_for(const IpAddr& local, const IpAddr& remote, const Segment& seg) {
+  SegmentSpec s;
+  s.src_port = seg.dst_port;
+  s.dst_port = seg.src_port;
+  if (seg.has(kAck)) {
+    s.seq = seg.ack;
+    s.flags = kRst;
+  } else {
+    s.seq = 0;
+    s.ack = seg.seq + seg.seg_len();
+    s.flags = kRst | kAck;
+  }
+  emit(local, remote, s, {});
+}
+
+void TcpEngine::emit(const IpAddr& src, const IpAddr& dst, const SegmentSpec& spec,
+                     std::span<const uint8_t> payload, std::span<const uint8_t> payload2) {
+  const size_t hlen = header_bytes(spec);
+  const size_t plen = payload.size() + payload2.size();
+  if (!payload2.empty()) {
+    // Join a wrapped range behind the header's space so build_segment sees one payload.
+    std::memcpy(scratch_.data() + hlen + payload.size(), payload2.data(), payload2.size());
+    std::memmove(scratch_.data() + hlen, payload.data(), payload.size());
+    payload = {scratch_.data() + hlen, plen};
+  }
+  size_t n = build_segment(src, dst, spec, payload, config_.checksum_offload_tx, scratch_);
+  ++stats_[TcpStats::segments_out];
+  if (!output_.send_segment(src, dst, {scratch_.data(), n})) ++stats_[TcpStats::output_no_room];
+}
+
+void TcpEngine::transmit(Connection* c) {
+  switch (c->state) {
+    case TcpState::kEstablished:
+    case TcpState::kCloseWait:
+    case TcpState::kFinWait1:
+    case TcpState::kClosing:
+    case TcpState::kLastAck: break;
+    default: return;
+  }
+  for (;;) {
+    const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
+    const uint32_t avail = seq_lt(c->snd_nxt, data_end) ? data_end - c->snd_nxt : 0;
+    const uint32_t wnd = std::min(c->snd_wnd, c->cwnd);
+    const uint32_t flight = c->snd_nxt - c->snd_una;
+    const uint32_t usable = wnd > flight ? wnd - flight : 0;
+    const uint32_t len = std::min({avail, usable, c->eff_mss});
+    const bool fin = c->fin_queued && len == avail && c->snd_nxt + len == c->fin_seq;
+    if (len == 0 && !fin) {
+      // Zero window with data waiting and nothing in flight: the persist timer probes.
+      if (avail > 0 && flight == 0 && c->snd_wnd == 0 && (!c->persist || c->rto_at_ns == 0)) {
+        c->persist = true;
+        c->backoff = 0;
+        c->rto_at_ns = clock_.now_ns() + c->rto_ms * 1'000'000;
+      }
+      return;
+    }
+    // Sender SWS avoidance (RFC 9293 3.8.6.2.1): no small window-limited segment while data is
+    // in flight; the next ACK opens more. (No Nagle: Herald's messages want low latency.)
+    if (len < avail && len < c->eff_mss && flight > 0 && !fin) return;
+    if (!c->timing && !c->ts_ok && c->snd_nxt == c->snd_max && len > 0) {
+      c->timing = true;
+      c->timed_seq = c->snd_nxt + len;
+      c->timed_at_ms = now_ms();
+    }
+    if (seq_lt(c->snd_nxt, c->snd_max)) ++stats_[TcpStats::segments_retransmitted];
+    send_range(c, c->snd_nxt, len, fin);
+    c->snd_nxt += len + (fin ? 1 : 0);
+    c->snd_max = seq_max(c->snd_max, c->snd_nxt);
+    if (c->persist) {
+      c->persist = false;
+      c->rto_at_ns = 0;
+    }
+    if (c->rto_at_ns == 0) start_rto(c);
+  }
+}
+
+void TcpEngine::start_rto(Connection* c) {
+  uint64_t rto =
+      std::min<uint64_t>(c->rto_ms << std::min<uint32_t>(c->backoff, 20), config_.max_rto_ms);
+  c->rto_at_ns = clock_.now_ns() + rto * 1'000'000;
+}
+
+void TcpEngine::arm_timer(Connection* c) {
+  if (!c->live) return;
+  uint64_t at = UINT64_MAX;
+  for (uint64_t d : {c->rto_at_ns, c->delack_at_ns, c->keepalive_at_ns, c->timewait_at_ns}) {
+    if (d != 0) at = std::min(at, d);
+  }
+  if (at == UINT64_MAX) {
+    wheel_.cancel(c->timer);
+  } else if (!wheel_.armed(c->timer) || wheel_.expiry_ns(c->timer) != at) {
+    wheel_.schedule(c->timer, at);
+  }
+}
+
+void TcpEngine::on_timer(timer::TimerWheel&, timer::TimerId, uint64_t arg) {
+  Connection* c = reinterpret_cast<Connection*>(arg);
+  c->engine->handle_timer(c);
+  c->engine->poll();
+}
+
+void TcpEngine::handle_timer(Connection* c) {
+  if (!c->live) return;
+  const uint64_t now = clock_.now_ns();
+  if (c->timewait_at_ns != 0 && c->timewait_at_ns <= now) {
+    ++stats_[TcpStats::time_wait_expired];
+    c->timewait_at_ns = 0;
+    c->state = TcpState::kClosed;
+    if (c->app_open) {
+      // The application never drained the data before the FIN: it ends now, normally.
+      c->app_open = false;
+      push_event(Event::kClosed, c, TcpCloseReason::kNormal);
+    }
+    free_connection(c);
+    return;
+  }
+  if (c->delack_at_ns != 0 && c->delack_at_ns <= now) {
+    ++stats_[TcpStats::delayed_acks];
+    send_ack(c);
+  }
+  if (c->rto_at_ns != 0 && c->rto_at_ns <= now) {
+    c->rto_at_ns = 0;
+    if (c->persist) {
+      ++stats_[TcpStats::window_probes];
+      send_probe(c);
+      ++c->backoff;
+      uint64_t t = std::min<uint64_t>(c->rto_ms << std::min<uint32_t>(c->backoff, 20),
+                                      config_.persist_max_ms);
+      c->rto_at_ns = now + t * 1'000'000;
+    } else if (c->state == TcpState::kSynSent || c->state == TcpState::kSynReceived) {
+      if (++c->retransmits > config_.max_syn_retransmits) {
+        ++stats_[TcpStats::aborted_syn_timeout];
+        if (c->state == TcpState::kSynReceived && c->passive) {
+          free_connection(c);
+        } else {
+          abort(c, TcpCloseReason::kSynTimeout, false);
+        }
+        return;
+      }
+      ++stats_[TcpStats::rto_fired];
+      ++stats_[TcpStats::segments_retransmitted];
+      ++c->backoff;
+      c->rto_ms = std::max(c->rto_ms, config_.initial_rto_ms);  // RFC 6298 5.7
+      send_syn(c);
+      start_rto(c);
+    } else if (c->snd_una != c->snd_max) {
+      if (++c->retransmits > config_.max_retransmits) {
+        ++stats_[TcpStats::aborted_retransmit];
+        abort(c, TcpCloseReason::kRetransmitTimeout, true);
+        return;
+      }
+      ++stats_[TcpStats::rto_fired];
+      // RFC 5681 3.1 eq. 4, RFC 6298 5.5-5.6, RFC 6582 recover after a timeout.
+      const uint32_t flight = c->snd_max - c->snd_una;
+      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->cwnd = c->eff_mss;
+      c->in_recovery = false;
+      c->recover = c->snd_max;
+      c->dupacks = 0;
+      c->timing = false;
+      ++c->backoff;
+      c->snd_nxt = c->snd_una;  // go back N: resend from the first unacknowledged byte
+      transmit(c);
+      if (c->rto_at_ns == 0) start_rto(c);
+    }
+  }
+  if (c->keepalive_at_ns != 0 && c->keepalive_at_ns <= now) {
+    if (c->snd_una != c->snd_max || c->state != TcpState::kEstablished) {
+      c->keepalive_at_ns = now + config_.keepalive_idle_ms * 1'000'000;  // not idle
+    } else if (c->keepalive_sent >= config_.keepalive_probes) {
+      ++stats_[TcpStats::aborted_keepalive];
+      abort(c, TcpCloseReason::kKeepaliveTimeout, true);
+      return;
+    } else {
+      ++stats_[TcpStats::keepalive_probes];
+      ++c->keepalive_sent;
+      send_probe(c);
+      c->keepalive_at_ns = now + config_.keepalive_interval_ms * 1'000'000;
+    }
+  }
+  arm_timer(c);
+}
+
+}  // namespace herald::net::tcp

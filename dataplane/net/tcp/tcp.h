@@ -1,0 +1,251 @@
+// Herald's TCP engine (RFC 9293 with RFC 7323, 6298, 5681, 6582, 6528, 5961's RST/SYN checks):
+// one instance per lcore, shared-nothing, pure C++. Segments come in through input() from the
+// IP layer and go out through TcpOutput; the application sees TransportEvents-shaped events
+// (accepted, data, writable, closed with a reason). Time comes from an injectable Clock and the
+// worker's TimerWheel, so the same code runs in virtual time in the simulation.
+//
+//   TcpEngine tcp(config, clock, wheel, output, events);
+//   tcp.listen(IpAddr::v4(0x0a000001), 443);
+//   ip_layer: tcp.input(src, dst, tcp_bytes, checksum_ok_by_offload);
+//   loop:     wheel.advance(clock.now_ns()); tcp.poll();     // timers, then deferred events
+//
+// Not thread-safe: one engine, one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/net/tcp/segment.h"
+#include "dataplane/net/tcp/stats.h"
+#include "dataplane/net/tcp/types.h"
+#include "dataplane/transport/transport.h"
+#include "platform/clock/clock.h"
+#include "platform/timer/timer_wheel.h"
+
+namespace herald::net::tcp {
+
+using dataplane::CloseMode;
+using dataplane::ConnectionId;
+using dataplane::kNoConnection;
+using dataplane::SendResult;
+
+// RFC 9293 3.3.2.
+#define HERALD_TCP_STATES(X)      \
+  X(kClosed, "CLOSED")            \
+  X(kListen, "LISTEN")            \
+  X(kSynSent, "SYN-SENT")         \
+  X(kSynReceived, "SYN-RECEIVED") \
+  X(kEstablished, "ESTABLISHED")  \
+  X(kFinWait1, "FIN-WAIT-1")      \
+  X(kFinWait2, "FIN-WAIT-2")      \
+  X(kCloseWait, "CLOSE-WAIT")     \
+  X(kClosing, "CLOSING")          \
+  X(kLastAck, "LAST-ACK")         \
+  X(kTimeWait, "TIME-WAIT")
+
+enum class TcpState : uint8_t {
+#define HERALD_TCP_STATE_ENUM(name, text) name,
+  HERALD_TCP_STATES(HERALD_TCP_STATE_ENUM)
+#undef HERALD_TCP_STATE_ENUM
+};
+const char* tcp_state_name(TcpState state);
+
+// Why a connection ended, finer than dataplane::CloseReason (to_transport_reason maps it).
+#define HERALD_TCP_CLOSE_REASONS(X)                                                 \
+  X(kNormal, "normal", "both FINs exchanged and acknowledged")                      \
+  X(kPeerReset, "peer_reset", "the peer sent an acceptable RST")                    \
+  X(kLocalAbort, "local_abort", "close(kAbort) by the application")                 \
+  X(kRefused, "refused", "connect() answered by RST")                               \
+  X(kSynTimeout, "syn_timeout", "connect() never answered")                         \
+  X(kRetransmitTimeout, "retransmit_timeout", "max retransmissions without an ACK") \
+  X(kKeepaliveTimeout, "keepalive_timeout", "keepalive probes unanswered")          \
+  X(kSendQueueFull, "send_queue_full", "send() past the send buffer: reset")        \
+  X(kShutdown, "shutdown", "the engine is stopping")
+
+enum class TcpCloseReason : uint8_t {
+#define HERALD_TCP_CLOSE_ENUM(name, text, doc) name,
+  HERALD_TCP_CLOSE_REASONS(HERALD_TCP_CLOSE_ENUM)
+#undef HERALD_TCP_CLOSE_ENUM
+      kCount
+};
+const char* tcp_close_reason_name(TcpCloseReason reason);
+dataplane::CloseReason to_transport_reason(TcpCloseReason reason);
+
+struct TcpConfig {
+  uint16_t mss = 1460;                      // what we advertise (MTU 1500 - 40)
+  bool window_scaling = true;               // offer RFC 7323 window scale
+  uint8_t window_scale = 7;                 // our shift when scaling is agreed (0..14)
+  bool timestamps = true;                   // offer RFC 7323 timestamps (RTTM + PAWS)
+  uint32_t send_buffer_bytes = 256 * 1024;  // unacked + unsent bytes per connection
+  uint32_t send_low_water_bytes = 64 * 1024;
+  uint32_t recv_buffer_bytes = 256 * 1024;  // in-order undelivered + out-of-order, per conn
+  uint32_t reassembly_intervals = 16;       // out-of-order holes tracked per connection
+  uint32_t max_connections = 10'000;        // blocks of every state, TIME-WAIT included
+  uint32_t syn_queue = 128;                 // SYN-RECEIVED per listener
+  uint32_t accept_backlog = 128;            // established, not yet accepted, per listener
+  uint64_t initial_rto_ms = 1000;           // RFC 6298 2.1
+  uint64_t min_rto_ms = 1000;               // RFC 6298 2.4 (Linux uses 200)
+  uint64_t max_rto_ms = 60'000;
+  uint32_t max_retransmits = 12;     // data: then abort (kRetransmitTimeout)
+  uint32_t max_syn_retransmits = 5;  // SYN / SYN-ACK
+  uint64_t msl_ms = 30'000;          // TIME-WAIT lasts 2*MSL
+  bool delayed_ack = true;
+  uint64_t delayed_ack_ms = 40;    // RFC 9293 3.8.6.3: < 500 ms
+  uint64_t keepalive_idle_ms = 0;  // 0: off (RFC 9293 3.8.4: off by default)
+  uint64_t keepalive_interval_ms = 75'000;
+  uint32_t keepalive_probes = 9;
+  uint64_t persist_max_ms = 60'000;
+  uint32_t initial_cwnd_segments = 10;                                   // RFC 6928
+  uint64_t isn_key[2] = {0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL};  // RFC 6528 secret
+  bool checksum_offload_tx = false;  // leave the pseudo-header sum for the NIC
+  uint16_t ephemeral_port_min = 32768;
+  uint16_t ephemeral_port_max = 60999;
+};
+
+// Where segments go: the IP layer. Returns false if it could not send (counted; TCP recovers).
+class TcpOutput {
+ public:
+  virtual ~TcpOutput() = default;
+  virtual bool send_segment(const IpAddr& src, const IpAddr& dst,
+                            std::span<const uint8_t> segment) = 0;
+};
+
+// The application's events, shaped like dataplane::TransportEvents plus the two a general TCP
+// needs (active open, half close). Delivered from input(), timer expiry and poll(); never from
+// inside send(), close() or connect().
+class TcpEvents {
+ public:
+  virtual ~TcpEvents() = default;
+  virtual void on_accepted(ConnectionId id, const FourTuple& tuple) = 0;
+  virtual void on_connected(ConnectionId id) = 0;
+  virtual void on_data(ConnectionId id, std::span<const uint8_t> bytes) = 0;
+  // The peer sent FIN after all its data: no more on_data. We may still send; close() ends.
+  virtual void on_peer_closed(ConnectionId id) = 0;
+  virtual void on_writable(ConnectionId id) = 0;
+  virtual void on_closed(ConnectionId id, TcpCloseReason reason) = 0;
+};
+
+// A connection's state for tests and diagnostics.
+struct ConnectionInfo {
+  TcpState state = TcpState::kClosed;
+  uint32_t snd_una = 0, snd_nxt = 0, snd_wnd = 0, rcv_nxt = 0, rcv_wnd = 0;
+  uint32_t cwnd = 0, ssthresh = 0, mss = 0;
+  uint8_t snd_wscale = 0, rcv_wscale = 0;
+  bool timestamps = false;
+  uint64_t rto_ms = 0;
+  uint32_t retransmits = 0;
+  bool in_recovery = false;
+};
+
+class TcpEngine {
+ public:
+  TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWheel& wheel,
+            TcpOutput& output, TcpEvents& events);
+  ~TcpEngine();
+  TcpEngine(const TcpEngine&) = delete;
+  TcpEngine& operator=(const TcpEngine&) = delete;
+
+  // Passive open on addr:port (addr with family 0 bytes all zero = any address of that family).
+  // False if already listening there.
+  bool listen(const IpAddr& addr, uint16_t port);
+  // Pauses (or resumes) on_accepted for a listener: handshakes complete into its accept
+  // backlog (bounded by accept_backlog) and wait there.
+  void set_accepting(uint16_t port, bool accepting);
+
+  // Active open. local_port 0 picks an ephemeral port. kNoConnection if the table is full.
+  ConnectionId connect(const IpAddr& local, uint16_t local_port, const IpAddr& remote,
+                       uint16_t remote_port);
+
+  // dataplane::Transport's semantics: copied, in order; past the send buffer the connection is
+  // reset (kSendQueueFull) and nothing is queued.
+  SendResult send(ConnectionId id, std::span<const uint8_t> bytes);
+  // Bytes send() takes now without overflowing.
+  uint32_t send_space(ConnectionId id) const;
+  uint32_t queued_bytes(ConnectionId id) const;
+  void close(ConnectionId id, CloseMode mode);
+  void set_reading(ConnectionId id, bool reading);
+
+  // A segment from the IP layer: `bytes` is the TCP header and payload.
+  void input(const IpAddr& src, const IpAddr& dst, std::span<const uint8_t> bytes,
+             bool checksum_verified);
+  // Delivers deferred events. Call after every batch (input and timers already call it).
+  void poll();
+  // Aborts every connection (on_closed kShutdown for each the application holds).
+  void stop();
+
+  uint32_t connections() const { return live_count_; }
+  bool info(ConnectionId id, ConnectionInfo* out) const;
+  const TcpStats& stats() const { return stats_; }
+  const TcpConfig& config() const { return config_; }
+
+  struct Connection;
+  struct Listener;
+
+ private:
+  struct Event;
+
+  static void on_timer(timer::TimerWheel& wheel, timer::TimerId id, uint64_t arg);
+  void handle_timer(Connection* c);
+
+  Connection* find(ConnectionId id) const;
+  Connection* new_connection(const FourTuple& tuple);
+  void free_connection(Connection* c);
+  void maybe_free(Connection* c);
+  uint32_t make_isn(const FourTuple& tuple) const;
+  uint32_t now_ms() const;
+
+  void listen_input(Listener* l, const FourTuple& tuple, const Segment& seg);
+  void syn_sent_input(Connection* c, const Segment& seg);
+  void synced_input(Connection* c, const Segment& seg);
+  bool process_ack(Connection* c, const Segment& seg);
+  void process_data(Connection* c, const Segment& seg, uint32_t seq, std::span<const uint8_t> data,
+                    bool fin);
+  void process_fin(Connection* c);
+  void update_rtt(Connection* c, uint64_t rtt_ms);
+  void enter_established(Connection* c);
+  void enter_time_wait(Connection* c);
+  void abort(Connection* c, TcpCloseReason reason, bool send_rst);
+  void finish_normally(Connection* c);
+
+  // Output.
+  void transmit(Connection* c);
+  void send_syn(Connection* c);
+  void send_range(Connection* c, uint32_t seq, uint32_t len, bool fin);
+  void send_ack(Connection* c);
+  void retransmit_first(Connection* c);
+  void send_probe(Connection* c);  // SEQ = SND.UNA - 1: the peer answers with an ACK
+  void send_reset_for(const IpAddr& src, const IpAddr& dst, const Segment& seg);
+  void emit(const IpAddr& src, const IpAddr& dst, const SegmentSpec& spec,
+            std::span<const uint8_t> payload, std::span<const uint8_t> payload2 = {});
+  void fill_common(Connection* c, SegmentSpec* spec);
+  uint16_t window_field(Connection* c, bool syn);
+  void ack_now_or_later(Connection* c, bool now);
+  void arm_timer(Connection* c);
+  void start_rto(Connection* c);
+
+  void push_event(uint8_t kind, Connection* c, TcpCloseReason reason = TcpCloseReason::kNormal);
+  void deliver_readable(Connection* c);
+
+  TcpConfig config_;
+  clock::Clock clock_;
+  timer::TimerWheel& wheel_;
+  TcpOutput& output_;
+  TcpEvents& events_;
+  TcpStats stats_;
+
+  std::vector<std::unique_ptr<Connection>> slots_;
+  std::vector<uint32_t> free_slots_;
+  uint32_t live_count_ = 0;
+  std::unordered_map<FourTuple, uint32_t, FourTupleHash> table_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<Event> events_queue_;
+  size_t events_head_ = 0;
+  bool dispatching_ = false;
+  uint16_t next_ephemeral_;
+  std::vector<uint8_t> scratch_;
+};
+
+}  // namespace herald::net::tcp

@@ -1,0 +1,86 @@
+// Config -> DpdkSettings -> EAL argv (dpdk_settings.h).
+#include "dataplane/transport/dpdk/dpdk_settings.h"
+
+#include <cctype>
+
+#include "absl/strings/str_cat.h"
+
+namespace herald::dataplane::dpdk {
+
+DpdkSettings settings_from_config(const config::Config& config) {
+  const config::Dataplane& dp = config.dataplane();
+  const config::Dpdk& d = *dp.dpdk();
+  DpdkSettings s;
+  s.lcores.assign(d.lcores()->begin(), d.lcores()->end());
+  for (const auto* port : *d.ports()) s.ports.push_back(port->str());
+  s.huge_pages = d.huge_pages();
+  s.memory_mb = d.memory_mb();
+  s.file_prefix = d.file_prefix()->str();
+  s.rx_queues = d.rx_queues();
+  s.tx_queues = d.tx_queues();
+  s.rx_descriptors = d.rx_descriptors();
+  s.tx_descriptors = d.tx_descriptors();
+  s.burst_size = d.burst_size();
+  s.mempool_cache_size = d.mempool_cache_size();
+  s.mbufs_per_connection = d.mbufs_per_connection();
+  s.promiscuous = d.promiscuous();
+  switch (dp.poll_mode()) {
+    case config::PollMode::busy: s.poll_mode = LoopPollMode::kBusy; break;
+    case config::PollMode::adaptive: s.poll_mode = LoopPollMode::kAdaptive; break;
+    case config::PollMode::blocking: s.poll_mode = LoopPollMode::kBlocking; break;
+  }
+  s.idle_polls = dp.adaptive_idle_polls();
+  s.idle_sleep_us = d.idle_sleep_us();
+  s.max_connections = config.limits().max_connections();
+  for (const auto* arg : *dp.dpdk_eal_args()) s.extra_eal_args.push_back(arg->str());
+  return s;
+}
+
+std::vector<uint16_t> effective_lcores(const DpdkSettings& settings) {
+  if (!settings.lcores.empty()) return settings.lcores;
+  std::vector<uint16_t> lcores;
+  for (uint16_t i = 0; i <= settings.rx_queues; ++i) lcores.push_back(i);
+  return lcores;
+}
+
+bool is_pci_port(const std::string& port) {
+  auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  std::string_view s = port;
+  if (s.size() == 12) {
+    if (s[4] != ':' || !hex(s[0]) || !hex(s[1]) || !hex(s[2]) || !hex(s[3])) return false;
+    s.remove_prefix(5);
+  }
+  return s.size() == 7 && hex(s[0]) && hex(s[1]) && s[2] == ':' && hex(s[3]) && hex(s[4]) &&
+         s[5] == '.' && s[6] >= '0' && s[6] <= '7';
+}
+
+std::string port_device_name(const std::string& port) {
+  if (is_pci_port(port)) return port.size() == 7 ? "0000:" + port : port;
+  return port.substr(0, port.find(','));
+}
+
+std::vector<std::string> eal_arguments(const DpdkSettings& settings) {
+  std::vector<std::string> args = {"herald-dataplane"};
+  std::string lcores;
+  for (uint16_t lcore : effective_lcores(settings)) {
+    absl::StrAppend(&lcores, lcores.empty() ? "" : ",", lcore);
+  }
+  args.insert(args.end(), {"-l", lcores, "--file-prefix", settings.file_prefix});
+  if (!settings.huge_pages) {
+    args.insert(args.end(), {"--no-huge", "-m", absl::StrCat(settings.memory_mb)});
+  }
+  bool any_pci = false;
+  for (const std::string& port : settings.ports) {
+    if (is_pci_port(port)) {
+      args.insert(args.end(), {"-a", port});
+      any_pci = true;
+    } else {
+      args.insert(args.end(), {"--vdev", port});
+    }
+  }
+  if (!any_pci) args.push_back("--no-pci");
+  args.insert(args.end(), settings.extra_eal_args.begin(), settings.extra_eal_args.end());
+  return args;
+}
+
+}  // namespace herald::dataplane::dpdk

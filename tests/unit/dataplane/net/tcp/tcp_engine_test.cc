@@ -1,0 +1,837 @@
+// Table-driven tests of the TCP engine: segments in, segments out, state and counters, for the
+// RFC 9293 corner cases (SYN in SYN-RECEIVED, RST in each state, old duplicates, out-of-window
+// data), RFC 7323 (window scale, PAWS), timers (RTO and backoff, delayed ACK, persist,
+// keepalive, TIME-WAIT), listen limits at their edges, and segment parsing.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "dataplane/net/tcp/tcp.h"
+#include "platform/clock/clock.h"
+#include "platform/timer/timer_wheel.h"
+
+namespace herald::net::tcp {
+namespace {
+
+constexpr uint16_t kPort = 80;
+constexpr uint16_t kPeerPort = 40000;
+constexpr uint32_t kPeerIsn = 1000;
+
+struct Out {
+  Segment seg;
+  std::vector<uint8_t> bytes;  // owns seg.payload
+  std::string data() const { return std::string(seg.payload.begin(), seg.payload.end()); }
+};
+
+class Harness : public TcpEvents, public TcpOutput {
+ public:
+  explicit Harness(TcpConfig config = defaults())
+      : wheel_({.capacity = 64, .tick_ns = 1'000'000, .levels = 4, .start_ns = clock_.now_ns()}),
+        engine_(config, clock::Clock::fake(&clock_), wheel_, *this, *this) {}
+
+  static TcpConfig defaults() {
+    TcpConfig c;
+    c.mss = 1000;
+    c.window_scale = 2;
+    c.send_buffer_bytes = 8000;
+    c.send_low_water_bytes = 2000;
+    c.recv_buffer_bytes = 4000;
+    c.min_rto_ms = 200;
+    c.initial_rto_ms = 1000;
+    c.max_rto_ms = 8000;
+    c.max_retransmits = 3;
+    c.max_syn_retransmits = 2;
+    c.msl_ms = 1000;
+    c.delayed_ack_ms = 40;
+    return c;
+  }
+
+  // TcpOutput: keep a parsed copy of every segment.
+  bool send_segment(const IpAddr& src, const IpAddr& dst,
+                    std::span<const uint8_t> segment) override {
+    Out o;
+    o.bytes.assign(segment.begin(), segment.end());
+    EXPECT_EQ(parse_segment(src, dst, o.bytes, false, &o.seg), ParseError::kNone);
+    out_.push_back(std::move(o));
+    return true;
+  }
+  // TcpEvents: a log of what the application saw.
+  void on_accepted(ConnectionId id, const FourTuple&) override {
+    id_ = id;
+    log_.push_back("accepted");
+  }
+  void on_connected(ConnectionId) override { log_.push_back("connected"); }
+  void on_data(ConnectionId, std::span<const uint8_t> b) override {
+    received_.append(b.begin(), b.end());
+  }
+  void on_peer_closed(ConnectionId) override { log_.push_back("peer_closed"); }
+  void on_writable(ConnectionId) override { log_.push_back("writable"); }
+  void on_closed(ConnectionId, TcpCloseReason r) override {
+    log_.push_back(std::string("closed:") + tcp_close_reason_name(r));
+  }
+
+  // A segment from the peer (10.0.0.2:40000) to us (10.0.0.1:80).
+  void in(uint8_t flags, uint32_t seq, uint32_t ack, const std::string& payload = "",
+          uint16_t window = 4000, bool ts = false, uint32_t ts_val = 0, uint32_t ts_ecr = 0) {
+    SegmentSpec s;
+    s.src_port = peer_port_;
+    s.dst_port = kPort;
+    s.seq = seq;
+    s.ack = ack;
+    s.flags = flags;
+    s.window = window;
+    s.timestamps = ts;
+    s.ts_val = ts_val;
+    s.ts_ecr = ts_ecr;
+    if (flags & kSyn) {
+      s.mss = true;
+      s.mss_value = 1000;
+      s.wscale = syn_wscale_ >= 0;
+      s.wscale_value = static_cast<uint8_t>(syn_wscale_ < 0 ? 0 : syn_wscale_);
+    }
+    std::vector<uint8_t> buf(kTcpMaxHeaderBytes + payload.size());
+    size_t n = build_segment(peer_, local_, s,
+                             {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()},
+                             false, buf);
+    engine_.input(peer_, local_, {buf.data(), n}, false);
+  }
+
+  Out pop() {
+    EXPECT_FALSE(out_.empty());
+    if (out_.empty()) return Out{};
+    Out o = std::move(out_.front());
+    out_.pop_front();
+    o.seg.payload = {o.bytes.data() + (o.bytes.size() - o.seg.payload.size()),
+                     o.seg.payload.size()};
+    return o;
+  }
+  void advance_ms(uint64_t ms) {
+    for (uint64_t i = 0; i < ms; ++i) {
+      clock_.advance_ns(1'000'000);
+      (void)wheel_.advance(clock_.now_ns());
+    }
+    engine_.poll();
+  }
+  TcpState state() {
+    ConnectionInfo info;
+    return engine_.info(id_, &info) ? info.state : TcpState::kClosed;
+  }
+  uint64_t stat(TcpStats::Index i) const { return engine_.stats()[i]; }
+
+  // Passive open through to ESTABLISHED. Returns our ISS.
+  uint32_t establish(bool ts = false) {
+    engine_.listen(local_, kPort);
+    in(kSyn, kPeerIsn, 0, "", 4000, ts, 100, 0);
+    Out synack = pop();
+    EXPECT_EQ(synack.seg.flags, kSyn | kAck);
+    iss_ = synack.seg.seq;
+    in(kAck, kPeerIsn + 1, iss_ + 1, "", 4000, ts, 101, synack.seg.options.ts_val);
+    EXPECT_EQ(log_.back(), "accepted");
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    return iss_;
+  }
+
+  clock::FakeClock clock_{1'000'000'000};
+  timer::TimerWheel wheel_;
+  TcpEngine engine_;
+  IpAddr local_ = IpAddr::v4(0x0a000001), peer_ = IpAddr::v4(0x0a000002);
+  uint16_t peer_port_ = kPeerPort;
+  int syn_wscale_ = 3;
+  std::deque<Out> out_;
+  std::vector<std::string> log_;
+  std::string received_;
+  ConnectionId id_ = kNoConnection;
+  uint32_t iss_ = 0;
+};
+
+// ------------------------------------------------------------------ parsing
+
+TEST(TcpSegment, ParseRejectsMalformedHeaders) {
+  IpAddr a = IpAddr::v4(1), b = IpAddr::v4(2);
+  auto make = [&](uint8_t flags) {
+    SegmentSpec s;
+    s.src_port = 1;
+    s.dst_port = 2;
+    s.flags = flags;
+    std::vector<uint8_t> v(kTcpMaxHeaderBytes);
+    v.resize(build_segment(a, b, s, {}, false, v));
+    return v;
+  };
+  Segment seg;
+  struct Case {
+    const char* name;
+    std::vector<uint8_t> bytes;
+    bool verified;
+    ParseError want;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"ok", make(kAck), false, ParseError::kNone});
+  cases.push_back({"short", std::vector<uint8_t>(19), true, ParseError::kTooShort});
+  auto off_small = make(kAck);
+  off_small[12] = 4 << 4;
+  cases.push_back({"data offset 4", off_small, true, ParseError::kBadDataOffset});
+  auto off_big = make(kAck);
+  off_big[12] = 6 << 4;
+  cases.push_back({"data offset past end", off_big, true, ParseError::kBadDataOffset});
+  cases.push_back({"syn+fin", make(kSyn | kFin), false, ParseError::kBadFlags});
+  cases.push_back({"syn+rst", make(kSyn | kRst), false, ParseError::kBadFlags});
+  cases.push_back({"no flags", make(kPsh), false, ParseError::kBadFlags});
+  auto bad_sum = make(kAck);
+  bad_sum[16] ^= 1;
+  cases.push_back({"checksum", bad_sum, false, ParseError::kBadChecksum});
+  cases.push_back({"checksum offloaded", bad_sum, true, ParseError::kNone});
+  auto port0 = make(kAck);
+  port0[0] = port0[1] = 0;
+  cases.push_back({"port 0", port0, true, ParseError::kBadPort});
+  for (auto& c : cases) {
+    EXPECT_EQ(parse_segment(a, b, c.bytes, c.verified, &seg), c.want) << c.name;
+  }
+}
+
+TEST(TcpSegment, OptionsParseAndOverflow) {
+  struct Case {
+    const char* name;
+    std::vector<uint8_t> opts;
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {"mss", {2, 4, 0x05, 0xb4}, true},
+      {"mss wrong length", {2, 3, 0x05}, false},
+      {"length past end", {8, 10, 0, 0}, false},
+      {"length 0", {5, 0, 1, 1}, false},
+      {"kind without length", {1, 1, 1, 3}, false},
+      {"end stops", {0, 99, 99, 99}, true},
+      {"unknown skipped", {30, 4, 0, 0}, true},
+      {"wscale", {1, 3, 3, 20}, true},
+  };
+  for (const auto& c : cases) {
+    TcpOptions o;
+    EXPECT_EQ(parse_options(c.opts, &o), c.ok) << c.name;
+  }
+  TcpOptions o;
+  ASSERT_TRUE(parse_options(std::vector<uint8_t>{1, 3, 3, 20}, &o));
+  EXPECT_EQ(o.wscale, 14) << "RFC 7323 2.3: shifts above 14 are taken as 14";
+}
+
+TEST(TcpSegment, BuildParseRoundTripWithAllOptionsAndOffloadSum) {
+  IpAddr a = IpAddr::v4(0x0a000001), b = IpAddr::v4(0x0a000002);
+  SegmentSpec s;
+  s.src_port = 1234;
+  s.dst_port = 80;
+  s.seq = 0xfffffff0;
+  s.ack = 7;
+  s.flags = kSyn | kAck;
+  s.window = 5000;
+  s.mss = true;
+  s.mss_value = 1460;
+  s.wscale = true;
+  s.wscale_value = 7;
+  s.sack_permitted = true;
+  s.timestamps = true;
+  s.ts_val = 11;
+  s.ts_ecr = 22;
+  std::vector<uint8_t> buf(100);
+  size_t n = build_segment(a, b, s, {}, false, buf);
+  EXPECT_EQ(n % 4, 0u);
+  Segment seg;
+  ASSERT_EQ(parse_segment(a, b, {buf.data(), n}, false, &seg), ParseError::kNone);
+  EXPECT_EQ(seg.seq, s.seq);
+  EXPECT_EQ(seg.options.mss, 1460);
+  EXPECT_EQ(seg.options.wscale, 7);
+  EXPECT_TRUE(seg.options.sack_permitted);
+  EXPECT_EQ(seg.options.ts_val, 11u);
+  EXPECT_EQ(seg.options.ts_ecr, 22u);
+  // Offload: the field holds the pseudo-header sum; adding the segment's own sum completes it.
+  std::vector<uint8_t> off(100);
+  n = build_segment(a, b, s, {}, true, off);
+  EXPECT_EQ(off[16] << 8 | off[17], fold_sum(pseudo_header_sum(a, b, static_cast<uint32_t>(n))));
+}
+
+// ------------------------------------------------------------------ closed and listen
+
+TEST(TcpEngineTest, ClosedPortAnswersPerRfc9293) {
+  Harness h;
+  h.in(kSyn, 500, 0);
+  Out r = h.pop();
+  EXPECT_EQ(r.seg.flags, kRst | kAck);
+  EXPECT_EQ(r.seg.seq, 0u);
+  EXPECT_EQ(r.seg.ack, 501u);
+  h.in(kAck, 500, 777);
+  r = h.pop();
+  EXPECT_EQ(r.seg.flags, kRst);
+  EXPECT_EQ(r.seg.seq, 777u);
+  h.in(kRst, 500, 0);
+  EXPECT_TRUE(h.out_.empty()) << "never answer a RST";
+  EXPECT_EQ(h.stat(TcpStats::rst_closed_port), 2u);
+  EXPECT_EQ(h.stat(TcpStats::drop_rst_no_connection), 1u);
+}
+
+TEST(TcpEngineTest, ListenerAnswersAckWithRstAndSynWithSynAck) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kAck, 500, 777);
+  EXPECT_EQ(h.pop().seg.flags, kRst);
+  h.in(kFin | kAck, 500, 777);
+  EXPECT_EQ(h.pop().seg.flags, kRst);
+  h.in(kSyn, kPeerIsn, 0);
+  Out sa = h.pop();
+  EXPECT_EQ(sa.seg.flags, kSyn | kAck);
+  EXPECT_EQ(sa.seg.ack, kPeerIsn + 1);
+  EXPECT_EQ(sa.seg.options.mss, 1000);
+  EXPECT_TRUE(sa.seg.options.has_wscale);
+  EXPECT_EQ(sa.seg.options.wscale, 2);
+  EXPECT_TRUE(sa.seg.options.has_timestamps == false) << "no TS in the SYN: none in SYN-ACK";
+}
+
+TEST(TcpEngineTest, SynQueueLimitAtItsEdge) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 3;
+  Harness h(c);
+  h.engine_.listen(h.local_, kPort);
+  for (int i = 0; i < 4; ++i) {
+    h.peer_port_ = static_cast<uint16_t>(kPeerPort + i);
+    h.in(kSyn, kPeerIsn, 0);
+  }
+  EXPECT_EQ(h.out_.size(), 3u);
+  EXPECT_EQ(h.stat(TcpStats::drop_syn_queue_full), 1u);
+  EXPECT_EQ(h.engine_.connections(), 3u);
+}
+
+TEST(TcpEngineTest, AcceptBacklogLimitAtItsEdge) {
+  TcpConfig c = Harness::defaults();
+  c.accept_backlog = 2;
+  Harness h(c);
+  h.engine_.listen(h.local_, kPort);
+  h.engine_.set_accepting(kPort, false);
+  std::vector<uint32_t> iss;
+  for (int i = 0; i < 3; ++i) {
+    h.peer_port_ = static_cast<uint16_t>(kPeerPort + i);
+    h.in(kSyn, kPeerIsn, 0);
+    iss.push_back(h.pop().seg.seq);
+  }
+  for (int i = 0; i < 3; ++i) {
+    h.peer_port_ = static_cast<uint16_t>(kPeerPort + i);
+    h.in(kAck, kPeerIsn + 1, iss[i] + 1);
+  }
+  EXPECT_EQ(h.stat(TcpStats::drop_accept_backlog_full), 1u) << "the third handshake waits";
+  EXPECT_TRUE(h.log_.empty());
+  h.peer_port_ = kPeerPort + 9;
+  h.in(kSyn, kPeerIsn, 0);
+  EXPECT_EQ(h.stat(TcpStats::drop_accept_backlog_full), 2u) << "a SYN on a full backlog";
+  h.engine_.set_accepting(kPort, true);
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.size(), 2u);
+}
+
+TEST(TcpEngineTest, MaxConnectionsAtItsEdge) {
+  TcpConfig c = Harness::defaults();
+  c.max_connections = 2;
+  Harness h(c);
+  h.engine_.listen(h.local_, kPort);
+  for (int i = 0; i < 3; ++i) {
+    h.peer_port_ = static_cast<uint16_t>(kPeerPort + i);
+    h.in(kSyn, kPeerIsn, 0);
+  }
+  EXPECT_EQ(h.engine_.connections(), 2u);
+  EXPECT_EQ(h.stat(TcpStats::drop_connection_limit), 1u);
+}
+
+// ------------------------------------------------------------------ SYN-RECEIVED
+
+TEST(TcpEngineTest, SynInSynReceived) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  Out sa = h.pop();
+  // The same SYN again (our SYN-ACK was lost): answered with the SYN-ACK.
+  h.in(kSyn, kPeerIsn, 0);
+  Out again = h.pop();
+  EXPECT_EQ(again.seg.flags, kSyn | kAck);
+  EXPECT_EQ(again.seg.seq, sa.seg.seq);
+  // A different SYN in the window: passive open goes back to LISTEN (RFC 9293 3.10.7.4).
+  h.in(kSyn, kPeerIsn + 5, 0);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::syn_in_syn_received), 1u);
+  // The listener still stands.
+  h.in(kSyn, kPeerIsn + 100, 0);
+  EXPECT_EQ(h.pop().seg.flags, kSyn | kAck);
+}
+
+TEST(TcpEngineTest, BadAckInSynReceivedGetsRst) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  Out sa = h.pop();
+  h.in(kAck, kPeerIsn + 1, sa.seg.seq + 5);
+  Out r = h.pop();
+  EXPECT_EQ(r.seg.flags, kRst);
+  EXPECT_EQ(r.seg.seq, sa.seg.seq + 5);
+  EXPECT_EQ(h.engine_.connections(), 1u) << "still half-open";
+}
+
+TEST(TcpEngineTest, SynAckRetransmittedThenGivesUp) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  h.pop();
+  h.advance_ms(1000);
+  EXPECT_EQ(h.pop().seg.flags, kSyn | kAck);
+  h.advance_ms(2000);  // backoff doubles
+  EXPECT_EQ(h.pop().seg.flags, kSyn | kAck);
+  h.advance_ms(4000);
+  EXPECT_TRUE(h.out_.empty());
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::aborted_syn_timeout), 1u);
+}
+
+// ------------------------------------------------------------------ RST in each state
+
+struct RstCase {
+  const char* name;
+  TcpState state;
+  int32_t seq_offset;  // from RCV.NXT
+  bool resets;
+  bool challenge;
+};
+
+// Drives a connection into `state` (we are the passive side).
+void drive_to(Harness& h, TcpState state) {
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  switch (state) {
+    case TcpState::kEstablished: break;
+    case TcpState::kFinWait1: h.engine_.close(h.id_, CloseMode::kGraceful); break;
+    case TcpState::kFinWait2:
+      h.engine_.close(h.id_, CloseMode::kGraceful);
+      h.in(kAck, p, iss + 2);
+      break;
+    case TcpState::kCloseWait: h.in(kFin | kAck, p, iss + 1); break;
+    case TcpState::kLastAck:
+      h.in(kFin | kAck, p, iss + 1);
+      h.engine_.close(h.id_, CloseMode::kGraceful);
+      break;
+    case TcpState::kClosing:
+      h.engine_.close(h.id_, CloseMode::kGraceful);
+      h.in(kFin | kAck, p, iss + 1);  // does not ack our FIN: simultaneous close
+      break;
+    case TcpState::kTimeWait:
+      h.engine_.close(h.id_, CloseMode::kGraceful);
+      h.in(kFin | kAck, p, iss + 2);
+      break;
+    default: break;
+  }
+  h.out_.clear();
+  ASSERT_EQ(h.state(), state) << tcp_state_name(h.state());
+}
+
+TEST(TcpEngineTest, RstInEachSynchronizedState) {
+  const RstCase cases[] = {
+      {"established exact", TcpState::kEstablished, 0, true, false},
+      {"established in window", TcpState::kEstablished, 10, false, true},
+      {"established out of window", TcpState::kEstablished, 100000, false, false},
+      {"established old", TcpState::kEstablished, -10, false, false},
+      {"fin-wait-1", TcpState::kFinWait1, 0, true, false},
+      {"fin-wait-2", TcpState::kFinWait2, 0, true, false},
+      {"close-wait", TcpState::kCloseWait, 0, true, false},
+      {"last-ack", TcpState::kLastAck, 0, true, false},
+      {"closing", TcpState::kClosing, 0, true, false},
+      {"time-wait (RFC 1337)", TcpState::kTimeWait, 0, false, false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    Harness h;
+    drive_to(h, c.state);
+    ConnectionInfo info;
+    ASSERT_TRUE(h.engine_.info(h.id_, &info));
+    h.log_.clear();
+    h.in(kRst, info.rcv_nxt + static_cast<uint32_t>(c.seq_offset), 0);
+    h.engine_.poll();
+    if (c.resets) {
+      EXPECT_EQ(h.state(), TcpState::kClosed);
+      ASSERT_FALSE(h.log_.empty());
+      EXPECT_EQ(h.log_.back(), "closed:peer_reset");
+    } else {
+      EXPECT_EQ(h.state(), c.state);
+    }
+    if (c.challenge) {
+      ASSERT_EQ(h.out_.size(), 1u);
+      EXPECT_EQ(h.out_.front().seg.flags, kAck);
+      EXPECT_EQ(h.stat(TcpStats::challenge_acks), 1u);
+    } else {
+      EXPECT_TRUE(h.out_.empty());
+    }
+  }
+}
+
+TEST(TcpEngineTest, RstInSynReceivedReturnsToListen) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  h.pop();
+  h.in(kRst, kPeerIsn + 1, 0);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_TRUE(h.log_.empty()) << "the application never knew it";
+}
+
+TEST(TcpEngineTest, RstInSynSentNeedsAcceptableAck) {
+  Harness h;
+  ConnectionId id = h.engine_.connect(h.local_, kPort, h.peer_, kPeerPort);
+  Out syn = h.pop();
+  EXPECT_EQ(syn.seg.flags, kSyn);
+  h.in(kRst, 0, 0);  // no ACK: ignored
+  EXPECT_EQ(h.engine_.connections(), 1u);
+  h.in(kRst | kAck, 0, syn.seg.seq + 7);  // bad ACK: ignored, and no RST for a RST
+  EXPECT_EQ(h.engine_.connections(), 1u);
+  EXPECT_TRUE(h.out_.empty());
+  h.in(kRst | kAck, 0, syn.seg.seq + 1);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.log_.back(), "closed:refused");
+  (void)id;
+}
+
+// ------------------------------------------------------------------ active and simultaneous
+
+TEST(TcpEngineTest, ActiveOpenAndSimultaneousOpen) {
+  {
+    Harness h;
+    h.engine_.connect(h.local_, kPort, h.peer_, kPeerPort);
+    Out syn = h.pop();
+    EXPECT_TRUE(syn.seg.options.has_mss && syn.seg.options.has_wscale &&
+                syn.seg.options.has_timestamps);
+    h.in(kSyn | kAck, kPeerIsn, syn.seg.seq + 1);
+    EXPECT_EQ(h.log_.back(), "connected");
+    Out ack = h.pop();
+    EXPECT_EQ(ack.seg.flags, kAck);
+    EXPECT_EQ(ack.seg.ack, kPeerIsn + 1);
+  }
+  {
+    Harness h;
+    ConnectionId id = h.engine_.connect(h.local_, kPort, h.peer_, kPeerPort);
+    h.id_ = id;
+    Out syn = h.pop();
+    h.in(kSyn, kPeerIsn, 0);  // crossing SYNs
+    EXPECT_EQ(h.state(), TcpState::kSynReceived);
+    Out sa = h.pop();
+    EXPECT_EQ(sa.seg.flags, kSyn | kAck);
+    EXPECT_EQ(sa.seg.seq, syn.seg.seq);
+    h.in(kSyn | kAck, kPeerIsn, syn.seg.seq + 1);
+    EXPECT_EQ(h.state(), TcpState::kEstablished);
+    EXPECT_EQ(h.stat(TcpStats::simultaneous_opens), 1u);
+  }
+}
+
+// ------------------------------------------------------------------ data
+
+TEST(TcpEngineTest, OldDuplicatesAndOutOfWindowDataAreAckedAndDropped) {
+  Harness h;
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.in(kAck | kPsh, p, iss + 1, "hello");
+  EXPECT_EQ(h.received_, "hello");
+  h.out_.clear();
+  h.in(kAck | kPsh, p, iss + 1, "hello");  // old duplicate
+  EXPECT_EQ(h.received_, "hello");
+  ASSERT_EQ(h.out_.size(), 1u);
+  EXPECT_EQ(h.pop().seg.ack, p + 5);
+  h.in(kAck, p + 5 + 100000, iss + 1, "far");  // beyond the window
+  EXPECT_EQ(h.pop().seg.ack, p + 5);
+  EXPECT_EQ(h.stat(TcpStats::drop_out_of_window), 2u);
+  // Overlapping retransmission: only the new tail is taken.
+  h.in(kAck, p + 3, iss + 1, "lo world");
+  EXPECT_EQ(h.received_, "hello world");
+}
+
+TEST(TcpEngineTest, OutOfOrderSegmentsAreReassembled) {
+  Harness h;
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.in(kAck, p + 6, iss + 1, "world");
+  EXPECT_EQ(h.received_, "");
+  EXPECT_EQ(h.pop().seg.ack, p) << "immediate duplicate ACK";
+  h.in(kAck | kFin, p + 11, iss + 1, "!");
+  h.in(kAck, p, iss + 1, "hello ");
+  EXPECT_EQ(h.received_, "hello world!");
+  EXPECT_EQ(h.log_.back(), "peer_closed");
+  EXPECT_EQ(h.state(), TcpState::kCloseWait);
+  EXPECT_EQ(h.stat(TcpStats::ooo_segments), 2u);
+}
+
+TEST(TcpEngineTest, ReassemblyIntervalsAreBounded) {
+  TcpConfig c = Harness::defaults();
+  c.reassembly_intervals = 2;
+  Harness h(c);
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.in(kAck, p + 10, iss + 1, "a");
+  h.in(kAck, p + 20, iss + 1, "b");
+  h.in(kAck, p + 30, iss + 1, "c");
+  EXPECT_EQ(h.stat(TcpStats::drop_ooo_full), 1u);
+  h.in(kAck, p + 11, iss + 1, "a");  // extends a held range: still fits
+  EXPECT_EQ(h.stat(TcpStats::drop_ooo_full), 1u);
+}
+
+TEST(TcpEngineTest, ZeroWindowThenWindowUpdate) {
+  Harness h;  // recv buffer 4000, our shift 2
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.engine_.set_reading(h.id_, false);
+  std::string chunk(1000, 'x');
+  for (int i = 0; i < 4; ++i) h.in(kAck, p + 1000 * i, iss + 1, chunk);
+  h.advance_ms(50);
+  Out last = h.out_.back();
+  EXPECT_EQ(last.seg.window, 0) << "buffer full: zero window";
+  h.out_.clear();
+  h.in(kAck, p + 4000, iss + 1, "y");  // data into a zero window: dropped, ACKed
+  Out a = h.pop();
+  EXPECT_EQ(a.seg.ack, p + 4000);
+  EXPECT_EQ(a.seg.window, 0);
+  h.engine_.set_reading(h.id_, true);
+  h.engine_.poll();
+  EXPECT_EQ(h.received_.size(), 4000u);
+  Out upd = h.pop();
+  EXPECT_EQ(upd.seg.window, 4000 >> 2) << "window update after reading";
+  EXPECT_EQ(h.stat(TcpStats::window_updates), 1u);
+}
+
+TEST(TcpEngineTest, WindowScaleAppliesBothWays) {
+  Harness h;
+  h.syn_wscale_ = 5;
+  uint32_t iss = h.establish();
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.snd_wscale, 5);
+  EXPECT_EQ(info.rcv_wscale, 2);
+  h.in(kAck, kPeerIsn + 1, iss + 1, "", 100);
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.snd_wnd, 100u << 5);
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 1));
+  EXPECT_EQ(h.pop().seg.window, 4000 >> 2);
+}
+
+TEST(TcpEngineTest, NoWindowScaleWithoutThePeersOption) {
+  Harness h;
+  h.syn_wscale_ = -1;
+  h.establish();
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.snd_wscale, 0);
+  EXPECT_EQ(info.rcv_wscale, 0);
+}
+
+TEST(TcpEngineTest, PawsRejectsOldTimestamps) {
+  Harness h;
+  uint32_t iss = h.establish(/*ts=*/true);
+  const uint32_t p = kPeerIsn + 1;
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_TRUE(info.timestamps);
+  h.out_.clear();
+  h.in(kAck, p, iss + 1, "new", 4000, true, 500, 0);
+  EXPECT_EQ(h.received_, "new");
+  h.in(kAck, p + 3, iss + 1, "old", 4000, true, 400, 0);  // TSval went backwards
+  EXPECT_EQ(h.received_, "new");
+  EXPECT_EQ(h.stat(TcpStats::drop_paws), 1u);
+  EXPECT_EQ(h.out_.back().seg.flags, kAck) << "PAWS drops are ACKed";
+  h.in(kRst, p + 3, 0, "", 4000, true, 1, 0);  // RSTs are exempt
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:peer_reset");
+}
+
+// ------------------------------------------------------------------ close
+
+TEST(TcpEngineTest, SimultaneousCloseAndTimeWait) {
+  Harness h;
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  Out fin = h.pop();
+  EXPECT_EQ(fin.seg.flags, kFin | kAck);
+  EXPECT_EQ(h.state(), TcpState::kFinWait1);
+  h.in(kFin | kAck, p, iss + 1);  // the peer's FIN crosses ours
+  EXPECT_EQ(h.state(), TcpState::kClosing);
+  h.in(kAck, p + 1, iss + 2);
+  EXPECT_EQ(h.state(), TcpState::kTimeWait);
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:normal");
+  // A retransmitted FIN in TIME-WAIT is ACKed again.
+  h.out_.clear();
+  h.in(kFin | kAck, p, iss + 2);
+  EXPECT_EQ(h.pop().seg.ack, p + 1);
+  h.advance_ms(1999);
+  EXPECT_EQ(h.engine_.connections(), 1u);
+  h.advance_ms(2);
+  EXPECT_EQ(h.engine_.connections(), 0u) << "2*MSL";
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+}
+
+TEST(TcpEngineTest, PassiveCloseThroughLastAck) {
+  Harness h;
+  uint32_t iss = h.establish();
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 1);
+  EXPECT_EQ(h.log_.back(), "peer_closed");
+  h.engine_.send(h.id_, std::vector<uint8_t>(3, 'z'));
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  EXPECT_EQ(h.state(), TcpState::kLastAck);
+  h.in(kAck, kPeerIsn + 2, iss + 5);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.log_.back(), "closed:normal");
+}
+
+TEST(TcpEngineTest, AbortSendsRst) {
+  Harness h;
+  h.establish();
+  h.out_.clear();
+  h.engine_.close(h.id_, CloseMode::kAbort);
+  EXPECT_EQ(h.pop().seg.flags, kRst | kAck);
+  EXPECT_TRUE(h.log_.back() != "closed:local_abort") << "events wait for poll()";
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:local_abort");
+}
+
+TEST(TcpEngineTest, SendQueueLimitResets) {
+  Harness h;  // send buffer 8000
+  h.establish();
+  EXPECT_EQ(h.engine_.send_space(h.id_), 8000u);
+  EXPECT_EQ(h.engine_.send(h.id_, std::vector<uint8_t>(8000, 1)), SendResult::kOk);
+  EXPECT_EQ(h.engine_.send(h.id_, std::vector<uint8_t>(1, 1)), SendResult::kQueueFull);
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:send_queue_full");
+  EXPECT_EQ(h.engine_.send(h.id_, std::vector<uint8_t>(1, 1)), SendResult::kClosed);
+}
+
+// ------------------------------------------------------------------ timers
+
+TEST(TcpEngineTest, RtoBacksOffThenAborts) {
+  Harness h;  // max_retransmits 3, initial RTO 1 s
+  uint32_t iss = h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 'a'));
+  EXPECT_EQ(h.pop().seg.seq, iss + 1);
+  uint64_t waits[] = {1000, 2000, 4000};
+  for (uint64_t w : waits) {
+    h.advance_ms(w - 1);
+    EXPECT_TRUE(h.out_.empty()) << w;
+    h.advance_ms(1);
+    Out r = h.pop();
+    EXPECT_EQ(r.seg.seq, iss + 1);
+    EXPECT_EQ(r.seg.payload.size(), 10u);
+  }
+  h.advance_ms(8000);
+  EXPECT_EQ(h.pop().seg.flags, kRst | kAck);
+  EXPECT_EQ(h.log_.back(), "closed:retransmit_timeout");
+  EXPECT_EQ(h.stat(TcpStats::aborted_retransmit), 1u);
+}
+
+TEST(TcpEngineTest, RttSamplesSetRto) {
+  Harness h;
+  uint32_t iss = h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 'a'));
+  h.advance_ms(100);
+  h.in(kAck, kPeerIsn + 1, iss + 11);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  // First sample R = 100 ms: SRTT 100, RTTVAR 50, RTO = 100 + 4 * 50 = 300 ms (min 200).
+  EXPECT_EQ(info.rto_ms, 300u);
+}
+
+TEST(TcpEngineTest, FastRetransmitOnThirdDuplicateAck) {
+  Harness h;
+  uint32_t iss = h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(4000, 'a'));
+  EXPECT_EQ(h.out_.size(), 4u);
+  h.out_.clear();
+  for (int i = 0; i < 3; ++i) h.in(kAck, kPeerIsn + 1, iss + 1);
+  EXPECT_EQ(h.stat(TcpStats::dup_acks), 3u);
+  ASSERT_EQ(h.out_.size(), 1u);
+  Out r = h.pop();
+  EXPECT_EQ(r.seg.seq, iss + 1);
+  EXPECT_EQ(h.stat(TcpStats::fast_retransmits), 1u);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_TRUE(info.in_recovery);
+  // A partial ACK retransmits the next hole (RFC 6582).
+  h.in(kAck, kPeerIsn + 1, iss + 1001);
+  EXPECT_EQ(h.pop().seg.seq, iss + 1001);
+  EXPECT_EQ(h.stat(TcpStats::recovery_partial_acks), 1u);
+  h.in(kAck, kPeerIsn + 1, iss + 4001);
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_FALSE(info.in_recovery);
+}
+
+TEST(TcpEngineTest, DelayedAckEverySecondSegmentOrTimeout) {
+  Harness h;
+  uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.out_.clear();
+  h.in(kAck, p, iss + 1, "a");
+  EXPECT_TRUE(h.out_.empty());
+  h.advance_ms(39);
+  EXPECT_TRUE(h.out_.empty());
+  h.advance_ms(1);
+  EXPECT_EQ(h.pop().seg.ack, p + 1);
+  h.in(kAck, p + 1, iss + 1, "b");
+  h.in(kAck, p + 2, iss + 1, "c");
+  EXPECT_EQ(h.pop().seg.ack, p + 3) << "second segment: at once";
+}
+
+TEST(TcpEngineTest, PersistTimerProbesZeroWindow) {
+  Harness h;
+  uint32_t iss = h.establish();
+  h.in(kAck, kPeerIsn + 1, iss + 1, "", 0);  // the peer's window closes
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 'a'));
+  EXPECT_TRUE(h.out_.empty());
+  h.advance_ms(1000);
+  Out probe = h.pop();
+  EXPECT_EQ(probe.seg.seq, iss);  // SND.UNA - 1: the peer must answer with an ACK
+  h.advance_ms(2000);
+  EXPECT_EQ(h.stat(TcpStats::window_probes), 2u);
+  h.out_.clear();
+  h.in(kAck, kPeerIsn + 1, iss + 1, "", 100);  // opens
+  EXPECT_EQ(h.pop().seg.payload.size(), 10u);
+}
+
+TEST(TcpEngineTest, KeepaliveProbesThenAborts) {
+  TcpConfig c = Harness::defaults();
+  c.keepalive_idle_ms = 10'000;
+  c.keepalive_interval_ms = 1000;
+  c.keepalive_probes = 2;
+  Harness h(c);
+  uint32_t iss = h.establish();
+  h.out_.clear();
+  h.advance_ms(10'000);
+  Out k = h.pop();
+  EXPECT_EQ(k.seg.seq, iss);
+  h.in(kAck, kPeerIsn + 1, iss + 1);  // answered: idle again
+  h.advance_ms(10'000);
+  h.pop();
+  h.advance_ms(1000);
+  h.pop();
+  h.advance_ms(1000);
+  EXPECT_EQ(h.pop().seg.flags, kRst | kAck);
+  EXPECT_EQ(h.log_.back(), "closed:keepalive_timeout");
+}
+
+// ------------------------------------------------------------------ ISN
+
+TEST(TcpEngineTest, IsnIsKeyedPerTupleAndMovesWithTheClock) {
+  auto isn = [](uint64_t key, uint16_t port, uint64_t advance_ns) {
+    TcpConfig c = Harness::defaults();
+    c.isn_key[0] = key;
+    Harness h(c);
+    h.clock_.advance_ns(advance_ns);
+    h.engine_.connect(h.local_, port, h.peer_, kPeerPort);
+    return h.pop().seg.seq;
+  };
+  EXPECT_EQ(isn(1, 1000, 0), isn(1, 1000, 0));
+  EXPECT_NE(isn(1, 1000, 0), isn(1, 1001, 0));
+  EXPECT_NE(isn(1, 1000, 0), isn(2, 1000, 0));
+  EXPECT_EQ(isn(1, 1000, 4000) - isn(1, 1000, 0), 1u) << "M ticks every 4 us";
+}
+
+}  // namespace
+}  // namespace herald::net::tcp
