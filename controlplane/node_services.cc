@@ -2,6 +2,7 @@
 #include "controlplane/node_services.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -281,6 +282,25 @@ absl::Status NodeServices::create_services() {
     return counter_reader_->read(out);
   };
   system_ = std::make_unique<api::SystemApi>(*catalog_, std::move(sources));
+  // The profiler samples on this loop: the OS, this process and the counters segment, and the
+  // hardware counters of the dataplane's cores where the host allows.
+  profiler::ProfilerOptions profiler_options;
+  profiler_options.sampler.node_name = config->node()->name()->str();
+  profiler_options.interval_ms = config->profiler()->sample_interval_ms();
+  profiler_options.sampler.ring_samples = config->profiler()->history_samples();
+  if (const auto* cores = config->dataplane()->cores()) {
+    for (const uint16_t core : *cores) profiler_options.sampler.perf_cpus.push_back(core);
+  }
+  profiler_ = std::make_unique<profiler::ProfilerService>(loop_, std::move(profiler_options),
+                                                          clock::Clock::monotonic());
+  profiler_->sampler().set_processes([] {
+    return std::vector<profiler::ProcessRef>{{"controlplane", static_cast<int>(::getpid())}};
+  });
+  profiler_->sampler().set_counters_source([this](counters::Snapshot* out) {
+    if (!counter_reader_) return absl::UnavailableError("counters segment not readable");
+    return counter_reader_->read(out);
+  });
+  profiler_->start();
   config_api_ = std::make_unique<config_revisions::ConfigApi>(*revisions_, *catalog_);
 
   store_service_ =
@@ -313,6 +333,7 @@ absl::Status NodeServices::create_services() {
 
   admin_router_ = std::make_unique<api::Router>(api_keys_.get());
   system_->add_routes(*admin_router_);
+  profiler_->add_routes(*admin_router_);
   api_keys_->add_routes(*admin_router_);
   accounts_->add_routes(*admin_router_);
   provisioning_->add_routes(*admin_router_);
@@ -428,6 +449,7 @@ void NodeServices::reload_certificate() {
 void NodeServices::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (profiler_) profiler_->shutdown();
   const uint64_t deadline_ns = clock::monotonic_ns() + 5'000'000'000ull;
   if (admin_http_) admin_http_->shutdown();
   if (public_http_) public_http_->shutdown();
@@ -538,6 +560,7 @@ bool NodeServices::apply_to_services(const config::Config& from, const config::C
   (void)devices_->linker().set_max_linked_devices(to.limits().max_linked_devices());
   queues_->set_max_queued_messages_per_device(to.limits().max_queued_messages_per_device());
   catalog_->set_snapshot_after_bytes(to.catalog().snapshot_after_bytes());
+  profiler_->set_interval_ms(to.profiler().sample_interval_ms());
 
   // New connections, requests and timers; open connections keep their parser limits.
   if (admin_http_) admin_http_->set_limits(config_revisions::server_limits(to.admin_http()));

@@ -29,6 +29,7 @@
 #include "controlplane/http/server.h"
 #include "controlplane/ipc/ipc_server.h"
 #include "controlplane/ipc/store_service.h"
+#include "controlplane/profiler/profiler_service.h"
 #include "controlplane/push/push_service.h"
 #include "controlplane/registration/code_gateway.h"
 #include "controlplane/registration/gateway_switch.h"
@@ -146,6 +147,7 @@ class NodeServices {
   std::unique_ptr<api::DevicesApi> devices_;            // POST /v1/devices/link-code, link
   std::unique_ptr<api::Groups> groups_;
   std::unique_ptr<api::SystemApi> system_;
+  std::unique_ptr<profiler::ProfilerService> profiler_;  // /v1/profiler...
   std::unique_ptr<config_revisions::ConfigApi> config_api_;
   std::unique_ptr<StoreService> store_service_;
   std::unique_ptr<push::PushService> push_;  // PUT /v1/devices/push-token, push webhook

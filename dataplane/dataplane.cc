@@ -2,6 +2,7 @@
 #include "dataplane/dataplane.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include "dataplane/transport/dpdk/dpdk_runtime.h"
+#include "dataplane/transport/dpdk/dpdk_settings.h"
 #include "platform/auth/crypto.h"
 #include "platform/ipc/client.h"
 #include "platform/log/log.h"
@@ -56,6 +59,27 @@ absl::StatusOr<std::unique_ptr<Dataplane>> Dataplane::start(config::Config confi
   dp->mesh_ = std::move(*mesh);
   dp->config_ = std::make_shared<const config::Config>(std::move(config));
 
+  // backend dpdk: the EAL, the pool and the ports, once per process; worker i drives queue i
+  // of the port from its own loop (the runtime's own lcore loops are not launched).
+  std::shared_ptr<dpdk::DpdkRuntime> dpdk_runtime;
+  if (dp->config_->dataplane().backend() == config::Backend::dpdk) {
+    const dpdk::DpdkSettings settings = dpdk::settings_from_config(*dp->config_);
+    if (settings.rx_queues != workers) {
+      return absl::InvalidArgumentError(
+          "backend dpdk: dataplane.dpdk.rx_queues must equal dataplane.workers (worker i owns "
+          "queue i)");
+    }
+    // rte_eal_init pins the calling thread to the main lcore; the workers (created from this
+    // thread) and the supervisor keep the process's own affinity instead.
+    cpu_set_t affinity;
+    CPU_ZERO(&affinity);
+    const bool saved = sched_getaffinity(0, sizeof(affinity), &affinity) == 0;
+    auto runtime = dpdk::DpdkRuntime::start(settings);
+    if (saved) (void)sched_setaffinity(0, sizeof(affinity), &affinity);
+    if (!runtime.ok()) return runtime.status();
+    dpdk_runtime = std::shared_ptr<dpdk::DpdkRuntime>(std::move(*runtime));
+  }
+
   for (uint16_t i = 0; i < workers; ++i) {
     WorkerSetup setup;
     setup.index = i;
@@ -65,6 +89,7 @@ absl::StatusOr<std::unique_ptr<Dataplane>> Dataplane::start(config::Config confi
     setup.directory = dp->directory_.get();
     setup.mesh = dp->mesh_.get();
     setup.instance_id = dp->instance_id_;
+    setup.dpdk = dpdk_runtime;  // the last worker to go shuts the ports and the EAL down
     const auto* cores = dp->config_->dataplane().cores();
     setup.pin_core = cores != nullptr && cores->size() == workers ? cores->Get(i) : -1;
     dp->workers_.push_back(std::make_unique<Worker>(std::move(setup)));

@@ -47,10 +47,6 @@ int main(int argc, char** argv) {
                 config_path.empty() ? "(embedded defaults)" : config_path.c_str());
     return 0;
   }
-  if (config->dataplane().backend() != herald::config::Backend::kernel) {
-    std::fprintf(stderr, "herald-dataplane: backend dpdk is not built yet; use kernel\n");
-    return kExitBadConfig;
-  }
   herald::config::apply_log_settings(*config);
 
   // SIGINT and SIGTERM are taken by sigwait below, in this thread only: blocked before any

@@ -69,6 +69,16 @@ static_assert(sizeof(KernelTransportStats) ==
               (std::size(kTransportFields) + static_cast<size_t>(CloseReason::kCount)) * 8 +
                   2 * sizeof(uint32_t));
 static_assert(sizeof(routing::WorkerRouterStats) == std::size(kRouterFields) * 8);
+// The dpdk tables are named by their X-macros; these catch a field added beside them.
+static_assert(sizeof(net::tcp::TcpStats) == net::tcp::TcpStats::kCount * 8);
+static_assert(sizeof(net::NetStats) ==
+              (net::kDropReasonCount + net::kNetCounterCount + 7) / 8 * 64);  // alignas(64)
+static_assert(sizeof(dpdk::DpdkTransportStats) ==
+              (sizeof(dpdk::DpdkTransportStats::closed) / 8 +
+#define HERALD_DPDK_TRANSPORT_ONE(name, doc) 1 +
+               HERALD_DPDK_TRANSPORT_COUNTERS(HERALD_DPDK_TRANSPORT_ONE) 0) *
+                  8);
+#undef HERALD_DPDK_TRANSPORT_ONE
 static_assert(sizeof(StoreClientStats) == (std::size(kStoreFields) + kAppendRefusalCount +
                                            (static_cast<size_t>(ipc::AppendStatus::MAX) + 1) +
                                            2 * ipc::kRecordTypeCount + ipc::kEnvelopeErrorCount) *
@@ -121,6 +131,10 @@ const void* source_of(const WorkerStatsView& v, Source s) {
     case Source::kDirectory: return v.directory;
     case Source::kLoop: return v.loop;
     case Source::kGauges: return v.gauges;
+    case Source::kNet: return v.net;
+    case Source::kTcp: return v.tcp;
+    case Source::kDpdkLoop: return v.dpdk_loop;
+    case Source::kDpdkTransport: return v.dpdk_transport;
   }
   return nullptr;
 }
@@ -132,7 +146,7 @@ constexpr uint32_t kLayoutLockTimeoutMs = 250;
 
 }  // namespace
 
-WorkerStatsView collect_worker_stats(const KernelTransport& transport, const TlsLayer& tls,
+WorkerStatsView collect_worker_stats(const Transport& transport, const TlsLayer& tls,
                                      const SessionLayer& sessions,
                                      const routing::WorkerRouter& router, const StoreClient& store,
                                      const MeshEndpoint& mesh, const WorkerLoopStats& loop,
@@ -140,9 +154,10 @@ WorkerStatsView collect_worker_stats(const KernelTransport& transport, const Tls
                                      WorkerStatsScratch& scratch) {
   WorkerGauges& g = scratch.gauges;
   g.sessions = sessions.sessions();
+  const auto* kernel = dynamic_cast<const KernelTransport*>(&transport);
   g.transport_connections = transport.connections();
-  g.transport_shards = transport.stats().shards;
-  g.transport_table_slots = transport.stats().table_slots;
+  g.transport_shards = kernel != nullptr ? kernel->stats().shards : 0;
+  g.transport_table_slots = kernel != nullptr ? kernel->stats().table_slots : 0;
   g.tls_connections = tls.connections();
   g.router_sessions = router.sessions();
   g.pending_messages = router.pending_messages();
@@ -157,7 +172,7 @@ WorkerStatsView collect_worker_stats(const KernelTransport& transport, const Tls
   g.groups_cached = router.groups().groups();
   scratch.loop = loop;
   WorkerStatsView v;
-  v.transport = &transport.stats();
+  v.transport = kernel != nullptr ? &kernel->stats() : nullptr;
   v.tls = &tls.stats();
   v.session = &sessions.stats();
   v.router = &router.stats();
@@ -272,6 +287,43 @@ void StatsMirror::add_entries() {
   add("dp." name, Source::kGauges, offset_of(probe, probe.field), true);
     HERALD_WORKER_GAUGES(HERALD_WORKER_GAUGE_ENTRY)
 #undef HERALD_WORKER_GAUGE_ENTRY
+  }
+  if (options_.with_dpdk) {
+    // The stack's drop table and counters, the TCP engine's table, the port loop's and the
+    // transport's counters: names from their X-macro tables (stable, documented there).
+    static const net::NetStats net_probe{};
+    for (size_t i = 0; i < net::kDropReasonCount; ++i) {
+      if (static_cast<net::DropReason>(i) == net::DropReason::kNone) continue;
+      add(absl::StrCat("dp.net.drop.",
+                       std::string(net::drop_reason_name(static_cast<net::DropReason>(i)))),
+          Source::kNet, offset_of(net_probe, net_probe.drops[i]), false);
+    }
+    for (size_t i = 0; i < net::kNetCounterCount; ++i) {
+      add(absl::StrCat("dp.net.",
+                       std::string(net::net_counter_name(static_cast<net::NetCounter>(i)))),
+          Source::kNet, offset_of(net_probe, net_probe.counters[i]), false);
+    }
+    static const net::tcp::TcpStats tcp_probe{};
+    for (uint32_t i = 0; i < net::tcp::TcpStats::kCount; ++i) {
+      add(absl::StrCat("dp.tcp.",
+                       net::tcp::TcpStats::name(static_cast<net::tcp::TcpStats::Index>(i))),
+          Source::kTcp, offset_of(tcp_probe, tcp_probe.values[i]), false);
+    }
+    static const dpdk::LoopStatsSnapshot loop_probe{};
+#define HERALD_DPDK_LOOP_ENTRY(name, doc) \
+  add("dp.dpdk." #name, Source::kDpdkLoop, offset_of(loop_probe, loop_probe.name), false);
+    HERALD_DPDK_LOOP_COUNTERS(HERALD_DPDK_LOOP_ENTRY)
+#undef HERALD_DPDK_LOOP_ENTRY
+    static const dpdk::DpdkTransportStats transport_probe{};
+#define HERALD_DPDK_TRANSPORT_ENTRY(name, doc)            \
+  add("dp.dpdk.transport." #name, Source::kDpdkTransport, \
+      offset_of(transport_probe, transport_probe.name), false);
+    HERALD_DPDK_TRANSPORT_COUNTERS(HERALD_DPDK_TRANSPORT_ENTRY)
+#undef HERALD_DPDK_TRANSPORT_ENTRY
+    for (size_t i = 0; i < std::size(transport_probe.closed); ++i) {
+      add(absl::StrCat("dp.dpdk.transport.close.", close_reason_name(static_cast<CloseReason>(i))),
+          Source::kDpdkTransport, offset_of(transport_probe, transport_probe.closed[i]), false);
+    }
   }
   names_.push_back(kStoreLatencyName);
 }

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "dataplane/net/net_stats.h"
+#include "dataplane/net/tcp/stats.h"
 #include "dataplane/routing/device_lists.h"
 #include "dataplane/routing/directory.h"
 #include "dataplane/routing/group_cache.h"
@@ -30,6 +32,8 @@
 #include "dataplane/session/session_stats.h"
 #include "dataplane/tls/tls_layer.h"
 #include "dataplane/tls/tls_stats.h"
+#include "dataplane/transport/dpdk/dpdk_transport.h"
+#include "dataplane/transport/dpdk/loop_stats.h"
 #include "dataplane/transport/kernel/kernel_transport.h"
 #include "platform/counters/counters.h"
 #include "platform/counters/segment.h"
@@ -89,6 +93,11 @@ struct WorkerStatsView {
   const routing::DirectoryStats* directory = nullptr;
   const WorkerLoopStats* loop = nullptr;
   const WorkerGauges* gauges = nullptr;
+  // backend dpdk (StatsMirrorOptions::with_dpdk): dp.net.*, dp.tcp.*, dp.dpdk.*.
+  const net::NetStats* net = nullptr;
+  const net::tcp::TcpStats* tcp = nullptr;
+  const dpdk::LoopStatsSnapshot* dpdk_loop = nullptr;
+  const dpdk::DpdkTransportStats* dpdk_transport = nullptr;
 };
 
 // Storage for what collect_worker_stats() computes (gauges, a copy of the directory's stats).
@@ -96,11 +105,14 @@ struct WorkerStatsScratch {
   WorkerGauges gauges;
   WorkerLoopStats loop;
   routing::DirectoryStats directory;
+  dpdk::LoopStatsSnapshot dpdk_loop;  // the port loop's relaxed atomics, read as plain values
 };
 
 // The view of a worker's parts (directory: null unless this worker mirrors it; it takes the
-// directory's write lock once).
-WorkerStatsView collect_worker_stats(const KernelTransport& transport, const TlsLayer& tls,
+// directory's write lock once). `transport`: dp.transport.* come from a KernelTransport's
+// stats; any other backend gives the connections gauge only (the dpdk fields are set by the
+// caller).
+WorkerStatsView collect_worker_stats(const Transport& transport, const TlsLayer& tls,
                                      const SessionLayer& sessions,
                                      const routing::WorkerRouter& router, const StoreClient& store,
                                      const MeshEndpoint& mesh, const WorkerLoopStats& loop,
@@ -110,6 +122,7 @@ WorkerStatsView collect_worker_stats(const KernelTransport& transport, const Tls
 struct StatsMirrorOptions {
   uint16_t worker = 0;
   bool with_directory = false;  // mirror dp.directory.* (one worker of the process)
+  bool with_dpdk = false;       // mirror dp.net.*, dp.tcp.*, dp.dpdk.* (backend dpdk)
   uint64_t interval_ns = 100'000'000;
   counters::HistogramSpec store_latency_spec{};  // ns, up to 68.7 s by default
 };
@@ -165,6 +178,10 @@ class StatsMirror {
     kDirectory,
     kLoop,
     kGauges,
+    kNet,
+    kTcp,
+    kDpdkLoop,
+    kDpdkTransport,
   };
   static constexpr const char* kStoreLatencyName = "dp.store.append_latency_ns";
 

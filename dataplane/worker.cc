@@ -1,6 +1,7 @@
 // A dataplane worker: its parts, built on its own thread, and the run-to-completion loop.
 #include "dataplane/worker.h"
 
+#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -16,6 +17,9 @@
 #include "dataplane/session/session_options.h"
 #include "dataplane/stats_mirror.h"
 #include "dataplane/tls/tls_layer.h"
+#include "dataplane/transport/dpdk/dpdk_runtime.h"
+#include "dataplane/transport/dpdk/dpdk_transport.h"
+#include "dataplane/transport/dpdk/port_loop.h"
 #include "dataplane/transport/kernel/kernel_transport.h"
 #include "platform/auth/token_verifier.h"
 #include "platform/clock/clock.h"
@@ -80,13 +84,59 @@ routing::WorkerRouterOptions router_options_from_config(const config::Config& co
   return o;
 }
 
+// backend dpdk: the stack's options for worker `index` from dataplane.dpdk and the port's MAC.
+absl::StatusOr<dpdk::DpdkTransportOptions> dpdk_transport_options(const config::Config& config,
+                                                                  const dpdk::DpdkRuntime& rt,
+                                                                  uint16_t index) {
+  const auto& dp = config.dataplane();
+  const auto& d = *dp.dpdk();
+  auto v4 = [](const flatbuffers::String* text, net::IpAddress* out) {
+    in_addr a{};
+    if (inet_pton(AF_INET, text->c_str(), &a) != 1) return false;
+    *out = net::IpAddress::v4(ntohl(a.s_addr));
+    return true;
+  };
+  dpdk::DpdkTransportOptions o;
+  if (rt.port_count() != 1) {
+    return absl::InvalidArgumentError(
+        "backend dpdk: the stack is bound to one port (dataplane.dpdk.ports must list one)");
+  }
+  if (!v4(d.address(), &o.net.address) || o.net.address.v4_host_order() == 0) {
+    return absl::InvalidArgumentError(
+        "backend dpdk needs dataplane.dpdk.address (the stack's own IPv4 address)");
+  }
+  o.net.prefix_length = d.prefix_length();
+  net::IpAddress gateway;
+  if (v4(d.gateway(), &gateway) && gateway.v4_host_order() != 0) o.net.gateway = gateway;
+  o.net.mac.bytes = rt.port(0).mac();
+  net::IpAddress listen;
+  if (!v4(dp.listen_address(), &listen)) {
+    return absl::InvalidArgumentError("backend dpdk: dataplane.listen_address must be IPv4");
+  }
+  if (listen.v4_host_order() != 0 && listen != o.net.address) {
+    return absl::InvalidArgumentError(
+        "backend dpdk: dataplane.listen_address must be 0.0.0.0 or dataplane.dpdk.address");
+  }
+  o.listen = listen;
+  o.port = dp.chat_port();
+  o.port_index = 0;
+  (void)index;
+  return o;
+}
+
 }  // namespace
 
 struct Worker::Parts {
   std::unique_ptr<uring::EventLoop> loop;
-  std::unique_ptr<KernelTransport> transport;
-  std::unique_ptr<TlsLayer> tls;
+  // Before the transports: TCP (dpdk) cancels its timers on it when destroyed.
   std::unique_ptr<timer::TimerWheel> wheel;
+  std::unique_ptr<KernelTransport> transport;  // backend kernel
+  // backend dpdk: the stack behind the Transport, and this worker's port loop (queue = index)
+  // polled from the worker's own loop.
+  std::unique_ptr<dpdk::DpdkTransport> dpdk_transport;
+  std::unique_ptr<dpdk::PortLoop> port_loop;
+  Transport* active = nullptr;  // whichever of the two
+  std::unique_ptr<TlsLayer> tls;
   std::unique_ptr<auth::TokenVerifier> verifier;
   std::unique_ptr<StoreClient> store;
   std::unique_ptr<routing::WorkerRouter> router;
@@ -165,15 +215,37 @@ absl::Status Worker::run_loop() {
       std::min<uint64_t>(UINT32_MAX, plaintext_bytes + plaintext_bytes / 512 + 4096));
   transport_options.limits.send_low_water_bytes =
       config.limits().send_queue_bytes_per_session() / 4;
-  auto transport = KernelTransport::create(*parts.loop, transport_options);
-  if (!transport.ok()) return transport.status();
-  parts.transport = std::move(*transport);
-
-  parts.tls = std::make_unique<TlsLayer>(*parts.transport, setup_.tls_context,
-                                         TlsLayerOptions{.max_connections = max_sessions});
   const clock::Clock clock = clock::Clock::monotonic();
+  const bool use_dpdk = setup_.dpdk != nullptr;
+  // TCP (dpdk) keeps one wheel timer per block, TIME-WAIT included (2 per connection at most).
   parts.wheel = std::make_unique<timer::TimerWheel>(timer::TimerWheelConfig{
-      .capacity = max_sessions + 1024, .tick_ns = 1'000'000, .start_ns = clock.now_ns()});
+      .capacity = max_sessions + 1024 + (use_dpdk ? 2 * max_sessions + 16 : 0),
+      .tick_ns = 1'000'000,
+      .start_ns = clock.now_ns()});
+  if (use_dpdk) {
+    auto options = dpdk_transport_options(config, *setup_.dpdk, setup_.index);
+    if (!options.ok()) return options.status();
+    options->limits = transport_options.limits;
+    parts.dpdk_transport = std::make_unique<dpdk::DpdkTransport>(*options, clock, *parts.wheel);
+    const dpdk::DpdkSettings& ds = setup_.dpdk->settings();
+    dpdk::LoopConfig lc;
+    lc.queue = setup_.index;
+    lc.burst_size = ds.burst_size;
+    lc.poll_mode = ds.poll_mode;
+    lc.idle_polls = ds.idle_polls;
+    lc.idle_sleep_us = ds.idle_sleep_us;
+    parts.port_loop = std::make_unique<dpdk::PortLoop>(
+        lc, setup_.dpdk->loop_ports(), setup_.dpdk->mempool(), *parts.dpdk_transport);
+    parts.active = parts.dpdk_transport.get();
+  } else {
+    auto transport = KernelTransport::create(*parts.loop, transport_options);
+    if (!transport.ok()) return transport.status();
+    parts.transport = std::move(*transport);
+    parts.active = parts.transport.get();
+  }
+
+  parts.tls = std::make_unique<TlsLayer>(*parts.active, setup_.tls_context,
+                                         TlsLayerOptions{.max_connections = max_sessions});
   auth::TokenVerifierOptions verifier_options;
   verifier_options.max_token_ttl_ms = std::max<uint64_t>(
       verifier_options.max_token_ttl_ms, uint64_t{config.session_tokens().token_ttl_s()} * 1000);
@@ -193,8 +265,8 @@ absl::Status Worker::run_loop() {
   };
   store_callbacks.on_drain = [&parts](const DrainBatch& b) { parts.router->on_drain_batch(b); };
   // The directory is shared: worker 0 alone mirrors its counters.
-  parts.mirror = std::make_unique<StatsMirror>(
-      StatsMirrorOptions{.worker = setup_.index, .with_directory = setup_.index == 0});
+  parts.mirror = std::make_unique<StatsMirror>(StatsMirrorOptions{
+      .worker = setup_.index, .with_directory = setup_.index == 0, .with_dpdk = use_dpdk});
   store_callbacks.on_append_latency = [&parts](uint64_t ns) {
     parts.mirror->record_store_latency(ns);
   };
@@ -266,27 +338,39 @@ absl::Status Worker::run_loop() {
   // Wake-ups: stop()/set_link(), the mesh doorbell, and (when attached) the store doorbell.
   parts.wake.arm(*parts.loop, wake_fd_);
   parts.mesh_doorbell.arm(*parts.loop, mesh.doorbell_fd());
-  parts.transport->start(*parts.tls);
-  status_.port.store(parts.transport->port());
+  parts.active->start(*parts.tls);
+  const uint16_t port = use_dpdk ? dp.chat_port() : parts.transport->port();
+  status_.port.store(port);
   status_.listening.store(true);
   HLOG_INFO("dataplane.worker.started")
       .kv("worker", uint64_t{setup_.index})
-      .kv("port", uint64_t{parts.transport->port()})
+      .kv("backend", std::string(use_dpdk ? "dpdk" : "kernel"))
+      .kv("port", uint64_t{port})
       .kv("max_sessions", uint64_t{max_sessions});
 
   // Every ~100 ms and at stop: the parts' stats into the counters segment (stats_mirror.h).
   auto publish_stats = [&](uint64_t now_ns) {
     const WorkerLoopStats loop_stats{status_.loop_turns.load(std::memory_order_relaxed),
                                      status_.sleeps.load(std::memory_order_relaxed)};
-    parts.mirror->publish(
-        now_ns,
-        collect_worker_stats(*parts.transport, *parts.tls, *parts.sessions, *parts.router,
-                             *parts.store, mesh, loop_stats,
-                             setup_.index == 0 ? setup_.directory : nullptr, parts.mirror_scratch));
+    WorkerStatsView view = collect_worker_stats(
+        *parts.active, *parts.tls, *parts.sessions, *parts.router, *parts.store, mesh, loop_stats,
+        setup_.index == 0 ? setup_.directory : nullptr, parts.mirror_scratch);
+    if (use_dpdk) {
+      view.net = &parts.dpdk_transport->net_stats();
+      view.tcp = &parts.dpdk_transport->tcp_stats();
+      view.dpdk_transport = &parts.dpdk_transport->stats();
+      parts.mirror_scratch.dpdk_loop = dpdk::snapshot(parts.port_loop->stats());
+      view.dpdk_loop = &parts.mirror_scratch.dpdk_loop;
+    }
+    parts.mirror->publish(now_ns, view);
   };
   const config::PollMode mode = dp.poll_mode();
   const uint32_t idle_polls_before_sleep =
       mode == config::PollMode::blocking ? 1 : std::max<uint32_t>(1, dp.adaptive_idle_polls());
+  // backend dpdk: a port has no completion to wake a sleeping worker, so a sleep is bounded by
+  // dataplane.dpdk.idle_sleep_us (the latency an idle worker adds to a first packet).
+  const uint64_t dpdk_sleep_ns =
+      use_dpdk ? uint64_t{setup_.dpdk->settings().idle_sleep_us} * 1000 : kMaxSleepNs;
   uint32_t idle_polls = 0;
   while (!stop_.load(std::memory_order_acquire)) {
     // The control plane came or went.
@@ -322,12 +406,19 @@ absl::Status Worker::run_loop() {
     // work (mesh hand-offs in, drains, device-list timeouts), then the store's ring both ways
     // and this turn's hand-offs out: one commit per ring.
     size_t work = parts.loop->poll_once();
-    work += parts.transport->poll();  // the socket shards' rings (the transport's own)
+    if (use_dpdk) {
+      // rx burst → stack → TCP → TLS → sessions, the stack's turn, tx burst.
+      work += parts.port_loop->poll_once() ? 1 : 0;
+    } else {
+      work += parts.transport->poll();  // the socket shards' rings (the transport's own)
+    }
     uint64_t now = clock.now_ns();
     work += parts.wheel->advance(now);
     work += parts.router->poll(now);
     work += parts.store->poll(now);
     work += mesh.flush();
+    // Frames built after the port's turn (timers, hand-offs) go out on the next turn at once.
+    if (use_dpdk) work += parts.dpdk_transport->pending_tx_frames();
     status_.loop_turns.fetch_add(1, std::memory_order_relaxed);
     status_.sessions.store(parts.sessions->sessions(), std::memory_order_relaxed);
     if (parts.mirror->due(now)) publish_stats(now);
@@ -340,7 +431,7 @@ absl::Status Worker::run_loop() {
     // Sleep until a completion, a doorbell (the control plane's ring, another worker's
     // hand-off), stop()/set_link(), or the next timer. Announcing the sleep on the rings first
     // means their producers ring the doorbells.
-    if (!parts.transport->prepare_to_sleep()) continue;  // first: it has no woke() to undo
+    if (!use_dpdk && !parts.transport->prepare_to_sleep()) continue;  // no woke() to undo
     if (parts.store->attached() && !parts.store->prepare_to_sleep()) continue;
     if (!mesh.prepare_to_sleep()) {
       if (parts.store->attached()) parts.store->woke();
@@ -348,7 +439,7 @@ absl::Status Worker::run_loop() {
     }
     now = clock.now_ns();
     const uint64_t next = parts.wheel->next_wakeup_ns();
-    const uint64_t sleep_ns = next <= now ? 0 : std::min<uint64_t>(next - now, kMaxSleepNs);
+    const uint64_t sleep_ns = next <= now ? 0 : std::min<uint64_t>(next - now, dpdk_sleep_ns);
     status_.sleeps.fetch_add(1, std::memory_order_relaxed);
     (void)parts.loop->run_once(static_cast<int64_t>(sleep_ns));
     if (parts.store->attached()) parts.store->woke();
@@ -356,9 +447,15 @@ absl::Status Worker::run_loop() {
   }
 
   // Stop: close every connection, let the loop finish what is in flight.
-  parts.transport->stop();
-  for (int i = 0; i < 10'000 && !parts.transport->idle(); ++i)
-    (void)parts.loop->run_once(1'000'000);
+  parts.active->stop();
+  if (use_dpdk) {
+    // The resets go out on the port; then the stack is gone before the runtime stops the port.
+    for (int i = 0; i < 10 && parts.port_loop->poll_once(); ++i) {
+    }
+  } else {
+    for (int i = 0; i < 10'000 && !parts.transport->idle(); ++i)
+      (void)parts.loop->run_once(1'000'000);
+  }
   parts.store_doorbell.disarm(*parts.loop);
   parts.mesh_doorbell.disarm(*parts.loop);
   parts.wake.disarm(*parts.loop);

@@ -25,6 +25,10 @@
 
 namespace herald::dataplane {
 
+namespace dpdk {
+class DpdkRuntime;
+}
+
 struct WorkerSetup {
   uint16_t index = 0;
   uint16_t workers = 1;
@@ -34,6 +38,9 @@ struct WorkerSetup {
   WorkerMesh* mesh = nullptr;               // idem
   uint64_t instance_id = 0;                 // this process start (ipc Hello)
   int pin_core = -1;                        // dataplane.cores[index], -1: not pinned
+  // backend dpdk: the process's DPDK runtime (EAL, pool, ports started, loops not launched);
+  // the worker drives queue `index` of its port itself (a PortLoop polled from its loop).
+  std::shared_ptr<dpdk::DpdkRuntime> dpdk;
   // The chat port to listen on (0: the config's chat_port; tests pass an ephemeral one through
   // the config instead).
 };

@@ -48,6 +48,8 @@ void Session::open(SessionEnv& env, ConnectionId id, timer::TimerId timer) {
   device_ = wire::DeviceAddress();
   token_expires_ms_ = 0;
   last_rx_ns_ = env.now_ns();
+  park_at_ns_ = 0;
+  sent_since_park_check_ = false;
   unacked_.clear();
   // DESIGN: the handshake (TLS, Hello, Auth) must finish within handshake_timeout_ms of accept.
   arm_timer_ms(last_rx_ns_, env.options.limits.handshake_timeout_ms);
@@ -87,9 +89,11 @@ void Session::on_timer() {
   }
   // The idle timer is not moved on every frame (that would be a wheel operation per frame):
   // when it fires early, it re-arms for the real deadline.
+  const uint64_t now_ns = env_->now_ns();
+  if (park_at_ns_ != 0 && now_ns >= park_at_ns_) park_if_quiet(now_ns);
   const uint64_t idle_deadline_ns =
       last_rx_ns_ + uint64_t{env_->options.limits.idle_timeout_ms} * kNsPerMs;
-  if (env_->now_ns() < idle_deadline_ns) {
+  if (now_ns < idle_deadline_ns) {
     env_->wheel.schedule(timer_, authenticated_deadline_ns());
     return;
   }
@@ -107,7 +111,34 @@ uint64_t Session::authenticated_deadline_ns() const {
   const uint64_t expiry_ns = token_expires_ms_ > unix_now_ms
                                  ? now_ns + (token_expires_ms_ - unix_now_ms) * kNsPerMs
                                  : now_ns;
-  return std::min(idle_deadline_ns, expiry_ns);
+  const uint64_t deadline_ns = std::min(idle_deadline_ns, expiry_ns);
+  return park_at_ns_ != 0 ? std::min(deadline_ns, park_at_ns_) : deadline_ns;
+}
+
+void Session::park_if_quiet(uint64_t now_ns) {
+  const uint64_t park_idle_ns = uint64_t{env_->options.park_idle_ms} * kNsPerMs;
+  if (last_rx_ns_ + park_idle_ns > now_ns) {
+    park_at_ns_ = last_rx_ns_ + park_idle_ns;  // received since: quiet from then on
+  } else if (sent_since_park_check_) {
+    // Sent since the last check, exact time unknown (no clock read per frame): parked between
+    // park_idle_ms and twice that after the last send.
+    sent_since_park_check_ = false;
+    park_at_ns_ = now_ns + park_idle_ns;
+  } else {
+    env_->channel.park(id_);
+    park_at_ns_ = 0;
+  }
+}
+
+void Session::unpark_on_traffic() {
+  if (park_at_ns_ != 0 || env_->options.park_idle_ms == 0 || state_ != State::kAuthenticated) {
+    return;
+  }
+  // The first traffic after a park moves the timer once (a wheel operation per wake, not per
+  // frame), so the session parks again after the next quiet period.
+  park_at_ns_ = env_->now_ns() + uint64_t{env_->options.park_idle_ms} * kNsPerMs;
+  sent_since_park_check_ = false;
+  env_->wheel.schedule(timer_, authenticated_deadline_ns());
 }
 
 // Auth on an authenticated session: the client hands in a newer token of the same device
@@ -187,6 +218,7 @@ void Session::release_decoder() {
 void Session::on_plaintext(std::span<const uint8_t> bytes) {
   if (state_ == State::kFree || state_ == State::kClosing) return;
   last_rx_ns_ = env_->now_ns();
+  unpark_on_traffic();
   while (!bytes.empty()) {
     if (!decoder_.has_value() && !acquire_decoder()) {
       fail(SessionEvent::kDecodeBuffersExhausted, wire::ErrorCode::Overloaded,
@@ -222,6 +254,9 @@ void Session::on_plaintext(std::span<const uint8_t> bytes) {
   }
   // An idle session holds no frame buffer.
   if (decoder_.has_value() && decoder_->buffered_bytes() == 0) release_decoder();
+  // What was sent in answer to these bytes (AuthOk, Pong, acks) was sent now: last_rx_ns_
+  // covers it for parking.
+  sent_since_park_check_ = false;
 }
 
 void Session::handle_frame(const codec::FrameView& view) {
@@ -393,8 +428,11 @@ void Session::on_auth(const wire::Auth& auth) {
   token_expires_ms_ = check.claims.expires_at_ms;
   state_ = State::kAuthenticated;
   env_->stats.count(SessionEvent::kAuthOk);
-  // The handshake timer becomes the idle and token-expiry timer.
+  // The handshake timer becomes the idle, token-expiry and park timer.
   last_rx_ns_ = env_->now_ns();
+  if (env_->options.park_idle_ms > 0) {
+    park_at_ns_ = last_rx_ns_ + uint64_t{env_->options.park_idle_ms} * kNsPerMs;
+  }
   env_->wheel.schedule(timer_, authenticated_deadline_ns());
 
   // Frames the router sends from inside attach (a drain that starts at once) must follow
@@ -475,6 +513,8 @@ bool Session::send_own(std::span<const uint8_t> frame) {
     return false;
   }
   env_->stats.count(SessionEvent::kFramesOut);
+  sent_since_park_check_ = true;
+  unpark_on_traffic();
   return true;
 }
 

@@ -102,6 +102,10 @@ class Session final : public SessionPort {
   void on_token_refresh(const wire::Auth& auth);
   void send_auth_error(auth::TokenError error);
   uint64_t authenticated_deadline_ns() const;
+  // Traffic on a parked session: park again after park_idle_ms of quiet.
+  void unpark_on_traffic();
+  // From on_timer: parks the session if it was quiet for park_idle_ms, else moves park_at_ns_.
+  void park_if_quiet(uint64_t now_ns);
   void on_message(const wire::Message& message);
   void on_ping(const wire::Ping& ping);
 
@@ -128,6 +132,12 @@ class Session final : public SessionPort {
   wire::DeviceAddress device_;
   uint64_t token_expires_ms_ = 0;
   uint64_t last_rx_ns_ = 0;
+  // Parking (SessionLayerOptions::park_idle_ms): when to ask the channel to park the session if
+  // nothing moved until then; 0 once parked (until the next traffic) or when parking is off.
+  // Receives are seen through last_rx_ns_, sends through a flag (no clock read per frame), which
+  // answers to a receive do not set (cleared when on_plaintext ends).
+  uint64_t park_at_ns_ = 0;
+  bool sent_since_park_check_ = false;
   // client_msg_ids handed to the router and not completed, oldest first (at most
   // max_unacked_messages; searched linearly: a few hundred entries at most).
   std::vector<uint64_t> unacked_;

@@ -26,6 +26,7 @@ SessionLayerOptions session_options_from_config(const config::Config& config) {
   o.limits = session_limits_from_config(config);
   o.node_id = config.node().id();
   o.max_decode_buffers = config.dataplane().session_decode_buffers();
+  o.park_idle_ms = config.tls().chat_park_idle_ms();
   return o;
 }
 

@@ -51,9 +51,13 @@ struct SessionLayerOptions {
   uint32_t unknown_key_retry_after_ms = 1000;
   // retry_after_ms on 3xx Errors of complete_message (StoreUnavailable, Overloaded, ...).
   uint32_t retry_after_ms = 1000;
+  // An authenticated session that has neither received nor sent for this long asks the channel
+  // to park it (PlaintextChannel::park: TLS drops its record keys); 0: never.
+  uint32_t park_idle_ms = 0;
 };
 
-// The config's parts of the options: limits, node.id, dataplane.session_decode_buffers.
+// The config's parts of the options: limits, node.id, dataplane.session_decode_buffers,
+// tls.chat_park_idle_ms.
 // max_sessions, server_version and unix_offset_ms are the worker's to fill in.
 SessionLayerOptions session_options_from_config(const config::Config& config);
 

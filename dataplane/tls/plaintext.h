@@ -41,6 +41,9 @@ class PlaintextChannel {
   [[nodiscard]] virtual uint32_t queued_bytes(ConnectionId id) const = 0;
   // Backpressure: stop (or resume) reading from the peer.
   virtual void set_reading(ConnectionId id, bool reading) = 0;
+  // The connection is idle: drop what can be made again on its next use (TLS: the record
+  // keys). Optional; nothing observable changes.
+  virtual void park(ConnectionId /*id*/) {}
 };
 
 }  // namespace herald::dataplane

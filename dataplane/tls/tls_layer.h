@@ -54,9 +54,10 @@ class TlsLayer final : public TransportEvents, public PlaintextChannel {
   // The TLS connection of `id` (tests, diagnostics); null when unknown.
   const tls::Connection* connection(ConnectionId id) const;
 
-  // Drops the AEAD contexts of an idle compact-mode connection (~1.2 KB); its next record
-  // re-derives them. For the owner's idle timer. No-op for unknown or non-compact ones.
-  void park(ConnectionId id);
+  // PlaintextChannel::park: drops the AEAD contexts of an idle compact-mode connection
+  // (~1.2 KB); its next record re-derives them. The session layer calls it after
+  // tls.chat_park_idle_ms without traffic. No-op for unknown, closing or non-compact ones.
+  void park(ConnectionId id) override;
 
   // TransportEvents.
   void on_accepted(ConnectionId id, const PeerAddress& peer) override;

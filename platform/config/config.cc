@@ -2,6 +2,7 @@
 // schema-driven normalisation and range checks -> an owned, verified buffer.
 #include "platform/config/config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -161,6 +162,16 @@ absl::Status check_dpdk(const Dataplane& dp) {
                                  absl::StrCat("dataplane.dpdk.tx_queues = ", dpdk.tx_queues(),
                                               " is below rx_queues = ", dpdk.rx_queues(),
                                               ": each port loop needs its own tx queue"));
+  }
+  // The user-space stack is IPv4 only for now (dataplane/net/README.md).
+  for (const auto& [field, value] : {std::pair{"dataplane.dpdk.address", dpdk.address()},
+                                     std::pair{"dataplane.dpdk.gateway", dpdk.gateway()}}) {
+    in_addr v4{};
+    if (inet_pton(AF_INET, value->c_str(), &v4) != 1) {
+      return internal::field_error(field, absl::StrCat(field, " = \"", value->str(),
+                                                       "\" is not an IPv4 address (the "
+                                                       "DPDK stack has no IPv6 yet)"));
+    }
   }
   const uint32_t ring_min = std::min(dpdk.rx_descriptors(), dpdk.tx_descriptors());
   if (dpdk.burst_size() > ring_min) {

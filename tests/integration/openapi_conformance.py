@@ -458,6 +458,21 @@ class Conformance:
             self.fail("getMetrics: 200 body is not Prometheus text")
         self.call("GET", "/v1/stats", key="read", expect={200, 503})
 
+    def scenario_profiler(self):
+        self.call("GET", "/v1/profiler", key="read", expect=200)
+        self.call("GET", "/v1/profiler/capture", key="read", expect={404, 200})
+        self.call("POST", "/v1/profiler/capture/stop", expect=409, what="nothing runs")
+        self.call("POST", "/v1/profiler/capture?interval_ms=5&duration_ms=100", expect=400,
+                  what="interval below the minimum")
+        self.call("POST", "/v1/profiler/capture?interval_ms=10&duration_ms=100", key="read",
+                  expect=403)
+        self.call("POST", "/v1/profiler/capture?interval_ms=10&duration_ms=20000", expect=202)
+        self.call("POST", "/v1/profiler/capture?interval_ms=10&duration_ms=100", expect=409,
+                  what="already running")
+        self.call("GET", "/v1/profiler/capture", key="read", expect=409, what="running")
+        self.call("POST", "/v1/profiler/capture/stop", expect=200)
+        self.call("GET", "/v1/profiler/capture", key="read", expect=200)
+
     def scenario_api_keys(self):
         created = self.need(
             self.call("POST", "/v1/api-keys", {"name": "conformance-read", "scope": "read"},
@@ -774,6 +789,7 @@ def run_against(node, c):
     c.run("api keys", c.scenario_api_keys)
     c.run("auth", c.check_auth)
     c.run("system", c.scenario_system)
+    c.run("profiler", c.scenario_profiler)
     c.run("registration", c.scenario_registration)
     c.run("accounts", c.scenario_accounts)
     c.run("provisioning and linking", c.scenario_provision_and_link)

@@ -5,6 +5,8 @@
 //   --confirm-timeout 120 heraldctl keys create ci-reader --scope read
 //   heraldctl accounts list --limit 500 --after <id>     (one page; its "next" is the cursor)
 //   heraldctl groups list --all                          (every page, printed as one list)
+//   heraldctl prof capture --interval 10ms --duration 30s -o run.hprof
+//   heraldctl prof report run.hprof   |   heraldctl prof csv run.hprof [--rates] [-o run.csv]
 //
 // The API key comes from --key-file, else $HERALD_API_KEY, else <data-dir>/admin.key (the key
 // the control plane writes at first start). The address comes from --url, else the node
@@ -13,9 +15,11 @@
 // stderr), 2 when the node cannot be reached or the command line is wrong.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -28,6 +32,7 @@
 #include "schemas/admin_fbs.h"
 #include "schemas/admin_generated.h"
 #include "tools/heraldctl/admin_client.h"
+#include "tools/heraldctl/prof.h"
 
 namespace {
 
@@ -458,12 +463,88 @@ int main(int argc, char** argv) {
     body = raw_body;
   });
 
+  // prof: capture needs the node; report and csv read a file and never touch the network.
+  std::function<int()> offline;
+  std::function<int(const AdminEndpoint&)> online;
+  CLI::App* prof = app.add_subcommand("prof", "profiler captures")->require_subcommand(1);
+  std::string prof_interval = "100ms";
+  std::string prof_duration = "10s";
+  std::string prof_out;
+  std::string prof_in;
+  size_t prof_top = 10;
+  bool prof_rates = false;
+  auto* prof_capture = prof->add_subcommand("capture", "take a capture and download it");
+  prof_capture->add_option("--interval", prof_interval, "sampling interval (10ms..60s)");
+  prof_capture->add_option("--duration", prof_duration, "how long to capture (e.g. 30s)");
+  prof_capture->add_option("-o,--output", prof_out, "the .hprof file to write")->required();
+  prof_capture->callback([&] {
+    online = [&](const AdminEndpoint& endpoint) {
+      const auto interval = herald::tools::parse_duration_ms(prof_interval);
+      const auto duration = herald::tools::parse_duration_ms(prof_duration);
+      if (!interval || !duration) {
+        std::cerr << "heraldctl: --interval and --duration take 10ms, 30s, 2m\n";
+        return 2;
+      }
+      AdminEndpoint e = endpoint;
+      // The download comes after the capture: wait for the capture plus the usual timeout.
+      const uint64_t wait_ms = uint64_t{e.timeout_ms} + *duration;
+      e.timeout_ms = static_cast<uint32_t>(std::min<uint64_t>(wait_ms, UINT32_MAX));
+      const absl::Status s =
+          herald::tools::capture_to_file(e, *interval, *duration, prof_out, std::cerr);
+      if (!s.ok()) {
+        std::cerr << "heraldctl: " << s.message() << "\n";
+        return s.code() == absl::StatusCode::kUnavailable ? 2 : 1;
+      }
+      return 0;
+    };
+  });
+  auto* prof_report = prof->add_subcommand("report", "min/median/p99/max per series, top movers");
+  prof_report->add_option("file", prof_in)->required();
+  prof_report->add_option("--top", prof_top, "how many top movers");
+  prof_report->callback([&] {
+    offline = [&] {
+      auto c = herald::tools::read_capture_file(prof_in);
+      if (!c.ok()) {
+        std::cerr << "heraldctl: " << c.status().message() << "\n";
+        return 1;
+      }
+      herald::tools::write_report(*c, prof_top, std::cout);
+      return 0;
+    };
+  });
+  auto* prof_csv = prof->add_subcommand("csv", "the capture as CSV, one row per sample");
+  prof_csv->add_option("file", prof_in)->required();
+  prof_csv->add_option("-o,--output", prof_out, "CSV file (else standard output)");
+  prof_csv->add_flag("--rates", prof_rates, "counters as per-second rates");
+  prof_csv->callback([&] {
+    offline = [&] {
+      auto c = herald::tools::read_capture_file(prof_in);
+      if (!c.ok()) {
+        std::cerr << "heraldctl: " << c.status().message() << "\n";
+        return 1;
+      }
+      if (prof_out.empty()) {
+        herald::tools::write_csv(*c, prof_rates, std::cout);
+        return 0;
+      }
+      std::ofstream out(prof_out, std::ios::trunc);
+      herald::tools::write_csv(*c, prof_rates, out);
+      out.close();
+      if (!out) {
+        std::cerr << "heraldctl: cannot write " << prof_out << "\n";
+        return 2;
+      }
+      return 0;
+    };
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (offline) return offline();
 
   // Where the node is and which key to use.
   herald::config::Config node_config = herald::config::default_config();
@@ -498,6 +579,7 @@ int main(int argc, char** argv) {
     (void)read_file(dir + "/admin.key", key);  // absent: the node answers 401, which says why
   }
   endpoint.api_key = trim(key);
+  if (online) return online(endpoint);
   if (list_all_of == "accounts") {
     return list_all<herald::admin::AccountList>(endpoint, "/v1/accounts",
                                                 "herald.admin.AccountList", page_limit, page_after);

@@ -28,6 +28,7 @@ constexpr uint8_t kOptNop = 1;
 constexpr uint8_t kOptMss = 2;
 constexpr uint8_t kOptWscale = 3;
 constexpr uint8_t kOptSackPermitted = 4;
+constexpr uint8_t kOptSack = 5;
 constexpr uint8_t kOptTimestamps = 8;
 constexpr uint8_t kMaxWscale = 14;
 
@@ -109,7 +110,21 @@ bool parse_options(std::span<const uint8_t> opts, TcpOptions* out) {
         out->ts_val = load32(p);
         out->ts_ecr = load32(p + 4);
         break;
-      default: break;  // unknown options (SACK blocks included) are skipped by length
+      case kOptSack: {
+        if (len < 10 || (len - 2) % 8 != 0) {
+          out->sack_malformed = true;
+          break;
+        }
+        for (size_t b = 0; b < size_t{(len - 2u) / 8u}; ++b) {
+          if (out->sack_count >= kMaxSackBlocks) {
+            out->sack_malformed = true;  // a second SACK option: more than fits in one
+            break;
+          }
+          out->sack[out->sack_count++] = {load32(p + 8 * b), load32(p + 8 * b + 4)};
+        }
+        break;
+      }
+      default: break;  // unknown options are skipped by length
     }
     i += len;
   }
@@ -153,6 +168,7 @@ size_t header_bytes(const SegmentSpec& s) {
     if (s.sack_permitted && !s.timestamps) n += 4;  // NOP NOP + 2 (else packed with TS)
   }
   if (s.timestamps) n += 12;  // (NOP NOP | SACK-permitted) + 10
+  if (!(s.flags & kSyn) && s.sack_count > 0) n += 4 + 8 * size_t{s.sack_count};  // NOP NOP 5 len
   return n;
 }
 
@@ -204,6 +220,18 @@ size_t build_segment(const IpAddr& src, const IpAddr& dst, const SegmentSpec& s,
     o[2] = kOptSackPermitted;
     o[3] = 2;
     o += 4;
+  }
+  if (!syn && s.sack_count > 0) {
+    o[0] = kOptNop;
+    o[1] = kOptNop;
+    o[2] = kOptSack;
+    o[3] = static_cast<uint8_t>(2 + 8 * s.sack_count);
+    o += 4;
+    for (size_t b = 0; b < s.sack_count; ++b) {
+      store32(o, s.sack[b].left);
+      store32(o + 4, s.sack[b].right);
+      o += 8;
+    }
   }
   if (!payload.empty()) std::memcpy(p + hlen, payload.data(), payload.size());
   uint16_t csum;

@@ -21,6 +21,14 @@ inline constexpr uint8_t kUrg = 0x20;
 inline constexpr size_t kTcpHeaderBytes = 20;
 inline constexpr size_t kTcpMaxHeaderBytes = 60;
 
+// One SACK block (RFC 2018): the peer holds [left, right).
+struct SackBlock {
+  uint32_t left = 0;
+  uint32_t right = 0;
+};
+// At most 4 blocks fit in 40 option bytes (3 beside timestamps).
+inline constexpr size_t kMaxSackBlocks = 4;
+
 struct TcpOptions {
   bool has_mss = false;
   uint16_t mss = 0;
@@ -30,6 +38,12 @@ struct TcpOptions {
   bool has_timestamps = false;
   uint32_t ts_val = 0;
   uint32_t ts_ecr = 0;
+  // SACK blocks as received, unchecked against any window (the engine validates them).
+  uint8_t sack_count = 0;
+  SackBlock sack[kMaxSackBlocks];
+  // A SACK option with an impossible length (not 2 + 8n): ignored, not a malformed segment
+  // (Linux does the same), so the engine can count it.
+  bool sack_malformed = false;
 };
 
 // A parsed segment. `payload` points into the caller's packet.
@@ -86,6 +100,10 @@ struct SegmentSpec {
   bool timestamps = false;
   uint32_t ts_val = 0;
   uint32_t ts_ecr = 0;
+  // SACK blocks (non-SYN segments only); the caller keeps them within the 40 option bytes:
+  // at most 3 with timestamps, 4 without.
+  uint8_t sack_count = 0;
+  SackBlock sack[kMaxSackBlocks];
 };
 
 // Header length build_segment will write for `spec` (a multiple of 4).

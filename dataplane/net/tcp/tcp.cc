@@ -141,6 +141,17 @@ struct TcpEngine::Connection {
   uint32_t cwnd = 0, ssthresh = UINT32_MAX, recover = 0, dupacks = 0;
   bool in_recovery = false;
 
+  // SACK (RFC 2018 / 6675). Sender: `scoreboard` holds the SACKed [start, end) ranges above
+  // SND.UNA in order (at most sack_scoreboard_ranges); `high_rxt` is RFC 6675's HighRxt.
+  // Receiver: `sack_recent` remembers the most recently received out-of-order sequence numbers
+  // so the first block reported is the newest (RFC 2018 4).
+  bool sack_ok = false;
+  bool sack_seen = false;  // a valid SACK block arrived on this connection
+  std::vector<std::pair<uint32_t, uint32_t>> scoreboard;
+  uint32_t high_rxt = 0;
+  uint32_t sack_recent[kMaxSackBlocks] = {};
+  uint8_t sack_recent_count = 0;
+
   // RTT (RFC 6298), microseconds.
   bool rtt_valid = false;
   uint64_t srtt_us = 0, rttvar_us = 0, rto_ms = 0;
@@ -152,6 +163,7 @@ struct TcpEngine::Connection {
 
   // Timers: one wheel timer per connection, armed for the earliest of these (0 = off).
   uint64_t rto_at_ns = 0, delack_at_ns = 0, keepalive_at_ns = 0, timewait_at_ns = 0;
+  uint64_t finwait2_at_ns = 0;
   bool persist = false;
   uint32_t keepalive_sent = 0;
 
@@ -205,7 +217,17 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
     config_.recv_buffer_bytes = std::min<uint32_t>(config_.recv_buffer_bytes, 65535);
   }
   scratch_.resize(kTcpMaxHeaderBytes + 65536);
-  table_.reserve(std::min<uint32_t>(config_.max_connections, 1u << 16));
+  // The table is allocated now, for all of them: a limit beyond 2^28 blocks (1 GiB of table
+  // alone) is taken as 2^28.
+  config_.max_connections = std::min<uint32_t>(config_.max_connections, 1u << 28);
+  uint32_t capacity = 16;
+  while (capacity < 2 * uint64_t{config_.max_connections}) capacity *= 2;
+  table_.assign(capacity, 0);
+  table_mask_ = capacity - 1;
+  table_key_[0] = config_.isn_key[0] ^ 0x5be0cd19137e2179ULL;  // a key of its own, derived
+  table_key_[1] = config_.isn_key[1] ^ 0x1f83d9abfb41bd6bULL;
+  slots_.reserve(config_.max_connections);
+  free_slots_.reserve(config_.max_connections);
 }
 
 TcpEngine::~TcpEngine() {
@@ -230,6 +252,48 @@ uint32_t TcpEngine::make_isn(const FourTuple& t) const {
 }
 
 // ---------------------------------------------------------------- connection blocks
+
+uint32_t TcpEngine::table_home(const FourTuple& t) const {
+  uint8_t buf[36];
+  std::memcpy(buf, t.local.bytes, 16);
+  std::memcpy(buf + 16, t.remote.bytes, 16);
+  std::memcpy(buf + 32, &t.local_port, 2);
+  std::memcpy(buf + 34, &t.remote_port, 2);
+  return static_cast<uint32_t>(siphash(table_key_, buf, sizeof(buf))) & table_mask_;
+}
+
+TcpEngine::Connection* TcpEngine::table_find(const FourTuple& t) const {
+  for (uint32_t i = table_home(t);; i = (i + 1) & table_mask_) {
+    const uint32_t e = table_[i];
+    if (e == 0) return nullptr;
+    Connection* c = slots_[e - 1].get();
+    if (c->tuple == t) return c;
+  }
+}
+
+void TcpEngine::table_insert(const FourTuple& t, uint32_t slot) {
+  // At most max_connections live entries in twice as many buckets: an empty one exists.
+  uint32_t i = table_home(t);
+  while (table_[i] != 0) i = (i + 1) & table_mask_;
+  table_[i] = slot + 1;
+}
+
+// Backward-shift deletion (no tombstones, so lookups never slow down with churn).
+void TcpEngine::table_erase(const FourTuple& t) {
+  uint32_t i = table_home(t);
+  while (table_[i] != 0 && !(slots_[table_[i] - 1]->tuple == t)) i = (i + 1) & table_mask_;
+  if (table_[i] == 0) return;
+  for (uint32_t j = (i + 1) & table_mask_; table_[j] != 0; j = (j + 1) & table_mask_) {
+    const uint32_t home = table_home(slots_[table_[j] - 1]->tuple);
+    // Move j back into the hole at i unless its home lies cyclically in (i, j].
+    const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!stays) {
+      table_[i] = table_[j];
+      i = j;
+    }
+  }
+  table_[i] = 0;
+}
 
 TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
   uint32_t slot = static_cast<uint32_t>(id & 0xffffffffu);
@@ -263,6 +327,7 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   // Reset every field but the reusable parts (slot, timer, buffers' capacity).
   std::vector<uint8_t> sbuf = std::move(c->sbuf), rbuf = std::move(c->rbuf);
   std::vector<std::pair<uint32_t, uint32_t>> ooo = std::move(c->ooo);
+  std::vector<std::pair<uint32_t, uint32_t>> scoreboard = std::move(c->scoreboard);
   uint32_t slot = c->slot, generation = c->generation + 1;
   timer::TimerId timer = c->timer;
   *c = Connection{};
@@ -271,6 +336,9 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   c->ooo = std::move(ooo);
   c->ooo.clear();
   c->ooo.reserve(config_.reassembly_intervals);
+  c->scoreboard = std::move(scoreboard);
+  c->scoreboard.clear();
+  c->scoreboard.reserve(config_.sack_scoreboard_ranges);
   c->slot = slot;
   c->generation = generation;
   c->timer = timer;
@@ -280,13 +348,13 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   c->tuple = tuple;
   c->rto_ms = config_.initial_rto_ms;
   ++live_count_;
-  table_.emplace(tuple, slot);
+  table_insert(tuple, slot);
   return c;
 }
 
 void TcpEngine::free_connection(Connection* c) {
   wheel_.cancel(c->timer);
-  table_.erase(c->tuple);
+  table_erase(c->tuple);
   if (c->in_syn_queue && c->listener != nullptr) --c->listener->syn_count;
   if (c->in_backlog && c->listener != nullptr) {
     auto& b = c->listener->backlog;
@@ -352,10 +420,10 @@ ConnectionId TcpEngine::connect(const IpAddr& local, uint16_t local_port, const 
       next_ephemeral_ = next_ephemeral_ >= config_.ephemeral_port_max
                             ? config_.ephemeral_port_min
                             : static_cast<uint16_t>(next_ephemeral_ + 1);
-      found = table_.find(t) == table_.end();
+      found = table_find(t) == nullptr;
     }
     if (!found) return kNoConnection;
-  } else if (table_.find(t) != table_.end()) {
+  } else if (table_find(t) != nullptr) {
     return kNoConnection;
   }
   Connection* c = new_connection(t);
@@ -459,6 +527,9 @@ bool TcpEngine::info(ConnectionId id, ConnectionInfo* out) const {
   out->rto_ms = c->rto_ms;
   out->retransmits = c->retransmits;
   out->in_recovery = c->in_recovery;
+  out->sack = c->sack_ok;
+  out->sacked_ranges = static_cast<uint32_t>(c->scoreboard.size());
+  out->sacked_bytes = sacked_below(c, c->snd_max);
   return true;
 }
 
@@ -596,9 +667,36 @@ void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint
     return;
   }
   FourTuple t{dst, src, seg.dst_port, seg.src_port};
-  auto it = table_.find(t);
-  if (it != table_.end()) {
-    Connection* c = slots_[it->second].get();
+  auto find_listener = [&]() -> Listener* {
+    for (auto& cand : listeners_) {
+      if (cand->port == seg.dst_port &&
+          (cand->any ? cand->addr.family == dst.family : cand->addr == dst)) {
+        return cand.get();
+      }
+    }
+    return nullptr;
+  };
+  if (Connection* c = table_find(t); c != nullptr) {
+    if (c->state == TcpState::kTimeWait && seg.has(kSyn) && !seg.has(kAck) && !c->app_open) {
+      // RFC 6191 (and RFC 9293 3.10.7.4's TIME-WAIT note): a new SYN whose timestamp, or
+      // without timestamps whose ISN, is above the old incarnation's cannot be confused with
+      // it: the TIME-WAIT block makes way for a new passive open.
+      const bool newer = c->ts_ok && seg.options.has_timestamps
+                             ? seq_gt(seg.options.ts_val, c->ts_recent)
+                             : seq_gt(seg.seq, c->rcv_nxt);
+      Listener* l = newer ? find_listener() : nullptr;
+      if (l != nullptr) {
+        ++stats_[TcpStats::time_wait_reused];
+        free_connection(c);
+        listen_input(l, t, seg);
+        poll();
+        return;
+      }
+    }
+    if (c->finwait2_at_ns != 0 && c->state == TcpState::kFinWait2) {
+      // Idle timeout: any segment from the peer shows it is still there.
+      c->finwait2_at_ns = clock_.now_ns() + config_.fin_wait2_timeout_ms * 1'000'000;
+    }
     if (c->state == TcpState::kSynSent) {
       syn_sent_input(c, seg);
     } else {
@@ -606,18 +704,13 @@ void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint
     }
     if (c->live && c->tuple == t) arm_timer(c);
   } else {
-    Listener* l = nullptr;
-    for (auto& cand : listeners_) {
-      if (cand->port == seg.dst_port &&
-          (cand->any ? cand->addr.family == dst.family : cand->addr == dst)) {
-        l = cand.get();
-        break;
-      }
-    }
+    Listener* l = find_listener();
     if (l != nullptr) {
       listen_input(l, t, seg);
     } else if (seg.has(kRst)) {
       ++stats_[TcpStats::drop_rst_no_connection];
+    } else if (!rate_allow(&rst_budget_, config_.rst_limit_per_s)) {
+      ++stats_[TcpStats::rst_rate_limited];
     } else {
       ++stats_[TcpStats::rst_closed_port];
       send_reset_for(dst, src, seg);
@@ -634,6 +727,7 @@ void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment&
     return;
   }
   if (seg.has(kAck)) {
+    if (!seg.has(kSyn) && accept_syn_cookie(l, tuple, seg)) return;
     ++stats_[TcpStats::rst_listen_ack];
     send_reset_for(tuple.local, tuple.remote, seg);
     return;
@@ -642,12 +736,16 @@ void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment&
     ++stats_[TcpStats::drop_listen_non_syn];
     return;
   }
-  if (l->syn_count >= config_.syn_queue) {
-    ++stats_[TcpStats::drop_syn_queue_full];
-    return;
-  }
   if (l->backlog.size() >= config_.accept_backlog) {
     ++stats_[TcpStats::drop_accept_backlog_full];
+    return;
+  }
+  if (l->syn_count >= config_.syn_queue) {
+    if (config_.syn_cookies) {
+      send_syn_cookie(tuple, seg);
+    } else {
+      ++stats_[TcpStats::drop_syn_queue_full];
+    }
     return;
   }
   Connection* c = new_connection(tuple);
@@ -673,6 +771,129 @@ void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment&
   arm_timer(c);
 }
 
+// ---------------------------------------------------------------- SYN cookies (RFC 4987)
+//
+// When a listener's SYN queue is full, the SYN-ACK's ISN carries the state instead of a block:
+//   bits 31..27  coarse time: 64-second periods, mod 32
+//   bits 26..24  index of the peer's MSS in kCookieMss (the largest entry not above it)
+//   bits 23..0   SipHash(syn_cookie_key; 4-tuple, peer ISN, period, MSS index)
+// Window scale and SACK-permitted ride in the low 6 bits of our TSval, echoed back in the
+// ACK's TSecr, as Linux does: bits 0..3 the peer's shift (15: none), bit 4 SACK-permitted. A
+// peer without timestamps gets neither (also as Linux). The period in the hash is the rotating
+// part of the secret: a cookie is valid in its own period and the next (64..128 s).
+
+namespace {
+constexpr uint16_t kCookieMss[8] = {216, 536, 1024, 1220, 1300, 1400, 1440, 1460};
+constexpr uint64_t kCookiePeriodNs = 64ull * 1'000'000'000;
+constexpr uint32_t kCookieNoWscale = 15;
+}  // namespace
+
+uint32_t TcpEngine::cookie_hash(const FourTuple& t, uint32_t peer_isn, uint32_t period,
+                                uint32_t mss_index) const {
+  uint8_t buf[45];
+  std::memcpy(buf, t.local.bytes, 16);
+  std::memcpy(buf + 16, t.remote.bytes, 16);
+  std::memcpy(buf + 32, &t.local_port, 2);
+  std::memcpy(buf + 34, &t.remote_port, 2);
+  std::memcpy(buf + 36, &peer_isn, 4);
+  std::memcpy(buf + 40, &period, 4);
+  buf[44] = static_cast<uint8_t>(mss_index);
+  return static_cast<uint32_t>(siphash(config_.syn_cookie_key, buf, sizeof(buf))) & 0xffffff;
+}
+
+void TcpEngine::send_syn_cookie(const FourTuple& tuple, const Segment& syn) {
+  const uint32_t period = static_cast<uint32_t>(clock_.now_ns() / kCookiePeriodNs) & 31;
+  const uint32_t peer_mss = syn.options.has_mss ? syn.options.mss : kDefaultPeerMss;
+  uint32_t index = 0;
+  while (index + 1 < 8 && kCookieMss[index + 1] <= peer_mss) ++index;
+  const uint32_t iss = (period << 27) | (index << 24) | cookie_hash(tuple, syn.seq, period, index);
+  SegmentSpec s;
+  s.src_port = tuple.local_port;
+  s.dst_port = tuple.remote_port;
+  s.seq = iss;
+  s.ack = syn.seq + 1;
+  s.flags = kSyn | kAck;
+  s.window = static_cast<uint16_t>(std::min<uint32_t>(config_.recv_buffer_bytes, 65535));
+  s.mss = true;
+  s.mss_value = config_.mss;
+  if (config_.timestamps && syn.options.has_timestamps) {
+    s.timestamps = true;
+    const bool wscale = config_.window_scaling && syn.options.has_wscale;
+    s.wscale = wscale;
+    s.wscale_value = config_.window_scale;
+    s.sack_permitted = config_.sack && syn.options.sack_permitted;
+    const uint32_t bits =
+        (wscale ? syn.options.wscale : kCookieNoWscale) | (s.sack_permitted ? 0x10u : 0u);
+    // The connection's TSvals will be now_ms + offset(iss): the cookie's must not exceed them
+    // (the peer's PAWS), so the encoded value is rounded down, never up.
+    const uint32_t now_ts = now_ms() + static_cast<uint32_t>(iss * 2654435761u);
+    uint32_t tsval = (now_ts & ~0x3fu) | bits;
+    if (seq_gt(tsval, now_ts)) tsval -= 64;
+    s.ts_val = tsval;
+    s.ts_ecr = syn.options.ts_val;
+  }
+  ++stats_[TcpStats::syn_cookies_sent];
+  last_cookie_ns_ = clock_.now_ns();
+  cookies_sent_ = true;
+  emit(tuple.local, tuple.remote, s, {});
+}
+
+// An ACK to a listener: a connection if it carries a valid cookie, else false (the caller
+// answers with RST). Checked only while cookies were sent in the last two periods, so plain
+// stray ACKs are not counted as forged cookies.
+bool TcpEngine::accept_syn_cookie(Listener* l, const FourTuple& tuple, const Segment& ack) {
+  const uint64_t now = clock_.now_ns();
+  if (!config_.syn_cookies || !cookies_sent_ || now - last_cookie_ns_ > 2 * kCookiePeriodNs) {
+    return false;
+  }
+  const uint32_t cookie = ack.ack - 1, peer_isn = ack.seq - 1;
+  const uint32_t period = cookie >> 27, index = (cookie >> 24) & 7;
+  const uint32_t age = ((static_cast<uint32_t>(now / kCookiePeriodNs) & 31) - period) & 31;
+  if (age > 1 || cookie_hash(tuple, peer_isn, period, index) != (cookie & 0xffffff)) {
+    ++stats_[TcpStats::syn_cookies_rejected];
+    return false;
+  }
+  if (l->backlog.size() >= config_.accept_backlog) {
+    ++stats_[TcpStats::drop_accept_backlog_full];
+    return true;  // valid but no room: dropped, the peer retransmits
+  }
+  Connection* c = new_connection(tuple);
+  if (c == nullptr) return true;
+  ++stats_[TcpStats::syn_cookies_accepted];
+  ++stats_[TcpStats::passive_opens];
+  c->passive = true;
+  c->listener = l;
+  c->in_syn_queue = true;  // momentarily: the SYN-RECEIVED path below takes it out again
+  ++l->syn_count;
+  c->irs = peer_isn;
+  c->rcv_nxt = ack.seq;
+  c->last_ack_sent = ack.seq;
+  c->iss = cookie;
+  c->ts_offset = static_cast<uint32_t>(c->iss * 2654435761u);
+  c->snd_una = c->iss;
+  c->snd_nxt = c->snd_max = c->iss + 1;
+  c->sbuf_seq = c->iss + 1;
+  c->peer_mss = kCookieMss[index];
+  c->ts_ok = config_.timestamps && ack.options.has_timestamps;
+  const uint32_t bits = c->ts_ok ? ack.options.ts_ecr & 0x3f : kCookieNoWscale;
+  if (config_.window_scaling && (bits & 0xf) != kCookieNoWscale) {
+    c->snd_wscale = static_cast<uint8_t>(std::min<uint32_t>(bits & 0xf, 14));
+    c->rcv_wscale = config_.window_scale;
+  }
+  c->sack_ok = config_.sack && c->ts_ok && (bits & 0x10) != 0;
+  if (c->ts_ok) c->ts_recent = ack.options.ts_val;
+  c->eff_mss =
+      std::min<uint32_t>(c->peer_mss, config_.mss) - (c->ts_ok ? kTimestampOptionBytes : 0);
+  c->cwnd = config_.initial_cwnd_segments * c->eff_mss;
+  c->snd_wl1 = peer_isn;
+  c->state = TcpState::kSynReceived;
+  // The ACK completes the handshake through the ordinary SYN-RECEIVED path (its data too).
+  synced_input(c, ack);
+  if (c->live && c->state == TcpState::kSynReceived) free_connection(c);
+  if (c->live) arm_timer(c);
+  return true;
+}
+
 static void negotiate(const TcpConfig& config, const Segment& seg, TcpEngine::Connection* c) {
   c->peer_mss = seg.options.has_mss ? std::max<uint32_t>(seg.options.mss, 64) : kDefaultPeerMss;
   if (config.window_scaling && seg.options.has_wscale) {
@@ -682,6 +903,7 @@ static void negotiate(const TcpConfig& config, const Segment& seg, TcpEngine::Co
     c->snd_wscale = c->rcv_wscale = 0;
   }
   c->ts_ok = config.timestamps && seg.options.has_timestamps;
+  c->sack_ok = config.sack && seg.options.sack_permitted;
   if (c->ts_ok) c->ts_recent = seg.options.ts_val;
   c->eff_mss = std::min<uint32_t>(c->peer_mss, config.mss) - (c->ts_ok ? kTimestampOptionBytes : 0);
   c->cwnd = config.initial_cwnd_segments * c->eff_mss;
@@ -745,6 +967,7 @@ void TcpEngine::enter_established(Connection* c) {
   c->snd_nxt = seq_max(c->snd_nxt, c->snd_una);
   c->max_snd_wnd = c->snd_wnd;
   c->recover = c->iss;  // RFC 6582 3.2 step 1
+  c->high_rxt = c->snd_una;
   if (config_.keepalive_idle_ms > 0) {
     c->keepalive_at_ns = clock_.now_ns() + config_.keepalive_idle_ms * 1'000'000;
   }
@@ -758,7 +981,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
   if (c->ts_ok && seg.options.has_timestamps && !seg.has(kRst) &&
       seq_lt(seg.options.ts_val, c->ts_recent) && c->state != TcpState::kSynReceived) {
     ++stats_[TcpStats::drop_paws];
-    send_ack(c);
+    send_challenge_ack(c);
     return;
   }
 
@@ -813,7 +1036,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
       if (!process_ack(c, seg)) return;
       transmit(c);
     }
-    send_ack(c);
+    send_challenge_ack(c);
     return;
   }
 
@@ -831,7 +1054,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
   if (seg.has(kRst)) {
     if (seg.seq != c->rcv_nxt) {
       ++stats_[TcpStats::challenge_acks];
-      send_ack(c);
+      send_challenge_ack(c);
       return;
     }
     if (c->state == TcpState::kTimeWait) {
@@ -860,7 +1083,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
       return;
     }
     ++stats_[TcpStats::challenge_acks];
-    send_ack(c);
+    send_challenge_ack(c);
     return;
   }
 
@@ -928,12 +1151,12 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
   const uint32_t ack = seg.ack;
   if (seq_gt(ack, c->snd_max)) {
     ++stats_[TcpStats::drop_ack_too_new];
-    send_ack(c);
+    send_challenge_ack(c);
     return false;
   }
   if (seq_lt(ack, c->snd_una - c->max_snd_wnd)) {
     ++stats_[TcpStats::drop_ack_too_old];
-    send_ack(c);
+    send_challenge_ack(c);
     return false;
   }
   const uint32_t new_wnd = static_cast<uint32_t>(seg.window) << c->snd_wscale;
@@ -960,8 +1183,28 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
     if (seq_lt(c->snd_nxt, c->snd_una)) c->snd_nxt = c->snd_una;
     c->backoff = 0;
     c->retransmits = 0;
+    if (c->sack_ok) {
+      scoreboard_trim(c, true);
+      if (seq_lt(c->high_rxt, ack)) c->high_rxt = ack;
+    }
+    const uint32_t newly_sacked = process_sack(c, seg);
+    (void)newly_sacked;
     // Congestion control.
-    if (c->in_recovery) {
+    if (c->in_recovery && c->sack_ok) {
+      // RFC 6675: cwnd stays at ssthresh while pipe governs what is sent; a full ACK ends it.
+      if (seq_ge(ack, c->recover)) {
+        c->cwnd = c->ssthresh;
+        c->in_recovery = false;
+        ++stats_[TcpStats::recovery_exits];
+      } else {
+        ++stats_[TcpStats::recovery_partial_acks];
+        // A peer that agreed to SACK but never sent a block: resend the next hole as NewReno
+        // would (RFC 6582). Once blocks came, an empty scoreboard means nothing is known
+        // lost (what follows the hole may still be in flight): the RTO covers the rest.
+        if (!c->sack_seen) sack_retransmit_next(c, true);
+        start_rto(c);
+      }
+    } else if (c->in_recovery) {
       if (seq_ge(ack, c->recover)) {
         // Full ACK (RFC 6582 3.2 step 3): deflate.
         c->cwnd = std::min(c->ssthresh, std::max(c->snd_max - c->snd_una, c->eff_mss) + c->eff_mss);
@@ -992,12 +1235,33 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
       c->above_low_water = false;
       push_event(Event::kWritable, c);
     }
-  } else if (ack == c->snd_una && seg.payload.empty() && !seg.has(kFin) && new_wnd == c->snd_wnd &&
-             c->snd_max != c->snd_una) {
-    // Duplicate ACK (RFC 5681 2): fast retransmit on the third, NewReno recovery after.
+  } else if (const uint32_t newly_sacked = ack == c->snd_una ? process_sack(c, seg) : 0;
+             ack == c->snd_una && c->snd_max != c->snd_una &&
+             ((seg.payload.empty() && !seg.has(kFin) && new_wnd == c->snd_wnd) ||
+              newly_sacked > 0)) {
+    // Duplicate ACK (RFC 5681 2; RFC 6675 2: or any ACK that SACKs new data).
     ++stats_[TcpStats::dup_acks];
     ++c->dupacks;
-    if (c->dupacks == 3 && !c->in_recovery && seq_gt(ack, c->recover)) {
+    if (c->sack_ok && !c->in_recovery && seq_gt(ack, c->recover) &&
+        (c->dupacks >= 3 || seq_gt(sack_lost_end(c), c->snd_una))) {
+      // RFC 6675 5 (4): enter recovery, retransmit the first hole at once, then let pipe
+      // decide (transmit() runs NextSeg while cwnd - pipe >= 1 SMSS).
+      ++stats_[TcpStats::fast_retransmits];
+      ++stats_[TcpStats::sack_recoveries];
+      const uint32_t flight = c->snd_max - c->snd_una;
+      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->cwnd = c->ssthresh;
+      c->recover = c->snd_max;
+      c->in_recovery = true;
+      c->timing = false;
+      // HighRxt survives from an earlier recovery that a cumulative ACK ended: what it covers
+      // was sent again then and is still in flight (resending it would double it).
+      c->high_rxt = seq_max(c->high_rxt, c->snd_una);
+      sack_retransmit_next(c, true);
+      start_rto(c);
+    } else if (c->sack_ok) {
+      // In recovery: transmit() (called after every ACK) sends by pipe; no inflation.
+    } else if (c->dupacks == 3 && !c->in_recovery && seq_gt(ack, c->recover)) {
       ++stats_[TcpStats::fast_retransmits];
       const uint32_t flight = c->snd_max - c->snd_una;
       c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
@@ -1025,7 +1289,12 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
   // State changes on our FIN being acknowledged.
   if (c->fin_acked()) {
     switch (c->state) {
-      case TcpState::kFinWait1: c->state = TcpState::kFinWait2; break;
+      case TcpState::kFinWait1:
+        c->state = TcpState::kFinWait2;
+        if (config_.fin_wait2_timeout_ms > 0) {
+          c->finwait2_at_ns = clock_.now_ns() + config_.fin_wait2_timeout_ms * 1'000'000;
+        }
+        break;
       case TcpState::kClosing: enter_time_wait(c); break;
       case TcpState::kLastAck:
         c->state = TcpState::kClosed;
@@ -1130,6 +1399,11 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
     write_at(offset, data);
     pos = v.erase(pos, last);
     v.insert(pos, {s, e});
+    // Newest first; older entries that now fall in the same range are skipped when sending.
+    const uint8_t keep = std::min<uint8_t>(c->sack_recent_count, kMaxSackBlocks - 1);
+    std::memmove(c->sack_recent + 1, c->sack_recent, keep * sizeof(uint32_t));
+    c->sack_recent[0] = seq;
+    c->sack_recent_count = keep + 1;
   }
   if (c->fin_pending && c->fin_pending_seq == c->rcv_nxt) process_fin(c);
 }
@@ -1194,7 +1468,7 @@ uint16_t TcpEngine::window_field(Connection* c, bool syn) {
   return static_cast<uint16_t>(field);
 }
 
-void TcpEngine::fill_common(Connection* c, SegmentSpec* s) {
+void TcpEngine::fill_common(Connection* c, SegmentSpec* s, uint32_t payload_len) {
   s->src_port = c->tuple.local_port;
   s->dst_port = c->tuple.remote_port;
   s->ack = c->rcv_nxt;
@@ -1205,11 +1479,45 @@ void TcpEngine::fill_common(Connection* c, SegmentSpec* s) {
     s->ts_ecr = c->ts_recent;
   }
   if (s->flags & kAck) {
+    const bool sack_wanted = c->sack_ok && !c->ooo.empty() && !(s->flags & kSyn);
+    if (sack_wanted) fill_sack(c, s, payload_len);
     c->last_ack_sent = c->rcv_nxt;
     c->unacked_segments = 0;
     c->delack_at_ns = 0;
-    c->ack_now = false;
+    // A full-sized data segment has no room for SACK blocks: an owed ACK then still goes out
+    // as a pure ACK that carries them (the peer's recovery depends on them).
+    c->ack_now = c->ack_now && sack_wanted && s->sack_count == 0;
   }
+}
+
+// RFC 2018 4: the first block holds the most recently received out-of-order segment, then the
+// other recently reported ranges, then the rest (highest first), as many as fit beside the
+// timestamps and, on a data segment, within the MSS.
+void TcpEngine::fill_sack(Connection* c, SegmentSpec* s, uint32_t payload_len) {
+  uint32_t max_blocks = s->timestamps ? 3 : 4;
+  if (payload_len > 0) {
+    const uint32_t room = c->eff_mss > payload_len ? c->eff_mss - payload_len : 0;
+    max_blocks = std::min(max_blocks, room >= 12 ? (room - 4) / 8 : 0u);
+  }
+  uint8_t n = 0;
+  auto add = [&](const std::pair<uint32_t, uint32_t>& r) {
+    for (uint8_t i = 0; i < n; ++i) {
+      if (s->sack[i].left == r.first) return;
+    }
+    s->sack[n++] = {r.first, r.second};
+  };
+  for (uint8_t k = 0; k < c->sack_recent_count && n < max_blocks; ++k) {
+    const uint32_t seq = c->sack_recent[k];
+    for (const auto& r : c->ooo) {
+      if (seq_ge(seq, r.first) && seq_lt(seq, r.second)) {
+        add(r);
+        break;
+      }
+    }
+  }
+  for (auto it = c->ooo.rbegin(); it != c->ooo.rend() && n < max_blocks; ++it) add(*it);
+  s->sack_count = n;
+  stats_[TcpStats::sack_blocks_sent] += n;
 }
 
 void TcpEngine::send_syn(Connection* c) {
@@ -1227,8 +1535,10 @@ void TcpEngine::send_syn(Connection* c) {
     if (c->ts_ok) {
       s.timestamps = true;
     }
+    s.sack_permitted = c->sack_ok;
   } else {
     s.wscale = config_.window_scaling;
+    s.sack_permitted = config_.sack;
     s.wscale_value = config_.window_scale;
     s.timestamps = config_.timestamps;
   }
@@ -1252,7 +1562,8 @@ void TcpEngine::send_range(Connection* c, uint32_t seq, uint32_t len, bool fin) 
   s.flags = kAck | (fin ? kFin : 0);
   const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
   if (len > 0 && seq + len == data_end) s.flags |= kPsh;
-  fill_common(c, &s);
+  fill_common(c, &s, len);
+  stats_[TcpStats::bytes_sent] += len;
   const uint32_t cap = static_cast<uint32_t>(c->sbuf.size());
   std::span<const uint8_t> a, b;
   if (len > 0) {
@@ -1274,7 +1585,177 @@ void TcpEngine::retransmit_first(Connection* c) {
   const bool fin = c->fin_sent() && c->snd_una + len == c->fin_seq;
   if (len == 0 && !fin) return;
   ++stats_[TcpStats::segments_retransmitted];
+  stats_[TcpStats::bytes_retransmitted] += len;
   send_range(c, c->snd_una, len, fin);
+}
+
+// ---------------------------------------------------------------- SACK (RFC 2018, 6675)
+
+// Validates and records the segment's SACK blocks; returns the bytes newly SACKed. Blocks the
+// engine cannot use are ignored and counted: a block is only information, never a command.
+uint32_t TcpEngine::process_sack(Connection* c, const Segment& seg) {
+  if (!c->sack_ok) return 0;
+  if (seg.options.sack_malformed) ++stats_[TcpStats::sack_blocks_invalid];
+  uint32_t newly = 0;
+  for (uint8_t i = 0; i < seg.options.sack_count; ++i) {
+    const uint32_t left = seg.options.sack[i].left, right = seg.options.sack[i].right;
+    if (!seq_lt(left, right)) {
+      ++stats_[TcpStats::sack_blocks_invalid];
+    } else if (seq_le(right, c->snd_una) || seq_le(right, seg.ack)) {
+      ++stats_[TcpStats::sack_dsack_ignored];  // RFC 2883 D-SACK, or simply old
+    } else if (seq_lt(left, c->snd_una) || seq_gt(right, c->snd_max)) {
+      ++stats_[TcpStats::sack_blocks_invalid];  // straddles SND.UNA or covers unsent data
+    } else {
+      ++stats_[TcpStats::sack_blocks_received];
+      c->sack_seen = true;
+      newly += scoreboard_add(c, left, right);
+    }
+  }
+  return newly;
+}
+
+// Merges [left, right) into the sorted scoreboard; returns how many bytes were new.
+uint32_t TcpEngine::scoreboard_add(Connection* c, uint32_t left, uint32_t right) {
+  auto& v = c->scoreboard;
+  auto pos = v.begin();
+  while (pos != v.end() && seq_lt(pos->second, left)) ++pos;
+  uint32_t l = left, r = right, overlap = 0;
+  auto last = pos;
+  while (last != v.end() && seq_le(last->first, right)) {
+    const uint32_t lo = seq_max(left, last->first), hi = seq_min(right, last->second);
+    if (seq_lt(lo, hi)) overlap += hi - lo;
+    l = seq_min(l, last->first);
+    r = seq_max(r, last->second);
+    ++last;
+  }
+  if (pos == last && v.size() >= config_.sack_scoreboard_ranges) {
+    ++stats_[TcpStats::sack_scoreboard_full];
+    return 0;
+  }
+  pos = v.erase(pos, last);
+  v.insert(pos, {l, r});
+  return (right - left) - overlap;
+}
+
+// After SND.UNA moved: forget what it covers. A cumulative ACK that stops exactly at the left
+// edge of a SACKed range means the peer dropped that data (reneging, RFC 2018 8): the
+// scoreboard is no longer trustworthy and is cleared, so the data is sent again.
+void TcpEngine::scoreboard_trim(Connection* c, bool advanced) {
+  auto& v = c->scoreboard;
+  if (advanced && !v.empty() && v.front().first == c->snd_una) {
+    ++stats_[TcpStats::sack_reneging];
+    v.clear();
+    return;
+  }
+  size_t drop = 0;
+  while (drop < v.size() && seq_le(v[drop].second, c->snd_una)) ++drop;
+  v.erase(v.begin(), v.begin() + static_cast<ptrdiff_t>(drop));
+  if (!v.empty() && seq_lt(v.front().first, c->snd_una)) v.front().first = c->snd_una;
+}
+
+// RFC 6675 IsLost: an unSACKed byte is lost once DupThresh (3) SACKed ranges or more than
+// 2 * SMSS SACKed bytes lie above it. Holes below the returned sequence are lost; none is if
+// it equals SND.UNA.
+uint32_t TcpEngine::sack_lost_end(const Connection* c) const {
+  uint32_t bytes = 0, ranges = 0;
+  for (auto it = c->scoreboard.rbegin(); it != c->scoreboard.rend(); ++it) {
+    bytes += it->second - it->first;
+    if (++ranges >= 3 || bytes > 2 * c->eff_mss) return it->first;
+  }
+  return c->snd_una;
+}
+
+// RFC 6675 SetPipe: over the holes in [SND.UNA, SND.MAX), one for each byte not deemed lost
+// and one more for each byte retransmitted (below HighRxt).
+uint32_t TcpEngine::sack_pipe(const Connection* c) const {
+  const uint32_t lost_end = sack_lost_end(c);
+  uint32_t pipe = 0, cursor = c->snd_una;
+  auto hole = [&](uint32_t a, uint32_t b) {
+    if (!seq_lt(a, b)) return;
+    const uint32_t not_lost_from = seq_max(a, lost_end);
+    if (seq_lt(not_lost_from, b)) pipe += b - not_lost_from;
+    const uint32_t rxt_to = seq_min(b, c->high_rxt);
+    if (seq_lt(a, rxt_to)) pipe += rxt_to - a;
+  };
+  for (const auto& r : c->scoreboard) {
+    hole(cursor, r.first);
+    cursor = seq_max(cursor, r.second);
+  }
+  hole(cursor, c->snd_max);
+  return pipe;
+}
+
+uint32_t TcpEngine::sacked_below(const Connection* c, uint32_t seq) const {
+  uint32_t n = 0;
+  for (const auto& r : c->scoreboard) {
+    if (!seq_lt(r.first, seq)) break;
+    n += seq_min(r.second, seq) - r.first;
+  }
+  return n;
+}
+
+// RFC 6675 NextSeg rule 1: the first unSACKed byte at or above HighRxt that is deemed lost,
+// sent again as one segment that ends at the hole's end. `unconditional` is step (4.3): the
+// first retransmission on entering recovery does not wait for cwnd. Rules 3 and 4 (resending
+// data not yet deemed lost) are left to the RTO: they would resend data that was not lost.
+bool TcpEngine::sack_retransmit_next(Connection* c, bool unconditional) {
+  if (!unconditional && sack_pipe(c) + c->eff_mss > c->cwnd) return false;
+  // Step (4.3) resends only the segment at SND.UNA, and not if it was resent already.
+  if (unconditional && seq_lt(c->snd_una, c->high_rxt)) return false;
+  const uint32_t lost_end = unconditional ? c->snd_max : sack_lost_end(c);
+  uint32_t cursor = c->snd_una;
+  uint32_t start = 0, end = 0;
+  bool found = false;
+  auto consider = [&](uint32_t a, uint32_t b) {
+    a = seq_max(a, c->high_rxt);
+    b = seq_min(b, unconditional ? b : lost_end);
+    if (!found && seq_lt(a, b)) {
+      start = a;
+      end = b;
+      found = true;
+    }
+  };
+  for (const auto& r : c->scoreboard) {
+    if (found) break;
+    consider(cursor, r.first);
+    cursor = seq_max(cursor, r.second);
+  }
+  if (!found) consider(cursor, c->snd_max);
+  if (!found || (unconditional && start != c->snd_una)) return false;
+  const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
+  const uint32_t data_to = seq_min(seq_min(end, data_end), start + c->eff_mss);
+  const uint32_t len = seq_lt(start, data_to) ? data_to - start : 0;
+  const bool fin = c->fin_sent() && start + len == c->fin_seq && seq_gt(end, c->fin_seq);
+  if (len == 0 && !fin) return false;
+  ++stats_[TcpStats::segments_retransmitted];
+  ++stats_[TcpStats::sack_hole_retransmits];
+  stats_[TcpStats::bytes_retransmitted] += len;
+  send_range(c, start, len, fin);
+  c->high_rxt = start + len + (fin ? 1 : 0);
+  return true;
+}
+
+// RFC 5961 7: challenge ACKs and ACKs answering unacceptable segments share one engine-wide
+// budget per second, so a blind attacker cannot turn the engine into an ACK amplifier.
+void TcpEngine::send_challenge_ack(Connection* c) {
+  if (!rate_allow(&challenge_budget_, config_.challenge_ack_limit_per_s)) {
+    ++stats_[TcpStats::challenge_acks_rate_limited];
+    return;
+  }
+  send_ack(c);
+}
+
+// A budget of `limit` per one-second window of the engine's clock (0: unlimited).
+bool TcpEngine::rate_allow(RateBudget* b, uint32_t limit) {
+  if (limit == 0) return true;
+  const uint64_t second = clock_.now_ns() / 1'000'000'000;
+  if (second != b->second) {
+    b->second = second;
+    b->used = 0;
+  }
+  if (b->used >= limit) return false;
+  ++b->used;
+  return true;
 }
 
 void TcpEngine::send_ack(Connection* c) {
@@ -1335,12 +1816,42 @@ void TcpEngine::transmit(Connection* c) {
     case TcpState::kLastAck: break;
     default: return;
   }
+  const bool sack_recovery = c->in_recovery && c->sack_ok;
+  if (sack_recovery) {
+    // RFC 6675 NextSeg rule 1: holes deemed lost, while cwnd - pipe >= 1 SMSS.
+    while (sack_retransmit_next(c, false)) {
+    }
+  }
   for (;;) {
     const uint32_t data_end = c->sbuf_seq + c->sbuf_len;
-    const uint32_t avail = seq_lt(c->snd_nxt, data_end) ? data_end - c->snd_nxt : 0;
-    const uint32_t wnd = std::min(c->snd_wnd, c->cwnd);
+    // Resending after a timeout (SND.NXT < SND.MAX): skip what the peer SACKed.
+    uint32_t sack_limit = UINT32_MAX;
+    if (c->sack_ok && seq_lt(c->snd_nxt, c->snd_max)) {
+      for (const auto& r : c->scoreboard) {
+        if (seq_le(r.second, c->snd_nxt)) continue;
+        if (seq_le(r.first, c->snd_nxt)) {
+          c->snd_nxt = r.second;
+          continue;
+        }
+        sack_limit = r.first - c->snd_nxt;
+        break;
+      }
+    }
+    const uint32_t avail =
+        std::min(seq_lt(c->snd_nxt, data_end) ? data_end - c->snd_nxt : 0, sack_limit);
     const uint32_t flight = c->snd_nxt - c->snd_una;
-    const uint32_t usable = wnd > flight ? wnd - flight : 0;
+    uint32_t usable;
+    if (sack_recovery) {
+      // Rule 2 (new data): the peer's window over everything outstanding, cwnd over pipe.
+      const uint32_t pipe = sack_pipe(c);
+      usable = std::min(c->snd_wnd > flight ? c->snd_wnd - flight : 0,
+                        c->cwnd > pipe ? c->cwnd - pipe : 0);
+    } else {
+      // Bytes the peer SACKed left the network: they do not count against cwnd.
+      const uint32_t in_net = c->sack_ok ? flight - sacked_below(c, c->snd_nxt) : flight;
+      usable = std::min(c->snd_wnd > flight ? c->snd_wnd - flight : 0,
+                        c->cwnd > in_net ? c->cwnd - in_net : 0);
+    }
     const uint32_t len = std::min({avail, usable, c->eff_mss});
     const bool fin = c->fin_queued && len == avail && c->snd_nxt + len == c->fin_seq;
     if (len == 0 && !fin) {
@@ -1360,7 +1871,10 @@ void TcpEngine::transmit(Connection* c) {
       c->timed_seq = c->snd_nxt + len;
       c->timed_at_ms = now_ms();
     }
-    if (seq_lt(c->snd_nxt, c->snd_max)) ++stats_[TcpStats::segments_retransmitted];
+    if (seq_lt(c->snd_nxt, c->snd_max)) {
+      ++stats_[TcpStats::segments_retransmitted];
+      stats_[TcpStats::bytes_retransmitted] += std::min(len, c->snd_max - c->snd_nxt);
+    }
     send_range(c, c->snd_nxt, len, fin);
     c->snd_nxt += len + (fin ? 1 : 0);
     c->snd_max = seq_max(c->snd_max, c->snd_nxt);
@@ -1381,7 +1895,8 @@ void TcpEngine::start_rto(Connection* c) {
 void TcpEngine::arm_timer(Connection* c) {
   if (!c->live) return;
   uint64_t at = UINT64_MAX;
-  for (uint64_t d : {c->rto_at_ns, c->delack_at_ns, c->keepalive_at_ns, c->timewait_at_ns}) {
+  for (uint64_t d :
+       {c->rto_at_ns, c->delack_at_ns, c->keepalive_at_ns, c->timewait_at_ns, c->finwait2_at_ns}) {
     if (d != 0) at = std::min(at, d);
   }
   if (at == UINT64_MAX) {
@@ -1411,6 +1926,16 @@ void TcpEngine::handle_timer(Connection* c) {
     }
     free_connection(c);
     return;
+  }
+  if (c->finwait2_at_ns != 0 && c->finwait2_at_ns <= now) {
+    c->finwait2_at_ns = 0;
+    if (c->state == TcpState::kFinWait2) {
+      // The peer went silent without its FIN: without this the block lives forever (RFC 9293
+      // has no such timer; every stack adds one). RST so a live peer learns it is gone.
+      ++stats_[TcpStats::aborted_fin_wait2];
+      abort(c, TcpCloseReason::kFinWait2Timeout, true);
+      return;
+    }
   }
   if (c->delack_at_ns != 0 && c->delack_at_ns <= now) {
     ++stats_[TcpStats::delayed_acks];

@@ -63,7 +63,8 @@ const char* tcp_state_name(TcpState state);
   X(kRetransmitTimeout, "retransmit_timeout", "max retransmissions without an ACK") \
   X(kKeepaliveTimeout, "keepalive_timeout", "keepalive probes unanswered")          \
   X(kSendQueueFull, "send_queue_full", "send() past the send buffer: reset")        \
-  X(kShutdown, "shutdown", "the engine is stopping")
+  X(kShutdown, "shutdown", "the engine is stopping")                                \
+  X(kFinWait2Timeout, "fin_wait2_timeout", "our FIN acked, the peer's never came")
 
 enum class TcpCloseReason : uint8_t {
 #define HERALD_TCP_CLOSE_ENUM(name, text, doc) name,
@@ -75,10 +76,17 @@ const char* tcp_close_reason_name(TcpCloseReason reason);
 dataplane::CloseReason to_transport_reason(TcpCloseReason reason);
 
 struct TcpConfig {
-  uint16_t mss = 1460;                      // what we advertise (MTU 1500 - 40)
-  bool window_scaling = true;               // offer RFC 7323 window scale
-  uint8_t window_scale = 7;                 // our shift when scaling is agreed (0..14)
-  bool timestamps = true;                   // offer RFC 7323 timestamps (RTTM + PAWS)
+  uint16_t mss = 1460;                   // what we advertise (MTU 1500 - 40)
+  bool window_scaling = true;            // offer RFC 7323 window scale
+  uint8_t window_scale = 7;              // our shift when scaling is agreed (0..14)
+  bool timestamps = true;                // offer RFC 7323 timestamps (RTTM + PAWS)
+  bool sack = true;                      // offer SACK-permitted, send and use SACK (RFC 2018/6675)
+  uint32_t sack_scoreboard_ranges = 32;  // SACKed ranges remembered per connection (sender)
+  uint32_t challenge_ack_limit_per_s = 1000;  // RFC 5961 7, engine-wide (0: unlimited)
+  uint32_t rst_limit_per_s = 1000;            // RSTs for closed ports (0: unlimited)
+  uint64_t fin_wait2_timeout_ms = 60'000;     // FIN-WAIT-2 without the peer's FIN (0: off)
+  bool syn_cookies = true;                    // SYN queue full: answer with a SYN cookie (RFC 4987)
+  uint64_t syn_cookie_key[2] = {0xa4093822299f31d0ULL, 0x082efa98ec4e6c89ULL};  // cookie secret
   uint32_t send_buffer_bytes = 256 * 1024;  // unacked + unsent bytes per connection
   uint32_t send_low_water_bytes = 64 * 1024;
   uint32_t recv_buffer_bytes = 256 * 1024;  // in-order undelivered + out-of-order, per conn
@@ -138,6 +146,9 @@ struct ConnectionInfo {
   uint64_t rto_ms = 0;
   uint32_t retransmits = 0;
   bool in_recovery = false;
+  bool sack = false;           // SACK agreed on the handshake
+  uint32_t sacked_ranges = 0;  // scoreboard ranges held now (sender side)
+  uint32_t sacked_bytes = 0;   // bytes above SND.UNA the peer SACKed
 };
 
 class TcpEngine {
@@ -195,6 +206,11 @@ class TcpEngine {
   void free_connection(Connection* c);
   void maybe_free(Connection* c);
   uint32_t make_isn(const FourTuple& tuple) const;
+  // SYN cookies (RFC 4987).
+  uint32_t cookie_hash(const FourTuple& tuple, uint32_t peer_isn, uint32_t period,
+                       uint32_t mss_index) const;
+  void send_syn_cookie(const FourTuple& tuple, const Segment& syn);
+  bool accept_syn_cookie(Listener* l, const FourTuple& tuple, const Segment& ack);
   uint32_t now_ms() const;
 
   void listen_input(Listener* l, const FourTuple& tuple, const Segment& seg);
@@ -215,12 +231,27 @@ class TcpEngine {
   void send_syn(Connection* c);
   void send_range(Connection* c, uint32_t seq, uint32_t len, bool fin);
   void send_ack(Connection* c);
+  struct RateBudget {
+    uint64_t second = UINT64_MAX;
+    uint32_t used = 0;
+  };
+  bool rate_allow(RateBudget* budget, uint32_t limit);
+  void send_challenge_ack(Connection* c);
   void retransmit_first(Connection* c);
+  // SACK (RFC 2018, RFC 6675).
+  uint32_t process_sack(Connection* c, const Segment& seg);
+  uint32_t scoreboard_add(Connection* c, uint32_t left, uint32_t right);
+  void scoreboard_trim(Connection* c, bool advanced);
+  uint32_t sack_lost_end(const Connection* c) const;
+  uint32_t sack_pipe(const Connection* c) const;
+  uint32_t sacked_below(const Connection* c, uint32_t seq) const;
+  bool sack_retransmit_next(Connection* c, bool unconditional);
+  void fill_sack(Connection* c, SegmentSpec* spec, uint32_t payload_len);
   void send_probe(Connection* c);  // SEQ = SND.UNA - 1: the peer answers with an ACK
   void send_reset_for(const IpAddr& src, const IpAddr& dst, const Segment& seg);
   void emit(const IpAddr& src, const IpAddr& dst, const SegmentSpec& spec,
             std::span<const uint8_t> payload, std::span<const uint8_t> payload2 = {});
-  void fill_common(Connection* c, SegmentSpec* spec);
+  void fill_common(Connection* c, SegmentSpec* spec, uint32_t payload_len = 0);
   uint16_t window_field(Connection* c, bool syn);
   void ack_now_or_later(Connection* c, bool now);
   void arm_timer(Connection* c);
@@ -239,12 +270,25 @@ class TcpEngine {
   std::vector<std::unique_ptr<Connection>> slots_;
   std::vector<uint32_t> free_slots_;
   uint32_t live_count_ = 0;
-  std::unordered_map<FourTuple, uint32_t, FourTupleHash> table_;
+  // The 4-tuple table: open addressing with linear probing, allocated once at construction
+  // for max_connections at most half full (no allocation per connection); an entry is a slot
+  // index + 1, 0 is empty. Keyed SipHash: a peer cannot aim its tuples at one probe chain.
+  std::vector<uint32_t> table_;
+  uint32_t table_mask_ = 0;
+  uint64_t table_key_[2] = {};
+  uint32_t table_home(const FourTuple& tuple) const;
+  Connection* table_find(const FourTuple& tuple) const;
+  void table_insert(const FourTuple& tuple, uint32_t slot);
+  void table_erase(const FourTuple& tuple);
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<Event> events_queue_;
   size_t events_head_ = 0;
   bool dispatching_ = false;
   uint16_t next_ephemeral_;
+  RateBudget challenge_budget_;
+  RateBudget rst_budget_;
+  bool cookies_sent_ = false;    // a SYN cookie was ever sent
+  uint64_t last_cookie_ns_ = 0;  // when the last one was
   std::vector<uint8_t> scratch_;
 };
 

@@ -28,6 +28,10 @@ uint64_t env_or(const char* name, uint64_t fallback) {
 struct LinkParams {
   double loss = 0, duplicate = 0, corrupt = 0, reorder = 0;
   uint64_t delay_ns = 0, jitter_ns = 0;
+  // Loss bursts (Gilbert-Elliott): a good state (loss above) and a bad one that loses
+  // `burst_loss` of the packets; enter with `burst_enter`, leave with `burst_exit`.
+  double burst_enter = 0, burst_exit = 1, burst_loss = 0;
+  int lossy_to = -1;  // -1: loss both ways; 0 or 1: only packets towards that engine
 };
 
 struct Packet {
@@ -44,18 +48,39 @@ class Link {
   void send(int to, const IpAddr& src, const IpAddr& dst, std::span<const uint8_t> bytes) {
     ++sent_;
     if (trace_) print(to, bytes);
-    if (chance(params_.loss)) return;
+    Segment seg;
+    const size_t payload =
+        parse_segment(src, dst, bytes, true, &seg) == ParseError::kNone ? seg.payload.size() : 0;
+    const bool lossy = params_.lossy_to < 0 || params_.lossy_to == to;
+    if (lossy && params_.burst_enter > 0) {
+      // A burst is an outage in time too (at most 200 ms): counted only in packets, a sender
+      // backing off its RTO would stay inside one forever.
+      const bool was_bad = bad_;
+      bad_ = bad_ ? !chance(params_.burst_exit) : chance(params_.burst_enter);
+      if (bad_ && !was_bad) bad_since_ns_ = clock_.now_ns();
+      if (bad_ && clock_.now_ns() - bad_since_ns_ > 200'000'000) bad_ = false;
+    }
+    if (lossy && chance(bad_ ? params_.burst_loss : params_.loss)) {
+      lost_bytes_[to] += payload;
+      if (trace_) std::printf("           (lost)\n");
+      return;
+    }
     int copies = chance(params_.duplicate) ? 2 : 1;
+    bool delivered = false;
     for (int i = 0; i < copies; ++i) {
       Packet p{src, dst, std::vector<uint8_t>(bytes.begin(), bytes.end()), to};
       if (chance(params_.corrupt) && !p.bytes.empty()) {
+        // A single flipped bit always fails the checksum: the receiver drops it.
         p.bytes[random_() % p.bytes.size()] ^= static_cast<uint8_t>(1u << (random_() % 8));
+      } else {
+        delivered = true;
       }
       uint64_t at = clock_.now_ns() + params_.delay_ns +
                     (params_.jitter_ns ? random_() % params_.jitter_ns : 0);
       if (chance(params_.reorder)) at += params_.delay_ns + random_() % (20'000'000);
       queue_.emplace(std::make_pair(at, order_++), std::move(p));
     }
+    if (!delivered) lost_bytes_[to] += payload;
   }
   uint64_t next_ns() const { return queue_.empty() ? UINT64_MAX : queue_.begin()->first.first; }
   bool pop_due(uint64_t now, Packet* out) {
@@ -65,6 +90,8 @@ class Link {
     return true;
   }
   uint64_t sent() const { return sent_; }
+  // Payload bytes towards engine `to` that never arrived intact (lost or every copy corrupt).
+  uint64_t lost_bytes(int to) const { return lost_bytes_[to]; }
   bool trace_ = false;
 
  private:
@@ -78,6 +105,9 @@ class Link {
                 s.payload.size(), s.window, s.has(kSyn) ? "S" : "", s.has(kAck) ? "A" : "",
                 s.has(kFin) ? "F" : "", s.has(kRst) ? "R" : "", s.has(kPsh) ? "P" : "",
                 s.options.ts_val, s.options.ts_ecr);
+    for (uint8_t i = 0; i < s.options.sack_count; ++i) {
+      std::printf("           sack %u-%u\n", s.options.sack[i].left, s.options.sack[i].right);
+    }
   }
 
   bool chance(double p) {
@@ -90,6 +120,9 @@ class Link {
   std::map<std::pair<uint64_t, uint64_t>, Packet> queue_;
   uint64_t order_ = 0;
   uint64_t sent_ = 0;
+  uint64_t lost_bytes_[2] = {0, 0};
+  bool bad_ = false;
+  uint64_t bad_since_ns_ = 0;
 };
 
 class Side : public TcpEvents, public TcpOutput {
@@ -192,6 +225,18 @@ class Side : public TcpEvents, public TcpOutput {
 struct Outcome {
   std::string error;  // empty: passed
   uint64_t retransmits = 0;
+  uint64_t retransmitted_bytes = 0;  // payload bytes both engines sent again
+  uint64_t lost_bytes = 0;           // payload bytes the link lost, both ways
+  uint64_t sack_recoveries = 0;
+};
+
+// What a run varies. `sack`: 0 off on both sides, 1 on on both, 2 a coin per side.
+// `bursts`: the recovery scenario instead of the general one: a one-way bulk transfer from A
+// over a link that loses packets in bursts towards B only, with no reordering, duplication,
+// jitter or corruption, so every byte B does not SACK really was lost.
+struct Mode {
+  int sack = 2;
+  bool bursts = false;
 };
 
 std::vector<uint8_t> make_stream(std::mt19937_64& r, size_t n) {
@@ -200,7 +245,7 @@ std::vector<uint8_t> make_stream(std::mt19937_64& r, size_t n) {
   return v;
 }
 
-Outcome run_seed(uint64_t seed, bool verbose) {
+Outcome run_seed(uint64_t seed, bool verbose, const Mode& mode) {
   std::mt19937_64 r(seed * 0x9e3779b97f4a7c15ULL + 7);
   auto pick = [&r](std::initializer_list<double> v) { return *(v.begin() + r() % v.size()); };
   LinkParams lp;
@@ -228,17 +273,45 @@ Outcome run_seed(uint64_t seed, bool verbose) {
     c.max_retransmits = 30;
     c.max_syn_retransmits = 30;
     c.msl_ms = 60000;  // longer than the peer's FIN retransmissions under heavy loss
+    // A peer that is only retransmitting into a loss burst is silent for up to
+    // max_retransmits * max_rto: FIN-WAIT-2's idle timeout must outlast that here.
+    c.fin_wait2_timeout_ms = 600'000;
     c.delayed_ack = r() % 3 != 0;
     c.delayed_ack_ms = static_cast<uint64_t>(pick({10, 40, 200}));
     c.persist_max_ms = 5000;
     c.isn_key[0] = r();
     c.isn_key[1] = r();
     c.initial_cwnd_segments = static_cast<uint32_t>(pick({1, 4, 10}));
+    c.sack = mode.sack == 2 ? r() % 2 == 0 : mode.sack == 1;
+    c.sack_scoreboard_ranges = static_cast<uint32_t>(pick({1, 4, 32}));
   }
-  const size_t bytes_a = static_cast<size_t>(pick({0, 1, 1000, 30000, 150000})) + r() % 5000;
-  const size_t bytes_b = static_cast<size_t>(pick({0, 1, 1000, 30000, 150000})) + r() % 5000;
-  const bool simultaneous = r() % 8 == 0;
-  const bool pauses = r() % 3 == 0;
+  size_t bytes_a = static_cast<size_t>(pick({0, 1, 1000, 30000, 150000})) + r() % 5000;
+  size_t bytes_b = static_cast<size_t>(pick({0, 1, 1000, 30000, 150000})) + r() % 5000;
+  bool simultaneous = r() % 8 == 0;
+  bool pauses = r() % 3 == 0;
+  if (mode.bursts) {
+    lp = LinkParams{};
+    lp.loss = pick({0.0, 0.005, 0.02});
+    lp.burst_enter = pick({0.005, 0.02, 0.05});
+    lp.burst_exit = pick({0.2, 0.5});
+    lp.burst_loss = pick({0.3, 0.6, 1.0});
+    lp.lossy_to = 1;
+    lp.delay_ns = (5 + r() % 40) * 1'000'000;
+    for (auto& c : cfg) {
+      c.mss = static_cast<uint16_t>(pick({536, 1460}));
+      c.window_scaling = true;
+      c.send_buffer_bytes = 300000;
+      c.send_low_water_bytes = 75000;
+      c.recv_buffer_bytes = 400000;  // the window never limits: losses are the link's only
+      c.reassembly_intervals = 64;
+      c.sack_scoreboard_ranges = 64;
+      c.min_rto_ms = 1000;  // far above the RTT: no spurious timeouts
+    }
+    bytes_a = 200000 + r() % 200000;
+    bytes_b = 0;
+    simultaneous = false;
+    pauses = false;
+  }
 
   clock::FakeClock fake(1'000'000'000);
   timer::TimerWheel wheel(
@@ -292,6 +365,11 @@ Outcome run_seed(uint64_t seed, bool verbose) {
   Outcome out;
   out.retransmits =
       ea.stats()[TcpStats::segments_retransmitted] + eb.stats()[TcpStats::segments_retransmitted];
+  out.retransmitted_bytes =
+      ea.stats()[TcpStats::bytes_retransmitted] + eb.stats()[TcpStats::bytes_retransmitted];
+  out.lost_bytes = link.lost_bytes(0) + link.lost_bytes(1);
+  out.sack_recoveries =
+      ea.stats()[TcpStats::sack_recoveries] + eb.stats()[TcpStats::sack_recoveries];
   auto fail = [&](const std::string& why) {
     std::string s = why + " (loss " + std::to_string(lp.loss) + " dup " +
                     std::to_string(lp.duplicate) + " corrupt " + std::to_string(lp.corrupt) +
@@ -321,34 +399,94 @@ Outcome run_seed(uint64_t seed, bool verbose) {
                     static_cast<unsigned long long>(eb.stats()[idx]));
       }
     }
-    std::printf("  virtual time %.3f s, link segments %llu\n",
-                (fake.now_ns() - 1'000'000'000) / 1e9,
-                static_cast<unsigned long long>(link.sent()));
+    std::printf("  virtual time %.3f s, link segments %llu, lost bytes %llu, resent bytes %llu\n",
+                (fake.now_ns() - 1'000'000'000) / 1e9, static_cast<unsigned long long>(link.sent()),
+                static_cast<unsigned long long>(out.lost_bytes),
+                static_cast<unsigned long long>(out.retransmitted_bytes));
   }
   return out;
 }
 
-TEST(TcpSim, StreamsAreByteExactBothWaysAcrossSeeds) {
+struct Totals {
+  uint64_t failures = 0, retransmits = 0, retransmitted_bytes = 0, lost_bytes = 0;
+  uint64_t sack_recoveries = 0, over_seeds = 0;
+};
+
+// Runs the seed range (or the one seed of HERALD_SIM_SEED) in `mode`.
+Totals run_seeds(const Mode& mode, uint64_t default_count) {
+  Totals t;
   if (const char* one = std::getenv("HERALD_SIM_SEED")) {
     uint64_t seed = std::strtoull(one, nullptr, 10);
-    Outcome o = run_seed(seed, true);
+    Outcome o = run_seed(seed, true, mode);
     EXPECT_TRUE(o.error.empty()) << "seed " << seed << ": " << o.error;
-    return;
+    t.retransmits = o.retransmits;
+    t.retransmitted_bytes = o.retransmitted_bytes;
+    t.lost_bytes = o.lost_bytes;
+    return t;
   }
   const uint64_t first = env_or("HERALD_SIM_FIRST_SEED", 1);
-  const uint64_t count = env_or("HERALD_SIM_SEEDS", 3000);
-  uint64_t failures = 0, retransmits = 0;
+  const uint64_t count = env_or("HERALD_SIM_SEEDS", default_count);
   for (uint64_t seed = first; seed < first + count; ++seed) {
-    Outcome o = run_seed(seed, false);
-    retransmits += o.retransmits;
+    Outcome o = run_seed(seed, false, mode);
+    t.retransmits += o.retransmits;
+    t.retransmitted_bytes += o.retransmitted_bytes;
+    t.lost_bytes += o.lost_bytes;
+    t.sack_recoveries += o.sack_recoveries;
+    if (o.retransmitted_bytes > o.lost_bytes) {
+      ++t.over_seeds;
+      if (mode.bursts && mode.sack == 1) {
+        std::printf("seed %llu resent %llu bytes, lost %llu\n",
+                    static_cast<unsigned long long>(seed),
+                    static_cast<unsigned long long>(o.retransmitted_bytes),
+                    static_cast<unsigned long long>(o.lost_bytes));
+      }
+    }
     if (!o.error.empty()) {
       ADD_FAILURE() << "seed " << seed << ": " << o.error << " (replay: HERALD_SIM_SEED=" << seed
-                    << ")";
-      if (++failures >= 10) break;
+                    << (mode.bursts ? " --gtest_filter=*Burst*" : "") << ")";
+      if (++t.failures >= 10) break;
     }
   }
+  std::printf(
+      "sack %d bursts %d: %llu seeds, %llu segments resent, %llu bytes lost by the link, "
+      "%llu resent (%.3f), %llu SACK recoveries, %llu seeds resent more than lost\n",
+      mode.sack, mode.bursts ? 1 : 0, static_cast<unsigned long long>(count),
+      static_cast<unsigned long long>(t.retransmits), static_cast<unsigned long long>(t.lost_bytes),
+      static_cast<unsigned long long>(t.retransmitted_bytes),
+      t.lost_bytes ? static_cast<double>(t.retransmitted_bytes) / t.lost_bytes : 0.0,
+      static_cast<unsigned long long>(t.sack_recoveries),
+      static_cast<unsigned long long>(t.over_seeds));
+  return t;
+}
+
+// HERALD_SIM_SACK=0|1|2 picks SACK off, on, or a coin per side (the default).
+TEST(TcpSim, StreamsAreByteExactBothWaysAcrossSeeds) {
+  Mode mode;
+  mode.sack = static_cast<int>(env_or("HERALD_SIM_SACK", 2));
+  const uint64_t count = env_or("HERALD_SIM_SEEDS", 3000);
+  Totals t = run_seeds(mode, 3000);
   // The impairments must really bite: retransmissions happened.
-  EXPECT_GT(retransmits, count);
+  if (std::getenv("HERALD_SIM_SEED") == nullptr) {
+    EXPECT_GT(t.retransmits, count);
+  }
+}
+
+// Loss bursts on a link that neither reorders nor duplicates: with SACK, recovery resends only
+// what the link lost (the retransmitted payload bytes equal the lost ones); without it, the
+// same seeds resend more (go-back-N after timeouts, NewReno's one hole per round trip).
+TEST(TcpSim, BurstLossRecoveryResendsOnlyWhatWasLost) {
+  const uint64_t count = 300;  // HERALD_SIM_SEEDS overrides
+  Mode with{.sack = 1, .bursts = true}, without{.sack = 0, .bursts = true};
+  Totals s = run_seeds(with, count);
+  Totals n = run_seeds(without, count);
+  if (std::getenv("HERALD_SIM_SEED") != nullptr) return;
+  ASSERT_GT(s.lost_bytes, 0u);
+  EXPECT_GT(s.sack_recoveries, 0u);
+  EXPECT_EQ(n.sack_recoveries, 0u);
+  // Every seed: SACK resent at most what was lost.
+  EXPECT_EQ(s.over_seeds, 0u);
+  EXPECT_LE(s.retransmitted_bytes, s.lost_bytes);
+  EXPECT_GT(n.retransmitted_bytes, s.retransmitted_bytes);
 }
 
 }  // namespace

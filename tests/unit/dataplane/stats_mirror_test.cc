@@ -172,6 +172,47 @@ TEST(StatsMirror, PublishesDeltasAndGaugesIntoItsWorkersBlock) {
   EXPECT_EQ(latency->histogram.max(), 4'000'000u);
 }
 
+// backend dpdk: the stack's drop table, TCP's table, the port loop's and the transport's
+// counters, registered only with with_dpdk.
+TEST(StatsMirror, DpdkTablesWhenAsked) {
+  StatsMirror plain({.worker = 0});
+  for (const std::string& name : plain.names()) {
+    EXPECT_FALSE(name.starts_with("dp.net.") || name.starts_with("dp.tcp.") ||
+                 name.starts_with("dp.dpdk."))
+        << name;
+  }
+  counters::CountersSegment segment = make_segment();
+  StatsMirror mirror({.worker = 0, .with_dpdk = true});
+  std::set<std::string> unique(mirror.names().begin(), mirror.names().end());
+  EXPECT_EQ(unique.size(), mirror.names().size());
+  ASSERT_TRUE(mirror.attach(segment.fd()).ok());
+  EXPECT_EQ(mirror.stats().registration_failures, 0u);
+  FakeWorker w;
+  net::NetStats net;
+  net.add(net::DropReason::kL4BadChecksum);
+  net.add(net::NetCounter::kRxDelivered, 5);
+  net::tcp::TcpStats tcp;
+  tcp[net::tcp::TcpStats::segments_retransmitted] = 3;
+  dpdk::LoopStatsSnapshot loop;
+  loop.rx_packets = 40;
+  dpdk::DpdkTransportStats transport;
+  transport.accepted = 2;
+  transport.closed[static_cast<size_t>(CloseReason::kPeerReset)] = 1;
+  WorkerStatsView v = w.view();
+  v.net = &net;
+  v.tcp = &tcp;
+  v.dpdk_loop = &loop;
+  v.dpdk_transport = &transport;
+  mirror.publish(0, v);
+  counters::Snapshot s = read(segment);
+  EXPECT_EQ(counter(s, "dp.net.drop.l4_bad_checksum"), 1u);
+  EXPECT_EQ(counter(s, "dp.net.rx_delivered"), 5u);
+  EXPECT_EQ(counter(s, "dp.tcp.segments_retransmitted"), 3u);
+  EXPECT_EQ(counter(s, "dp.dpdk.rx_packets"), 40u);
+  EXPECT_EQ(counter(s, "dp.dpdk.transport.accepted"), 2u);
+  EXPECT_EQ(counter(s, "dp.dpdk.transport.close.peer_reset"), 1u);
+}
+
 TEST(StatsMirror, WorkersWriteTheirOwnBlocksAndReadersSumThem) {
   counters::CountersSegment segment = make_segment();
   // The control plane's own thread block 0 is left alone.

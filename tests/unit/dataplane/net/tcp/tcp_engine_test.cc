@@ -90,6 +90,10 @@ class Harness : public TcpEvents, public TcpOutput {
       s.mss_value = 1000;
       s.wscale = syn_wscale_ >= 0;
       s.wscale_value = static_cast<uint8_t>(syn_wscale_ < 0 ? 0 : syn_wscale_);
+      s.sack_permitted = syn_sack_;
+    } else {
+      s.sack_count = static_cast<uint8_t>(sack_.size());
+      for (size_t i = 0; i < sack_.size(); ++i) s.sack[i] = sack_[i];
     }
     std::vector<uint8_t> buf(kTcpMaxHeaderBytes + payload.size());
     size_t n = build_segment(peer_, local_, s,
@@ -139,6 +143,8 @@ class Harness : public TcpEvents, public TcpOutput {
   IpAddr local_ = IpAddr::v4(0x0a000001), peer_ = IpAddr::v4(0x0a000002);
   uint16_t peer_port_ = kPeerPort;
   int syn_wscale_ = 3;
+  bool syn_sack_ = false;        // offer SACK-permitted on the peer's SYN
+  std::vector<SackBlock> sack_;  // SACK blocks on the peer's next non-SYN segments
   std::deque<Out> out_;
   std::vector<std::string> log_;
   std::string received_;
@@ -249,6 +255,38 @@ TEST(TcpSegment, BuildParseRoundTripWithAllOptionsAndOffloadSum) {
   EXPECT_EQ(off[16] << 8 | off[17], fold_sum(pseudo_header_sum(a, b, static_cast<uint32_t>(n))));
 }
 
+TEST(TcpSegment, SackBlocksRoundTripAndMalformedLengthsAreFlagged) {
+  IpAddr a = IpAddr::v4(0x0a000001), b = IpAddr::v4(0x0a000002);
+  for (bool ts : {true, false}) {
+    SegmentSpec s;
+    s.src_port = 1234;
+    s.dst_port = 80;
+    s.flags = kAck;
+    s.timestamps = ts;
+    s.sack_count = ts ? 3 : 4;  // what fits in 40 option bytes
+    for (uint8_t i = 0; i < s.sack_count; ++i) s.sack[i] = {100u * i, 100u * i + 50};
+    std::vector<uint8_t> buf(kTcpMaxHeaderBytes);
+    const size_t n = build_segment(a, b, s, {}, false, buf);
+    EXPECT_LE(n, kTcpMaxHeaderBytes);
+    Segment seg;
+    ASSERT_EQ(parse_segment(a, b, {buf.data(), n}, false, &seg), ParseError::kNone);
+    ASSERT_EQ(seg.options.sack_count, s.sack_count);
+    EXPECT_FALSE(seg.options.sack_malformed);
+    EXPECT_EQ(seg.options.sack[2].left, 200u);
+    EXPECT_EQ(seg.options.sack[2].right, 250u);
+    EXPECT_EQ(seg.options.has_timestamps, ts);
+  }
+  // A SACK option whose length is not 2 + 8n is ignored (flagged), not a malformed segment.
+  for (const std::vector<uint8_t>& opts :
+       {std::vector<uint8_t>{5, 3, 0, 1}, std::vector<uint8_t>{5, 2, 1, 1},
+        std::vector<uint8_t>{5, 12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0}}) {
+    TcpOptions o;
+    EXPECT_TRUE(parse_options(opts, &o));
+    EXPECT_TRUE(o.sack_malformed);
+    EXPECT_EQ(o.sack_count, 0);
+  }
+}
+
 // ------------------------------------------------------------------ closed and listen
 
 TEST(TcpEngineTest, ClosedPortAnswersPerRfc9293) {
@@ -288,6 +326,7 @@ TEST(TcpEngineTest, ListenerAnswersAckWithRstAndSynWithSynAck) {
 TEST(TcpEngineTest, SynQueueLimitAtItsEdge) {
   TcpConfig c = Harness::defaults();
   c.syn_queue = 3;
+  c.syn_cookies = false;
   Harness h(c);
   h.engine_.listen(h.local_, kPort);
   for (int i = 0; i < 4; ++i) {
@@ -297,6 +336,115 @@ TEST(TcpEngineTest, SynQueueLimitAtItsEdge) {
   EXPECT_EQ(h.out_.size(), 3u);
   EXPECT_EQ(h.stat(TcpStats::drop_syn_queue_full), 1u);
   EXPECT_EQ(h.engine_.connections(), 3u);
+}
+
+// ------------------------------------------------------------------ SYN cookies (RFC 4987)
+
+// The SYN queue full: the next SYN gets a cookie SYN-ACK and no block; the cookie ACK creates
+// the connection with the options the SYN offered (MSS from the table, window scale and SACK
+// from the TS echo); data on that ACK is delivered.
+TEST(TcpEngineTest, SynCookieWhenTheQueueIsFullAndItsAckCreatesTheConnection) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 1;
+  Harness h(c);
+  h.syn_sack_ = true;
+  h.engine_.listen(h.local_, kPort);
+  h.peer_port_ = kPeerPort + 1;
+  h.in(kSyn, 5000, 0, "", 4000, true, 50, 0);  // fills the queue
+  ASSERT_EQ(h.engine_.connections(), 1u);
+  h.out_.clear();
+  h.peer_port_ = kPeerPort;
+  h.in(kSyn, kPeerIsn, 0, "", 4000, true, 100, 0);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_sent), 1u);
+  EXPECT_EQ(h.engine_.connections(), 1u) << "a cookie holds no block";
+  Out sa = h.pop();
+  EXPECT_EQ(sa.seg.flags, kSyn | kAck);
+  EXPECT_EQ(sa.seg.ack, kPeerIsn + 1);
+  EXPECT_TRUE(sa.seg.options.sack_permitted);
+  EXPECT_TRUE(sa.seg.options.has_wscale);
+  EXPECT_EQ(sa.seg.options.ts_ecr, 100u);
+  const uint32_t cookie = sa.seg.seq;
+  h.in(kAck | kPsh, kPeerIsn + 1, cookie + 1, "hello", 4000, true, 101, sa.seg.options.ts_val);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_accepted), 1u);
+  EXPECT_EQ(h.log_.back(), "accepted");
+  EXPECT_EQ(h.received_, "hello");
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.state, TcpState::kEstablished);
+  EXPECT_EQ(info.mss, 536u - 12u) << "1000 falls to the table's 536, less the TS option";
+  EXPECT_EQ(info.snd_wscale, 3);
+  EXPECT_EQ(info.rcv_wscale, 2);
+  EXPECT_TRUE(info.sack);
+  EXPECT_TRUE(info.timestamps);
+  EXPECT_EQ(info.snd_wnd, 4000u << 3);
+  Out ack = h.pop();
+  EXPECT_EQ(ack.seg.ack, kPeerIsn + 6);
+  EXPECT_FALSE(seq_lt(ack.seg.options.ts_val, sa.seg.options.ts_val)) << "peer's PAWS";
+  EXPECT_EQ(h.engine_.connections(), 2u);
+}
+
+// Without timestamps the cookie carries the MSS only: no window scale, no SACK (as Linux).
+TEST(TcpEngineTest, SynCookieWithoutTimestampsKeepsTheMssOnly) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 0;
+  Harness h(c);
+  h.syn_sack_ = true;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  Out sa = h.pop();
+  EXPECT_FALSE(sa.seg.options.has_wscale);
+  EXPECT_FALSE(sa.seg.options.sack_permitted);
+  h.in(kAck, kPeerIsn + 1, sa.seg.seq + 1);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.state, TcpState::kEstablished);
+  EXPECT_EQ(info.mss, 536u);
+  EXPECT_EQ(info.snd_wscale, 0);
+  EXPECT_EQ(info.rcv_wscale, 0);
+  EXPECT_FALSE(info.sack);
+}
+
+// Forged, replayed-on-another-tuple and expired cookies are rejected (counted, RST) and create
+// nothing; a cookie is still good in the next 64-second period, not the one after.
+TEST(TcpEngineTest, ForgedAndExpiredSynCookiesAreRejected) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 0;
+  Harness h(c);
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);
+  const uint32_t cookie = h.pop().seg.seq;
+  h.in(kAck, kPeerIsn + 1, cookie + 2);  // one off
+  h.in(kAck, kPeerIsn + 2, cookie + 1);  // another ISN
+  h.peer_port_ = kPeerPort + 1;
+  h.in(kAck, kPeerIsn + 1, cookie + 1);  // another tuple
+  h.peer_port_ = kPeerPort;
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_rejected), 3u);
+  EXPECT_EQ(h.stat(TcpStats::rst_listen_ack), 3u);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  h.out_.clear();
+  h.clock_.advance_ns(130ull * 1'000'000'000);  // two periods on: expired
+  h.in(kSyn, kPeerIsn + 7, 0);                  // (keeps cookies active)
+  h.out_.clear();
+  h.in(kAck, kPeerIsn + 1, cookie + 1);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_rejected), 4u);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  // One period on it is still valid.
+  h.out_.clear();
+  h.in(kSyn, kPeerIsn + 10, 0);
+  const uint32_t fresh = h.pop().seg.seq;
+  h.clock_.advance_ns(64ull * 1'000'000'000);
+  h.in(kAck, kPeerIsn + 11, fresh + 1);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_accepted), 1u);
+  EXPECT_EQ(h.engine_.connections(), 1u);
+}
+
+// With cookies off the full queue drops; a stray ACK when no cookie was sent is a plain RST.
+TEST(TcpEngineTest, NoCookieCheckWhenNoneWasSent) {
+  Harness h;
+  h.engine_.listen(h.local_, kPort);
+  h.in(kAck, kPeerIsn + 1, 12345);
+  EXPECT_EQ(h.stat(TcpStats::rst_listen_ack), 1u);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_rejected), 0u);
 }
 
 TEST(TcpEngineTest, AcceptBacklogLimitAtItsEdge) {
@@ -831,6 +979,307 @@ TEST(TcpEngineTest, IsnIsKeyedPerTupleAndMovesWithTheClock) {
   EXPECT_NE(isn(1, 1000, 0), isn(1, 1001, 0));
   EXPECT_NE(isn(1, 1000, 0), isn(2, 1000, 0));
   EXPECT_EQ(isn(1, 1000, 4000) - isn(1, 1000, 0), 1u) << "M ticks every 4 us";
+}
+
+// ------------------------------------------------------------------ SACK (RFC 2018, 6675)
+
+TEST(TcpEngineTest, SackPermittedIsNegotiatedFromConfigAndTheSyn) {
+  {
+    Harness h;  // active open offers it
+    h.engine_.connect(h.local_, kPort, h.peer_, kPeerPort);
+    EXPECT_TRUE(h.pop().seg.options.sack_permitted);
+  }
+  {
+    Harness h;  // passive: only answered when the SYN offered it
+    h.syn_sack_ = true;
+    h.engine_.listen(h.local_, kPort);
+    h.in(kSyn, kPeerIsn, 0);
+    EXPECT_TRUE(h.pop().seg.options.sack_permitted);
+  }
+  {
+    Harness h;
+    h.engine_.listen(h.local_, kPort);
+    h.in(kSyn, kPeerIsn, 0);
+    EXPECT_FALSE(h.pop().seg.options.sack_permitted);
+  }
+  {
+    TcpConfig c = Harness::defaults();
+    c.sack = false;
+    Harness h(c);
+    h.syn_sack_ = true;
+    h.engine_.listen(h.local_, kPort);
+    h.in(kSyn, kPeerIsn, 0);
+    EXPECT_FALSE(h.pop().seg.options.sack_permitted);
+    h.engine_.connect(h.local_, kPort + 1, h.peer_, kPeerPort);
+    EXPECT_FALSE(h.pop().seg.options.sack_permitted);
+  }
+}
+
+// Out-of-order data is reported in SACK blocks, the newest first (RFC 2018 4), as many as fit:
+// three beside timestamps, four without.
+TEST(TcpEngineTest, SackBlocksReportHeldRangesNewestFirst) {
+  for (bool ts : {false, true}) {
+    Harness h;
+    h.syn_sack_ = true;
+    h.establish(ts);
+    h.out_.clear();
+    const uint32_t p = kPeerIsn + 1;
+    uint32_t tsv = 200;
+    for (uint32_t off : {100u, 300u, 500u, 700u}) {
+      h.in(kAck, p + off, h.iss_ + 1, std::string(100, 'x'), 4000, ts, tsv++, 0);
+    }
+    ASSERT_EQ(h.out_.size(), 4u);
+    Out last = h.out_.back();
+    const size_t want = ts ? 3 : 4;
+    ASSERT_EQ(last.seg.options.sack_count, want) << "ts " << ts;
+    EXPECT_EQ(last.seg.ack, p);
+    const uint32_t order[] = {700, 500, 300, 100};
+    for (size_t i = 0; i < want; ++i) {
+      EXPECT_EQ(last.seg.options.sack[i].left, p + order[i]);
+      EXPECT_EQ(last.seg.options.sack[i].right, p + order[i] + 100);
+    }
+    // A segment landing in an older range puts that range first.
+    h.out_.clear();
+    h.in(kAck, p + 300, h.iss_ + 1, std::string(50, 'x'), 4000, ts, tsv++, 0);
+    ASSERT_EQ(h.out_.size(), 1u);
+    EXPECT_EQ(h.out_.back().seg.options.sack[0].left, p + 300);
+    // Filling the first hole absorbs [100, 200): ACK 200, the rest still SACKed.
+    h.out_.clear();
+    h.in(kAck, p, h.iss_ + 1, std::string(100, 'x'), 4000, ts, tsv++, 0);
+    ASSERT_EQ(h.out_.size(), 1u);
+    Out fill = h.pop();
+    EXPECT_EQ(fill.seg.ack, p + 200);
+    ASSERT_EQ(fill.seg.options.sack_count, 3);
+    EXPECT_EQ(fill.seg.options.sack[0].left, p + 300);
+    EXPECT_GT(h.stat(TcpStats::sack_blocks_sent), 10u);
+  }
+}
+
+// RFC 6675 with crafted SACK blocks: segments 0 and 3 of 8 are lost. Recovery starts on the
+// third duplicate ACK, resends segment 0 at once, segment 3 once it is deemed lost (more than
+// 2 SMSS SACKed above it), and nothing the peer SACKed.
+TEST(TcpEngineTest, SackRecoveryRetransmitsOnlyTheHoles) {
+  Harness h;
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(8000, 'a'));
+  ASSERT_EQ(h.out_.size(), 8u);
+  h.out_.clear();
+  auto seg = [iss](uint32_t k) { return iss + 1 + 1000 * k; };
+  const uint32_t p = kPeerIsn + 1;
+  h.sack_ = {{seg(1), seg(2)}};
+  h.in(kAck, p, seg(0));
+  h.sack_ = {{seg(1), seg(3)}};
+  h.in(kAck, p, seg(0));
+  EXPECT_TRUE(h.out_.empty());
+  h.sack_ = {{seg(4), seg(5)}, {seg(1), seg(3)}};
+  h.in(kAck, p, seg(0));  // third duplicate ACK: recovery
+  EXPECT_EQ(h.stat(TcpStats::sack_recoveries), 1u);
+  ASSERT_EQ(h.out_.size(), 1u);
+  EXPECT_EQ(h.pop().seg.seq, seg(0));
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_TRUE(info.in_recovery);
+  EXPECT_TRUE(info.sack);
+  EXPECT_EQ(info.sacked_ranges, 2u);
+  EXPECT_EQ(info.sacked_bytes, 3000u);
+  h.sack_ = {{seg(4), seg(6)}, {seg(1), seg(3)}};
+  h.in(kAck, p, seg(0));
+  EXPECT_TRUE(h.out_.empty()) << "segment 3 is not yet deemed lost";
+  h.sack_ = {{seg(4), seg(7)}, {seg(1), seg(3)}};
+  h.in(kAck, p, seg(0));
+  ASSERT_EQ(h.out_.size(), 1u);
+  EXPECT_EQ(h.pop().seg.seq, seg(3));
+  // The hole at 0 filled: a partial ACK to 3 resends nothing more (3 is already resent).
+  h.sack_ = {{seg(4), seg(7)}};
+  h.in(kAck, p, seg(3));
+  EXPECT_TRUE(h.out_.empty());
+  h.sack_.clear();
+  h.in(kAck, p, seg(8));
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_FALSE(info.in_recovery);
+  EXPECT_EQ(info.sacked_ranges, 0u);
+  EXPECT_EQ(h.stat(TcpStats::bytes_retransmitted), 2000u);
+  EXPECT_EQ(h.stat(TcpStats::sack_hole_retransmits), 2u);
+  EXPECT_EQ(h.stat(TcpStats::recovery_exits), 1u);
+}
+
+// Blocks that cannot be right are ignored and counted; the connection goes on untouched.
+TEST(TcpEngineTest, InvalidAndDsackBlocksAreIgnoredAndCounted) {
+  Harness h;
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  h.engine_.send(h.id_, std::vector<uint8_t>(3000, 'a'));
+  h.out_.clear();
+  const uint32_t p = kPeerIsn + 1, una = iss + 1, max = iss + 3001;
+  h.sack_ = {{max, max + 1000},         // beyond SND.MAX: never sent
+             {una + 500, una + 500},    // empty
+             {una + 900, una + 100},    // reversed
+             {una - 1000, una + 500}};  // straddles SND.UNA
+  h.in(kAck, p, una);
+  EXPECT_EQ(h.stat(TcpStats::sack_blocks_invalid), 4u);
+  // At or below the cumulative ACK (a D-SACK), and half the sequence space away (which the
+  // modular comparison also places below it). Two duplicate ACKs only: no fast retransmit.
+  h.sack_ = {{una - 1000, una}, {0x80000000u + una, 0x80000010u + una}};
+  h.in(kAck, p, una);
+  EXPECT_EQ(h.stat(TcpStats::sack_dsack_ignored), 2u);
+  EXPECT_EQ(h.stat(TcpStats::sack_blocks_received), 0u);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.sacked_ranges, 0u);
+  EXPECT_EQ(h.stat(TcpStats::bytes_retransmitted), 0u);
+  EXPECT_EQ(info.state, TcpState::kEstablished);
+  // A malformed SACK option (length 3): ignored, counted, the ACK itself still processed.
+  std::vector<uint8_t> raw(24, 0);
+  raw[0] = kPeerPort >> 8, raw[1] = kPeerPort & 0xff, raw[2] = 0, raw[3] = kPort;
+  const uint32_t seq = p, ack = iss + 3001;
+  for (int i = 0; i < 4; ++i) raw[4 + i] = static_cast<uint8_t>(seq >> (24 - 8 * i));
+  for (int i = 0; i < 4; ++i) raw[8 + i] = static_cast<uint8_t>(ack >> (24 - 8 * i));
+  raw[12] = 6 << 4, raw[13] = kAck, raw[14] = 4000 >> 8, raw[15] = 4000 & 0xff;
+  raw[20] = 5, raw[21] = 3, raw[22] = 0, raw[23] = 1;
+  const uint16_t sum = tcp_checksum(h.peer_, h.local_, raw);
+  raw[16] = static_cast<uint8_t>(sum >> 8), raw[17] = static_cast<uint8_t>(sum);
+  h.engine_.input(h.peer_, h.local_, raw, false);
+  EXPECT_EQ(h.stat(TcpStats::sack_blocks_invalid), 5u);
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.snd_una, iss + 3001);
+}
+
+// After a timeout the go-back-N resend skips what the peer SACKed; an ACK that stops at the
+// left edge of a SACKed range means the peer dropped it (reneging): the scoreboard is cleared.
+TEST(TcpEngineTest, TimeoutResendSkipsSackedDataAndRenegingClearsTheScoreboard) {
+  Harness h;
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  h.engine_.send(h.id_, std::vector<uint8_t>(4000, 'a'));
+  h.out_.clear();
+  auto seg = [iss](uint32_t k) { return iss + 1 + 1000 * k; };
+  const uint32_t p = kPeerIsn + 1;
+  h.sack_ = {{seg(2), seg(3)}};
+  h.in(kAck, p, seg(0));
+  EXPECT_TRUE(h.out_.empty());
+  h.advance_ms(1100);  // RTO: cwnd one segment, resend segment 0
+  ASSERT_EQ(h.out_.size(), 1u);
+  EXPECT_EQ(h.pop().seg.seq, seg(0));
+  h.in(kAck, p, seg(1));  // cwnd two segments: 1, then 3 (2 is SACKed)
+  ASSERT_EQ(h.out_.size(), 2u);
+  EXPECT_EQ(h.pop().seg.seq, seg(1));
+  EXPECT_EQ(h.pop().seg.seq, seg(3));
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.sacked_ranges, 1u);
+  EXPECT_EQ(h.stat(TcpStats::sack_reneging), 0u);
+  EXPECT_EQ(h.stat(TcpStats::bytes_retransmitted), 3000u);
+  // Reneging: the hole at 0 is filled but the ACK stops at 1, where SACKed data began.
+  Harness r;
+  r.syn_sack_ = true;
+  const uint32_t iss2 = r.establish();
+  r.engine_.send(r.id_, std::vector<uint8_t>(3000, 'a'));
+  r.sack_ = {{iss2 + 1001, iss2 + 3001}};
+  r.in(kAck, p, iss2 + 1);
+  r.sack_.clear();
+  r.in(kAck, p, iss2 + 1001);
+  EXPECT_EQ(r.stat(TcpStats::sack_reneging), 1u);
+  ASSERT_TRUE(r.engine_.info(r.id_, &info));
+  EXPECT_EQ(info.sacked_ranges, 0u);
+}
+
+// The scoreboard is bounded: ranges past sack_scoreboard_ranges are dropped and counted.
+TEST(TcpEngineTest, SackScoreboardIsBounded) {
+  TcpConfig c = Harness::defaults();
+  c.sack_scoreboard_ranges = 2;
+  Harness h(c);
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  h.engine_.send(h.id_, std::vector<uint8_t>(8000, 'a'));
+  auto seg = [iss](uint32_t k) { return iss + 1 + 1000 * k; };
+  h.sack_ = {{seg(1), seg(2)}, {seg(3), seg(4)}, {seg(5), seg(6)}};
+  h.in(kAck, kPeerIsn + 1, seg(0));
+  EXPECT_EQ(h.stat(TcpStats::sack_scoreboard_full), 1u);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.sacked_ranges, 2u);
+}
+
+// ------------------------------------------------------------------ limits (RFC 5961 7, 6191)
+
+TEST(TcpEngineTest, ChallengeAcksAreRateLimitedPerSecond) {
+  TcpConfig c = Harness::defaults();
+  c.challenge_ack_limit_per_s = 2;
+  Harness h(c);
+  const uint32_t iss = h.establish();
+  h.out_.clear();
+  for (int i = 0; i < 5; ++i) h.in(kRst, kPeerIsn + 10 + i, iss + 1);  // in window, not exact
+  EXPECT_EQ(h.out_.size(), 2u);
+  EXPECT_EQ(h.stat(TcpStats::challenge_acks), 5u);
+  EXPECT_EQ(h.stat(TcpStats::challenge_acks_rate_limited), 3u);
+  h.in(kAck, kPeerIsn + 1, iss + 1000);  // ACK of unsent data: same budget
+  EXPECT_EQ(h.out_.size(), 2u);
+  h.advance_ms(1000);
+  h.in(kAck, kPeerIsn + 1, iss + 1000);
+  EXPECT_EQ(h.out_.size(), 3u) << "a new second, a new budget";
+  EXPECT_EQ(h.state(), TcpState::kEstablished);
+}
+
+TEST(TcpEngineTest, ClosedPortRstsAreRateLimitedPerSecond) {
+  TcpConfig c = Harness::defaults();
+  c.rst_limit_per_s = 2;
+  Harness h(c);
+  for (int i = 0; i < 4; ++i) h.in(kSyn, kPeerIsn + i, 0);
+  EXPECT_EQ(h.out_.size(), 2u);
+  EXPECT_EQ(h.stat(TcpStats::rst_closed_port), 2u);
+  EXPECT_EQ(h.stat(TcpStats::rst_rate_limited), 2u);
+  h.advance_ms(1000);
+  h.in(kSyn, kPeerIsn, 0);
+  EXPECT_EQ(h.out_.size(), 3u);
+}
+
+// FIN-WAIT-2 is an idle timeout: any segment from the peer restarts it; silence ends it.
+TEST(TcpEngineTest, FinWait2TimesOutWhenThePeerGoesSilent) {
+  TcpConfig c = Harness::defaults();
+  c.fin_wait2_timeout_ms = 5000;
+  Harness h(c);
+  const uint32_t iss = h.establish();
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, kPeerIsn + 1, iss + 2);
+  EXPECT_EQ(h.state(), TcpState::kFinWait2);
+  h.advance_ms(4000);
+  h.in(kAck, kPeerIsn + 1, iss + 2, "more");  // the peer still talks
+  h.advance_ms(4000);
+  EXPECT_EQ(h.state(), TcpState::kFinWait2);
+  h.out_.clear();
+  h.advance_ms(1100);
+  EXPECT_EQ(h.log_.back(), "closed:fin_wait2_timeout");
+  EXPECT_EQ(h.stat(TcpStats::aborted_fin_wait2), 1u);
+  ASSERT_FALSE(h.out_.empty());
+  EXPECT_TRUE(h.out_.back().seg.has(kRst));
+  EXPECT_EQ(h.engine_.connections(), 0u);
+}
+
+// RFC 6191: a SYN above the old incarnation (ISN here, timestamps when both used them) takes
+// over the TIME-WAIT block; an older one does not.
+TEST(TcpEngineTest, TimeWaitIsReusedByANewerSyn) {
+  for (bool ts : {false, true}) {
+    Harness h;
+    const uint32_t iss = h.establish(ts);
+    const uint32_t p = kPeerIsn + 1;
+    h.engine_.close(h.id_, CloseMode::kGraceful);
+    h.in(kFin | kAck, p, iss + 2, "", 4000, ts, 300, 0);
+    EXPECT_EQ(h.state(), TcpState::kTimeWait);
+    h.engine_.poll();
+    h.out_.clear();
+    // Older: ISN below RCV.NXT (and an old timestamp) stays a challenge ACK.
+    h.in(kSyn, kPeerIsn - 5000, 0, "", 4000, ts, 200, 0);
+    EXPECT_EQ(h.stat(TcpStats::time_wait_reused), 0u);
+    EXPECT_EQ(h.state(), TcpState::kTimeWait);
+    h.out_.clear();
+    h.in(kSyn, kPeerIsn + 100000, 0, "", 4000, ts, 400, 0);
+    EXPECT_EQ(h.stat(TcpStats::time_wait_reused), 1u) << "ts " << ts;
+    ASSERT_EQ(h.out_.size(), 1u);
+    EXPECT_EQ(h.pop().seg.flags, kSyn | kAck);
+    EXPECT_EQ(h.engine_.connections(), 1u);
+  }
 }
 
 }  // namespace

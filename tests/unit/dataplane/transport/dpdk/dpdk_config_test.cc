@@ -262,6 +262,25 @@ TEST(DpdkConfig, RangesAtTheirEdges) {
   expect_rejected(R"({"lcores": [1024]})", "dataplane.dpdk.lcores[0]", "maximum 1023");
 }
 
+// The stack's own address (the DPDK Transport): IPv4 only, prefix 1..32.
+TEST(DpdkConfig, StackAddressIsIpv4) {
+  absl::StatusOr<config::Config> c =
+      load(R"({"address": "10.0.0.1", "prefix_length": 16, "gateway": "10.0.0.254"})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataplane().dpdk()->address()->str(), "10.0.0.1");
+  EXPECT_EQ(c->dataplane().dpdk()->prefix_length(), 16);
+  EXPECT_EQ(c->dataplane().dpdk()->gateway()->str(), "10.0.0.254");
+  EXPECT_EQ(config::default_config().dataplane().dpdk()->address()->str(), "0.0.0.0");
+  EXPECT_EQ(config::default_config().dataplane().dpdk()->prefix_length(), 24);
+  expect_ok(R"({"prefix_length": 1})");
+  expect_ok(R"({"prefix_length": 32})");
+  expect_rejected(R"({"prefix_length": 0})", "dataplane.dpdk.prefix_length", "below the minimum");
+  expect_rejected(R"({"prefix_length": 33})", "dataplane.dpdk.prefix_length", "above the maximum");
+  expect_rejected(R"({"address": "2001:db8::1"})", "dataplane.dpdk.address", "not an IPv4");
+  expect_rejected(R"({"gateway": "2001:db8::1"})", "dataplane.dpdk.gateway", "not an IPv4");
+  expect_rejected(R"({"address": "10.0.0"})", "dataplane.dpdk.address", "not an IPv4 or IPv6");
+}
+
 TEST(DpdkConfig, PortsMustBePciAddressesOrVdevs) {
   for (const char* good :
        {"0000:01:00.0", "01:00.7", "ffff:ff:1f.0", "net_null0", "net_tap12",

@@ -1,0 +1,319 @@
+// The DPDK backend's Transport: port frames → NetStack → TcpEngine → TransportEvents, and back.
+#include "dataplane/transport/dpdk/dpdk_transport.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "platform/assert/assert.h"
+
+namespace herald::dataplane::dpdk {
+namespace {
+
+constexpr uint32_t kEthernetHeaderBytes = 14;
+
+}  // namespace
+
+// The stack transmits into slots of this pool; at the end of every on_frames / on_turn the
+// queued ones are copied into the port loop's TxBatch (one copy per frame out). Zero copy is not
+// possible across the two designs: TxBatch::append wants the frame's final length up front and
+// sends every appended frame when the turn ends, while FramePort::alloc learns the length at
+// queue() and may hold a frame across turns (waiting on ARP). Frames built outside a port turn
+// (a send from the router or a session timer) need a home until the next turn too.
+class DpdkTransport::SlotPort final : public net::FramePort {
+ public:
+  SlotPort(uint32_t slots, uint32_t slot_bytes, bool port_fills_checksums,
+           DpdkTransportStats& stats)
+      : slot_bytes_(slot_bytes),
+        port_fills_checksums_(port_fills_checksums),
+        storage_(size_t{slots} * slot_bytes),
+        stats_(stats) {
+    free_.reserve(slots);
+    for (uint32_t i = slots; i > 0; --i) free_.push_back(i - 1);
+    pending_.reserve(slots);
+  }
+
+  net::PortCapabilities capabilities() const override {
+    return net::PortCapabilities{.tx_ipv4_checksum = port_fills_checksums_,
+                                 .tx_l4_checksum = port_fills_checksums_};
+  }
+  bool alloc(uint32_t length_bytes, net::TxFrame* frame) override {
+    if (length_bytes > slot_bytes_) return false;  // the stack counts tx_alloc_failed
+    if (free_.empty()) {
+      ++stats_.tx_slots_exhausted;
+      return false;
+    }
+    const uint32_t slot = free_.back();
+    free_.pop_back();
+    frame->data = storage_.data() + size_t{slot} * slot_bytes_;
+    frame->capacity_bytes = slot_bytes_;
+    frame->handle = slot;
+    return true;
+  }
+  void queue(const net::TxFrame& frame, uint32_t length_bytes,
+             const net::TxOffload& offload) override {
+    TxOffload out;
+    out.l2_len = offload.l2_bytes;
+    out.l3_len = offload.l3_bytes;
+    out.ipv4_checksum = offload.ipv4_checksum;
+    out.tcp_checksum = offload.l4_checksum && offload.l4_protocol == 6;
+    out.udp_checksum = offload.l4_checksum && offload.l4_protocol == 17;
+    pending_.push_back(Pending{static_cast<uint32_t>(frame.handle), length_bytes, out});
+  }
+  void release(const net::TxFrame& frame) override {
+    free_.push_back(static_cast<uint32_t>(frame.handle));
+  }
+
+  // Copies the queued frames into `tx` in order and frees their slots. Returns frames moved.
+  uint32_t flush(uint16_t port, TxBatch& tx) {
+    uint32_t n = 0;
+    for (const Pending& p : pending_) {
+      std::span<uint8_t> out = tx.append(port, static_cast<uint16_t>(p.length_bytes), p.offload);
+      if (out.empty()) {
+        ++stats_.tx_batch_refused;
+      } else {
+        std::memcpy(out.data(), storage_.data() + size_t{p.slot} * slot_bytes_, p.length_bytes);
+        ++stats_.tx_frames;
+        ++n;
+      }
+      free_.push_back(p.slot);
+    }
+    pending_.clear();
+    return n;
+  }
+  uint32_t pending() const { return static_cast<uint32_t>(pending_.size()); }
+
+ private:
+  struct Pending {
+    uint32_t slot;
+    uint32_t length_bytes;
+    TxOffload offload;
+  };
+  const uint32_t slot_bytes_;
+  const bool port_fills_checksums_;
+  std::vector<uint8_t> storage_;
+  std::vector<uint32_t> free_;
+  std::vector<Pending> pending_;
+  DpdkTransportStats& stats_;
+};
+
+// The engine's events, translated for the layer above. Delivered from TcpEngine::input (inside
+// on_frames), its timers (the worker's wheel.advance) and poll(): never from inside a Transport
+// call, as TransportEvents requires.
+class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
+ public:
+  explicit EngineEvents(DpdkTransport& t) : t_(t) {}
+
+  void on_accepted(ConnectionId id, const net::tcp::FourTuple& tuple) override {
+    if (t_.stopping_ || t_.events_ == nullptr) {
+      t_.tcp_->close(id, CloseMode::kAbort);
+      return;
+    }
+    if (t_.conns_.size() >= t_.options_.limits.max_connections) {
+      ++t_.stats_.rejected_max_connections;
+      t_.tcp_->close(id, CloseMode::kAbort);
+      return;
+    }
+    t_.conns_.emplace(id, ConnState{});
+    ++t_.stats_.accepted;
+    PeerAddress peer;
+    auto* sin = reinterpret_cast<sockaddr_in*>(&peer.address);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(tuple.remote_port);
+    std::memcpy(&sin->sin_addr, tuple.remote.bytes, 4);  // network order already
+    peer.length = sizeof(sockaddr_in);
+    t_.events_->on_accepted(id, peer);
+  }
+  void on_connected(ConnectionId id) override {
+    // The server never connects; an id we did not hand out is ended.
+    t_.tcp_->close(id, CloseMode::kAbort);
+  }
+  void on_data(ConnectionId id, std::span<const uint8_t> bytes) override {
+    if (t_.conns_.contains(id)) t_.events_->on_data(id, bytes);
+  }
+  void on_peer_closed(ConnectionId id) override {
+    // Herald's sessions do not half-close (the kernel backend ends the connection on FIN too):
+    // flush what is queued, then our FIN; the end is the peer's doing.
+    if (t_.conns_.contains(id)) t_.tcp_->close(id, CloseMode::kGraceful);
+  }
+  void on_writable(ConnectionId id) override {
+    if (t_.conns_.contains(id)) t_.events_->on_writable(id);
+  }
+  void on_closed(ConnectionId id, net::tcp::TcpCloseReason reason) override {
+    auto it = t_.conns_.find(id);
+    if (it == t_.conns_.end()) return;  // refused at accept, never handed up
+    const ConnState state = it->second;
+    t_.conns_.erase(it);
+    CloseReason out = net::tcp::to_transport_reason(reason);
+    if (state.queue_full) {
+      out = CloseReason::kSendQueueFull;
+    } else if (reason == net::tcp::TcpCloseReason::kNormal) {
+      out = state.local_close ? CloseReason::kLocalClose : CloseReason::kPeerClosed;
+    } else if (reason == net::tcp::TcpCloseReason::kLocalAbort) {
+      out = CloseReason::kLocalClose;
+    }
+    ++t_.stats_.closed[static_cast<size_t>(out)];
+    t_.events_->on_closed(id, out);
+  }
+
+ private:
+  DpdkTransport& t_;
+};
+
+DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock clock,
+                             timer::TimerWheel& wheel)
+    : options_(options), clock_(clock), wheel_(wheel) {
+  const std::string problem = net::validate(options_.net);
+  HERALD_CHECK(problem.empty(), problem.c_str());
+  HERALD_CHECK(options_.tx_slots > 0, "tx_slots must be positive");
+  port_ =
+      std::make_unique<SlotPort>(options_.tx_slots, options_.net.mtu_bytes + kEthernetHeaderBytes,
+                                 options_.port_fills_checksums, stats_);
+  stack_ = std::make_unique<net::NetStack>(options_.net, *port_);
+  binding_ = std::make_unique<net::tcp::TcpL4Binding>(*stack_, clock_);
+  engine_events_ = std::make_unique<EngineEvents>(*this);
+
+  net::tcp::TcpConfig tcp = options_.tcp;
+  tcp.mss = std::min<uint16_t>(tcp.mss, binding_->path_mss());
+  tcp.send_buffer_bytes = options_.limits.send_queue_bytes;
+  tcp.send_low_water_bytes = options_.limits.send_low_water_bytes;
+  // TIME-WAIT blocks count in the engine's table: room for as many as live connections, so a
+  // full house closing does not lock new clients out for 2 MSL.
+  tcp.max_connections = static_cast<uint32_t>(
+      std::min<uint64_t>(UINT32_MAX, uint64_t{options_.limits.max_connections} * 2 + 16));
+  tcp.checksum_offload_tx = false;  // NetStack owns checksums (l4.h), never the engine
+  tcp_ = std::make_unique<net::tcp::TcpEngine>(tcp, clock_, wheel_, *binding_, *engine_events_);
+  binding_->attach(tcp_.get());
+  stack_->set_receiver(net::kIpProtocolTcp, binding_.get());
+}
+
+DpdkTransport::~DpdkTransport() {
+  // The engine's timers live on the worker's wheel: cancel them before the wheel sees a stale
+  // pointer. stop() with nobody listening delivers nothing up.
+  events_ = nullptr;
+  conns_.clear();
+  stopping_ = true;
+  tcp_->stop();
+}
+
+void DpdkTransport::start(TransportEvents& events) {
+  HERALD_CHECK(!started_, "DpdkTransport::start called twice");
+  started_ = true;
+  events_ = &events;
+  const net::IpAddress listen = options_.listen.is_none() || options_.listen.v4_host_order() == 0
+                                    ? net::IpAddress()
+                                    : options_.listen;
+  net::tcp::IpAddr addr;  // family 4, all zero: any address of ours
+  if (!listen.is_none()) addr = net::tcp::to_tcp_address(listen);
+  HERALD_CHECK(tcp_->listen(addr, options_.port), "DpdkTransport: listen refused");
+  stack_->start(clock_.now_ns());  // gratuitous ARP: the neighbours learn our MAC
+}
+
+SendResult DpdkTransport::send(ConnectionId id, std::span<const uint8_t> bytes) {
+  auto it = conns_.find(id);
+  if (it == conns_.end() || it->second.local_close || it->second.queue_full) {
+    ++stats_.unknown_id_calls;
+    return SendResult::kClosed;
+  }
+  const SendResult r = tcp_->send(id, bytes);
+  if (r == SendResult::kQueueFull) {
+    ++stats_.send_queue_full;
+    it->second.queue_full = true;
+  }
+  return r;
+}
+
+SendResult DpdkTransport::send_gather(ConnectionId id,
+                                      std::span<const std::span<const uint8_t>> parts) {
+  auto it = conns_.find(id);
+  if (it == conns_.end() || it->second.local_close || it->second.queue_full) {
+    ++stats_.unknown_id_calls;
+    return SendResult::kClosed;
+  }
+  uint64_t total = 0;
+  for (const auto& p : parts) total += p.size();
+  // All or nothing, like the kernel backend: a batch that does not fit queues nothing and the
+  // connection is cut off (reset) as a slow consumer.
+  if (total > tcp_->send_space(id)) {
+    ++stats_.send_queue_full;
+    it->second.queue_full = true;
+    tcp_->close(id, CloseMode::kAbort);
+    return SendResult::kQueueFull;
+  }
+  for (const auto& p : parts) {
+    if (p.empty()) continue;
+    const SendResult r = tcp_->send(id, p);
+    if (r != SendResult::kOk) return r;  // cannot happen after the space check
+  }
+  return SendResult::kOk;
+}
+
+void DpdkTransport::close(ConnectionId id, CloseMode mode) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) {
+    ++stats_.unknown_id_calls;
+    return;
+  }
+  if (it->second.local_close && mode == CloseMode::kGraceful) return;
+  it->second.local_close = true;
+  tcp_->close(id, mode);
+}
+
+void DpdkTransport::set_reading(ConnectionId id, bool reading) {
+  if (!conns_.contains(id)) {
+    ++stats_.unknown_id_calls;
+    return;
+  }
+  tcp_->set_reading(id, reading);
+}
+
+uint32_t DpdkTransport::queued_bytes(ConnectionId id) const {
+  if (!conns_.contains(id)) return 0;
+  return tcp_->queued_bytes(id);
+}
+
+void DpdkTransport::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  // Every connection ends with kShutdown, delivered from the engine's queue.
+  tcp_->stop();
+  tcp_->poll();
+}
+
+void DpdkTransport::on_frames(std::span<const RxFrame> frames, TxBatch& tx) {
+  const uint64_t now = clock_.now_ns();
+  for (const RxFrame& f : frames) {
+    if (f.port != options_.port_index) {
+      ++stats_.rx_other_port;
+      continue;
+    }
+    net::RxMeta meta;
+    meta.ipv4_checksum = static_cast<net::ChecksumHint>(f.ip_checksum);
+    meta.l4_checksum = static_cast<net::ChecksumHint>(f.l4_checksum);
+    (void)stack_->receive(f.bytes, meta, now);  // zero copy: the mbuf's bytes as they are
+  }
+  tcp_->poll();
+  flush(tx);
+}
+
+bool DpdkTransport::on_turn(uint64_t /*now_tsc*/, TxBatch& tx) {
+  stack_->poll(clock_.now_ns());  // ARP retries and failures
+  tcp_->poll();                   // events deferred by sends/closes made outside a port turn
+  return flush(tx) > 0;
+}
+
+uint32_t DpdkTransport::pending_tx_frames() const {
+  return port_->pending();
+}
+
+uint32_t DpdkTransport::flush(TxBatch& tx) {
+  return port_->flush(options_.port_index, tx);
+}
+
+static_assert(static_cast<int>(net::ChecksumHint::kUnknown) ==
+                  static_cast<int>(RxChecksum::kUnknown) &&
+              static_cast<int>(net::ChecksumHint::kGood) == static_cast<int>(RxChecksum::kGood) &&
+              static_cast<int>(net::ChecksumHint::kBad) == static_cast<int>(RxChecksum::kBad));
+
+}  // namespace herald::dataplane::dpdk

@@ -1,0 +1,212 @@
+// The sampler on a synthetic counters segment with known rates and a fixture /proc directory,
+// on a fake clock: rates, histogram interval percentiles, sources that fail or disappear, the
+// ring and series bounds, and unavailable hardware counters reported as missing.
+#include "controlplane/profiler/sampler.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "platform/counters/counters.h"
+
+namespace herald::profiler {
+namespace {
+
+// A counters region on the heap (64-byte aligned), formatted for two writer threads.
+class SyntheticSegment {
+ public:
+  SyntheticSegment() {
+    counters::Capacity cap;
+    cap.max_entries = 16;
+    cap.max_threads = 2;
+    cap.slots_per_thread = 1024;
+    size_ = counters::region_size_bytes(cap);
+    memory_ = static_cast<std::byte*>(std::aligned_alloc(4096, size_));
+    auto reg = counters::CounterRegistry::format({memory_, size_}, cap);
+    HERALD_CHECK(reg.ok(), "format");
+    registry_ = std::make_unique<counters::CounterRegistry>(std::move(*reg));
+    auto reader = counters::CounterReader::attach({memory_, size_});
+    HERALD_CHECK(reader.ok(), "attach");
+    reader_ = std::make_unique<counters::CounterReader>(std::move(*reader));
+  }
+  ~SyntheticSegment() {
+    reader_.reset();
+    registry_.reset();
+    std::free(memory_);
+  }
+  counters::CounterRegistry& registry() { return *registry_; }
+  std::function<absl::Status(counters::Snapshot*)> source() {
+    return [this](counters::Snapshot* out) { return reader_->read(out); };
+  }
+
+ private:
+  size_t size_ = 0;
+  std::byte* memory_ = nullptr;
+  std::unique_ptr<counters::CounterRegistry> registry_;
+  std::unique_ptr<counters::CounterReader> reader_;
+};
+
+SamplerOptions counters_only() {
+  SamplerOptions o;
+  o.read_os = false;
+  o.ring_samples = 8;
+  return o;
+}
+
+TEST(Sampler, CountersSummedOverThreadsWithKnownRates) {
+  SyntheticSegment seg;
+  auto rx = *seg.registry().counter("tcp.rx_packets");
+  auto conns = *seg.registry().gauge("tcp.connections");
+  auto lat = *seg.registry().histogram("store.commit_ns");
+  auto t0 = *seg.registry().thread(0);
+  auto t1 = *seg.registry().thread(1);
+
+  clock::FakeClock fake(1'000'000'000);
+  Sampler s(counters_only(), clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  // 10 intervals of 100 ms: thread 0 adds 500, thread 1 adds 300 per interval = 8000/s; the
+  // histogram gets 99 values of 1000 and one of 100000 per interval.
+  for (int i = 0; i < 10; ++i) {
+    t0.add(rx, 500);
+    t1.add(rx, 300);
+    t0.set(conns, 40 + i);
+    t1.set(conns, 2);
+    for (int k = 0; k < 99; ++k) t0.record(lat, 1000);
+    t1.record(lat, 100000);
+    s.sample();
+    if (i > 0) {
+      ASSERT_TRUE(s.rate("ctr.tcp.rx_packets").has_value());
+      EXPECT_NEAR(*s.rate("ctr.tcp.rx_packets"), 8000.0, 1e-6);
+      EXPECT_NEAR(*s.rate("ctr.store.commit_ns.count"), 1000.0, 1e-6);
+      // The interval's percentiles, within the histogram's relative error.
+      EXPECT_NEAR(double(*s.latest("ctr.store.commit_ns.p50")), 1000.0, 1000.0 / 16);
+      EXPECT_NEAR(double(*s.latest("ctr.store.commit_ns.p99")), 1000.0, 1000.0 / 16);
+      EXPECT_EQ(*s.latest("ctr.store.commit_ns.max"), 100000);
+    }
+    EXPECT_EQ(*s.latest("ctr.tcp.connections"), 42 + i);
+    fake.advance_ns(100'000'000);
+  }
+  EXPECT_EQ(*s.latest("ctr.tcp.rx_packets"), 8000);
+  EXPECT_EQ(s.stats().samples, 10u);
+  EXPECT_EQ(s.ring_size(), 8u);  // bounded
+  // The ring's window as a capture: 8 samples, times 100 ms apart.
+  const Capture c = s.capture_since(0, CaptureMeta{});
+  ASSERT_EQ(c.samples.size(), 8u);
+  EXPECT_EQ(c.samples[1].mono_ns - c.samples[0].mono_ns, 100'000'000u);
+  EXPECT_EQ(c.series.size(), s.series().size());
+}
+
+TEST(Sampler, IrregularIntervalsUseTheClockNotTheSchedule) {
+  SyntheticSegment seg;
+  auto rx = *seg.registry().counter("rx");
+  auto t0 = *seg.registry().thread(0);
+  clock::FakeClock fake(0);
+  Sampler s(counters_only(), clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  s.sample();
+  t0.add(rx, 300);
+  fake.advance_ns(30'000'000);  // a late tick: 30 ms instead of 10
+  s.sample();
+  EXPECT_NEAR(*s.rate("ctr.rx"), 10000.0, 1e-6);
+}
+
+TEST(Sampler, FailingCountersSourceLeavesSeriesMissing) {
+  SyntheticSegment seg;
+  auto rx = *seg.registry().counter("rx");
+  (void)rx;
+  clock::FakeClock fake(0);
+  Sampler s(counters_only(), clock::Clock::fake(&fake));
+  bool fail = false;
+  auto inner = seg.source();
+  s.set_counters_source(
+      [&](counters::Snapshot* out) { return fail ? absl::DataLossError("corrupt") : inner(out); });
+  s.sample();
+  fail = true;
+  fake.advance_ns(10'000'000);
+  s.sample();
+  EXPECT_EQ(s.stats().counters_errors, 1u);
+  EXPECT_FALSE(s.latest("ctr.rx").has_value());
+  EXPECT_FALSE(s.rate("ctr.rx").has_value());
+}
+
+TEST(Sampler, SeriesBeyondTheLimitAreDroppedAndCounted) {
+  SyntheticSegment seg;
+  for (int i = 0; i < 6; ++i) (void)*seg.registry().counter("c" + std::to_string(i));
+  SamplerOptions o = counters_only();
+  o.max_series = 4;
+  clock::FakeClock fake(0);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  s.sample();
+  EXPECT_EQ(s.series().size(), 4u);
+  EXPECT_EQ(s.stats().series_dropped, 2u);
+}
+
+TEST(Sampler, HardwareCountersAreListedAndMissingWhenUnavailable) {
+  SamplerOptions o = counters_only();
+  o.perf_cpus = {0};
+  clock::FakeClock fake(0);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.sample();
+  ASSERT_GE(s.series().size(), 4u);
+  EXPECT_EQ(s.series()[0].name, "hw.cpu0.cycles");
+  if (s.perf().open_count() == 0) {
+    // Refused here (paranoid level, a VM without a PMU): named, without values, and why.
+    EXPECT_FALSE(s.latest("hw.cpu0.cycles").has_value());
+    EXPECT_FALSE(s.perf().unavailable_reason().empty());
+  }
+}
+
+// A fixture /proc: the OS files and one process's stat/status, then the process vanishes.
+TEST(Sampler, ReadsAFixtureProcTreeAndSurvivesAVanishedProcess) {
+  char tmpl[] = "/tmp/profiler_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::filesystem::path root(tmpl);
+  std::filesystem::create_directories(root / "net");
+  std::filesystem::create_directories(root / "77");
+  auto write = [&](const std::string& rel, const std::string& text) {
+    std::ofstream(root / rel) << text;
+  };
+  write("stat", "cpu  10 0 20 30 0 0 5 0 0 0\ncpu0 10 0 20 30 0 0 5 0 0 0\nctxt 100\n");
+  write("meminfo", "MemTotal: 1000 kB\nHugePages_Total: 4\n");
+  write("net/dev", "Inter-|\n face |\n  lo: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n");
+  write("diskstats", "");
+  write("net/sockstat", "TCP: inuse 5 orphan 0 tw 1 alloc 6 mem 1\n");
+  write("77/stat", "77 (dp) R 1 1 1 0 -1 0 11 0 2 0 30 40 0 0 20 0 4 0 1 1 1\n");
+  write("77/status", "VmRSS:\t 512 kB\n");
+
+  SamplerOptions o;
+  o.proc_root = root.string();
+  clock::FakeClock fake(0);
+  Sampler s(o, clock::Clock::fake(&fake));
+  int pid = 77;
+  s.set_processes([&pid] { return std::vector<ProcessRef>{{"dataplane", pid}}; });
+  s.sample();
+  EXPECT_EQ(*s.latest("os.cpu.system"), 20);
+  EXPECT_EQ(*s.latest("os.context_switches"), 100);
+  EXPECT_EQ(*s.latest("os.mem.total"), 1000 * 1024);
+  EXPECT_EQ(*s.latest("os.hugepages.total"), 4);
+  EXPECT_EQ(*s.latest("os.net.lo.tx_bytes"), 9);
+  EXPECT_EQ(*s.latest("os.tcp.inuse"), 5);
+  EXPECT_EQ(*s.latest("proc.dataplane.threads"), 4);
+  EXPECT_EQ(*s.latest("proc.dataplane.rss"), 512 * 1024);
+  EXPECT_EQ(s.stats().source_errors, 0u);
+
+  // The file changes between samples (procfs regenerates on each read; a kept fd must see it).
+  write("stat", "cpu  10 0 70 30 0 0 5 0 0 0\nctxt 600\n");
+  pid = 78;  // the dataplane restarted; 78's files do not exist
+  fake.advance_ns(500'000'000);
+  s.sample();
+  EXPECT_NEAR(*s.rate("os.context_switches"), 1000.0, 1e-6);
+  EXPECT_FALSE(s.latest("proc.dataplane.threads").has_value());
+  EXPECT_EQ(s.stats().source_errors, 2u);
+  std::filesystem::remove_all(root);
+}
+
+}  // namespace
+}  // namespace herald::profiler

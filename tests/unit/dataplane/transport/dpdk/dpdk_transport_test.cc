@@ -1,0 +1,435 @@
+// DpdkTransport over a fake port (no EAL): the transport's stack and a client stack (NetStack +
+// TcpEngine) joined in memory, in virtual time. Checks the Transport contract end to end:
+// accept, byte-exact data both ways, the queue limit at its edge, close modes, peer FIN and RST,
+// set_reading, max_connections, stop.
+#include "dataplane/transport/dpdk/dpdk_transport.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dataplane/net/tcp/l4_binding.h"
+
+namespace herald::dataplane::dpdk {
+namespace {
+
+using net::IpAddress;
+using net::MacAddress;
+
+constexpr IpAddress kServerIp = IpAddress::v4(10, 0, 0, 1);
+constexpr IpAddress kClientIp = IpAddress::v4(10, 0, 0, 2);
+constexpr uint16_t kPort = 5222;
+
+// The port loop's batch: frames appended this turn, or refused when told to.
+class FakeBatch final : public TxBatch {
+ public:
+  std::span<uint8_t> append(uint16_t port, uint16_t length, const TxOffload& offload) override {
+    if (port != 0 || refuse > 0) {
+      if (refuse > 0) --refuse;
+      return {};
+    }
+    frames.emplace_back(length);
+    offloads.push_back(offload);
+    return frames.back();
+  }
+  std::deque<std::vector<uint8_t>> frames;
+  std::deque<TxOffload> offloads;
+  int refuse = 0;
+};
+
+// The client's port: frames it queues, in order.
+class ClientPort final : public net::FramePort {
+ public:
+  net::PortCapabilities capabilities() const override { return {}; }
+  bool alloc(uint32_t length_bytes, net::TxFrame* frame) override {
+    buffers_.emplace_back(std::max<uint32_t>(length_bytes, 1514));
+    frame->data = buffers_.back().data();
+    frame->capacity_bytes = static_cast<uint32_t>(buffers_.back().size());
+    frame->handle = buffers_.size() - 1;
+    return true;
+  }
+  void queue(const net::TxFrame& frame, uint32_t length_bytes, const net::TxOffload&) override {
+    out.emplace_back(frame.data, frame.data + length_bytes);
+  }
+  void release(const net::TxFrame&) override {}
+  std::deque<std::vector<uint8_t>> out;
+
+ private:
+  std::deque<std::vector<uint8_t>> buffers_;
+};
+
+struct Upper final : public TransportEvents {
+  void on_accepted(ConnectionId id, const PeerAddress& peer) override {
+    accepted.push_back(id);
+    peers.push_back(peer.to_string());
+  }
+  void on_data(ConnectionId id, std::span<const uint8_t> bytes) override {
+    data[id].append(bytes.begin(), bytes.end());
+  }
+  void on_writable(ConnectionId id) override { ++writable[id]; }
+  void on_closed(ConnectionId id, CloseReason reason) override { closed[id] = reason; }
+  std::vector<ConnectionId> accepted;
+  std::vector<std::string> peers;
+  std::map<ConnectionId, std::string> data;
+  std::map<ConnectionId, int> writable;
+  std::map<ConnectionId, CloseReason> closed;
+};
+
+struct ClientEvents final : public net::tcp::TcpEvents {
+  void on_accepted(ConnectionId, const net::tcp::FourTuple&) override {}
+  void on_connected(ConnectionId id) override { connected.push_back(id); }
+  void on_data(ConnectionId id, std::span<const uint8_t> bytes) override {
+    data[id].append(bytes.begin(), bytes.end());
+  }
+  void on_peer_closed(ConnectionId id) override { peer_closed.push_back(id); }
+  void on_writable(ConnectionId) override {}
+  void on_closed(ConnectionId id, net::tcp::TcpCloseReason reason) override { closed[id] = reason; }
+  std::vector<ConnectionId> connected;
+  std::map<ConnectionId, std::string> data;
+  std::vector<ConnectionId> peer_closed;
+  std::map<ConnectionId, net::tcp::TcpCloseReason> closed;
+};
+
+net::NetOptions net_options(IpAddress address, uint8_t last_mac_byte) {
+  net::NetOptions o;
+  o.mac = MacAddress{{0x02, 0, 0, 0, 0, last_mac_byte}};
+  o.address = address;
+  o.prefix_length = 24;
+  return o;
+}
+
+std::string random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::span<const uint8_t> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+class DpdkTransportTest : public ::testing::Test {
+ protected:
+  void build(TransportLimits limits = {}) {
+    DpdkTransportOptions o;
+    o.net = net_options(kServerIp, 1);
+    o.port = kPort;
+    o.limits = limits;
+    o.port_fills_checksums = false;  // FakeBatch sums nothing: the stack does it
+    o.tcp.min_rto_ms = 200;
+    o.tcp.initial_rto_ms = 200;
+    o.tcp.msl_ms = 100;
+    server_ = std::make_unique<DpdkTransport>(o, clock::Clock::fake(&clock_), server_wheel_);
+    server_->start(upper_);
+
+    client_stack_ = std::make_unique<net::NetStack>(net_options(kClientIp, 2), client_port_);
+    client_binding_ =
+        std::make_unique<net::tcp::TcpL4Binding>(*client_stack_, clock::Clock::fake(&clock_));
+    net::tcp::TcpConfig c;
+    c.min_rto_ms = 200;
+    c.initial_rto_ms = 200;
+    c.msl_ms = 100;
+    client_ = std::make_unique<net::tcp::TcpEngine>(c, clock::Clock::fake(&clock_), client_wheel_,
+                                                    *client_binding_, client_events_);
+    client_binding_->attach(client_.get());
+    client_stack_->set_receiver(net::kIpProtocolTcp, client_binding_.get());
+    client_stack_->start(clock_.now_ns());
+  }
+
+  // Moves frames both ways and time forward 1 ms per step, until `steps` have passed.
+  void pump(int steps = 200) {
+    for (int i = 0; i < steps; ++i) {
+      clock_.advance_ns(1'000'000);
+      (void)server_wheel_.advance(clock_.now_ns());
+      (void)client_wheel_.advance(clock_.now_ns());
+      client_stack_->poll(clock_.now_ns());
+      client_->poll();
+      // Client → server, as one burst.
+      std::vector<std::vector<uint8_t>> in(client_port_.out.begin(), client_port_.out.end());
+      client_port_.out.clear();
+      std::vector<RxFrame> rx;
+      for (const auto& f : in) rx.push_back(RxFrame{.bytes = f});
+      server_->on_frames(rx, batch_);
+      (void)server_->on_turn(0, batch_);
+      // Server → client.
+      while (!batch_.frames.empty()) {
+        std::vector<uint8_t> f = std::move(batch_.frames.front());
+        batch_.frames.pop_front();
+        batch_.offloads.pop_front();
+        (void)client_stack_->receive(f, net::RxMeta{}, clock_.now_ns());
+      }
+      client_->poll();
+    }
+  }
+
+  ConnectionId connect_one() {
+    const ConnectionId c = client_->connect(net::tcp::to_tcp_address(kClientIp), 0,
+                                            net::tcp::to_tcp_address(kServerIp), kPort);
+    EXPECT_NE(c, kNoConnection);
+    pump(20);
+    return c;
+  }
+
+  clock::FakeClock clock_{1'000'000'000};
+  timer::TimerWheel server_wheel_{
+      timer::TimerWheelConfig{.capacity = 4096, .tick_ns = 1'000'000, .start_ns = 1'000'000'000}};
+  timer::TimerWheel client_wheel_{
+      timer::TimerWheelConfig{.capacity = 4096, .tick_ns = 1'000'000, .start_ns = 1'000'000'000}};
+  Upper upper_;
+  FakeBatch batch_;
+  std::unique_ptr<DpdkTransport> server_;
+  ClientPort client_port_;
+  std::unique_ptr<net::NetStack> client_stack_;
+  std::unique_ptr<net::tcp::TcpL4Binding> client_binding_;
+  ClientEvents client_events_;
+  std::unique_ptr<net::tcp::TcpEngine> client_;
+};
+
+TEST_F(DpdkTransportTest, AcceptsAndMovesBytesExactlyBothWays) {
+  build();
+  const ConnectionId c = connect_one();
+  ASSERT_EQ(client_events_.connected.size(), 1u);
+  ASSERT_EQ(upper_.accepted.size(), 1u);
+  const ConnectionId s = upper_.accepted[0];
+  EXPECT_EQ(upper_.peers[0].rfind("10.0.0.2:", 0), 0u) << upper_.peers[0];
+  EXPECT_EQ(server_->connections(), 1u);
+  EXPECT_EQ(server_->stats().accepted, 1u);
+
+  const std::string up = random_bytes(150'000, 1);
+  const std::string down = random_bytes(200'000, 2);
+  ASSERT_EQ(client_->send(c, as_bytes(up)), SendResult::kOk);
+  // A gathered batch: three parts, one ordered stream.
+  const std::span<const uint8_t> parts[] = {as_bytes(down).subspan(0, 10),
+                                            as_bytes(down).subspan(10, 99'990),
+                                            as_bytes(down).subspan(100'000)};
+  ASSERT_EQ(server_->send_gather(s, parts), SendResult::kOk);
+  EXPECT_EQ(server_->queued_bytes(s), 200'000u);
+  pump(500);
+  EXPECT_EQ(upper_.data[s], up);
+  EXPECT_EQ(client_events_.data[c], down);
+  EXPECT_EQ(server_->queued_bytes(s), 0u);
+  EXPECT_GT(server_->stats().tx_frames, 100u);
+  EXPECT_EQ(server_->stats().tx_batch_refused, 0u);
+  EXPECT_GT(server_->net_stats().count(net::NetCounter::kRxDelivered), 100u);
+  // The one drop is the client's gratuitous ARP (not a request for us); no checksum failed.
+  EXPECT_LE(server_->net_stats().total_drops(), 1u);
+  EXPECT_EQ(server_->net_stats().drop(net::DropReason::kL4BadChecksum), 0u);
+}
+
+TEST_F(DpdkTransportTest, QueueLimitAtItsEdge) {
+  TransportLimits limits;
+  limits.send_queue_bytes = 10'000;
+  limits.send_low_water_bytes = 2'000;
+  build(limits);
+  const ConnectionId c = connect_one();
+  ASSERT_EQ(upper_.accepted.size(), 1u);
+  const ConnectionId s = upper_.accepted[0];
+  const std::string bytes = random_bytes(10'001, 3);
+  // Exactly the limit fits; one byte more does not, queues nothing and cuts the connection off.
+  ASSERT_EQ(server_->send(s, as_bytes(bytes).subspan(0, 10'000)), SendResult::kOk);
+  EXPECT_EQ(server_->queued_bytes(s), 10'000u);
+  EXPECT_EQ(server_->send(s, as_bytes(bytes).subspan(0, 1)), SendResult::kQueueFull);
+  EXPECT_EQ(server_->send(s, as_bytes(bytes).subspan(0, 1)), SendResult::kClosed);
+  EXPECT_EQ(server_->stats().send_queue_full, 1u);
+  pump(50);
+  ASSERT_EQ(upper_.closed.count(s), 1u);
+  EXPECT_EQ(upper_.closed[s], CloseReason::kSendQueueFull);
+  EXPECT_EQ(client_events_.closed[c], net::tcp::TcpCloseReason::kPeerReset);
+  EXPECT_EQ(server_->connections(), 0u);
+}
+
+TEST_F(DpdkTransportTest, GatherPastTheLimitQueuesNothing) {
+  TransportLimits limits;
+  limits.send_queue_bytes = 10'000;
+  limits.send_low_water_bytes = 2'000;
+  build(limits);
+  (void)connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  const std::string bytes = random_bytes(10'001, 4);
+  const std::span<const uint8_t> fits[] = {as_bytes(bytes).subspan(0, 4'000),
+                                           as_bytes(bytes).subspan(4'000, 6'000)};
+  ASSERT_EQ(server_->send_gather(s, fits), SendResult::kOk);
+  pump(50);  // acknowledged: the queue is empty again
+  EXPECT_EQ(server_->queued_bytes(s), 0u);
+  const std::span<const uint8_t> over[] = {as_bytes(bytes).subspan(0, 5'000),
+                                           as_bytes(bytes).subspan(5'000, 5'001)};
+  EXPECT_EQ(server_->send_gather(s, over), SendResult::kQueueFull);
+  EXPECT_EQ(server_->queued_bytes(s), 0u);
+  pump(20);
+  EXPECT_EQ(upper_.closed.at(s), CloseReason::kSendQueueFull);
+}
+
+TEST_F(DpdkTransportTest, WritableAfterTheQueueDrains) {
+  TransportLimits limits;
+  limits.send_queue_bytes = 100'000;
+  limits.send_low_water_bytes = 20'000;
+  build(limits);
+  (void)connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  ASSERT_EQ(server_->send(s, as_bytes(random_bytes(90'000, 5))), SendResult::kOk);
+  EXPECT_EQ(upper_.writable[s], 0);
+  pump(300);
+  EXPECT_GE(upper_.writable[s], 1);
+}
+
+TEST_F(DpdkTransportTest, GracefulCloseFlushesThenFin) {
+  build();
+  const ConnectionId c = connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  const std::string down = random_bytes(50'000, 6);
+  ASSERT_EQ(server_->send(s, as_bytes(down)), SendResult::kOk);
+  server_->close(s, CloseMode::kGraceful);
+  EXPECT_EQ(server_->send(s, as_bytes(down)), SendResult::kClosed);  // closing: nothing queued
+  pump(100);
+  EXPECT_EQ(client_events_.data[c], down);
+  ASSERT_EQ(client_events_.peer_closed.size(), 1u);
+  client_->close(c, CloseMode::kGraceful);
+  pump(300);
+  EXPECT_EQ(upper_.closed.at(s), CloseReason::kLocalClose);
+  EXPECT_EQ(client_events_.closed.at(c), net::tcp::TcpCloseReason::kNormal);
+  EXPECT_EQ(server_->stats().closed[static_cast<size_t>(CloseReason::kLocalClose)], 1u);
+}
+
+TEST_F(DpdkTransportTest, AbortResetsThePeer) {
+  build();
+  const ConnectionId c = connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  ASSERT_EQ(server_->send(s, as_bytes(random_bytes(5'000, 7))), SendResult::kOk);
+  server_->close(s, CloseMode::kAbort);
+  pump(20);
+  EXPECT_EQ(upper_.closed.at(s), CloseReason::kLocalClose);
+  EXPECT_EQ(client_events_.closed.at(c), net::tcp::TcpCloseReason::kPeerReset);
+}
+
+TEST_F(DpdkTransportTest, PeerResetAndPeerFin) {
+  build();
+  const ConnectionId c1 = connect_one();
+  const ConnectionId c2 = connect_one();
+  ASSERT_EQ(upper_.accepted.size(), 2u);
+  client_->close(c1, CloseMode::kAbort);
+  pump(20);
+  EXPECT_EQ(upper_.closed.at(upper_.accepted[0]), CloseReason::kPeerReset);
+  // A FIN from the peer: the transport finishes its side too (no half-close above).
+  client_->close(c2, CloseMode::kGraceful);
+  pump(300);
+  EXPECT_EQ(upper_.closed.at(upper_.accepted[1]), CloseReason::kPeerClosed);
+  EXPECT_EQ(client_events_.closed.at(c2), net::tcp::TcpCloseReason::kNormal);
+  EXPECT_EQ(server_->connections(), 0u);
+}
+
+TEST_F(DpdkTransportTest, SetReadingHoldsDataBack) {
+  build();
+  const ConnectionId c = connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  server_->set_reading(s, false);
+  const std::string up = random_bytes(30'000, 8);
+  ASSERT_EQ(client_->send(c, as_bytes(up)), SendResult::kOk);
+  pump(100);
+  EXPECT_TRUE(upper_.data[s].empty());
+  server_->set_reading(s, true);
+  pump(100);
+  EXPECT_EQ(upper_.data[s], up);
+}
+
+TEST_F(DpdkTransportTest, MaxConnectionsAtItsEdge) {
+  TransportLimits limits;
+  limits.max_connections = 2;
+  build(limits);
+  const ConnectionId c1 = connect_one();
+  const ConnectionId c2 = connect_one();
+  const ConnectionId c3 = connect_one();
+  EXPECT_EQ(upper_.accepted.size(), 2u);
+  EXPECT_EQ(server_->connections(), 2u);
+  EXPECT_EQ(server_->stats().rejected_max_connections, 1u);
+  EXPECT_EQ(client_events_.closed.count(c1), 0u);
+  EXPECT_EQ(client_events_.closed.count(c2), 0u);
+  EXPECT_EQ(client_events_.closed.at(c3), net::tcp::TcpCloseReason::kPeerReset);
+}
+
+TEST_F(DpdkTransportTest, UnknownIdsAreIgnoredAndCounted) {
+  build();
+  (void)connect_one();
+  const ConnectionId bogus = upper_.accepted.at(0) + 12345;
+  EXPECT_EQ(server_->send(bogus, as_bytes("x")), SendResult::kClosed);
+  server_->close(bogus, CloseMode::kAbort);
+  server_->set_reading(bogus, false);
+  EXPECT_EQ(server_->queued_bytes(bogus), 0u);
+  EXPECT_EQ(server_->stats().unknown_id_calls, 3u);
+  EXPECT_EQ(server_->connections(), 1u);
+}
+
+TEST_F(DpdkTransportTest, RefusedBatchIsRecoveredByRetransmission) {
+  build();
+  const ConnectionId c = connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  batch_.refuse = 3;  // the port had no mbufs for the next three frames
+  const std::string down = random_bytes(20'000, 9);
+  ASSERT_EQ(server_->send(s, as_bytes(down)), SendResult::kOk);
+  pump(2'000);
+  EXPECT_EQ(server_->stats().tx_batch_refused, 3u);
+  EXPECT_EQ(client_events_.data[c], down);
+  EXPECT_GE(server_->tcp_stats()[net::tcp::TcpStats::segments_retransmitted], 3u);
+}
+
+TEST_F(DpdkTransportTest, StopClosesEveryConnectionWithShutdown) {
+  build();
+  const ConnectionId c1 = connect_one();
+  (void)connect_one();
+  server_->stop();
+  ASSERT_EQ(upper_.closed.size(), 2u);
+  for (const auto& [id, reason] : upper_.closed) EXPECT_EQ(reason, CloseReason::kShutdown);
+  EXPECT_TRUE(server_->idle());
+  pump(20);
+  EXPECT_EQ(client_events_.closed.at(c1), net::tcp::TcpCloseReason::kPeerReset);
+}
+
+TEST_F(DpdkTransportTest, AsksThePortForChecksumsWhenItFillsThem) {
+  DpdkTransportOptions o;
+  o.net = net_options(kServerIp, 1);
+  o.net.gratuitous_arp = false;
+  DpdkTransport t(o, clock::Clock::fake(&clock_), server_wheel_);
+  Upper upper;
+  t.start(upper);
+  // A SYN from the client reaches it; its SYN-ACK asks the port for IPv4 + TCP checksums.
+  build();
+  const ConnectionId c = client_->connect(net::tcp::to_tcp_address(kClientIp), 0,
+                                          net::tcp::to_tcp_address(kServerIp), kPort);
+  ASSERT_NE(c, kNoConnection);
+  client_stack_->poll(clock_.now_ns());
+  // Teach the stack the client's MAC (ARP) first, then the SYN.
+  FakeBatch batch;
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::vector<uint8_t>> in(client_port_.out.begin(), client_port_.out.end());
+    client_port_.out.clear();
+    std::vector<RxFrame> rx;
+    for (const auto& f : in) rx.push_back(RxFrame{.bytes = f});
+    t.on_frames(rx, batch);
+    while (!batch.frames.empty()) {
+      std::vector<uint8_t> f = std::move(batch.frames.front());
+      const TxOffload off = batch.offloads.front();
+      batch.frames.pop_front();
+      batch.offloads.pop_front();
+      if (f.size() > 23 && f[12] == 0x08 && f[13] == 0x00 && f[23] == 6) {
+        EXPECT_TRUE(off.ipv4_checksum);
+        EXPECT_TRUE(off.tcp_checksum);
+        EXPECT_FALSE(off.udp_checksum);
+        EXPECT_EQ(off.l2_len, 14);
+        EXPECT_EQ(off.l3_len, 20);
+        return;
+      }
+      (void)client_stack_->receive(f, net::RxMeta{}, clock_.now_ns());
+    }
+    client_->poll();
+    clock_.advance_ns(1'000'000);
+    client_stack_->poll(clock_.now_ns());
+  }
+  FAIL() << "no TCP frame from the transport";
+}
+
+}  // namespace
+}  // namespace herald::dataplane::dpdk

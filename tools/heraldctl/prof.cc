@@ -1,0 +1,244 @@
+// heraldctl prof: capture, report and CSV (prof.h).
+#include "tools/heraldctl/prof.h"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace herald::tools {
+
+using profiler::Capture;
+using profiler::SeriesKind;
+
+std::optional<uint64_t> parse_duration_ms(std::string_view text) {
+  uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr == text.data()) return std::nullopt;
+  const std::string_view unit(ptr, static_cast<size_t>(text.data() + text.size() - ptr));
+  uint64_t scale = 0;
+  if (unit.empty() || unit == "ms") {
+    scale = 1;
+  } else if (unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60'000;
+  } else {
+    return std::nullopt;
+  }
+  if (v == 0 || v > UINT64_MAX / scale / 1000) return std::nullopt;
+  return v * scale;
+}
+
+namespace {
+
+// Nearest-rank percentile of sorted points.
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+std::vector<double> points_of(const Capture& c, size_t i) {
+  std::vector<double> out;
+  const bool counter = c.series[i].kind == SeriesKind::kCounter;
+  for (size_t k = 0; k < c.samples.size(); ++k) {
+    const auto& v = c.samples[k].values[i];
+    if (!v) continue;
+    if (!counter) {
+      out.push_back(static_cast<double>(*v));
+      continue;
+    }
+    if (k == 0) continue;
+    const auto& prev = c.samples[k - 1].values[i];
+    const uint64_t dt = c.samples[k].mono_ns - c.samples[k - 1].mono_ns;
+    if (!prev || dt == 0 || c.samples[k].mono_ns < c.samples[k - 1].mono_ns) continue;
+    out.push_back(static_cast<double>(*v - *prev) * 1e9 / static_cast<double>(dt));
+  }
+  return out;
+}
+
+std::string number(double v) {
+  std::ostringstream s;
+  if (v != 0 && (std::fabs(v) >= 1e9 || std::fabs(v) < 1e-2)) {
+    s << std::setprecision(3) << std::scientific << v;
+  } else {
+    s << std::fixed << std::setprecision(std::fabs(v - std::round(v)) < 1e-9 ? 0 : 2) << v;
+  }
+  return s.str();
+}
+
+std::string csv_field(std::string_view text) {
+  if (text.find_first_of(",\"\n") == std::string_view::npos) return std::string(text);
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+}  // namespace
+
+std::vector<SeriesSummary> summarize(const Capture& c) {
+  std::vector<SeriesSummary> out;
+  for (size_t i = 0; i < c.series.size(); ++i) {
+    std::vector<double> pts = points_of(c, i);
+    SeriesSummary s;
+    s.name = c.series[i].name;
+    s.kind = c.series[i].kind;
+    s.unit = s.kind == SeriesKind::kCounter ? c.series[i].unit + "/s" : c.series[i].unit;
+    s.points = pts.size();
+    if (!pts.empty()) {
+      std::sort(pts.begin(), pts.end());
+      s.min = pts.front();
+      s.max = pts.back();
+      s.median = percentile(pts, 0.5);
+      s.p99 = percentile(pts, 0.99);
+      s.movement = (s.max - s.min) / std::max(std::fabs(s.median), 1.0);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void write_report(const Capture& c, size_t top_movers, std::ostream& out) {
+  const double span_s =
+      c.samples.size() < 2
+          ? 0
+          : static_cast<double>(c.samples.back().mono_ns - c.samples.front().mono_ns) / 1e9;
+  out << "capture: node " << (c.meta.node.empty() ? "-" : c.meta.node) << ", host "
+      << (c.meta.host.empty() ? "-" : c.meta.host) << ", start_unix_ms " << c.meta.start_unix_ms
+      << ", interval " << number(static_cast<double>(c.meta.interval_ns) / 1e6) << " ms, "
+      << c.samples.size() << " samples over " << number(span_s) << " s, " << c.series.size()
+      << " series\n\n";
+  const std::vector<SeriesSummary> all = summarize(c);
+  size_t width = 6;
+  for (const SeriesSummary& s : all) width = std::max(width, s.name.size());
+  auto row = [&](std::string_view a, std::string_view b, std::string_view n, std::string_view c1,
+                 std::string_view c2, std::string_view c3, std::string_view c4) {
+    out << std::left << std::setw(static_cast<int>(width) + 2) << a << std::setw(16) << b
+        << std::right << std::setw(7) << n << std::setw(14) << c1 << std::setw(14) << c2
+        << std::setw(14) << c3 << std::setw(14) << c4 << "\n";
+  };
+  row("series", "unit", "points", "min", "median", "p99", "max");
+  size_t unavailable = 0;
+  for (const SeriesSummary& s : all) {
+    if (s.points == 0) {
+      ++unavailable;
+      continue;
+    }
+    row(s.name, s.unit, std::to_string(s.points), number(s.min), number(s.median), number(s.p99),
+        number(s.max));
+  }
+  if (unavailable != 0) {
+    out << "\nunavailable (no values in this capture):";
+    for (const SeriesSummary& s : all) {
+      if (s.points == 0) out << " " << s.name;
+    }
+    out << "\n";
+  }
+  std::vector<const SeriesSummary*> movers;
+  for (const SeriesSummary& s : all) {
+    if (s.points >= 2 && s.movement > 0) movers.push_back(&s);
+  }
+  std::sort(movers.begin(), movers.end(), [](const SeriesSummary* a, const SeriesSummary* b) {
+    return a->movement != b->movement ? a->movement > b->movement : a->name < b->name;
+  });
+  movers.resize(std::min(movers.size(), top_movers));
+  out << "\ntop movers ((max - min) / |median|):\n";
+  for (const SeriesSummary* s : movers) {
+    out << "  " << std::left << std::setw(static_cast<int>(width) + 2) << s->name << std::right
+        << std::setw(12) << number(s->movement) << "  " << number(s->min) << " .. "
+        << number(s->max) << " " << s->unit << "\n";
+  }
+}
+
+void write_csv(const Capture& c, bool rates, std::ostream& out) {
+  out << "t_ms";
+  for (const profiler::SeriesInfo& s : c.series) out << "," << csv_field(s.name);
+  out << "\n";
+  const uint64_t t0 = c.samples.empty() ? 0 : c.samples.front().mono_ns;
+  for (size_t k = 0; k < c.samples.size(); ++k) {
+    const profiler::Sample& s = c.samples[k];
+    out << number(static_cast<double>(s.mono_ns - t0) / 1e6);
+    for (size_t i = 0; i < c.series.size(); ++i) {
+      out << ",";
+      if (!s.values[i]) continue;
+      if (rates && c.series[i].kind == SeriesKind::kCounter) {
+        if (k == 0 || !c.samples[k - 1].values[i] || s.mono_ns <= c.samples[k - 1].mono_ns) {
+          continue;
+        }
+        out << number(static_cast<double>(*s.values[i] - *c.samples[k - 1].values[i]) * 1e9 /
+                      static_cast<double>(s.mono_ns - c.samples[k - 1].mono_ns));
+      } else {
+        out << *s.values[i];
+      }
+    }
+    out << "\n";
+  }
+}
+
+absl::StatusOr<Capture> read_capture_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  absl::StatusOr<Capture> c = profiler::decode_capture(bytes.str());
+  if (!c.ok()) {
+    return absl::Status(c.status().code(),
+                        absl::StrCat(path, ": ", std::string(c.status().message())));
+  }
+  return c;
+}
+
+namespace {
+
+absl::Status answer_error(const AdminResponse& r) {
+  return absl::FailedPreconditionError(absl::StrCat("the node answered ", r.status, ": ", r.body));
+}
+
+}  // namespace
+
+absl::Status capture_to_file(const AdminEndpoint& endpoint, uint64_t interval_ms,
+                             uint64_t duration_ms, const std::string& out_path,
+                             std::ostream& progress) {
+  auto started = admin_request(
+      endpoint, "POST",
+      absl::StrCat("/v1/profiler/capture?interval_ms=", interval_ms, "&duration_ms=", duration_ms));
+  if (!started.ok()) return started.status();
+  if (started->status != 202) return answer_error(*started);
+  progress << "capturing for " << duration_ms << " ms at " << interval_ms << " ms...\n";
+  std::this_thread::sleep_for(std::chrono::milliseconds(duration_ms));
+  // The node ends the capture on its next tick after the duration: poll a bounded while.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (true) {
+    auto r = admin_request(endpoint, "GET", "/v1/profiler/capture");
+    if (!r.ok()) return r.status();
+    if (r->status == 200) {
+      absl::StatusOr<Capture> c = profiler::decode_capture(r->body);
+      if (!c.ok()) return c.status();
+      std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
+      out.write(r->body.data(), static_cast<std::streamsize>(r->body.size()));
+      out.close();
+      if (!out) return absl::InternalError(absl::StrCat("cannot write ", out_path));
+      progress << out_path << ": " << c->samples.size() << " samples, " << c->series.size()
+               << " series, " << r->body.size() << " bytes\n";
+      return absl::OkStatus();
+    }
+    if (r->status != 409) return answer_error(*r);
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError("the capture did not finish in time");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace herald::tools
