@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "controlplane/api/json_codec.h"
 
 namespace herald::profiler {
 namespace {
@@ -29,23 +30,10 @@ std::string host_name() {
   return buf;
 }
 
-std::string json_escape(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      out += "\\u00";
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xf]);
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
+// A JSON string literal (the API's escaping).
+std::string json_quoted(std::string_view s) {
+  std::string out;
+  api::append_json_string(out, s);
   return out;
 }
 
@@ -240,7 +228,7 @@ std::string ProfilerService::status_json() const {
       ",\"counters_errors\":", s.counters_errors, ",\"series_dropped\":", s.series_dropped,
       ",\"sample_cpu_us\":", cpu_per_sample_us,
       ",\"hardware_counters_open\":", sampler_.perf().open_count(),
-      ",\"hardware_counters_unavailable\":", json_escape(sampler_.perf().unavailable_reason()),
+      ",\"hardware_counters_unavailable\":", json_quoted(sampler_.perf().unavailable_reason()),
       "}");
   return out;
 }
