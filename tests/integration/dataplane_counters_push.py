@@ -10,11 +10,10 @@
 
 Usage: dataplane_counters_push.py <herald-controlplane> <herald-dataplane> <herald-chat>
 """
+import functools
 import http.server
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +22,10 @@ import threading
 import time
 
 import herald_node
+from herald_node import assert_no_sanitizer_reports, metric, metrics, stop_on_sigterm
 
 DEADLINE_S = 20
+wait_for = functools.partial(herald_node.wait_for, timeout_s=DEADLINE_S, poll_s=0.05)
 
 
 class PushGateway(http.server.ThreadingHTTPServer):
@@ -50,43 +51,12 @@ class PushGatewayHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def wait_for(what, predicate, timeout_s=DEADLINE_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
-
-
-def metrics(node):
-    """name -> value from GET /metrics (Prometheus text; names as the segment has them)."""
-    status, _, text = node.admin("GET", "/metrics", key=node.admin_key())
-    assert status == 200, (status, text)
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
-
-
-def metric(values, name, kind="counter"):
-    """A dotted segment name's value (0 when absent)."""
-    prom = "herald_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
-    if kind == "counter" and not prom.endswith("_total"):
-        prom += "_total"
-    return values.get(prom, 0)
 
 
 def register(node, phone, device_name="phone"):
@@ -222,22 +192,12 @@ def run(controlplane, dataplane, herald_chat, tmp):
         print("ok: dp.* counters in /metrics, re-registered after a restart; push batch "
               f"delivered after a retry: {hint}")
     finally:
-        dp.send_signal(signal.SIGTERM)
-        try:
-            dp_status = dp.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            dp.kill()
-            dp_status = "hung on SIGTERM"
+        dp_status = stop_on_sigterm(dp, 20)
         node.stop()
         gateway.shutdown()
     # SIGTERM is the orderly stop: every connection closed, every operation reaped, exit 0.
     assert dp_status == 0, f"herald-dataplane on SIGTERM: {dp_status}"
-    # Sanitizer builds report into the processes' logs.
-    for log in ("node.log", "dataplane.log"):
-        with open(os.path.join(tmp, log)) as f:
-            text = f.read()
-        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
-            assert marker not in text, f"{log}: {marker}"
+    assert_no_sanitizer_reports([os.path.join(tmp, log) for log in ("node.log", "dataplane.log")])
 
 
 def main():

@@ -15,22 +15,19 @@ pair (kernel to kernel), since the first one belongs to DPDK.
 Root only (namespaces, veth, af_packet): exits 77 (skipped) otherwise.
 Usage: dataplane_dpdk_interop.py <herald-controlplane> <herald-dataplane> <herald-chat>
 """
-import ctypes
-import fcntl
+import functools
 import os
 import re
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 import herald_node
+from herald_node import assert_no_sanitizer_reports, metric, metrics, stop_on_sigterm
 
 DEADLINE_S = 30
+wait_for = functools.partial(herald_node.wait_for, timeout_s=DEADLINE_S, poll_s=0.1)
 PID = os.getpid() % 100000
 NS = f"hdpt{PID}"
 DATA_HOST_IF = f"hdd{PID}"  # DPDK's port (af_packet) on the host side
@@ -97,35 +94,6 @@ def delete_namespace():
     sh(f"ip netns del {NS}", check=False)
     sh(f"ip link del {DATA_HOST_IF}", check=False)
     sh(f"ip link del {CTL_HOST_IF}", check=False)
-
-
-def wait_for(what, predicate, timeout_s=DEADLINE_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def metrics(node):
-    status, _, text = node.admin("GET", "/metrics", key=node.admin_key())
-    assert status == 200, (status, text)
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
-
-
-def metric(values, name):
-    prom = "herald_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
-    if not prom.endswith("_total"):
-        prom += "_total"
-    return values.get(prom, 0)
 
 
 def tcp_connects_from_ns(port):
@@ -234,19 +202,10 @@ def run(controlplane, dataplane, herald_chat, tmp):
             if c.poll() is None:
                 c.kill()
                 c.wait()
-        dp.send_signal(signal.SIGTERM)
-        try:
-            dp_status = dp.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dp.kill()
-            dp_status = "hung on SIGTERM"
+        dp_status = stop_on_sigterm(dp, 30)
         node.stop()
     assert dp_status == 0, f"herald-dataplane on SIGTERM: {dp_status}"
-    for log in ("node.log", "dataplane.log"):
-        with open(os.path.join(tmp, log)) as f:
-            text = f.read()
-        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
-            assert marker not in text, f"{log}: {marker}"
+    assert_no_sanitizer_reports([os.path.join(tmp, log) for log in ("node.log", "dataplane.log")])
 
 
 def main():

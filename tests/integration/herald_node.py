@@ -3,6 +3,7 @@ HTTP(S) clients for its admin and public APIs. Debian's /usr/bin/python3, standa
 """
 import http.client
 import json
+import re
 import os
 import signal
 import socket
@@ -129,3 +130,56 @@ def _exchange(conn, method, path, body, key):
         return response.status, hdrs, text
     finally:
         conn.close()
+
+
+def wait_for(what, predicate, timeout_s=30, poll_s=0.05):
+    """The predicate's first truthy value; AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metrics(node):
+    """name -> value from GET /metrics (Prometheus text; names as the segment has them)."""
+    status, _, text = node.admin("GET", "/metrics", key=node.admin_key())
+    assert status == 200, (status, text)
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+    return out
+
+
+def metric(values, name, kind="counter"):
+    """A dotted segment name's value from metrics() (0 when absent)."""
+    prom = "herald_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if kind == "counter" and not prom.endswith("_total"):
+        prom += "_total"
+    return values.get(prom, 0)
+
+
+def stop_on_sigterm(proc, timeout_s=20):
+    """SIGTERM, then the exit status (the process is killed and "hung on SIGTERM" returned if it
+    does not exit in time)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "hung on SIGTERM"
+
+
+def assert_no_sanitizer_reports(paths):
+    """Sanitizer builds report into the processes' logs: none may hold a report."""
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
+            assert marker not in text, f"{path}: {marker}"

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from herald_node import Node, free_port
+from herald_node import Node, assert_no_sanitizer_reports, free_port
 
 CONTROLPLANE, DATAPLANE, LOADGEN = sys.argv[1], sys.argv[2], sys.argv[3]
 CONNECTIONS = 200
@@ -145,11 +145,7 @@ def main():
         finally:
             dp.stop()
             node.stop()
-        for path in (node.log_path, dp.log_path):
-            with open(path) as f:
-                text = f.read()
-            for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
-                assert marker not in text, f"{path}: {marker}"
+        assert_no_sanitizer_reports([node.log_path, dp.log_path])
     print("loadgen_kill9: ok")
 
 
