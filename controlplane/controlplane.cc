@@ -121,6 +121,9 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
   service_options.dataplane_connected = [self] {
     return self->ipc_ != nullptr && self->ipc_->dataplane_connected();
   };
+  service_options.dataplane_pid = [self] {
+    return self->ipc_ != nullptr ? self->ipc_->dataplane_pid() : 0;
+  };
   auto services = NodeServices::create(*cp->loop_, cp->config_, cp->counters_, service_options);
   if (!services.ok()) return services.status();
   cp->services_ = std::move(*services);

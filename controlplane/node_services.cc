@@ -293,9 +293,18 @@ absl::Status NodeServices::create_services() {
   }
   profiler_ = std::make_unique<profiler::ProfilerService>(loop_, std::move(profiler_options),
                                                           clock::Clock::monotonic());
-  profiler_->sampler().set_processes([] {
-    return std::vector<profiler::ProcessRef>{{"controlplane", static_cast<int>(::getpid())}};
+  profiler_->sampler().set_processes([dataplane_pid = options_.dataplane_pid] {
+    std::vector<profiler::ProcessRef> processes{{"controlplane", static_cast<int>(::getpid())}};
+    // The dataplane while it is connected: its files close when it leaves, and a restarted
+    // one (a new pid) is sampled under the same label.
+    if (const int pid = dataplane_pid ? dataplane_pid() : 0; pid > 0) {
+      processes.push_back({"dataplane", pid});
+    }
+    return processes;
   });
+  // A capture's flame graph profiles the connected dataplane.
+  profiler_->set_flame_target(
+      [dataplane_pid = options_.dataplane_pid] { return dataplane_pid ? dataplane_pid() : 0; });
   profiler_->sampler().set_counters_source([this](counters::Snapshot* out) {
     if (!counter_reader_) return absl::UnavailableError("counters segment not readable");
     return counter_reader_->read(out);

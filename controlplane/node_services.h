@@ -53,6 +53,8 @@ struct NodeServicesOptions {
   uint64_t started_unix_ms = 0;
   std::function<uint64_t()> uptime_ms;
   std::function<bool()> dataplane_connected;
+  // The connected dataplane's pid, 0 when none (sampled by the profiler as "dataplane").
+  std::function<int()> dataplane_pid;
 };
 
 class NodeServices {

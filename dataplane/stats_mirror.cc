@@ -280,6 +280,7 @@ void StatsMirror::add_entries() {
     static const WorkerLoopStats probe{};
     add("dp.worker.loop_turns", Source::kLoop, offset_of(probe, probe.loop_turns), false);
     add("dp.worker.sleeps", Source::kLoop, offset_of(probe, probe.sleeps), false);
+    add("dp.worker.empty_turns", Source::kLoop, offset_of(probe, probe.empty_turns), false);
   }
   {
     static const WorkerGauges probe{};

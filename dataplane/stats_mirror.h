@@ -74,6 +74,7 @@ struct WorkerGauges {
 struct WorkerLoopStats {
   uint64_t loop_turns = 0;
   uint64_t sleeps = 0;
+  uint64_t empty_turns = 0;
 };
 
 // One worker's stats as the mirror reads them. Every pointer must stay valid during publish();

@@ -120,6 +120,10 @@ absl::StatusOr<dpdk::DpdkTransportOptions> dpdk_transport_options(const config::
   o.listen = listen;
   o.port = dp.chat_port();
   o.port_index = 0;
+  o.impairment = rt.settings().impairment;  // dataplane.dpdk.impairment (off by default)
+  o.tcp.congestion_control = d.congestion_control() == config::CongestionControl::newreno
+                                 ? net::tcp::CongestionControl::kNewReno
+                                 : net::tcp::CongestionControl::kCubic;
   (void)index;
   return o;
 }
@@ -351,7 +355,8 @@ absl::Status Worker::run_loop() {
   // Every ~100 ms and at stop: the parts' stats into the counters segment (stats_mirror.h).
   auto publish_stats = [&](uint64_t now_ns) {
     const WorkerLoopStats loop_stats{status_.loop_turns.load(std::memory_order_relaxed),
-                                     status_.sleeps.load(std::memory_order_relaxed)};
+                                     status_.sleeps.load(std::memory_order_relaxed),
+                                     status_.empty_turns.load(std::memory_order_relaxed)};
     WorkerStatsView view = collect_worker_stats(
         *parts.active, *parts.tls, *parts.sessions, *parts.router, *parts.store, mesh, loop_stats,
         setup_.index == 0 ? setup_.directory : nullptr, parts.mirror_scratch);
@@ -422,6 +427,7 @@ absl::Status Worker::run_loop() {
     status_.loop_turns.fetch_add(1, std::memory_order_relaxed);
     status_.sessions.store(parts.sessions->sessions(), std::memory_order_relaxed);
     if (parts.mirror->due(now)) publish_stats(now);
+    if (work == 0) status_.empty_turns.fetch_add(1, std::memory_order_relaxed);
     if (work > 0 || mode == config::PollMode::busy) {
       idle_polls = 0;
       continue;

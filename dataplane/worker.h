@@ -54,6 +54,7 @@ struct WorkerStatus {
   std::atomic<uint32_t> sessions{0};
   std::atomic<uint64_t> loop_turns{0};
   std::atomic<uint64_t> sleeps{0};
+  std::atomic<uint64_t> empty_turns{0};  // turns that found no work (the profiler's empty polls)
 };
 
 class Worker {

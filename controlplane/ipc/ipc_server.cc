@@ -179,6 +179,10 @@ void IpcServer::on_accept(uring::Operation& op, const uring::Completion& c) {
   }
   self->state_ = ConnState::kHandshaking;
   self->conn_fd_ = fd;
+  // The peer's pid, for the profiler; 0 when the kernel does not say (never trusted for more).
+  ucred cred{};
+  socklen_t cred_len = sizeof(cred);
+  self->peer_pid_ = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0 ? cred.pid : 0;
   self->handshake_deadline_ns_ =
       clock::monotonic_ns() + uint64_t{self->options_.handshake_timeout_ms} * 1'000'000;
   self->loop_.recv(self->conn_recv_op_, fd, self->recv_buf_, sizeof(self->recv_buf_));
@@ -210,6 +214,7 @@ void IpcServer::end_connection() {
   const bool was_live = state_ == ConnState::kLive;
   if (conn_fd_ >= 0) ::close(conn_fd_);
   conn_fd_ = -1;
+  peer_pid_ = 0;
   state_ = ConnState::kNone;
   if (!was_live) return;
   ++stats_.disconnects;

@@ -152,6 +152,9 @@ class IpcServer {
   void set_server_msg_time_floor_ms(uint64_t ms) { server_msg_time_floor_ms_ = ms; }
 
   bool dataplane_connected() const { return state_ == ConnState::kLive; }
+  // The connected dataplane's pid (SO_PEERCRED at accept), 0 when none is live: the profiler
+  // samples it as process "dataplane" and points perf at it.
+  int dataplane_pid() const { return state_ == ConnState::kLive ? peer_pid_ : 0; }
   uint64_t dataplane_instance_id() const { return dp_instance_id_; }
   uint64_t instance_id() const { return instance_id_; }
   const ipc::IpcSegment& segment() const { return segment_; }
@@ -238,6 +241,7 @@ class IpcServer {
 
   ConnState state_ = ConnState::kNone;
   int conn_fd_ = -1;
+  int peer_pid_ = 0;  // of conn_fd_, from SO_PEERCRED
   uint64_t handshake_deadline_ns_ = 0;
   uint64_t dp_instance_id_ = 0;
   uint64_t last_heartbeat_sent_ns_ = 0;

@@ -69,10 +69,11 @@ class Cursor {
     *out = static_cast<uint8_t>(bytes_[pos_++]);
     return absl::OkStatus();
   }
-  absl::Status string(std::string* out, std::string_view what) {
+  absl::Status string(std::string* out, std::string_view what,
+                      uint64_t max_bytes = kMaxStringBytes) {
     uint64_t n = 0;
     if (auto s = varint(&n, what); !s.ok()) return s;
-    if (n > kMaxStringBytes) return error(absl::StrCat(std::string(what), " longer than limit"));
+    if (n > max_bytes) return error(absl::StrCat(std::string(what), " longer than limit"));
     if (n > end_ - pos_) return error(absl::StrCat("truncated in ", std::string(what)));
     out->assign(bytes_.data() + pos_, n);
     pos_ += n;
@@ -110,7 +111,7 @@ std::string_view series_kind_name(SeriesKind kind) {
 std::string encode_capture(const Capture& capture) {
   std::string out(kMagic, sizeof(kMagic));
   put_le(out, kFormatVersion, 2);
-  put_le(out, 0, 2);  // flags
+  put_le(out, capture.flame ? kFlagFlame : 0, 2);
   put_le(out, 0, 8);  // total_bytes, patched below
   put_string(out, capture.meta.node);
   put_string(out, capture.meta.host);
@@ -146,6 +147,17 @@ std::string encode_capture(const Capture& capture) {
       last[i] = v;
     }
   }
+  if (capture.flame) {
+    const FlameProfile& f = *capture.flame;
+    put_string(out, f.status);
+    put_varint(out, f.frequency_hz);
+    put_varint(out, f.pid);
+    put_varint(out, f.stacks.size());
+    for (const FoldedStack& stack : f.stacks) {
+      put_string(out, stack.frames);
+      put_varint(out, stack.samples);
+    }
+  }
   const uint64_t total = out.size() + kTrailerBytes;
   for (int i = 0; i < 8; ++i) out[12 + i] = static_cast<char>((total >> (8 * i)) & 0xff);
   put_le(out, crc32c::value(out.data(), out.size()), 4);
@@ -162,11 +174,14 @@ absl::StatusOr<Capture> decode_capture(std::string_view bytes) {
         absl::StrCat("truncated capture: ", bytes.size(), " bytes, shorter than its header"));
   }
   const uint64_t version = get_le(u + 8, 2);
-  if (version != kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat("capture format version ", version,
-                                                      " (this reader knows ", kFormatVersion, ")"));
+  if (version != 1 && version != kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "capture format version ", version, " (this reader knows 1..", kFormatVersion, ")"));
   }
-  if (get_le(u + 10, 2) != 0) {
+  // Version 1 has no flags; version 2 knows the flame section's.
+  const uint64_t flags = get_le(u + 10, 2);
+  const uint64_t known_flags = version == 1 ? 0 : kFlagFlame;
+  if ((flags & ~known_flags) != 0) {
     return absl::DataLossError("corrupt capture: unknown flags in the header");
   }
   const uint64_t total = get_le(u + 12, 8);
@@ -236,7 +251,27 @@ absl::StatusOr<Capture> decode_capture(std::string_view bytes) {
       return in.error("bits set past the last series");
     }
   }
-  if (in.remaining() != 0) return in.error("bytes left after the last sample");
+  if ((flags & kFlagFlame) != 0) {
+    FlameProfile& f = c.flame.emplace();
+    HPROF_TRY(in.string(&f.status, "flame status"));
+    HPROF_TRY(in.varint(&f.frequency_hz, "flame frequency"));
+    HPROF_TRY(in.varint(&f.pid, "flame pid"));
+    uint64_t stacks = 0;
+    HPROF_TRY(in.varint(&stacks, "flame stack count"));
+    // A stack takes at least two bytes (empty frames, one-byte count).
+    if (stacks > kMaxFlameStacks || stacks > in.remaining() / 2) {
+      return in.error(absl::StrCat("flame stack count ", stacks, " out of bounds"));
+    }
+    f.stacks.resize(stacks);
+    for (FoldedStack& stack : f.stacks) {
+      HPROF_TRY(in.string(&stack.frames, "flame stack", kMaxFlameStackBytes));
+      HPROF_TRY(in.varint(&stack.samples, "flame samples"));
+    }
+  }
+  if (in.remaining() != 0) {
+    return in.error((flags & kFlagFlame) != 0 ? "bytes left after the flame section"
+                                              : "bytes left after the last sample");
+  }
   return c;
 }
 

@@ -41,18 +41,43 @@ struct Sample {
   friend bool operator==(const Sample&, const Sample&) = default;
 };
 
+// One distinct call stack of a CPU profile and how many samples landed on it, root first:
+// "herald-dataplane;main;herald::dataplane::Worker::run;...;leaf" (Brendan Gregg's folded
+// format, so any flame-graph tool reads an export of it).
+struct FoldedStack {
+  std::string frames;  // ';'-separated, root first
+  uint64_t samples = 0;
+  friend bool operator==(const FoldedStack&, const FoldedStack&) = default;
+};
+
+// The dataplane's CPU profile over the capture, when one was asked for (perf record).
+struct FlameProfile {
+  std::string status;  // "ok", or why there is no profile ("perf not installed", ...)
+  uint64_t frequency_hz = 0;
+  uint64_t pid = 0;                 // the process profiled
+  std::vector<FoldedStack> stacks;  // heaviest first
+  friend bool operator==(const FlameProfile&, const FlameProfile&) = default;
+};
+
 struct Capture {
   CaptureMeta meta;
   std::vector<SeriesInfo> series;
   std::vector<Sample> samples;
+  std::optional<FlameProfile> flame;  // absent: none was asked for
 };
 
 inline constexpr char kMagic[8] = {'H', 'P', 'R', 'O', 'F', '\r', '\n', '\x1a'};
-inline constexpr uint16_t kFormatVersion = 1;
+// Version 2 added the flame section (flags bit 0); version 1 files are still read.
+inline constexpr uint16_t kFormatVersion = 2;
+inline constexpr uint16_t kFlagFlame = 1;
 // Reader limits: a capture asking for more is rejected as corrupt before anything is allocated.
 inline constexpr uint32_t kMaxSeries = 65536;
 inline constexpr uint32_t kMaxStringBytes = 1024;
 inline constexpr uint64_t kMaxValuesPerCapture = 64ull << 20;  // series x samples
+// The flame section's own limits: a folded stack is many frames, so it is not a 1024-byte
+// string; the control plane's configured limits (FlameLimits) stay inside these.
+inline constexpr uint32_t kMaxFlameStacks = 1u << 20;
+inline constexpr uint32_t kMaxFlameStackBytes = 128 * 1024;
 
 // Encodes `capture`. Every sample must have series.size() values (HERALD_CHECK).
 std::string encode_capture(const Capture& capture);

@@ -35,6 +35,31 @@ Sampler::Sampler(SamplerOptions options, clock::Clock clock)
     index_.emplace(name, series_.size());
     series_.push_back(SeriesInfo{name, "events", SeriesKind::kCounter});
   }
+  // The derived figures are listed from the start too: without a dataplane (or perf) they are
+  // named series without values.
+  DerivedSlots& d = derived_;
+  d.out_cycles_per_message =
+      series_index("derived.cycles_per_message", "cycles", SeriesKind::kGauge);
+  d.out_cpu_ns_per_message = series_index("derived.cpu_ns_per_message", "ns", SeriesKind::kGauge);
+  d.out_dpdk_useful = series_index("derived.dpdk.useful_polls", "per_s", SeriesKind::kGauge);
+  d.out_dpdk_empty = series_index("derived.dpdk.empty_polls", "per_s", SeriesKind::kGauge);
+  d.out_dpdk_empty_permille =
+      series_index("derived.dpdk.empty_poll_permille", "permille", SeriesKind::kGauge);
+  d.out_useful_turns = series_index("derived.worker.useful_turns", "per_s", SeriesKind::kGauge);
+  d.out_empty_turns = series_index("derived.worker.empty_turns", "per_s", SeriesKind::kGauge);
+  d.out_empty_turns_permille =
+      series_index("derived.worker.empty_turn_permille", "permille", SeriesKind::kGauge);
+  d.out_commit_p50 = series_index("derived.store.commit_ns.p50", "ns", SeriesKind::kGauge);
+  d.out_commit_p99 = series_index("derived.store.commit_ns.p99", "ns", SeriesKind::kGauge);
+  d.out_commit_p999 = series_index("derived.store.commit_ns.p999", "ns", SeriesKind::kGauge);
+  d.cycles.assign(options_.perf_cpus.size(), kNoSeries);
+  for (const int cpu : options_.perf_cpus) {
+    d.cycles_names.push_back(absl::StrCat("hw.cpu", cpu, ".cycles"));
+  }
+  d.dp_cpu_user_name = absl::StrCat("proc.", options_.dataplane_label, ".cpu_user");
+  d.dp_cpu_system_name = absl::StrCat("proc.", options_.dataplane_label, ".cpu_system");
+  const long tick = ::sysconf(_SC_CLK_TCK);
+  if (tick > 0) ns_per_jiffy_ = 1'000'000'000 / tick;
 }
 
 Sampler::~Sampler() {
@@ -82,24 +107,27 @@ bool Sampler::read_proc(std::string_view relative, std::string_view* text) {
   return true;
 }
 
-void Sampler::read_os(std::vector<Reading>* out) {
+void Sampler::read_os(bool slow, std::vector<Reading>* out) {
   struct Source {
     const char* file;
     ParseResult (*parse)(std::string_view, std::vector<Reading>*);
+    bool slow;
   };
   static constexpr Source kSources[] = {
-      {"stat", parse_proc_stat},
-      {"meminfo", parse_meminfo},
-      {"net/dev", parse_net_dev},
-      {"diskstats", parse_diskstats},
+      {"stat", parse_proc_stat, false},
+      {"meminfo", parse_meminfo, true},
+      {"net/dev", parse_net_dev, false},
+      {"diskstats", parse_diskstats, true},
   };
   for (const Source& s : kSources) {
+    if (s.slow && !slow) continue;
     if (!read_proc(s.file, &text_)) {
       ++stats_.source_errors;
       continue;
     }
     stats_.malformed_lines += s.parse(text_, out).malformed_lines;
   }
+  if (!slow) return;
   if (read_proc("net/sockstat", &text_)) {
     stats_.malformed_lines += parse_sockstat(text_, "os", out).malformed_lines;
   } else {
@@ -107,11 +135,16 @@ void Sampler::read_os(std::vector<Reading>* out) {
   }
 }
 
-void Sampler::read_processes(std::vector<Reading>* out) {
-  if (!processes_) return;
+void Sampler::read_processes(bool slow, std::vector<Reading>* out) {
+  // Both files at the slow period: PID/stat's CPU times are in jiffies (10 ms), so a 10 ms
+  // sample of them is 0 or 1 tick of noise, and generating it (do_task_stat walks the thread
+  // group) was a quarter of a 10 ms sample's cost.
+  if (!processes_ || !slow) return;
   std::vector<std::string> live;
+  std::vector<int> pids;
   for (const ProcessRef& p : processes_()) {
     if (p.pid <= 0) continue;
+    pids.push_back(p.pid);
     live.push_back(absl::StrCat(p.pid, "/"));
     const std::string label = sanitize_component(p.label);
     if (read_proc(absl::StrCat(p.pid, "/stat"), &text_)) {
@@ -125,7 +158,10 @@ void Sampler::read_processes(std::vector<Reading>* out) {
       ++stats_.source_errors;
     }
   }
-  // Files of processes no longer listed (a restarted dataplane has a new pid) are closed.
+  // Files of processes no longer listed (a restarted dataplane has a new pid) are closed; the
+  // scan runs only when the list changed.
+  if (pids == last_pids_) return;
+  last_pids_ = std::move(pids);
   for (auto it = open_files_.begin(); it != open_files_.end();) {
     const std::string& key = it->first;
     const bool pid_file = !key.empty() && key[0] >= '0' && key[0] <= '9';
@@ -183,6 +219,8 @@ void Sampler::read_counters() {
           cs.max = series_index(name + ".max", "value", SeriesKind::kGauge);
           cs.p50 = series_index(name + ".p50", "value", SeriesKind::kGauge);
           cs.p99 = series_index(name + ".p99", "value", SeriesKind::kGauge);
+          cs.p999 = series_index(name + ".p999", "value", SeriesKind::kGauge);
+          cs.store_commit = metric.name == kStoreCommitHistogram;
           break;
       }
     }
@@ -213,6 +251,12 @@ void Sampler::read_counters() {
           if (interval_.count() > 0) {
             put(cs.p50, static_cast<int64_t>(interval_.percentile(0.5)));
             put(cs.p99, static_cast<int64_t>(interval_.percentile(0.99)));
+            put(cs.p999, static_cast<int64_t>(interval_.percentile(0.999)));
+            if (cs.store_commit) {
+              put(derived_.out_commit_p50, static_cast<int64_t>(interval_.percentile(0.5)));
+              put(derived_.out_commit_p99, static_cast<int64_t>(interval_.percentile(0.99)));
+              put(derived_.out_commit_p999, static_cast<int64_t>(interval_.percentile(0.999)));
+            }
           }
         }
         last.assign(buckets.begin(), buckets.end());
@@ -225,16 +269,36 @@ void Sampler::read_counters() {
 void Sampler::sample() {
   const uint64_t cpu_start_ns = thread_cpu_ns();
   readings_.clear();
+  // The slow files are due a little early (15/16 of their period) so that a 10 ms tick landing
+  // just short of 100 ms does not push their read to the next tick.
+  const uint64_t start_ns = clock_.now_ns();
+  const bool slow = !slow_read_once_ || start_ns - last_slow_ns_ >=
+                                            options_.slow_period_ns - options_.slow_period_ns / 16;
+  if (slow) {
+    slow_read_once_ = true;
+    last_slow_ns_ = start_ns;
+    ++stats_.slow_reads;
+  }
   if (options_.read_os) {
-    read_os(&readings_);
-    read_processes(&readings_);
+    read_os(slow, &readings_);
+    read_processes(slow, &readings_);
   }
   perf_->read(&readings_);
   read_counters();
   const uint64_t now_ns = clock_.now_ns();
 
-  for (Reading& r : readings_) {
-    direct_.push_back({series_index(r.name, r.unit, r.kind), r.value});
+  std::vector<ReadingSlot>& cache = reading_slots_[slow ? 1 : 0];
+  if (cache.size() < readings_.size()) cache.resize(readings_.size());
+  for (size_t k = 0; k < readings_.size(); ++k) {
+    const Reading& r = readings_[k];
+    ReadingSlot& slot = cache[k];
+    // A series index never changes once given, so a name match is enough; a miss (a new
+    // interface, a process that came or went) hashes and refreshes the slot.
+    if (slot.index == kNoSeries || slot.name != r.name) {
+      slot.index = series_index(r.name, r.unit, r.kind);
+      slot.name = r.name;
+    }
+    direct_.push_back({slot.index, r.value});
   }
   RingSlot& slot = ring_[ring_head_];
   slot.mono_ns = now_ns;
@@ -242,11 +306,95 @@ void Sampler::sample() {
   for (const auto& [index, value] : direct_) {
     if (index != kNoSeries) slot.values[index] = value;
   }
+  derive(slot);
   ring_head_ = (ring_head_ + 1) % ring_.size();
   ring_count_ = std::min(ring_count_ + 1, ring_.size());
   ++stats_.samples;
   stats_.last_sample_cpu_ns = thread_cpu_ns() - cpu_start_ns;
   stats_.total_sample_cpu_ns += stats_.last_sample_cpu_ns;
+}
+
+size_t Sampler::cached_index(size_t* cache, std::string_view name) const {
+  if (*cache == kNoSeries) {
+    if (const auto i = index_of(name)) *cache = *i;
+  }
+  return *cache;
+}
+
+void Sampler::derive(RingSlot& slot) {
+  const RingSlot* previous = nullptr;
+  size_t window_age = 0;
+  for (; window_age < ring_count_; ++window_age) {
+    const RingSlot* s = slot_back(window_age);
+    if (s->mono_ns + options_.derive_window_ns <= slot.mono_ns) {
+      previous = s;
+      break;
+    }
+  }
+  if (previous == nullptr || previous->mono_ns >= slot.mono_ns) return;
+  const double seconds = static_cast<double>(slot.mono_ns - previous->mono_ns) / 1e9;
+  auto per_second = [seconds](int64_t n) {
+    return static_cast<int64_t>(static_cast<double>(n) / seconds + 0.5);
+  };
+  auto has = [](const RingSlot* s, size_t i) {
+    return i != kNoSeries && i < s->values.size() && s->values[i] != kMissing;
+  };
+  // The delta of series `i` from `base` to this sample; nullopt when either lacks it.
+  auto delta_from = [&](const RingSlot* base, size_t i) -> std::optional<int64_t> {
+    if (!has(base, i) || slot.values[i] == kMissing) return std::nullopt;
+    return static_cast<int64_t>(static_cast<uint64_t>(slot.values[i]) -
+                                static_cast<uint64_t>(base->values[i]));
+  };
+  auto delta = [&](size_t i) { return delta_from(previous, i); };
+  auto set = [&](size_t out, int64_t value) {
+    if (out != kNoSeries) slot.values[out] = value;
+  };
+  auto permille = [](int64_t part, int64_t whole) { return whole > 0 ? part * 1000 / whole : 0; };
+  DerivedSlots& d = derived_;
+  const auto messages = delta(cached_index(&d.messages, kDerivedMessagesCounter));
+  if (messages && *messages > 0) {
+    // Cycles of every dataplane core over the messages the router took in the interval: only
+    // when every core's counter read in both samples (a partial sum would be too low).
+    int64_t cycles = 0;
+    bool all = !d.cycles.empty();
+    for (size_t c = 0; all && c < d.cycles.size(); ++c) {
+      const auto v = delta(cached_index(&d.cycles[c], d.cycles_names[c]));
+      all = v.has_value();
+      if (v) cycles += *v;
+    }
+    if (all) set(d.out_cycles_per_message, cycles / *messages);
+  }
+  // The dataplane's CPU time (PID/stat) is read every slow period: the figure is computed in the
+  // samples that have it, from the newest sample at least the window older that has it too,
+  // with the messages over that same span.
+  const size_t user_i = cached_index(&d.dp_cpu_user, d.dp_cpu_user_name);
+  const size_t system_i = cached_index(&d.dp_cpu_system, d.dp_cpu_system_name);
+  if (has(&slot, user_i) && has(&slot, system_i)) {
+    const RingSlot* base = nullptr;
+    for (size_t age = window_age; age < ring_count_ && base == nullptr; ++age) {
+      const RingSlot* s = slot_back(age);
+      if (has(s, user_i) && has(s, system_i)) base = s;
+    }
+    const auto span_messages = base == nullptr ? std::nullopt : delta_from(base, d.messages);
+    if (span_messages && *span_messages > 0) {
+      const int64_t jiffies = *delta_from(base, user_i) + *delta_from(base, system_i);
+      set(d.out_cpu_ns_per_message, jiffies * ns_per_jiffy_ / *span_messages);
+    }
+  }
+  const auto polls = delta(cached_index(&d.dpdk_polls, kDerivedDpdkPolls));
+  const auto empty = delta(cached_index(&d.dpdk_empty, kDerivedDpdkEmptyPolls));
+  if (polls && empty && *empty <= *polls) {
+    set(d.out_dpdk_useful, per_second(*polls - *empty));
+    set(d.out_dpdk_empty, per_second(*empty));
+    set(d.out_dpdk_empty_permille, permille(*empty, *polls));
+  }
+  const auto turns = delta(cached_index(&d.turns, kDerivedWorkerTurns));
+  const auto empty_turns = delta(cached_index(&d.empty_turns, kDerivedWorkerEmptyTurns));
+  if (turns && empty_turns && *empty_turns <= *turns) {
+    set(d.out_useful_turns, per_second(*turns - *empty_turns));
+    set(d.out_empty_turns, per_second(*empty_turns));
+    set(d.out_empty_turns_permille, permille(*empty_turns, *turns));
+  }
 }
 
 const Sampler::RingSlot* Sampler::slot_back(size_t age) const {
@@ -271,13 +419,17 @@ std::optional<int64_t> Sampler::latest(std::string_view name) const {
 
 std::optional<double> Sampler::rate(std::string_view name) const {
   const auto i = index_of(name);
-  const RingSlot* now = slot_back(0);
-  const RingSlot* before = slot_back(1);
-  if (!i || now == nullptr || before == nullptr || *i >= before->values.size() ||
-      now->values[*i] == kMissing || before->values[*i] == kMissing ||
-      now->mono_ns <= before->mono_ns) {
-    return std::nullopt;
+  if (!i) return std::nullopt;
+  // The newest two samples that have the series: a slow /proc series is present every
+  // slow_period_ns only, and its rate divides by the time between its own readings.
+  const RingSlot* now = nullptr;
+  const RingSlot* before = nullptr;
+  for (size_t age = 0; age < ring_count_ && before == nullptr; ++age) {
+    const RingSlot* s = slot_back(age);
+    if (*i >= s->values.size() || s->values[*i] == kMissing) continue;
+    (now == nullptr ? now : before) = s;
   }
+  if (now == nullptr || before == nullptr || now->mono_ns <= before->mono_ns) return std::nullopt;
   const double delta = static_cast<double>(now->values[*i] - before->values[*i]);
   return delta * 1e9 / static_cast<double>(now->mono_ns - before->mono_ns);
 }

@@ -40,7 +40,26 @@ struct SamplerOptions {
   std::vector<int> perf_cpus;
   // Which sources to read (tests switch the OS off to isolate the counters segment).
   bool read_os = true;
+  // The /proc files that move slowly and cost the most to generate (meminfo, diskstats,
+  // net/sockstat, PID/status) are read at most this often, whatever the sampling interval;
+  // between two reads their series are unavailable (missing), never a repeated old value.
+  uint64_t slow_period_ns = 100'000'000;
+  // The process whose CPU time and the counters whose deltas make the derived.* figures.
+  std::string dataplane_label = "dataplane";
+  // The derived ratios compare a sample with the newest one at least this much older: the
+  // dataplane mirrors its counters about every 100 ms, so over 1 s a publication more or less
+  // moves a ratio by ~10%, where over one 10 ms interval it would swing from nothing to 10x.
+  uint64_t derive_window_ns = 1'000'000'000;
 };
+
+// The counters-segment names the derived.* series are computed from (the dataplane's stats
+// mirror publishes them; dataplane/stats_mirror.cc).
+inline constexpr char kDerivedMessagesCounter[] = "ctr.dp.router.messages";
+inline constexpr char kDerivedDpdkPolls[] = "ctr.dp.dpdk.polls";
+inline constexpr char kDerivedDpdkEmptyPolls[] = "ctr.dp.dpdk.empty_polls";
+inline constexpr char kDerivedWorkerTurns[] = "ctr.dp.worker.loop_turns";
+inline constexpr char kDerivedWorkerEmptyTurns[] = "ctr.dp.worker.empty_turns";
+inline constexpr char kStoreCommitHistogram[] = "dp.store.append_latency_ns";
 
 // A Herald process to sample: its label in series names ("controlplane", "dataplane").
 struct ProcessRef {
@@ -54,6 +73,7 @@ struct SamplerStats {
   uint64_t malformed_lines = 0;  // lines the parsers skipped
   uint64_t counters_errors = 0;  // a counters-segment read that failed (series left missing)
   uint64_t series_dropped = 0;   // readings past max_series
+  uint64_t slow_reads = 0;       // samples that also read the slow /proc files
   uint64_t last_sample_cpu_ns = 0;
   uint64_t total_sample_cpu_ns = 0;  // CLOCK_THREAD_CPUTIME_ID spent inside sample()
 };
@@ -96,9 +116,14 @@ class Sampler {
   };
   static constexpr int64_t kMissing = INT64_MIN;
 
-  void read_os(std::vector<Reading>* out);
-  void read_processes(std::vector<Reading>* out);
+  void read_os(bool slow, std::vector<Reading>* out);
+  void read_processes(bool slow, std::vector<Reading>* out);
   void read_counters();
+  // The derived.* gauges of `slot` (not yet in the ring) from it and the newest ring sample at
+  // least derive_window_ns older (missing when an input is, or the ring is younger).
+  void derive(RingSlot& slot);
+  // The series of `name` once it exists (cached: the directory only grows).
+  size_t cached_index(size_t* cache, std::string_view name) const;
   // The series of `name`, added to the directory when new; kNoSeries past max_series.
   size_t series_index(std::string_view name, std::string_view unit, SeriesKind kind);
   static constexpr size_t kNoSeries = SIZE_MAX;
@@ -118,6 +143,8 @@ class Sampler {
   std::vector<RingSlot> ring_;
   size_t ring_head_ = 0;  // next slot to write
   size_t ring_count_ = 0;
+  uint64_t last_slow_ns_ = 0;
+  bool slow_read_once_ = false;
 
   // Kept across samples so a steady sample allocates nothing new.
   std::vector<Reading> readings_;
@@ -126,16 +153,44 @@ class Sampler {
   counters::Snapshot snapshot_;
   // Series of each counters-segment metric, for the layout epoch they were resolved in.
   struct CounterSlots {
-    size_t value = kNoSeries, sum = kNoSeries, max = kNoSeries, p50 = kNoSeries, p99 = kNoSeries;
+    size_t value = kNoSeries, sum = kNoSeries, max = kNoSeries, p50 = kNoSeries, p99 = kNoSeries,
+           p999 = kNoSeries;
+    bool store_commit = false;  // also the derived.store.commit_ns.* percentiles
   };
+  // Inputs and outputs of derive(), resolved once they exist.
+  struct DerivedSlots {
+    size_t messages = kNoSeries, dp_cpu_user = kNoSeries, dp_cpu_system = kNoSeries;
+    size_t dpdk_polls = kNoSeries, dpdk_empty = kNoSeries;
+    size_t turns = kNoSeries, empty_turns = kNoSeries;
+    std::vector<size_t> cycles;  // hw.cpuN.cycles of every perf CPU
+    std::vector<std::string> cycles_names;
+    std::string dp_cpu_user_name, dp_cpu_system_name;
+    size_t out_cycles_per_message = kNoSeries, out_cpu_ns_per_message = kNoSeries;
+    size_t out_dpdk_useful = kNoSeries, out_dpdk_empty = kNoSeries,  // per second
+        out_dpdk_empty_permille = kNoSeries;
+    size_t out_useful_turns = kNoSeries, out_empty_turns = kNoSeries,  // per second
+        out_empty_turns_permille = kNoSeries;
+    size_t out_commit_p50 = kNoSeries, out_commit_p99 = kNoSeries, out_commit_p999 = kNoSeries;
+  };
+  DerivedSlots derived_;
+  int64_t ns_per_jiffy_ = 10'000'000;
   std::vector<CounterSlots> counter_slots_;
   uint64_t counter_slots_epoch_ = UINT64_MAX;
   std::vector<std::pair<size_t, int64_t>> direct_;  // (series, value) of this sample
+  // The series of the k-th reading of the previous sample of the same kind (fast or slow): the
+  // sources list their readings in a stable order, so a steady sample resolves each reading by
+  // comparing its name with the cached one instead of hashing it.
+  struct ReadingSlot {
+    std::string name;
+    size_t index = SIZE_MAX;
+  };
+  std::vector<ReadingSlot> reading_slots_[2];
   counters::HistogramData interval_;
   std::vector<uint64_t> delta_;
   // Previous cumulative buckets of each histogram, for per-interval percentiles.
   std::unordered_map<std::string, std::vector<uint64_t>> last_buckets_;
   std::unordered_map<std::string, int> open_files_;
+  std::vector<int> last_pids_;  // the process list of the previous sample
   SamplerStats stats_;
 };
 

@@ -164,6 +164,10 @@ class DeviceListCache {
   std::vector<Pending> pending_;
   SlotIndex pending_index_;
   uint32_t free_pending_ = kNil;
+  // poll() has nothing to do before this time: the earliest deadline of a request in flight,
+  // 0 when a request waits to be sent again, kNever when none is pending.
+  static constexpr uint64_t kNever = ~uint64_t{0};
+  uint64_t next_poll_ns_ = kNever;
   uint32_t request_generation_ = 0;
   std::vector<Waiter> waiters_;
   uint32_t free_waiters_ = kNil;

@@ -6,12 +6,19 @@
 // and their revocation, a slow consumer cut off without losing an acknowledged message), and
 // herald-chat as a person runs it.
 //
-//   dataplane_e2e_test <herald-controlplane> <herald-dataplane> <herald-chat>
+//   dataplane_e2e_test <herald-controlplane> <herald-dataplane> <herald-chat> [dpdk:NS:IF:ADDR]
+//
+// With the fourth argument the same tests run against `backend: dpdk`: the dataplane starts
+// inside network namespace NS on net_af_packet over its veth end IF with Herald's own TCP/IP
+// stack at ADDR; the control plane and this process stay in the caller's namespace, on the
+// veth's other end (dataplane_dpdk_e2e.py makes the namespace and the veth pair). IPC is a
+// unix socket path and the counters segment a file, so both cross the namespaces.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -19,7 +26,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -39,6 +48,29 @@ std::string g_controlplane;
 std::string g_dataplane;
 std::string g_herald_chat;
 
+// Backend dpdk (empty namespace: the kernel backend on loopback).
+struct DpdkMode {
+  std::string netns;    // where the dataplane runs
+  std::string iface;    // its af_packet port, in that namespace
+  std::string address;  // the stack's IPv4 address
+};
+DpdkMode g_dpdk;
+
+bool dpdk() {
+  return !g_dpdk.netns.empty();
+}
+
+// Where clients reach the chat port.
+std::string chat_host() {
+  return dpdk() ? g_dpdk.address : "127.0.0.1";
+}
+
+// The transport's "send queue full" counter (the cut-off below the session): the kernel
+// backend's and the DPDK backend's transports publish it under their own names.
+const char* queue_full_counter() {
+  return dpdk() ? "dp.dpdk.transport.send_queue_full" : "dp.transport.queue_full";
+}
+
 uint16_t free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -51,12 +83,12 @@ uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
-bool port_open(uint16_t port) {
+bool port_open(uint16_t port, const std::string& host = "127.0.0.1") {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
   const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
@@ -105,18 +137,54 @@ class Node {
     admin_port_ = free_port();
     public_port_ = free_port();
     chat_port_ = free_port();
+    if (!dpdk()) {
+      std::ofstream(dir_ + "/node.json")
+          << "{\"controlplane\": {\"ipc_socket_path\": \"" << dir_
+          << "/ipc.sock\", \"admin_port\": " << admin_port_
+          << ", \"public_address\": \"127.0.0.1\", \"public_port\": " << public_port_
+          << "}, \"dataplane\": {\"listen_address\": \"127.0.0.1\", \"chat_port\": " << chat_port_
+          << ", \"workers\": 2, \"poll_mode\": \"blocking\"}"
+          << (limits.empty() ? std::string() : ", \"limits\": " + limits) << "}";
+      return;
+    }
+    // One worker (this machine has 2 cores), adaptive polling, no huge pages; the mempool is
+    // sized from max_connections, so that limit is kept small next to the test's own limits.
+    std::string all_limits = "{\"max_connections\": 1000";
+    all_limits += limits.empty() ? std::string("}") : ", " + limits.substr(limits.find('{') + 1);
     std::ofstream(dir_ + "/node.json")
         << "{\"controlplane\": {\"ipc_socket_path\": \"" << dir_
         << "/ipc.sock\", \"admin_port\": " << admin_port_
         << ", \"public_address\": \"127.0.0.1\", \"public_port\": " << public_port_
-        << "}, \"dataplane\": {\"listen_address\": \"127.0.0.1\", \"chat_port\": " << chat_port_
-        << ", \"workers\": 2, \"poll_mode\": \"blocking\"}"
-        << (limits.empty() ? std::string() : ", \"limits\": " + limits) << "}";
+        << "}, \"dataplane\": {\"backend\": \"dpdk\", \"listen_address\": \"0.0.0.0\", "
+        << "\"chat_port\": " << chat_port_
+        << ", \"workers\": 1, \"poll_mode\": \"adaptive\", \"adaptive_idle_polls\": 200, "
+        << "\"dpdk\": {\"ports\": [\"net_af_packet0,iface="
+        << g_dpdk.iface
+        // The EAL file prefix is the namespace's name: unique per run, reused by the run's
+        // dataplanes one after another (the wrapper removes its runtime directory at the end).
+        << "\"], \"huge_pages\": false, \"memory_mb\": 256, \"file_prefix\": \"" << g_dpdk.netns
+        << "\", \"address\": \"" << g_dpdk.address
+        << "\", \"prefix_length\": 24, \"rx_descriptors\": 256, \"tx_descriptors\": 256, "
+        << "\"mempool_cache_size\": 32}}, \"limits\": " << all_limits << "}";
   }
   ~Node() {
-    stop(dataplane_);
+    const bool dataplane_clean = stop(dataplane_);
     stop(controlplane_);
     std::error_code ignored;
+    if (dpdk()) {
+      // DPDK's shutdown (ports, mempool, EAL) is on this path too: a clean exit on SIGTERM.
+      EXPECT_TRUE(dataplane_clean) << "herald-dataplane did not exit 0 on SIGTERM within 5 s";
+      // The dpdk run is also the sanitizer run of Herald's own stack under real traffic:
+      // a sanitizer build reports into the processes' logs (herald_node.py checks the same).
+      for (const char* log : {"/controlplane.log", "/dataplane.log"}) {
+        std::ifstream in(dir_ + log);
+        const std::string text((std::istreambuf_iterator<char>(in)), {});
+        for (const char* marker :
+             {"runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"}) {
+          EXPECT_EQ(text.find(marker), std::string::npos) << log << ": " << marker;
+        }
+      }
+    }
     if (::testing::Test::HasFailure()) {
       for (const char* log : {"/controlplane.log", "/dataplane.log"}) {
         std::ifstream in(dir_ + log);
@@ -129,7 +197,9 @@ class Node {
   }
 
   void start_controlplane() { controlplane_ = spawn(g_controlplane, "controlplane.log"); }
-  void start_dataplane() { dataplane_ = spawn(g_dataplane, "dataplane.log"); }
+  void start_dataplane() {
+    dataplane_ = spawn(g_dataplane, "dataplane.log", dpdk() ? g_dpdk.netns : std::string());
+  }
   void kill_dataplane() {
     ::kill(dataplane_, SIGKILL);
     waitpid(dataplane_, nullptr, 0);
@@ -138,7 +208,7 @@ class Node {
   // Both listening.
   void wait_ready() {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!(port_open(public_port_) && port_open(chat_port_))) {
+    while (!(port_open(public_port_) && port_open(chat_port_, chat_host()))) {
       ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the node did not start";
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -155,7 +225,7 @@ class Node {
   }
   TlsStreamOptions chat() const {
     auto pem = read_pem_file(data_dir_ + "/tls/chat.crt");
-    return {.host = "127.0.0.1", .port = chat_port_, .trust = Trust::pinned(*pem)};
+    return {.host = chat_host(), .port = chat_port_, .trust = Trust::pinned(*pem)};
   }
 
   // Registers `phone` (code from sms.log) and fetches a session token.
@@ -244,9 +314,11 @@ class Node {
   }
 
  private:
-  // Forks and execs `binary` with its output in `log`. The child dies with this process
-  // (PR_SET_PDEATHSIG), so a test binary that is killed leaves no node behind.
-  pid_t spawn(const std::string& binary, const char* log) {
+  // Forks and execs `binary` with its output in `log`, inside network namespace `netns` when
+  // one is named (as `ip netns exec` does: setns to /var/run/netns/<name>). The child dies
+  // with this process (PR_SET_PDEATHSIG), so a test binary that is killed leaves no node behind.
+  pid_t spawn(const std::string& binary, const char* log, const std::string& netns = {}) {
+    const std::string netns_path = "/var/run/netns/" + netns;
     const std::string config = dir_ + "/node.json";
     const std::string log_path = dir_ + "/" + log;
     std::vector<std::string> args = {binary, "--config", config, "--data-dir", data_dir_};
@@ -263,21 +335,32 @@ class Node {
         dup2(fd, 1);
         dup2(fd, 2);
       }
+      if (!netns.empty()) {
+        const int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+          std::fprintf(stderr, "setns %s: %s\n", netns_path.c_str(), strerror(errno));
+          _exit(126);
+        }
+      }
       execv(binary.c_str(), argv.data());
       _exit(127);
     }
     EXPECT_GT(pid, 0);
     return pid;
   }
-  static void stop(pid_t pid) {
-    if (pid <= 0) return;
+  // SIGTERM, then SIGKILL after 5 s; true when the process exited by itself with status 0.
+  static bool stop(pid_t pid) {
+    if (pid <= 0) return true;
     ::kill(pid, SIGTERM);
+    int status = 0;
     for (int i = 0; i < 200; ++i) {
-      if (waitpid(pid, nullptr, WNOHANG) == pid) return;
+      if (waitpid(pid, &status, WNOHANG) == pid)
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0;
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     ::kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
+    return false;
   }
 
   std::string dir_;
@@ -714,7 +797,7 @@ TEST_F(SlowConsumerE2E, CutOffWithoutLosingAnAcknowledgedMessage) {
   // dp.transport.queue_full).
   const auto cut_offs = [&] {
     const int64_t session = dataplane_counter(node_, "dp.session.slow_consumer");
-    const int64_t transport = dataplane_counter(node_, "dp.transport.queue_full");
+    const int64_t transport = dataplane_counter(node_, queue_full_counter());
     return session < 0 || transport < 0 ? -1 : session + transport;
   };
   const int64_t cut_before = cut_offs();
@@ -783,8 +866,8 @@ std::string run(const std::string& command) {
 
 TEST_F(DataplaneE2E, HeraldChatRegistersAndChats) {
   const std::string common =
-      g_herald_chat + " --public 127.0.0.1:" + std::to_string(node_.public_port()) +
-      " --chat 127.0.0.1:" + std::to_string(node_.chat_port()) + " --data-dir " + node_.data_dir() +
+      g_herald_chat + " --public 127.0.0.1:" + std::to_string(node_.public_port()) + " --chat " +
+      chat_host() + ":" + std::to_string(node_.chat_port()) + " --data-dir " + node_.data_dir() +
       " --profiles " + node_.dir() + "/profiles";
   const std::string sms = " --sms-log " + node_.data_dir() + "/sms.log";
   const std::string first = run(common + " register --phone +15550000041" + sms + " 2>&1");
@@ -813,10 +896,25 @@ TEST_F(DataplaneE2E, HeraldChatRegistersAndChats) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s <herald-controlplane> <herald-dataplane> <herald-chat>\n",
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr,
+                 "usage: %s <herald-controlplane> <herald-dataplane> <herald-chat> "
+                 "[dpdk:<netns>:<iface>:<address>]\n",
                  argv[0]);
     return 2;
+  }
+  if (argc == 5) {
+    const std::string spec = argv[4];
+    const size_t a = spec.find(':', 5);
+    const size_t b = a == std::string::npos ? a : spec.find(':', a + 1);
+    if (spec.rfind("dpdk:", 0) != 0 || b == std::string::npos) {
+      std::fprintf(stderr, "bad backend spec %s (want dpdk:<netns>:<iface>:<address>)\n",
+                   spec.c_str());
+      return 2;
+    }
+    herald::tools::g_dpdk = {.netns = spec.substr(5, a - 5),
+                             .iface = spec.substr(a + 1, b - a - 1),
+                             .address = spec.substr(b + 1)};
   }
   herald::tools::g_controlplane = argv[1];
   herald::tools::g_dataplane = argv[2];

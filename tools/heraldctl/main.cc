@@ -7,6 +7,8 @@
 //   heraldctl groups list --all                          (every page, printed as one list)
 //   heraldctl prof capture --interval 10ms --duration 30s -o run.hprof
 //   heraldctl prof report run.hprof   |   heraldctl prof csv run.hprof [--rates] [-o run.csv]
+//   heraldctl prof plot run.hprof -o run.html [--series 'os.cpu*'] [--width 1200]   (or .svg)
+//   heraldctl prof flame run.hprof -o flame.svg   |   heraldctl prof flame run.hprof --folded
 //
 // The API key comes from --key-file, else $HERALD_API_KEY, else <data-dir>/admin.key (the key
 // the control plane writes at first start). The address comes from --url, else the node
@@ -16,12 +18,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,7 +36,9 @@
 #include "schemas/admin_fbs.h"
 #include "schemas/admin_generated.h"
 #include "tools/heraldctl/admin_client.h"
+#include "tools/heraldctl/flame_graph.h"
 #include "tools/heraldctl/prof.h"
+#include "tools/heraldctl/prof_plot.h"
 
 namespace {
 
@@ -477,6 +483,12 @@ int main(int argc, char** argv) {
   prof_capture->add_option("--interval", prof_interval, "sampling interval (10ms..60s)");
   prof_capture->add_option("--duration", prof_duration, "how long to capture (e.g. 30s)");
   prof_capture->add_option("-o,--output", prof_out, "the .hprof file to write")->required();
+  std::string prof_flame;
+  CLI::Option* prof_flame_opt =
+      prof_capture
+          ->add_option("--flame", prof_flame,
+                       "also a perf CPU profile of the dataplane, at HZ samples/s (default 499)")
+          ->expected(0, 1);
   prof_capture->callback([&] {
     online = [&](const AdminEndpoint& endpoint) {
       const auto interval = herald::tools::parse_duration_ms(prof_interval);
@@ -489,8 +501,22 @@ int main(int argc, char** argv) {
       // The download comes after the capture: wait for the capture plus the usual timeout.
       const uint64_t wait_ms = uint64_t{e.timeout_ms} + *duration;
       e.timeout_ms = static_cast<uint32_t>(std::min<uint64_t>(wait_ms, UINT32_MAX));
+      std::optional<uint32_t> flame_hz;
+      if (prof_flame_opt->count() > 0) {
+        flame_hz = 0;  // the node's default frequency
+        if (!prof_flame.empty()) {
+          uint32_t hz = 0;
+          const auto [ptr, ec] =
+              std::from_chars(prof_flame.data(), prof_flame.data() + prof_flame.size(), hz);
+          if (ec != std::errc() || ptr != prof_flame.data() + prof_flame.size() || hz == 0) {
+            std::cerr << "heraldctl: --flame takes a frequency in Hz (e.g. 499)\n";
+            return 2;
+          }
+          flame_hz = hz;
+        }
+      }
       const absl::Status s =
-          herald::tools::capture_to_file(e, *interval, *duration, prof_out, std::cerr);
+          herald::tools::capture_to_file(e, *interval, *duration, prof_out, std::cerr, flame_hz);
       if (!s.ok()) {
         std::cerr << "heraldctl: " << s.message() << "\n";
         return s.code() == absl::StatusCode::kUnavailable ? 2 : 1;
@@ -508,7 +534,7 @@ int main(int argc, char** argv) {
         std::cerr << "heraldctl: " << c.status().message() << "\n";
         return 1;
       }
-      herald::tools::write_report(*c, prof_top, std::cout);
+      herald::tools::write_report(*c, prof_top, std::cout, prof_in);
       return 0;
     };
   });
@@ -535,6 +561,105 @@ int main(int argc, char** argv) {
         return 2;
       }
       return 0;
+    };
+  });
+
+  // plot and flame: documents written whole to -o (a failed write is reported, exit 2).
+  auto write_output = [](const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    out.close();
+    if (!out) {
+      std::cerr << "heraldctl: cannot write " << path << "\n";
+      return 2;
+    }
+    return 0;
+  };
+  std::vector<std::string> prof_series;
+  int prof_width = 0;
+  auto* prof_plot =
+      prof->add_subcommand("plot", "charts grouped by subsystem, as one .svg or .html file");
+  prof_plot->add_option("file", prof_in)->required();
+  prof_plot->add_option("-o,--output", prof_out, "run.svg or run.html")->required();
+  prof_plot->add_option("--series", prof_series, "only series matching this glob (repeatable)");
+  prof_plot->add_option("--width", prof_width, "chart width in pixels")
+      ->check(CLI::Range(400, 4000));
+  prof_plot->callback([&] {
+    offline = [&] {
+      const auto ends_with = [&](std::string_view suffix) {
+        return prof_out.size() >= suffix.size() &&
+               prof_out.compare(prof_out.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      const bool svg = ends_with(".svg");
+      if (!svg && !ends_with(".html") && !ends_with(".htm")) {
+        std::cerr << "heraldctl: -o takes a .svg or .html file name\n";
+        return 2;
+      }
+      auto c = herald::tools::read_capture_file(prof_in);
+      if (!c.ok()) {
+        std::cerr << "heraldctl: " << c.status().message() << "\n";
+        return 1;
+      }
+      if (herald::tools::select_series(*c, prof_series).empty()) {
+        std::cerr << "heraldctl: no series of " << prof_in << " matches --series\n";
+        return 1;
+      }
+      herald::tools::PlotOptions options;
+      if (prof_width != 0) options.width_px = prof_width;
+      options.series_globs = prof_series;
+      options.source = prof_in;
+      return write_output(prof_out, svg ? herald::tools::render_plot_svg(*c, options)
+                                        : herald::tools::render_plot_html(*c, options));
+    };
+  });
+  bool prof_folded = false;
+  double prof_min_width = 0.1;
+  auto* prof_flame_cmd =
+      prof->add_subcommand("flame", "the capture's CPU profile as a flame graph");
+  prof_flame_cmd->add_option("file", prof_in)->required();
+  prof_flame_cmd->add_option("-o,--output", prof_out,
+                             "flame.svg (with --folded: text, else stdout)");
+  prof_flame_cmd->add_flag("--folded", prof_folded, "folded stacks for flamegraph.pl/speedscope");
+  prof_flame_cmd->add_option("--width", prof_width, "width in pixels")
+      ->check(CLI::Range(400, 4000));
+  prof_flame_cmd->add_option("--min-width", prof_min_width, "hide frames under this % of samples")
+      ->check(CLI::Range(0.0, 100.0));
+  prof_flame_cmd->callback([&] {
+    offline = [&] {
+      if (!prof_folded && prof_out.empty()) {
+        std::cerr << "heraldctl: prof flame needs -o flame.svg (or --folded)\n";
+        return 2;
+      }
+      auto c = herald::tools::read_capture_file(prof_in);
+      if (!c.ok()) {
+        std::cerr << "heraldctl: " << c.status().message() << "\n";
+        return 1;
+      }
+      if (!c->flame) {
+        std::cerr << "heraldctl: " << prof_in << " has no CPU profile (none was asked for)\n";
+        return 1;
+      }
+      if (c->flame->status != "ok") {
+        std::cerr << "heraldctl: " << prof_in << " has no CPU profile: " << c->flame->status
+                  << "\n";
+        return 1;
+      }
+      if (prof_folded) {
+        if (prof_out.empty()) {
+          herald::tools::write_folded(c->flame->stacks, std::cout);
+          return 0;
+        }
+        std::ostringstream folded;
+        herald::tools::write_folded(c->flame->stacks, folded);
+        return write_output(prof_out, folded.str());
+      }
+      herald::tools::FlameOptions options;
+      if (prof_width != 0) options.width_px = prof_width;
+      options.min_fraction = prof_min_width / 100;
+      options.title = "CPU flame graph: " + prof_in;
+      options.subtitle = "node " + c->meta.node + ", pid " + std::to_string(c->flame->pid) + ", " +
+                         std::to_string(c->flame->frequency_hz) + " Hz";
+      return write_output(prof_out, herald::tools::render_flame_svg(c->flame->stacks, options));
     };
   });
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "tools/heraldctl/flame_graph.h"
 
 namespace herald::tools {
 
@@ -47,19 +48,9 @@ double percentile(const std::vector<double>& sorted, double q) {
 
 std::vector<double> points_of(const Capture& c, size_t i) {
   std::vector<double> out;
-  const bool counter = c.series[i].kind == SeriesKind::kCounter;
-  for (size_t k = 0; k < c.samples.size(); ++k) {
-    const auto& v = c.samples[k].values[i];
-    if (!v) continue;
-    if (!counter) {
-      out.push_back(static_cast<double>(*v));
-      continue;
-    }
-    if (k == 0) continue;
-    const auto& prev = c.samples[k - 1].values[i];
-    const uint64_t dt = c.samples[k].mono_ns - c.samples[k - 1].mono_ns;
-    if (!prev || dt == 0 || c.samples[k].mono_ns < c.samples[k - 1].mono_ns) continue;
-    out.push_back(static_cast<double>(*v - *prev) * 1e9 / static_cast<double>(dt));
+  SeriesPoints points(c.series[i].kind);
+  for (const profiler::Sample& s : c.samples) {
+    if (const std::optional<double> p = points.next(s.values[i], s.mono_ns)) out.push_back(*p);
   }
   return out;
 }
@@ -85,7 +76,44 @@ std::string csv_field(std::string_view text) {
   return out;
 }
 
+// The report's CPU profile part: why there is none, or where to see it and its hot functions.
+void write_flame_summary(const Capture& c, const std::string& capture_path, std::ostream& out) {
+  if (!c.flame) return;  // none was asked for: nothing to say
+  const profiler::FlameProfile& f = *c.flame;
+  if (f.status != "ok") {
+    out << "\nflame graph: none (" << (f.status.empty() ? "no status" : f.status) << ")\n";
+    return;
+  }
+  const uint64_t total = flame_total(f.stacks);
+  out << "\nflame graph: " << total << " samples in " << f.stacks.size() << " stacks of pid "
+      << f.pid << " at " << f.frequency_hz << " Hz: heraldctl prof flame " << capture_path
+      << " -o flame.svg (also in prof plot -o run.html)\n";
+  if (total == 0) return;
+  const std::vector<SelfSamples> top = top_self(f.stacks, 10);
+  out << "top functions by self samples:\n";
+  for (const SelfSamples& s : top) {
+    out << "  " << std::right << std::setw(10) << s.samples << std::setw(9)
+        << number(100.0 * static_cast<double>(s.samples) / static_cast<double>(total)) << "%  "
+        << s.name << "\n";
+  }
+}
+
 }  // namespace
+
+std::optional<double> SeriesPoints::next(const std::optional<int64_t>& value, uint64_t mono_ns) {
+  if (!value) return std::nullopt;
+  if (kind_ != SeriesKind::kCounter) return static_cast<double>(*value);
+  const std::optional<int64_t> prev = last_;
+  const uint64_t prev_ns = last_ns_;
+  last_ = value;
+  last_ns_ = mono_ns;
+  if (!prev || mono_ns <= prev_ns) return std::nullopt;
+  // The wrapping difference, as the format stores it: a hostile capture cannot make this
+  // overflow (undefined in signed arithmetic), only produce a large rate.
+  const auto delta =
+      static_cast<int64_t>(static_cast<uint64_t>(*value) - static_cast<uint64_t>(*prev));
+  return static_cast<double>(delta) * 1e9 / static_cast<double>(mono_ns - prev_ns);
+}
 
 std::vector<SeriesSummary> summarize(const Capture& c) {
   std::vector<SeriesSummary> out;
@@ -109,7 +137,8 @@ std::vector<SeriesSummary> summarize(const Capture& c) {
   return out;
 }
 
-void write_report(const Capture& c, size_t top_movers, std::ostream& out) {
+void write_report(const Capture& c, size_t top_movers, std::ostream& out,
+                  const std::string& capture_path) {
   const double span_s =
       c.samples.size() < 2
           ? 0
@@ -159,6 +188,7 @@ void write_report(const Capture& c, size_t top_movers, std::ostream& out) {
         << std::setw(12) << number(s->movement) << "  " << number(s->min) << " .. "
         << number(s->max) << " " << s->unit << "\n";
   }
+  write_flame_summary(c, capture_path, out);
 }
 
 void write_csv(const Capture& c, bool rates, std::ostream& out) {
@@ -166,18 +196,17 @@ void write_csv(const Capture& c, bool rates, std::ostream& out) {
   for (const profiler::SeriesInfo& s : c.series) out << "," << csv_field(s.name);
   out << "\n";
   const uint64_t t0 = c.samples.empty() ? 0 : c.samples.front().mono_ns;
+  std::vector<SeriesPoints> points;
+  for (const profiler::SeriesInfo& s : c.series) points.emplace_back(s.kind);
   for (size_t k = 0; k < c.samples.size(); ++k) {
     const profiler::Sample& s = c.samples[k];
     out << number(static_cast<double>(s.mono_ns - t0) / 1e6);
     for (size_t i = 0; i < c.series.size(); ++i) {
       out << ",";
+      const std::optional<double> point = points[i].next(s.values[i], s.mono_ns);
       if (!s.values[i]) continue;
       if (rates && c.series[i].kind == SeriesKind::kCounter) {
-        if (k == 0 || !c.samples[k - 1].values[i] || s.mono_ns <= c.samples[k - 1].mono_ns) {
-          continue;
-        }
-        out << number(static_cast<double>(*s.values[i] - *c.samples[k - 1].values[i]) * 1e9 /
-                      static_cast<double>(s.mono_ns - c.samples[k - 1].mono_ns));
+        if (point) out << number(*point);
       } else {
         out << *s.values[i];
       }
@@ -209,16 +238,20 @@ absl::Status answer_error(const AdminResponse& r) {
 
 absl::Status capture_to_file(const AdminEndpoint& endpoint, uint64_t interval_ms,
                              uint64_t duration_ms, const std::string& out_path,
-                             std::ostream& progress) {
-  auto started = admin_request(
-      endpoint, "POST",
-      absl::StrCat("/v1/profiler/capture?interval_ms=", interval_ms, "&duration_ms=", duration_ms));
+                             std::ostream& progress, std::optional<uint32_t> flame_hz) {
+  std::string target =
+      absl::StrCat("/v1/profiler/capture?interval_ms=", interval_ms, "&duration_ms=", duration_ms);
+  if (flame_hz) {
+    absl::StrAppend(&target, *flame_hz == 0 ? "&flame=1" : absl::StrCat("&flame_hz=", *flame_hz));
+  }
+  auto started = admin_request(endpoint, "POST", target);
   if (!started.ok()) return started.status();
   if (started->status != 202) return answer_error(*started);
   progress << "capturing for " << duration_ms << " ms at " << interval_ms << " ms...\n";
   std::this_thread::sleep_for(std::chrono::milliseconds(duration_ms));
-  // The node ends the capture on its next tick after the duration: poll a bounded while.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // The node ends the capture on its next tick after the duration: poll a bounded while (longer
+  // with a flame graph: perf stops, then perf script symbolizes, up to a minute on the node).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(flame_hz ? 90 : 30);
   while (true) {
     auto r = admin_request(endpoint, "GET", "/v1/profiler/capture");
     if (!r.ok()) return r.status();
@@ -231,6 +264,10 @@ absl::Status capture_to_file(const AdminEndpoint& endpoint, uint64_t interval_ms
       if (!out) return absl::InternalError(absl::StrCat("cannot write ", out_path));
       progress << out_path << ": " << c->samples.size() << " samples, " << c->series.size()
                << " series, " << r->body.size() << " bytes\n";
+      if (c->flame) {
+        progress << "flame graph: " << c->flame->status << " (" << c->flame->stacks.size()
+                 << " stacks at " << c->flame->frequency_hz << " Hz)\n";
+      }
       return absl::OkStatus();
     }
     if (r->status != 409) return answer_error(*r);

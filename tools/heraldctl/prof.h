@@ -18,8 +18,7 @@ namespace herald::tools {
 // "10ms", "30s", "2m", "1500" (milliseconds); nullopt for anything else or 0.
 std::optional<uint64_t> parse_duration_ms(std::string_view text);
 
-// One series' points: per-second rates between consecutive samples for counters (a sample
-// missing either side gives no point), values for gauges.
+// One series' points (SeriesPoints): per-second rates for counters, values for gauges.
 struct SeriesSummary {
   std::string name;
   std::string unit;  // counters: "<unit>/s"
@@ -30,8 +29,28 @@ struct SeriesSummary {
 };
 std::vector<SeriesSummary> summarize(const profiler::Capture& capture);
 
-// The report: metadata, a table of every series with points, the top `top_movers` movers.
-void write_report(const profiler::Capture& capture, size_t top_movers, std::ostream& out);
+// Turns one series' samples, fed in order, into the points readers show: a gauge's values, a
+// counter's per-second rate since its previous value. That value need not be in the previous
+// sample (the sampler reads slow /proc files every 100 ms even in a 10 ms capture); across a
+// gap the rate is the gap's average. nullopt where the series has no value, at a counter's
+// first value and when the clock did not advance. summarize, `csv --rates` and `plot` all read
+// a capture through this one definition.
+class SeriesPoints {
+ public:
+  explicit SeriesPoints(profiler::SeriesKind kind) : kind_(kind) {}
+  std::optional<double> next(const std::optional<int64_t>& value, uint64_t mono_ns);
+
+ private:
+  profiler::SeriesKind kind_;
+  std::optional<int64_t> last_;
+  uint64_t last_ns_ = 0;
+};
+
+// The report: metadata, a table of every series with points, the top `top_movers` movers, and
+// the CPU profile when the capture carries one (its status, or how to draw it, named after
+// `capture_path`, and the top functions by self samples).
+void write_report(const profiler::Capture& capture, size_t top_movers, std::ostream& out,
+                  const std::string& capture_path = "run.hprof");
 // CSV: "t_ms,<series...>", one row per sample, t from the first sample; empty cells where a
 // value is missing. With `rates`, counters become per-second rates (the first row empty).
 void write_csv(const profiler::Capture& capture, bool rates, std::ostream& out);
@@ -41,8 +60,10 @@ absl::StatusOr<profiler::Capture> read_capture_file(const std::string& path);
 
 // Starts a capture on the node, waits for it to finish (duration + a margin), downloads it,
 // checks it decodes and writes it to `out_path`. Errors carry the node's error code/message.
+// `flame_hz`: also a perf CPU profile of the dataplane (0: the node's default frequency).
 absl::Status capture_to_file(const AdminEndpoint& endpoint, uint64_t interval_ms,
                              uint64_t duration_ms, const std::string& out_path,
-                             std::ostream& progress);
+                             std::ostream& progress,
+                             std::optional<uint32_t> flame_hz = std::nullopt);
 
 }  // namespace herald::tools

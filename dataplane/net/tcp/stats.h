@@ -58,6 +58,7 @@ namespace herald::net::tcp {
   X(time_wait_expired, "TIME-WAIT ended after 2*MSL")                                         \
   X(rto_fired, "retransmission timeout")                                                      \
   X(segments_retransmitted, "segments sent again (timeout or fast retransmit)")               \
+  X(congestion_events, "window reduced: fast retransmit, SACK recovery or timeout")           \
   X(fast_retransmits, "fast retransmit on the third duplicate ACK")                           \
   X(recovery_partial_acks, "NewReno partial ACK (retransmit next hole)")                      \
   X(recovery_exits, "NewReno recovery ended (full ACK)")                                      \

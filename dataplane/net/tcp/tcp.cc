@@ -137,9 +137,10 @@ struct TcpEngine::Connection {
   uint32_t fin_seq = 0;
   bool above_low_water = false;
 
-  // Congestion control (RFC 5681, 6582).
+  // Congestion control (RFC 5681, 6582; CUBIC's state when config_.congestion_control is it).
   uint32_t cwnd = 0, ssthresh = UINT32_MAX, recover = 0, dupacks = 0;
   bool in_recovery = false;
+  CubicState cubic;
 
   // SACK (RFC 2018 / 6675). Sender: `scoreboard` holds the SACKed [start, end) ranges above
   // SND.UNA in order (at most sack_scoreboard_ranges); `high_rxt` is RFC 6675's HighRxt.
@@ -633,7 +634,12 @@ void TcpEngine::abort(Connection* c, TcpCloseReason reason, bool send_rst) {
     SegmentSpec s;
     s.src_port = c->tuple.local_port;
     s.dst_port = c->tuple.remote_port;
-    s.seq = c->snd_nxt;
+    // A peer takes a RST only inside its window (RFC 5961: at RCV.NXT, else a challenge
+    // ACK). Past a closed or full window (a slow consumer cut off) SND.NXT is beyond it and
+    // the RST would be dropped, leaving the peer ESTABLISHED: use the window's right edge
+    // then, as Linux does (tcp_acceptable_seq). Found by tests/integration/dataplane_e2e_dpdk.
+    const uint32_t right_edge = c->snd_una + c->snd_wnd;
+    s.seq = seq_gt(c->snd_nxt, right_edge) ? right_edge : c->snd_nxt;
     s.ack = c->rcv_nxt;
     s.flags = kRst | kAck;
     ++stats_[TcpStats::reset_sent];
@@ -957,6 +963,14 @@ void TcpEngine::syn_sent_input(Connection* c, const Segment& seg) {
   }
 }
 
+uint32_t TcpEngine::ssthresh_after_congestion(Connection* c, uint32_t flight) {
+  ++stats_[TcpStats::congestion_events];
+  if (config_.congestion_control == CongestionControl::kCubic) {
+    return cubic_on_congestion(c->cubic, c->cwnd, flight, c->eff_mss);
+  }
+  return std::max(flight / 2, 2 * c->eff_mss);  // RFC 5681 eq. 4
+}
+
 void TcpEngine::enter_established(Connection* c) {
   ++stats_[TcpStats::established];
   ensure_buffers(config_, &c->sbuf, &c->rbuf);
@@ -1036,7 +1050,14 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
       if (!process_ack(c, seg)) return;
       transmit(c);
     }
-    send_challenge_ack(c);
+    // Data or FIN cannot be part of an ACK loop (only pure ACKs can), and its sender needs the
+    // ACK (spurious retransmissions in a lossy bulk transfer, a FIN resent in TIME-WAIT): the
+    // RFC 5961 budget is for the rest, as Linux's tcp_oow_rate_limited does.
+    if (seg_len > 0 && !seg.has(kSyn)) {
+      send_ack(c);
+    } else {
+      send_challenge_ack(c);
+    }
     return;
   }
 
@@ -1220,6 +1241,9 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
       }
     } else if (c->cwnd < c->ssthresh) {
       c->cwnd += std::min(acked, c->eff_mss);  // slow start (RFC 5681 3.1, ABC L=1)
+    } else if (config_.congestion_control == CongestionControl::kCubic) {
+      c->cwnd =
+          cubic_on_ack(c->cubic, c->cwnd, acked, c->eff_mss, clock_.now_ns() / 1000, c->srtt_us);
     } else {
       c->cwnd += std::max<uint32_t>(
           1, static_cast<uint32_t>(uint64_t{c->eff_mss} * c->eff_mss / std::max(c->cwnd, 1u)));
@@ -1249,7 +1273,7 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
       ++stats_[TcpStats::fast_retransmits];
       ++stats_[TcpStats::sack_recoveries];
       const uint32_t flight = c->snd_max - c->snd_una;
-      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->ssthresh = ssthresh_after_congestion(c, flight);
       c->cwnd = c->ssthresh;
       c->recover = c->snd_max;
       c->in_recovery = true;
@@ -1264,7 +1288,7 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
     } else if (c->dupacks == 3 && !c->in_recovery && seq_gt(ack, c->recover)) {
       ++stats_[TcpStats::fast_retransmits];
       const uint32_t flight = c->snd_max - c->snd_una;
-      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->ssthresh = ssthresh_after_congestion(c, flight);
       c->recover = c->snd_max;
       c->in_recovery = true;
       c->timing = false;
@@ -1975,7 +1999,7 @@ void TcpEngine::handle_timer(Connection* c) {
       ++stats_[TcpStats::rto_fired];
       // RFC 5681 3.1 eq. 4, RFC 6298 5.5-5.6, RFC 6582 recover after a timeout.
       const uint32_t flight = c->snd_max - c->snd_una;
-      c->ssthresh = std::max(flight / 2, 2 * c->eff_mss);
+      c->ssthresh = ssthresh_after_congestion(c, flight);
       c->cwnd = c->eff_mss;
       c->in_recovery = false;
       c->recover = c->snd_max;

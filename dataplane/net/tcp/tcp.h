@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/net/tcp/cubic.h"
 #include "dataplane/net/tcp/segment.h"
 #include "dataplane/net/tcp/stats.h"
 #include "dataplane/net/tcp/types.h"
@@ -107,6 +108,7 @@ struct TcpConfig {
   uint32_t keepalive_probes = 9;
   uint64_t persist_max_ms = 60'000;
   uint32_t initial_cwnd_segments = 10;                                   // RFC 6928
+  CongestionControl congestion_control = CongestionControl::kCubic;      // RFC 9438; or NewReno
   uint64_t isn_key[2] = {0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL};  // RFC 6528 secret
   bool checksum_offload_tx = false;  // leave the pseudo-header sum for the NIC
   uint16_t ephemeral_port_min = 32768;
@@ -222,6 +224,8 @@ class TcpEngine {
   void process_fin(Connection* c);
   void update_rtt(Connection* c, uint64_t rtt_ms);
   void enter_established(Connection* c);
+  // A congestion event with `flight` bytes outstanding: the new ssthresh (CUBIC or NewReno).
+  uint32_t ssthresh_after_congestion(Connection* c, uint32_t flight);
   void enter_time_wait(Connection* c);
   void abort(Connection* c, TcpCloseReason reason, bool send_rst);
   void finish_normally(Connection* c);

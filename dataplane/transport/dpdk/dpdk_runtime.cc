@@ -8,6 +8,10 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
+#include <filesystem>
+#include <string>
+#include <system_error>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -205,9 +209,15 @@ void DpdkRuntime::shutdown() {
     rte_mempool_free(pool_);
     pool_ = nullptr;
   }
+  // EAL leaves its runtime directory (/var/run/dpdk/<file prefix>: config and memzone
+  // arrays, ~3 MB) for secondary processes; Herald runs none, so a clean exit removes it
+  // rather than leave one per prefix behind (tests use a prefix per run).
+  const std::string runtime_dir = rte_eal_get_runtime_dir();
   rte_eal_cleanup();
   eal_up_ = false;
-  HLOG_INFO("dpdk.shutdown");
+  std::error_code ignored;
+  if (!runtime_dir.empty()) std::filesystem::remove_all(runtime_dir, ignored);
+  HLOG_INFO("dpdk.shutdown").kv("removed_runtime_dir", runtime_dir);
 }
 
 }  // namespace herald::dataplane::dpdk

@@ -1,6 +1,7 @@
 // Config -> DpdkSettings -> EAL argv (dpdk_settings.h).
 #include "dataplane/transport/dpdk/dpdk_settings.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,24 @@ DpdkSettings settings_from_config(const config::Config& config) {
   s.idle_sleep_us = d.idle_sleep_us();
   s.max_connections = config.limits().max_connections();
   for (const auto* arg : *dp.dpdk_eal_args()) s.extra_eal_args.push_back(arg->str());
+  const config::DpdkImpairment& imp = *d.impairment();
+  auto direction = [&](const config::DpdkImpairmentDirection& c, uint64_t seed) {
+    net::ImpairmentOptions o;
+    o.drop_ppm = c.drop_ppm();
+    o.duplicate_ppm = c.duplicate_ppm();
+    o.reorder_ppm = c.reorder_ppm();
+    o.delay_ppm = c.delay_ppm();
+    o.corrupt_ppm = c.corrupt_ppm();
+    o.delay_us = c.delay_us();
+    o.delay_jitter_us = c.delay_jitter_us();
+    o.reorder_hold_us = c.reorder_hold_us();
+    o.hold_frames = imp.hold_frames();
+    o.seed = seed;
+    return o;
+  };
+  // Distinct seeds: rx and tx must not hurt the same positions of their streams.
+  s.impairment.rx = direction(*imp.rx(), imp.seed());
+  s.impairment.tx = direction(*imp.tx(), imp.seed() + 1);
   return s;
 }
 
@@ -59,6 +78,22 @@ std::string port_device_name(const std::string& port) {
   return port.substr(0, port.find(','));
 }
 
+namespace {
+
+// net_af_packet ignores the descriptor counts given at queue set-up: its rings are `framecnt`
+// frames (512 by default), fixed when the device is created. Unless the port string sets it,
+// the configured descriptors become the frame count, so rx_descriptors means the same ring
+// depth on every port (a 512-frame ring overflows within milliseconds of a descheduled loop).
+std::string with_ring_size(const std::string& port, const DpdkSettings& settings) {
+  if (!port.starts_with("net_af_packet") || port.find("framecnt=") != std::string::npos) {
+    return port;
+  }
+  return absl::StrCat(port,
+                      ",framecnt=", std::max(settings.rx_descriptors, settings.tx_descriptors));
+}
+
+}  // namespace
+
 std::vector<std::string> eal_arguments(const DpdkSettings& settings) {
   std::vector<std::string> args = {"herald-dataplane"};
   std::string lcores;
@@ -75,7 +110,7 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings) {
       args.insert(args.end(), {"-a", port});
       any_pci = true;
     } else {
-      args.insert(args.end(), {"--vdev", port});
+      args.insert(args.end(), {"--vdev", with_ring_size(port, settings)});
     }
   }
   if (!any_pci) args.push_back("--no-pci");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/net/impairment.h"
 #include "platform/config/config.h"
 
 namespace herald::dataplane::dpdk {
@@ -35,6 +36,9 @@ struct DpdkSettings {
   uint32_t idle_sleep_us = 100;
   uint64_t max_connections = 100'000;
   std::vector<std::string> extra_eal_args;  // dataplane.dpdk_eal_args
+  // dataplane.dpdk.impairment for the stack's port (rx seeded with `seed`, tx with seed + 1);
+  // all zero = off. max_frame_bytes is left at its default: the transport raises it to the MTU.
+  net::PortImpairmentOptions impairment;
 };
 
 // From a loaded (so already validated) config.

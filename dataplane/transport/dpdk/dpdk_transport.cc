@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "platform/assert/assert.h"
+#include "platform/log/log.h"
 
 namespace herald::dataplane::dpdk {
 namespace {
@@ -167,10 +168,31 @@ DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock c
   const std::string problem = net::validate(options_.net);
   HERALD_CHECK(problem.empty(), problem.c_str());
   HERALD_CHECK(options_.tx_slots > 0, "tx_slots must be positive");
-  port_ =
-      std::make_unique<SlotPort>(options_.tx_slots, options_.net.mtu_bytes + kEthernetHeaderBytes,
-                                 options_.port_fills_checksums, stats_);
-  stack_ = std::make_unique<net::NetStack>(options_.net, *port_);
+  const uint32_t frame_bytes = options_.net.mtu_bytes + kEthernetHeaderBytes;
+  port_ = std::make_unique<SlotPort>(options_.tx_slots, frame_bytes, options_.port_fills_checksums,
+                                     stats_);
+  // Impairment sits between the port and the stack on both sides, as a wire's faults would.
+  net::PortImpairmentOptions impair = options_.impairment;
+  impair.rx.max_frame_bytes = std::max<uint32_t>(impair.rx.max_frame_bytes, frame_bytes);
+  impair.tx.max_frame_bytes = std::max<uint32_t>(impair.tx.max_frame_bytes, frame_bytes);
+  for (const net::ImpairmentOptions* o : {&impair.rx, &impair.tx}) {
+    const std::string bad = net::validate(*o);
+    HERALD_CHECK(bad.empty(), bad.c_str());
+  }
+  if (impair.rx.enabled() || impair.tx.enabled()) {
+    // Never wanted in production by accident: say so loudly at start.
+    HLOG_WARN("dpdk.impairment.on")
+        .kv("rx_drop_ppm", uint64_t{impair.rx.drop_ppm})
+        .kv("rx_corrupt_ppm", uint64_t{impair.rx.corrupt_ppm})
+        .kv("tx_drop_ppm", uint64_t{impair.tx.drop_ppm})
+        .kv("tx_corrupt_ppm", uint64_t{impair.tx.corrupt_ppm})
+        .kv("seed", impair.rx.seed);
+  }
+  rx_impair_ = std::make_unique<net::ImpairedRx>(impair.rx);
+  tx_impair_ = std::make_unique<net::ImpairedPort>(impair.tx, *port_);
+  net::FramePort& stack_port =
+      impair.tx.enabled() ? static_cast<net::FramePort&>(*tx_impair_) : *port_;
+  stack_ = std::make_unique<net::NetStack>(options_.net, stack_port);
   binding_ = std::make_unique<net::tcp::TcpL4Binding>(*stack_, clock_);
   engine_events_ = std::make_unique<EngineEvents>(*this);
 
@@ -283,6 +305,7 @@ void DpdkTransport::stop() {
 
 void DpdkTransport::on_frames(std::span<const RxFrame> frames, TxBatch& tx) {
   const uint64_t now = clock_.now_ns();
+  release_impaired(now);
   for (const RxFrame& f : frames) {
     if (f.port != options_.port_index) {
       ++stats_.rx_other_port;
@@ -291,16 +314,39 @@ void DpdkTransport::on_frames(std::span<const RxFrame> frames, TxBatch& tx) {
     net::RxMeta meta;
     meta.ipv4_checksum = static_cast<net::ChecksumHint>(f.ip_checksum);
     meta.l4_checksum = static_cast<net::ChecksumHint>(f.l4_checksum);
-    (void)stack_->receive(f.bytes, meta, now);  // zero copy: the mbuf's bytes as they are
+    // Zero copy: the mbuf's bytes as they are (impairment copies only what it holds or flips).
+    rx_impair_->receive(
+        f.bytes, meta, now,
+        [&](std::span<const uint8_t> frame, const net::RxMeta& m) { deliver(frame, m, now); });
   }
   tcp_->poll();
   flush(tx);
 }
 
 bool DpdkTransport::on_turn(uint64_t /*now_tsc*/, TxBatch& tx) {
-  stack_->poll(clock_.now_ns());  // ARP retries and failures
-  tcp_->poll();                   // events deferred by sends/closes made outside a port turn
-  return flush(tx) > 0;
+  const uint64_t now = clock_.now_ns();
+  release_impaired(now);
+  stack_->poll(now);  // ARP retries and failures
+  tcp_->poll();       // events deferred by sends/closes made outside a port turn
+  // Frames held by the impairment layer are due soon: the loop stays awake to release them.
+  return flush(tx) > 0 || impairment_holds();
+}
+
+void DpdkTransport::release_impaired(uint64_t now_ns) {
+  rx_impair_->release_due(now_ns, [&](std::span<const uint8_t> frame, const net::RxMeta& meta) {
+    deliver(frame, meta, now_ns);
+  });
+  // Also the time tx frames queued from here on are held from (FramePort::queue has none).
+  if (options_.impairment.tx.enabled()) tx_impair_->release_due(now_ns);
+}
+
+void DpdkTransport::deliver(std::span<const uint8_t> frame, const net::RxMeta& meta,
+                            uint64_t now_ns) {
+  (void)stack_->receive(frame, meta, now_ns);
+}
+
+bool DpdkTransport::impairment_holds() const {
+  return rx_impair_->next_due_ns() != UINT64_MAX || tx_impair_->next_due_ns() != UINT64_MAX;
 }
 
 uint32_t DpdkTransport::pending_tx_frames() const {
@@ -308,6 +354,7 @@ uint32_t DpdkTransport::pending_tx_frames() const {
 }
 
 uint32_t DpdkTransport::flush(TxBatch& tx) {
+  if (options_.impairment.tx.enabled()) tx_impair_->release_due(clock_.now_ns());
   return port_->flush(options_.port_index, tx);
 }
 

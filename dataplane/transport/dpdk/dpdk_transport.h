@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dataplane/net/frame_io.h"
+#include "dataplane/net/impairment.h"
 #include "dataplane/net/stack.h"
 #include "dataplane/net/tcp/l4_binding.h"
 #include "dataplane/net/tcp/tcp.h"
@@ -58,6 +59,9 @@ struct DpdkTransportOptions {
   // stack leaves them (one sum per frame, not two). False: the stack sums in software (tests
   // whose fake port sums nothing).
   bool port_fills_checksums = true;
+  // Seeded drop / duplicate / reorder / delay / corrupt between the port and the stack
+  // (dataplane.dpdk.impairment); off (all zero) by default. max_frame_bytes is set from the MTU.
+  net::PortImpairmentOptions impairment;
 };
 
 class DpdkTransport final : public Transport, public FrameHandler {
@@ -92,6 +96,9 @@ class DpdkTransport final : public Transport, public FrameHandler {
   const net::tcp::TcpStats& tcp_stats() const { return tcp_->stats(); }
   const net::NetStack& stack() const { return *stack_; }
   const DpdkTransportOptions& options() const { return options_; }
+  // The impairment layer's counters per direction (all zero when that direction is off).
+  const net::ImpairmentStats& rx_impairment_stats() const { return rx_impair_->stats(); }
+  const net::ImpairmentStats& tx_impairment_stats() const { return tx_impair_->stats(); }
 
  private:
   class SlotPort;      // net::FramePort over a pool of tx slots, flushed into the TxBatch
@@ -103,6 +110,9 @@ class DpdkTransport final : public Transport, public FrameHandler {
   };
 
   uint32_t flush(TxBatch& tx);
+  void release_impaired(uint64_t now_ns);
+  void deliver(std::span<const uint8_t> frame, const net::RxMeta& meta, uint64_t now_ns);
+  bool impairment_holds() const;
 
   DpdkTransportOptions options_;
   clock::Clock clock_;
@@ -111,6 +121,10 @@ class DpdkTransport final : public Transport, public FrameHandler {
   bool started_ = false;
   bool stopping_ = false;
   std::unique_ptr<SlotPort> port_;
+  // Always present (an ImpairmentEngine that is off holds no memory and passes frames through);
+  // the stack sends through tx_impair_ only when tx impairment is on.
+  std::unique_ptr<net::ImpairedRx> rx_impair_;
+  std::unique_ptr<net::ImpairedPort> tx_impair_;
   std::unique_ptr<net::NetStack> stack_;
   std::unique_ptr<net::tcp::TcpL4Binding> binding_;
   std::unique_ptr<EngineEvents> engine_events_;

@@ -8,6 +8,26 @@ import herald_node
 import dataplane_dpdk_interop as t
 
 cp, dpb, lg, secs, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+
+
+def dataplane_cpu_s(pid):
+    """User + system CPU seconds of every thread of `pid` so far (/proc/PID/stat 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tsc_hz():
+    """The CPU's nominal clock from /proc/cpuinfo's model name ("@ 2.20GHz"), else its MHz."""
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    for line in info.splitlines():
+        if line.startswith("model name") and "GHz" in line:
+            return float(line.rsplit("@", 1)[1].strip().rstrip("GHz")) * 1e9
+    for line in info.splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":")[1]) * 1e6
+    return 1e9
 t.make_namespace()
 try:
     for backend in sys.argv[6].split(","):
@@ -17,7 +37,7 @@ try:
                      "workers": 1, "poll_mode": "adaptive", "adaptive_idle_polls": 200}
             if backend == "dpdk":
                 t.sh(f"ip addr flush dev {t.DATA_HOST_IF}")
-                dpcfg["dpdk"] = {"ports": [f"net_af_packet0,iface={t.DATA_HOST_IF}"],
+                dpcfg["dpdk"] = {"ports": [f"net_af_packet0,iface={t.DATA_HOST_IF}" + os.environ.get("HERALD_BENCH_PORT_ARGS", "")],
                                  "huge_pages": False, "memory_mb": 512,
                                  "file_prefix": f"hdpb{t.PID}", "address": t.STACK_IP,
                                  "rx_descriptors": 1024, "tx_descriptors": 1024}
@@ -31,6 +51,13 @@ try:
             dp = subprocess.Popen([dpb, "--config", node.config_path, "--data-dir", node.data_dir],
                                   stdout=log, stderr=log)
             t.wait_for("port", lambda: t.tcp_connects_from_ns(chat_port))
+            perf = None
+            if os.environ.get("HERALD_BENCH_PERF"):
+                # A CPU profile of the dataplane under load (cpu-clock: hardware events are not
+                # available on every host): perf report -i /tmp/herald-bench-<backend>.perf
+                perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
+                                         "-p", str(dp.pid), "-o", f"/tmp/herald-bench-{backend}.perf"])
+            cpu_before = dataplane_cpu_s(dp.pid)
             r = subprocess.run(["ip", "netns", "exec", t.NS, lg, "--target", f"{t.STACK_IP}:{chat_port}",
                                 "--admin", f"{t.HOST_CTL_IP}:{node.admin_port}",
                                 "--public", f"{t.HOST_CTL_IP}:{node.public_port}",
@@ -38,16 +65,27 @@ try:
                                 "--connections", "100", "--processes", "1", "--rate", rate,
                                 "--duration", secs, "--settle-timeout", "30", "--json"],
                                capture_output=True, text=True, timeout=300)
+            cpu_s = dataplane_cpu_s(dp.pid) - cpu_before
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=60)
             try:
                 res = json.loads(r.stdout)
                 print(backend, json.dumps({k: res.get(k) for k in ("sent", "acked", "delivered", "lost", "duplicates", "msgs_per_s", "latency_us")}))
+                # CPU per message: every thread of the dataplane (worker, IPC, main), user and
+                # system, over the whole run (connects, settle included), per delivered message;
+                # cycles at the TSC's nominal rate.
+                delivered = max(1, res.get("delivered") or 0)
+                print(backend, json.dumps({"dataplane_cpu_s": round(cpu_s, 2),
+                                           "cpu_us_per_msg": round(cpu_s * 1e6 / delivered, 2),
+                                           "cycles_per_msg": round(cpu_s * tsc_hz() / delivered)}))
             except Exception:
                 print(backend, "loadgen failed", r.returncode, r.stdout[-2000:], r.stderr[-2000:])
             time.sleep(0.5)
             m = t.metrics(node)
             print(backend, {k: v for k, v in m.items() if v and any(x in k for x in (
                 "rto_fired", "retransmit", "ring_full", "slots_exhausted", "batch_refused",
-                "drop_", "net_drop", "alloc_fail", "dp_dpdk_sleeps", "fast_retrans"))})
+                "drop_", "net_drop", "alloc_fail", "dp_dpdk_sleeps", "fast_retrans") + tuple(os.environ.get("HERALD_BENCH_METRICS", "").split(",")))})
             dp.send_signal(signal.SIGTERM)
             print(backend, "dataplane exit", dp.wait(timeout=30))
             node.stop()

@@ -337,6 +337,7 @@ TEST_F(IpcServerTest, SecondDataplaneIsRefusedWhileTheFirstIsLive) {
     return ::poll(&p, 1, 0) == 1;
   }));
   ASSERT_TRUE(server_->dataplane_connected());
+  EXPECT_EQ(server_->dataplane_pid(), first);  // SO_PEERCRED: the profiler samples this pid
   const pid_t second = child([&] {
     auto link = ipc::connect_to_controlplane({.socket_path = path, .workers = 2});
     if (link.ok()) return int{kChildUnexpectedSuccess};
@@ -347,11 +348,13 @@ TEST_F(IpcServerTest, SecondDataplaneIsRefusedWhileTheFirstIsLive) {
   EXPECT_EQ(join(second), kChildOk);
   EXPECT_EQ(server_->stats().rejected_busy, 1u);
   EXPECT_TRUE(server_->dataplane_connected());  // the first one was not disturbed
+  EXPECT_EQ(server_->dataplane_pid(), first);
 
   char c = 1;
   ASSERT_EQ(::write(go[1], &c, 1), 1);
   EXPECT_EQ(join(first), kChildOk);
   ASSERT_TRUE(run_until([&] { return !server_->dataplane_connected(); }));
+  EXPECT_EQ(server_->dataplane_pid(), 0);
   // The slot is free again.
   const pid_t third =
       child([&] { return dp_connect(path, 2) ? int{kChildOk} : int{kChildConnectFailed}; });

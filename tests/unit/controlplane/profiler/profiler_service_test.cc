@@ -4,10 +4,17 @@
 #include "controlplane/profiler/profiler_service.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
+#include <thread>
 
 #include "controlplane/http/server.h"
 #include "tests/unit/controlplane/api/http_client.h"
@@ -37,6 +44,12 @@ constexpr std::string_view kRead = "Authorization: Bearer read-key\r\n";
 class ProfilerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The flame tests start children; their SIGCHLD would interrupt the test HTTP client's
+    // recv (it does not retry EINTR). Blocked here, inherited by the client threads.
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &chld, nullptr);
     auto loop = uring::EventLoop::create();
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = std::move(*loop);
@@ -45,6 +58,7 @@ class ProfilerServiceTest : public ::testing::Test {
     options.sampler.ring_samples = 100;
     options.max_duration_s = 60;
     options.enabled = false;  // only captures sample: the test controls what runs
+    customize(options);
     profiler_ = std::make_unique<ProfilerService>(*loop_, options, clock::Clock::monotonic());
     profiler_->sampler().set_processes([] {
       return std::vector<ProcessRef>{{"controlplane", static_cast<int>(getpid())}};
@@ -59,6 +73,24 @@ class ProfilerServiceTest : public ::testing::Test {
   void TearDown() override {
     server_.reset();
     profiler_.reset();
+  }
+
+  virtual void customize(ProfilerOptions& options) { (void)options; }
+
+  // Runs the loop until the capture is done (flame graph included), at most 60 s.
+  void wait_done() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (profiler_->state() != CaptureState::kDone &&
+           std::chrono::steady_clock::now() < deadline) {
+      loop_->run_once(10'000'000);
+    }
+  }
+  Capture download_capture() {
+    const HttpResponse r = request("GET", "/v1/profiler/capture", kRead);
+    EXPECT_EQ(r.status, 200) << r.body;
+    absl::StatusOr<Capture> c = decode_capture(r.body);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : Capture{};
   }
 
   // The request runs on another thread while this one runs the loop.
@@ -178,6 +210,180 @@ TEST_F(ProfilerServiceTest, BadParametersAndScopes) {
             403);
   EXPECT_EQ(request("GET", "/v1/profiler", "").status, 401);
   EXPECT_GE(profiler_->stats().rejected, 8u);
+}
+
+TEST_F(ProfilerServiceTest, FlameParameters) {
+  struct Case {
+    const char* query;
+    const char* error;
+  } cases[] = {
+      {"&flame_hz=0", "invalid_flame_hz"},
+      {"&flame_hz=10001", "invalid_flame_hz"},  // above max_flame_hz
+      {"&flame_hz=x", "invalid_flame_hz"},
+      {"&flame=2", "invalid_flame"},
+      {"&flame=yes", "invalid_flame"},
+  };
+  for (const Case& c : cases) {
+    const std::string target =
+        std::string("/v1/profiler/capture?interval_ms=100&duration_ms=100") + c.query;
+    const HttpResponse r = request("POST", target, kAdmin);
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_NE(r.body.find(std::string("\"error\":\"") + c.error + "\""), std::string::npos)
+        << target << ": " << r.body;
+  }
+  // flame=0: none asked for, no section in the file.
+  HttpResponse r =
+      request("POST", "/v1/profiler/capture?interval_ms=100&duration_ms=100&flame=0", kAdmin);
+  ASSERT_EQ(r.status, 202) << r.body;
+  wait_done();
+  EXPECT_FALSE(download_capture().flame.has_value());
+  // The maximum frequency is allowed; without a dataplane the capture says why.
+  r = request("POST", "/v1/profiler/capture?interval_ms=100&duration_ms=100&flame_hz=10000",
+              kAdmin);
+  ASSERT_EQ(r.status, 202) << r.body;
+  wait_done();
+  const Capture c = download_capture();
+  ASSERT_TRUE(c.flame.has_value());
+  EXPECT_EQ(c.flame->status, "no dataplane pid (the dataplane is not connected)");
+  EXPECT_EQ(c.flame->frequency_hz, 10000u);
+  EXPECT_TRUE(c.flame->stacks.empty());
+  EXPECT_GE(c.samples.size(), 1u);  // the samples are there either way
+  EXPECT_EQ(profiler_->stats().flames_failed, 1u);
+}
+
+class FlameWithoutPerf : public ProfilerServiceTest {
+  void customize(ProfilerOptions& options) override {
+    options.perf_path = "herald-no-such-perf-binary";
+  }
+};
+
+TEST_F(FlameWithoutPerf, SaysPerfIsNotInstalled) {
+  profiler_->set_flame_target([] { return static_cast<int>(getpid()); });
+  ASSERT_EQ(request("POST", "/v1/profiler/capture?interval_ms=100&duration_ms=100&flame=1", kAdmin)
+                .status,
+            202);
+  wait_done();
+  const Capture c = download_capture();
+  ASSERT_TRUE(c.flame.has_value());
+  EXPECT_EQ(c.flame->status, "perf not installed");
+  const HttpResponse status = request("GET", "/v1/profiler", kRead);
+  EXPECT_NE(status.body.find("\"flame\":\"perf not installed\""), std::string::npos) << status.body;
+  EXPECT_EQ(c.flame->frequency_hz, 499u);  // flame=1: the default
+  EXPECT_EQ(c.flame->pid, static_cast<uint64_t>(getpid()));
+}
+
+// A "perf" that fails the way a refused perf does: the capture carries its stderr's first line,
+// and the temporary files are gone.
+class FlameWithFailingPerf : public ProfilerServiceTest {
+ protected:
+  void customize(ProfilerOptions& options) override {
+    char dir[] = "/tmp/flame_fake_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    const std::string script = dir_ + "/perf";
+    std::ofstream(script) << "#!/bin/sh\necho 'Error: no access to perf_event_open' >&2\nexit 1\n";
+    ::chmod(script.c_str(), 0755);
+    options.perf_path = script;
+    options.flame_dir = dir_;
+  }
+  void TearDown() override {
+    ProfilerServiceTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(FlameWithFailingPerf, CarriesPerfsError) {
+  profiler_->set_flame_target([] { return static_cast<int>(getpid()); });
+  ASSERT_EQ(
+      request("POST", "/v1/profiler/capture?interval_ms=50&duration_ms=300&flame_hz=99", kAdmin)
+          .status,
+      202);
+  wait_done();
+  const Capture c = download_capture();
+  ASSERT_TRUE(c.flame.has_value());
+  EXPECT_EQ(c.flame->status, "perf record failed (exited 1): Error: no access to perf_event_open");
+  // Only the fake perf is left in its directory.
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, 1u);
+}
+
+// A fake perf that records until SIGINT and scripts a fixed text: the whole pipeline (SIGINT at
+// the capture's end, perf script, folding) without a PMU, and max_script_bytes at its edge.
+class FlameWithFakePerf : public ProfilerServiceTest {
+ protected:
+  void customize(ProfilerOptions& options) override {
+    char dir[] = "/tmp/flame_fake_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    const std::string script = dir_ + "/perf";
+    // "record": wait for SIGINT, then exit 0 as perf does; "script": two samples, 10 bytes
+    // each ("p 1\n\t1 a\n\n").
+    std::ofstream(script) << "#!/bin/sh\n"
+                             "if [ \"$1\" = record ]; then\n"
+                             "  trap 'exit 0' INT\n"
+                             "  while :; do sleep 0.02; done\n"
+                             "fi\n"
+                             "printf 'p 1\\n\\t1 a\\n\\np 1\\n\\t1 b\\n\\n'\n";
+    ::chmod(script.c_str(), 0755);
+    options.perf_path = script;
+    options.flame_dir = dir_;
+    // The first sample and the first byte of the second: only whole samples are folded.
+    options.flame_limits.max_script_bytes = 11;
+  }
+  void TearDown() override {
+    ProfilerServiceTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(FlameWithFakePerf, StopsRecordingAtTheEndAndFoldsTheScript) {
+  profiler_->set_flame_target([] { return static_cast<int>(getpid()); });
+  ASSERT_EQ(
+      request("POST", "/v1/profiler/capture?interval_ms=50&duration_ms=300&flame_hz=99", kAdmin)
+          .status,
+      202);
+  wait_done();
+  const Capture c = download_capture();
+  ASSERT_TRUE(c.flame.has_value());
+  EXPECT_EQ(c.flame->status, "ok");
+  EXPECT_EQ(c.flame->frequency_hz, 99u);
+  // max_script_bytes: the second sample is past the limit.
+  ASSERT_EQ(c.flame->stacks.size(), 1u);
+  EXPECT_EQ(c.flame->stacks[0], (FoldedStack{"p;a", 1}));
+  EXPECT_EQ(profiler_->stats().flames_ok, 1u);
+}
+
+// The real perf on this test process while a thread burns CPU: folded stacks come back in the
+// capture. Skipped where perf is missing or refused (the status says which).
+TEST_F(ProfilerServiceTest, RealPerfProfileOfThisProcess) {
+  if (::access("/usr/bin/perf", X_OK) != 0) GTEST_SKIP() << "perf not installed";
+  profiler_->set_flame_target([] { return static_cast<int>(getpid()); });
+  std::atomic<bool> stop{false};
+  std::thread burner([&stop] {
+    volatile uint64_t x = 0;
+    while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+  });
+  const HttpResponse r =
+      request("POST", "/v1/profiler/capture?interval_ms=100&duration_ms=1500&flame_hz=499", kAdmin);
+  ASSERT_EQ(r.status, 202) << r.body;
+  wait_done();
+  stop = true;
+  burner.join();
+  const Capture c = download_capture();
+  ASSERT_TRUE(c.flame.has_value());
+  if (c.flame->status.rfind("perf record failed", 0) == 0) GTEST_SKIP() << c.flame->status;
+  ASSERT_EQ(c.flame->status, "ok");
+  ASSERT_FALSE(c.flame->stacks.empty());
+  uint64_t samples = 0;
+  for (const FoldedStack& s : c.flame->stacks) samples += s.samples;
+  EXPECT_GT(samples, 10u);
+  EXPECT_EQ(profiler_->stats().flames_ok, 1u);
 }
 
 }  // namespace

@@ -138,12 +138,14 @@ TEST(Sampler, SeriesBeyondTheLimitAreDroppedAndCounted) {
   SyntheticSegment seg;
   for (int i = 0; i < 6; ++i) (void)*seg.registry().counter("c" + std::to_string(i));
   SamplerOptions o = counters_only();
-  o.max_series = 4;
   clock::FakeClock fake(0);
+  // The derived.* series are listed from the start; room for 4 counters after them.
+  const size_t base = Sampler(o, clock::Clock::fake(&fake)).series().size();
+  o.max_series = static_cast<uint32_t>(base + 4);
   Sampler s(o, clock::Clock::fake(&fake));
   s.set_counters_source(seg.source());
   s.sample();
-  EXPECT_EQ(s.series().size(), 4u);
+  EXPECT_EQ(s.series().size(), base + 4);
   EXPECT_EQ(s.stats().series_dropped, 2u);
 }
 
@@ -205,6 +207,198 @@ TEST(Sampler, ReadsAFixtureProcTreeAndSurvivesAVanishedProcess) {
   EXPECT_NEAR(*s.rate("os.context_switches"), 1000.0, 1e-6);
   EXPECT_FALSE(s.latest("proc.dataplane.threads").has_value());
   EXPECT_EQ(s.stats().source_errors, 2u);
+  std::filesystem::remove_all(root);
+}
+
+// The slow /proc files (meminfo, diskstats, sockstat, PID/stat and status) are read every
+// slow_period_ns only: in a 10 ms capture their series are present every tenth sample and
+// missing (not a repeated value) in between; their rate divides by their own readings' times.
+TEST(Sampler, SlowFilesAreReadEverySlowPeriodAndMissingBetween) {
+  char tmpl[] = "/tmp/profiler_slow_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::filesystem::path root(tmpl);
+  std::filesystem::create_directories(root / "net");
+  std::filesystem::create_directories(root / "77");
+  auto write = [&](const std::string& rel, const std::string& text) {
+    std::ofstream(root / rel) << text;
+  };
+  write("stat", "ctxt 100\n");
+  write("meminfo", "MemTotal: 1000 kB\n");
+  write("net/dev", "");
+  write("diskstats", "");
+  write("net/sockstat", "TCP: inuse 5 orphan 0 tw 1 alloc 6 mem 1\n");
+  write("77/stat", "77 (dp) R 1 1 1 0 -1 0 11 0 2 0 30 40 0 0 20 0 4 0 1 1 1\n");
+  write("77/status", "VmRSS:\t 512 kB\nvoluntary_ctxt_switches:\t100\n");
+  SamplerOptions o;
+  o.proc_root = root.string();
+  clock::FakeClock fake(0);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_processes([] { return std::vector<ProcessRef>{{"dataplane", 77}}; });
+  std::vector<bool> present;
+  for (int i = 0; i < 21; ++i) {
+    if (i == 10) write("77/status", "VmRSS:\t 512 kB\nvoluntary_ctxt_switches:\t300\n");
+    s.sample();
+    present.push_back(s.latest("os.mem.total").has_value());
+    // The fast files are in every sample; the process files are slow ones.
+    EXPECT_TRUE(s.latest("os.context_switches").has_value()) << i;
+    EXPECT_EQ(s.latest("proc.dataplane.threads").has_value(), present.back()) << i;
+    EXPECT_EQ(s.latest("proc.dataplane.rss").has_value(), present.back()) << i;
+    EXPECT_EQ(s.latest("os.tcp.inuse").has_value(), present.back()) << i;
+    fake.advance_ns(10'000'000);
+  }
+  const std::vector<bool> want = {true,  false, false, false, false, false, false,
+                                  false, false, false, true,  false, false, false,
+                                  false, false, false, false, false, false, true};
+  EXPECT_EQ(present, want);
+  EXPECT_EQ(s.stats().slow_reads, 3u);
+  // 200 switches between the readings at 100 ms and 200 ms: 2000/s, though the newest sample
+  // (200 ms) is the only one since with the series.
+  EXPECT_NEAR(*s.rate("proc.dataplane.ctx_switches_voluntary"), 0.0, 1e-9);
+  // A capture marks the gaps as unavailable.
+  const Capture c = s.capture_since(0, CaptureMeta{});
+  size_t mem = 0;
+  while (c.series[mem].name != "os.mem.total") ++mem;
+  EXPECT_TRUE(c.samples[0].values[mem].has_value());
+  EXPECT_FALSE(c.samples[1].values[mem].has_value());
+  std::filesystem::remove_all(root);
+}
+
+TEST(Sampler, SlowFileRateUsesItsOwnReadings) {
+  char tmpl[] = "/tmp/profiler_slowrate_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::filesystem::path root(tmpl);
+  std::filesystem::create_directories(root / "77");
+  std::ofstream(root / "77/stat") << "77 (dp) R 1 1 1 0 -1 0 11 0 2 0 30 40 0 0 20 0 4 0 1 1 1\n";
+  SamplerOptions o;
+  o.proc_root = root.string();
+  clock::FakeClock fake(0);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_processes([] { return std::vector<ProcessRef>{{"dataplane", 77}}; });
+  for (int i = 0; i <= 10; ++i) {
+    std::ofstream(root / "77/status") << "voluntary_ctxt_switches:\t" << 100 + 20 * i << "\n";
+    s.sample();
+    fake.advance_ns(10'000'000);
+  }
+  // Read at 0 (100) and 100 ms (300): 2000/s over the series' own readings.
+  ASSERT_TRUE(s.rate("proc.dataplane.ctx_switches_voluntary").has_value());
+  EXPECT_NEAR(*s.rate("proc.dataplane.ctx_switches_voluntary"), 2000.0, 1e-6);
+  std::filesystem::remove_all(root);
+}
+
+// derived.* from a synthetic dataplane: the stats mirror's counters in a segment and the
+// dataplane process's CPU time in a fixture /proc, over the 1 s window.
+TEST(Sampler, DerivedFiguresOverTheWindow) {
+  SyntheticSegment seg;
+  auto messages = *seg.registry().counter("dp.router.messages");
+  auto turns = *seg.registry().counter("dp.worker.loop_turns");
+  auto empty_turns = *seg.registry().counter("dp.worker.empty_turns");
+  auto polls = *seg.registry().counter("dp.dpdk.polls");
+  auto empty_polls = *seg.registry().counter("dp.dpdk.empty_polls");
+  auto commit = *seg.registry().histogram("dp.store.append_latency_ns");
+  auto t0 = *seg.registry().thread(0);
+  auto t1 = *seg.registry().thread(1);
+
+  char tmpl[] = "/tmp/profiler_derived_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::filesystem::path root(tmpl);
+  std::filesystem::create_directories(root / "77");
+  SamplerOptions o;
+  o.proc_root = root.string();
+  o.read_os = true;
+  o.ring_samples = 64;
+  o.perf_cpus = {0};  // refused in most VMs: cycles per message is then missing
+  clock::FakeClock fake(1'000'000'000);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  s.set_processes([] { return std::vector<ProcessRef>{{"dataplane", 77}}; });
+  const long tick = sysconf(_SC_CLK_TCK);
+  for (int i = 0; i <= 12; ++i) {
+    // Per 100 ms: 100 messages (two workers), 2 jiffies of dataplane CPU, 1000 turns of which
+    // 250 empty, 4000 polls of which 1000 empty, 99 commits of 1 us and one of 100 us.
+    std::ofstream(root / "77/stat")
+        << "77 (dp) R 1 1 1 0 -1 0 11 0 2 0 " << 30 + i << " " << 40 + i << " 0 0 20 0 4 0 1 1 1\n";
+    t0.add(messages, 60);
+    t1.add(messages, 40);
+    t0.add(turns, 1000);
+    t0.add(empty_turns, 250);
+    t1.add(polls, 4000);
+    t1.add(empty_polls, 1000);
+    for (int k = 0; k < 99; ++k) t0.record(commit, 1000);
+    t1.record(commit, 100000);
+    s.sample();
+    if (i < 10) {
+      // The ring is younger than the window.
+      EXPECT_FALSE(s.latest("derived.cpu_ns_per_message").has_value()) << i;
+    } else {
+      // 10 intervals: 20 jiffies over 1000 messages.
+      EXPECT_EQ(*s.latest("derived.cpu_ns_per_message"), 20 * (1'000'000'000 / tick) / 1000);
+      EXPECT_EQ(*s.latest("derived.worker.useful_turns"), 7500);
+      EXPECT_EQ(*s.latest("derived.worker.empty_turns"), 2500);
+      EXPECT_EQ(*s.latest("derived.worker.empty_turn_permille"), 250);
+      EXPECT_EQ(*s.latest("derived.dpdk.useful_polls"), 30000);
+      EXPECT_EQ(*s.latest("derived.dpdk.empty_polls"), 10000);
+      EXPECT_EQ(*s.latest("derived.dpdk.empty_poll_permille"), 250);
+    }
+    // The store's commit percentiles of each interval (from the second sample: a bucket delta).
+    EXPECT_EQ(s.latest("derived.store.commit_ns.p50").has_value(), i > 0);
+    if (i > 0) {
+      EXPECT_NEAR(double(*s.latest("derived.store.commit_ns.p50")), 1000.0, 1000.0 / 16);
+      EXPECT_NEAR(double(*s.latest("derived.store.commit_ns.p99")), 1000.0, 1000.0 / 16);
+      EXPECT_NEAR(double(*s.latest("derived.store.commit_ns.p999")), 100000.0, 100000.0 / 16);
+      EXPECT_EQ(s.latest("ctr.dp.store.append_latency_ns.p999"),
+                s.latest("derived.store.commit_ns.p999"));
+    }
+    if (s.perf().open_count() == 0) {
+      EXPECT_FALSE(s.latest("derived.cycles_per_message").has_value());
+    }
+    fake.advance_ns(100'000'000);
+  }
+  // No messages in the window: per-message figures are missing, never 0 or infinite.
+  for (int i = 0; i < 11; ++i) {
+    s.sample();
+    fake.advance_ns(100'000'000);
+  }
+  EXPECT_FALSE(s.latest("derived.cpu_ns_per_message").has_value());
+  EXPECT_EQ(*s.latest("derived.worker.useful_turns"), 0);
+  // No store commits in the interval: percentiles missing, not 0.
+  EXPECT_FALSE(s.latest("derived.store.commit_ns.p50").has_value());
+  std::filesystem::remove_all(root);
+}
+
+// At 10 ms the dataplane's CPU time (PID/stat) comes every 100 ms: cpu_ns_per_message is in the
+// samples that read it, over the span between two such readings at least the window apart, with
+// the messages of that same span.
+TEST(Sampler, CpuPerMessageAtTenMillisecondsUsesTheSlowReadings) {
+  SyntheticSegment seg;
+  auto messages = *seg.registry().counter("dp.router.messages");
+  auto t0 = *seg.registry().thread(0);
+  char tmpl[] = "/tmp/profiler_cpu10_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::filesystem::path root(tmpl);
+  std::filesystem::create_directories(root / "77");
+  SamplerOptions o;
+  o.proc_root = root.string();
+  o.ring_samples = 400;
+  clock::FakeClock fake(1'000'000'000);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  s.set_processes([] { return std::vector<ProcessRef>{{"dataplane", 77}}; });
+  const long tick = sysconf(_SC_CLK_TCK);
+  for (int i = 0; i <= 120; ++i) {
+    std::ofstream(root / "77/stat")
+        << "77 (dp) R 1 1 1 0 -1 0 11 0 2 0 " << 30 + i << " " << 40 + i << " 0 0 20 0 4 0 1 1 1\n";
+    t0.add(messages, 10);
+    s.sample();
+    const auto v = s.latest("derived.cpu_ns_per_message");
+    if (i >= 100 && i % 10 == 0) {
+      // 100 samples apart: 200 jiffies over 1000 messages.
+      ASSERT_TRUE(v.has_value()) << i;
+      EXPECT_EQ(*v, 200 * (1'000'000'000 / tick) / 1000) << i;
+    } else {
+      EXPECT_FALSE(v.has_value()) << i;
+    }
+    fake.advance_ns(10'000'000);
+  }
   std::filesystem::remove_all(root);
 }
 

@@ -157,6 +157,49 @@ TEST(DeviceLists, TimeoutAnswersWaitersWithAnError) {
   EXPECT_NE(sink.requests[0].id, sink.requests[1].id);  // same slot, new generation
 }
 
+// poll() skips its scan until the earliest deadline (a busy worker calls it every turn): each
+// request still times out at its own deadline, including one made while poll() answers another.
+TEST(DeviceLists, EveryRequestTimesOutAtItsOwnDeadline) {
+  struct LookUpOnTimeout : FakeSink {
+    DeviceListCache* cache = nullptr;
+    uint64_t now_ns = 0;
+    void device_list_answer(uint64_t waiter, const wire::AccountId& account,
+                            DeviceListResult result, std::span<const uint32_t> devices) override {
+      FakeSink::device_list_answer(waiter, account, result, devices);
+      if (waiter == 1) (void)cache->lookup(acc(3), 3, now_ns);  // asked during poll()
+    }
+  } sink;
+  DeviceListCache cache(options(), sink);
+  sink.cache = &cache;
+  (void)cache.lookup(acc(1), 1, 0);         // deadline 100 ms
+  (void)cache.lookup(acc(2), 2, 50 * kMs);  // deadline 150 ms
+  cache.poll(99 * kMs);
+  EXPECT_TRUE(sink.answers.empty());
+  sink.now_ns = 100 * kMs;
+  cache.poll(100 * kMs);  // times out 1, whose answer asks for 3 (deadline 200 ms)
+  ASSERT_EQ(sink.answers.size(), 1u);
+  EXPECT_EQ(sink.answers[0].waiter, 1u);
+  EXPECT_EQ(sink.requests.size(), 3u);
+  cache.poll(149 * kMs);
+  EXPECT_EQ(sink.answers.size(), 1u);
+  cache.poll(150 * kMs);
+  ASSERT_EQ(sink.answers.size(), 2u);
+  EXPECT_EQ(sink.answers[1].waiter, 2u);
+  cache.poll(199 * kMs);
+  EXPECT_EQ(sink.answers.size(), 2u);
+  cache.poll(200 * kMs);
+  ASSERT_EQ(sink.answers.size(), 3u);
+  EXPECT_EQ(sink.answers[2].waiter, 3u);
+  EXPECT_EQ(cache.stats().timeouts, 3u);
+  EXPECT_EQ(cache.pending_requests(), 0u);
+  // Nothing pending: a later request made after an idle stretch times out too.
+  (void)cache.lookup(acc(4), 4, 1000 * kMs);
+  cache.poll(1099 * kMs);
+  EXPECT_EQ(sink.answers.size(), 3u);
+  cache.poll(1100 * kMs);
+  EXPECT_EQ(sink.answers.size(), 4u);
+}
+
 TEST(DeviceLists, RefusedRequestIsSentAgainOnPoll) {
   FakeSink sink;
   DeviceListCache cache(options(), sink);

@@ -262,6 +262,97 @@ TEST(DpdkConfig, RangesAtTheirEdges) {
   expect_rejected(R"({"lcores": [1024]})", "dataplane.dpdk.lcores[0]", "maximum 1023");
 }
 
+// dataplane.dpdk.impairment: off unless a probability is set; every field read, rx and tx
+// seeded apart; each range at its edges with the field named.
+TEST(DpdkImpairmentConfig, OffByDefault) {
+  const DpdkSettings s = settings_from_config(config::default_config());
+  EXPECT_FALSE(s.impairment.rx.enabled());
+  EXPECT_FALSE(s.impairment.tx.enabled());
+  EXPECT_EQ(s.impairment.rx.hold_frames, 256u);
+  EXPECT_EQ(s.impairment.rx.delay_us, 1000u);
+  EXPECT_EQ(s.impairment.rx.reorder_hold_us, 100u);
+  EXPECT_NE(s.impairment.rx.seed, s.impairment.tx.seed);
+  // A table with only a seed or delays is still off: only probabilities switch it on.
+  absl::StatusOr<config::Config> c =
+      load(R"({"impairment": {"seed": 9, "hold_frames": 3, "rx": {"delay_us": 5}}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(settings_from_config(*c).impairment.rx.enabled());
+}
+
+TEST(DpdkImpairmentConfig, EveryFieldIsRead) {
+  absl::StatusOr<config::Config> c = load(R"({"impairment": {"seed": 77, "hold_frames": 65536,
+      "rx": {"drop_ppm": 1, "duplicate_ppm": 2, "reorder_ppm": 3, "delay_ppm": 4,
+             "corrupt_ppm": 5, "delay_us": 6, "delay_jitter_us": 7, "reorder_hold_us": 8},
+      "tx": {"drop_ppm": 11, "duplicate_ppm": 12, "reorder_ppm": 13, "delay_ppm": 14,
+             "corrupt_ppm": 15, "delay_us": 16, "delay_jitter_us": 17, "reorder_hold_us": 18}}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const DpdkSettings s = settings_from_config(*c);
+  const net::ImpairmentOptions& rx = s.impairment.rx;
+  const net::ImpairmentOptions& tx = s.impairment.tx;
+  EXPECT_TRUE(rx.enabled());
+  EXPECT_TRUE(tx.enabled());
+  EXPECT_EQ(rx.seed, 77u);
+  EXPECT_EQ(tx.seed, 78u);
+  EXPECT_EQ(rx.hold_frames, 65536u);
+  EXPECT_EQ(tx.hold_frames, 65536u);
+  EXPECT_EQ(rx.drop_ppm, 1u);
+  EXPECT_EQ(rx.duplicate_ppm, 2u);
+  EXPECT_EQ(rx.reorder_ppm, 3u);
+  EXPECT_EQ(rx.delay_ppm, 4u);
+  EXPECT_EQ(rx.corrupt_ppm, 5u);
+  EXPECT_EQ(rx.delay_us, 6u);
+  EXPECT_EQ(rx.delay_jitter_us, 7u);
+  EXPECT_EQ(rx.reorder_hold_us, 8u);
+  EXPECT_EQ(tx.drop_ppm, 11u);
+  EXPECT_EQ(tx.duplicate_ppm, 12u);
+  EXPECT_EQ(tx.reorder_ppm, 13u);
+  EXPECT_EQ(tx.delay_ppm, 14u);
+  EXPECT_EQ(tx.corrupt_ppm, 15u);
+  EXPECT_EQ(tx.delay_us, 16u);
+  EXPECT_EQ(tx.delay_jitter_us, 17u);
+  EXPECT_EQ(tx.reorder_hold_us, 18u);
+  EXPECT_TRUE(net::validate(rx).empty()) << net::validate(rx);
+  EXPECT_TRUE(net::validate(tx).empty()) << net::validate(tx);
+}
+
+TEST(DpdkImpairmentConfig, RangesAtTheirEdges) {
+  struct Edge {
+    const char* field;
+    int64_t max;
+  };
+  const Edge edges[] = {{"drop_ppm", 1000000},         {"duplicate_ppm", 1000000},
+                        {"reorder_ppm", 1000000},      {"delay_ppm", 1000000},
+                        {"corrupt_ppm", 1000000},      {"delay_us", 60000000},
+                        {"delay_jitter_us", 60000000}, {"reorder_hold_us", 60000000}};
+  for (const char* dir : {"rx", "tx"}) {
+    for (const Edge& e : edges) {
+      SCOPED_TRACE(absl::StrCat(dir, ".", e.field));
+      auto json = [&](int64_t v) {
+        return absl::StrCat(R"({"impairment": {")", dir, R"(": {")", e.field, "\": ", v, "}}}");
+      };
+      expect_ok(json(0));
+      expect_ok(json(e.max));
+      // What the loader accepts, the impairment layer accepts too (it would CHECK-fail).
+      absl::StatusOr<config::Config> c = load(json(e.max));
+      ASSERT_TRUE(c.ok());
+      const DpdkSettings s = settings_from_config(*c);
+      EXPECT_TRUE(net::validate(s.impairment.rx).empty());
+      EXPECT_TRUE(net::validate(s.impairment.tx).empty());
+      expect_rejected(json(e.max + 1),
+                      absl::StrCat("dataplane.dpdk.impairment.", dir, ".", e.field),
+                      "above the maximum");
+      expect_rejected(json(-1), absl::StrCat("dataplane.dpdk.impairment.", dir, ".", e.field), "");
+    }
+  }
+  expect_ok(R"({"impairment": {"hold_frames": 0}})");
+  expect_ok(R"({"impairment": {"hold_frames": 65536}})");
+  expect_rejected(R"({"impairment": {"hold_frames": 65537}})",
+                  "dataplane.dpdk.impairment.hold_frames", "above the maximum");
+  expect_ok(R"({"impairment": {"seed": 18446744073709551615}})");
+  expect_rejected(R"({"impairment": {"rx": {"drop": 5}}})", "dataplane.dpdk.impairment.rx.drop",
+                  "unknown field");
+}
+
 // The stack's own address (the DPDK Transport): IPv4 only, prefix 1..32.
 TEST(DpdkConfig, StackAddressIsIpv4) {
   absl::StatusOr<config::Config> c =
@@ -350,6 +441,18 @@ TEST(EalArguments, PciPortsAreAllowListedAndLcoresAsConfigured) {
   EXPECT_EQ(port_device_name("02:00.1"), "0000:02:00.1");
   EXPECT_EQ(port_device_name("0000:01:00.0"), "0000:01:00.0");
   EXPECT_EQ(port_device_name("net_af_packet0,iface=veth0"), "net_af_packet0");
+}
+
+TEST(EalArguments, AfPacketRingsFollowTheDescriptorsUnlessThePortSetsThem) {
+  DpdkSettings s;
+  s.rx_descriptors = 2048;
+  s.tx_descriptors = 1024;
+  s.ports = {"net_af_packet0,iface=veth0", "net_af_packet1,iface=veth1,framecnt=256", "net_null0"};
+  EXPECT_THAT(
+      eal_arguments(s),
+      ElementsAre("herald-dataplane", "-l", "0,1", "--file-prefix", "herald", "--vdev",
+                  "net_af_packet0,iface=veth0,framecnt=2048", "--vdev",
+                  "net_af_packet1,iface=veth1,framecnt=256", "--vdev", "net_null0", "--no-pci"));
   EXPECT_TRUE(is_pci_port("0a:1f.3"));
   EXPECT_FALSE(is_pci_port("net_null0"));
 }

@@ -115,11 +115,12 @@ std::span<const uint8_t> as_bytes(const std::string& s) {
 
 class DpdkTransportTest : public ::testing::Test {
  protected:
-  void build(TransportLimits limits = {}) {
+  void build(TransportLimits limits = {}, const net::PortImpairmentOptions& impairment = {}) {
     DpdkTransportOptions o;
     o.net = net_options(kServerIp, 1);
     o.port = kPort;
     o.limits = limits;
+    o.impairment = impairment;
     o.port_fills_checksums = false;  // FakeBatch sums nothing: the stack does it
     o.tcp.min_rto_ms = 200;
     o.tcp.initial_rto_ms = 200;
@@ -219,6 +220,64 @@ TEST_F(DpdkTransportTest, AcceptsAndMovesBytesExactlyBothWays) {
   // The one drop is the client's gratuitous ARP (not a request for us); no checksum failed.
   EXPECT_LE(server_->net_stats().total_drops(), 1u);
   EXPECT_EQ(server_->net_stats().drop(net::DropReason::kL4BadChecksum), 0u);
+}
+
+// dataplane.dpdk.impairment is off by default: every frame goes straight through, no dice.
+TEST_F(DpdkTransportTest, ImpairmentIsOffByDefault) {
+  build();
+  const ConnectionId c = connect_one();
+  const ConnectionId s = upper_.accepted.at(0);
+  ASSERT_EQ(server_->send(s, as_bytes(random_bytes(50'000, 9))), SendResult::kOk);
+  pump(100);
+  EXPECT_EQ(client_events_.data[c].size(), 50'000u);
+  for (const net::ImpairmentStats* st :
+       {&server_->rx_impairment_stats(), &server_->tx_impairment_stats()}) {
+    for (uint64_t n : st->counts) EXPECT_EQ(n, 0u);
+  }
+  EXPECT_EQ(server_->tcp_stats()[net::tcp::TcpStats::segments_retransmitted], 0u);
+}
+
+// Impairment on both sides of the port: the streams stay byte-exact, and the counters show
+// each impairment really happened (TCP resent what was lost, the IP layer dropped corrupted
+// frames on their checksums).
+TEST_F(DpdkTransportTest, ImpairedRxAndTxStillByteExact) {
+  net::PortImpairmentOptions impair;
+  for (net::ImpairmentOptions* o : {&impair.rx, &impair.tx}) {
+    o->drop_ppm = 30'000;
+    o->duplicate_ppm = 20'000;
+    o->reorder_ppm = 30'000;
+    o->delay_ppm = 20'000;
+    o->corrupt_ppm = 20'000;
+    o->delay_us = 3000;
+    o->reorder_hold_us = 2000;
+  }
+  impair.rx.seed = 11;
+  impair.tx.seed = 12;
+  build({}, impair);
+  const ConnectionId c = connect_one();
+  pump(3000);  // handshake frames may be lost: SYN retries
+  ASSERT_EQ(upper_.accepted.size(), 1u);
+  const ConnectionId s = upper_.accepted[0];
+  const std::string up = random_bytes(120'000, 5);
+  const std::string down = random_bytes(180'000, 6);
+  ASSERT_EQ(client_->send(c, as_bytes(up)), SendResult::kOk);
+  ASSERT_EQ(server_->send(s, as_bytes(down)), SendResult::kOk);
+  pump(20'000);
+  EXPECT_EQ(upper_.data[s], up);
+  EXPECT_EQ(client_events_.data[c], down);
+  const net::ImpairmentStats& rx = server_->rx_impairment_stats();
+  const net::ImpairmentStats& tx = server_->tx_impairment_stats();
+  for (net::Impairment i :
+       {net::Impairment::kDropped, net::Impairment::kDuplicated, net::Impairment::kReordered,
+        net::Impairment::kDelayed, net::Impairment::kCorrupted}) {
+    EXPECT_GT(rx.count(i), 0u) << net::impairment_name(i);
+    EXPECT_GT(tx.count(i), 0u) << net::impairment_name(i);
+  }
+  EXPECT_GT(server_->tcp_stats()[net::tcp::TcpStats::segments_retransmitted], 0u);
+  EXPECT_GT(client_->stats()[net::tcp::TcpStats::segments_retransmitted], 0u);
+  EXPECT_GT(server_->net_stats().drop(net::DropReason::kL4BadChecksum) +
+                server_->net_stats().drop(net::DropReason::kIpv4BadChecksum),
+            0u);
 }
 
 TEST_F(DpdkTransportTest, QueueLimitAtItsEdge) {

@@ -1,0 +1,218 @@
+"""Shared by the dataplane_dpdk_* tests: a veth pair whose one end is in a network namespace the
+test makes (and always deletes), herald-dataplane with `backend: dpdk` running inside that
+namespace on net_af_packet over its end, and herald-controlplane plus every Linux client (the
+test process itself, curl, openssl, scapy) in the root namespace on the other end.
+
+Why the dataplane, not the clients, is in the namespace: the test process then reaches the
+control plane's admin and public APIs on loopback and the stack over the veth with no second
+link and no `ip netns exec` per client; IPC is a unix socket path and the counters segment a
+file, both of which cross network namespaces.
+"""
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import herald_node
+from herald_node import stop_on_sigterm
+
+DEADLINE_S = 30
+wait_for = functools.partial(herald_node.wait_for, timeout_s=DEADLINE_S, poll_s=0.1)
+
+# Turns transmit checksum offload (and TSO with it) off on a veth end, so the frames af_packet
+# reads on the other end carry complete checksums (a veth otherwise passes CHECKSUM_PARTIAL
+# packets, which a raw socket sees unsummed). There is no ethtool binary here: the ioctl.
+TX_OFF_SCRIPT = r"""
+import ctypes, fcntl, socket, struct, sys
+for cmd in (0x17, 0x1f):  # ETHTOOL_STXCSUM, ETHTOOL_STSO
+    value = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+    ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s.fileno(), 0x8946, ifr)  # SIOCETHTOOL
+        except OSError as e:
+            if cmd == 0x17:
+                raise
+"""
+
+
+def sh(cmd, check=True):
+    result = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd}: {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def skip_reason():
+    """Why these tests cannot run here (None: they can): root, iproute2, netns support."""
+    if os.geteuid() != 0:
+        return "needs root (network namespace, veth, af_packet)"
+    if shutil.which("ip") is None:
+        return "needs iproute2"
+    probe = f"hdprobe{os.getpid() % 100000}"
+    r = subprocess.run(f"ip netns add {probe}", shell=True, capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"cannot make a network namespace: {r.stderr.strip()}"
+    subprocess.run(f"ip netns del {probe}", shell=True, capture_output=True)
+    return None
+
+
+class Link:
+    """The namespace and the veth pair: `subnet` is the third octet of 10.<subnet>.0.0/24
+    (distinct per test), names carry a tag and the pid so parallel checkouts do not collide."""
+
+    def __init__(self, tag, subnet):
+        pid = os.getpid() % 100000
+        self.ns = f"hd{tag}{pid}"
+        self.host_if = f"hd{tag}h{pid}"  # the Linux peer's end (root namespace)
+        self.dp_if = f"hd{tag}d{pid}"    # DPDK's port (af_packet), inside the namespace
+        self.stack_ip = f"10.{subnet}.0.1"
+        self.peer_ip = f"10.{subnet}.0.2"
+        self.prefix = f"10.{subnet}.0"
+
+    def __enter__(self):
+        # meson's timeout sends SIGTERM: unwind (with-blocks delete the namespace) instead of
+        # dying on the spot and leaving it behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        self.delete()
+        try:
+            sh(f"ip netns add {self.ns}")
+            sh(f"ip link add {self.host_if} type veth peer name {self.dp_if}")
+            sh(f"ip link set {self.dp_if} netns {self.ns}")
+            sh(f"ip netns exec {self.ns} ip link set lo up")
+            sh(f"ip netns exec {self.ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+               check=False)
+            # The namespace's end has no address: its frames are DPDK's, not Linux's.
+            sh(f"ip netns exec {self.ns} ip link set {self.dp_if} up")
+            sh(f"sysctl -qw net.ipv6.conf.{self.host_if}.disable_ipv6=1", check=False)
+            sh(f"ip addr add {self.peer_ip}/24 dev {self.host_if}")
+            sh(f"ip link set {self.host_if} up")
+            sh(f"/usr/bin/python3 -c '{TX_OFF_SCRIPT}' {self.host_if}")
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.delete()
+        return False
+
+    def delete(self):
+        sh(f"ip netns del {self.ns}", check=False)  # takes the veth pair with it
+        sh(f"ip link del {self.host_if}", check=False)
+        # The EAL's runtime directory (its file prefix is the namespace's name): DPDK 22.11
+        # leaves a few MB there after rte_eal_cleanup, on tmpfs.
+        shutil.rmtree(f"/var/run/dpdk/{self.ns}", ignore_errors=True)
+
+    def dpdk_config(self, chat_port, memory_mb=256):
+        return {
+            "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": chat_port,
+            "workers": 1, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
+            "dpdk": {"ports": [f"net_af_packet0,iface={self.dp_if}"], "huge_pages": False,
+                     "memory_mb": memory_mb, "file_prefix": self.ns, "address": self.stack_ip,
+                     "prefix_length": 24, "rx_descriptors": 256, "tx_descriptors": 256,
+                     "mempool_cache_size": 32},
+        }
+
+    def host_mac(self):
+        with open(f"/sys/class/net/{self.host_if}/address") as f:
+            return f.read().strip()
+
+    def stack_mac(self):
+        r = sh(f"ip netns exec {self.ns} cat /sys/class/net/{self.dp_if}/address")
+        return r.stdout.strip()
+
+
+class DpdkNode:
+    """herald-controlplane (root namespace, loopback APIs) and herald-dataplane (backend dpdk,
+    in the link's namespace). `extra` merges into the config's sections."""
+
+    def __init__(self, controlplane, dataplane, tmp, link, extra=None):
+        self.link = link
+        self.tmp = tmp
+        self.dataplane = dataplane
+        self.chat_port = herald_node.free_port()
+        config = {"limits": {"max_connections": 1000},
+                  "dataplane": link.dpdk_config(self.chat_port)}
+        for section, values in (extra or {}).items():
+            config.setdefault(section, {}).update(values)
+        self.node = herald_node.Node(controlplane, tmp, extra_config=config)
+        self.dp = None
+        self.dp_log_path = os.path.join(tmp, "dataplane.log")
+
+    def __enter__(self):
+        self.node.start()
+        dp_log = open(self.dp_log_path, "a")
+        self.dp = subprocess.Popen(
+            ["ip", "netns", "exec", self.link.ns, self.dataplane, "--config",
+             self.node.config_path, "--data-dir", self.node.data_dir],
+            stdout=dp_log, stderr=dp_log)
+        try:
+            wait_for("the dataplane's worker",
+                     lambda: self.alive() and "dataplane.worker.started" in self.dp_log())
+            wait_for("a TCP connection to the stack", self.tcp_connects)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def stop(self):
+        """The dataplane's exit status on SIGTERM (0 when clean)."""
+        status = None
+        if self.dp is not None and self.dp.poll() is None:
+            status = stop_on_sigterm(self.dp, 30)
+        elif self.dp is not None:
+            status = self.dp.returncode
+        self.node.stop()
+        return status
+
+    def dp_log(self):
+        with open(self.dp_log_path) as f:
+            return f.read()
+
+    def alive(self):
+        if self.dp.poll() is not None:
+            raise AssertionError(f"herald-dataplane exited {self.dp.returncode}:\n"
+                                 f"{self.dp_log()[-6000:]}")
+        return True
+
+    def tcp_connects(self):
+        import socket
+        try:
+            socket.create_connection((self.link.stack_ip, self.chat_port), timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    def logs(self):
+        return [self.node.log_path, self.dp_log_path]
+
+    def counters(self):
+        return herald_node.metrics(self.node)
+
+    def counter(self, name):
+        return herald_node.metric(self.counters(), name)
+
+    def wait_counter(self, name, at_least, timeout_s=10):
+        """Polls the counters segment (workers publish every ~100 ms) until `name` >= at_least;
+        its value."""
+        deadline = time.monotonic() + timeout_s
+        value = self.counter(name)
+        while value < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+            value = self.counter(name)
+        assert value >= at_least, f"{name} = {value}, wanted >= {at_least}"
+        return value
+
+    def dump_logs(self):
+        for path in self.logs():
+            if os.path.exists(path):
+                with open(path) as f:
+                    print(f"--- {path}\n{f.read()[-4000:]}")
