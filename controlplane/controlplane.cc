@@ -124,6 +124,9 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::start(config::Config
   service_options.dataplane_pid = [self] {
     return self->ipc_ != nullptr ? self->ipc_->dataplane_pid() : 0;
   };
+  service_options.publish_own_counters = [self] {
+    if (self->services_ != nullptr && self->ipc_ != nullptr) self->publish_stats();
+  };
   auto services = NodeServices::create(*cp->loop_, cp->config_, cp->counters_, service_options);
   if (!services.ok()) return services.status();
   cp->services_ = std::move(*services);

@@ -307,6 +307,7 @@ absl::Status NodeServices::create_services() {
       [dataplane_pid = options_.dataplane_pid] { return dataplane_pid ? dataplane_pid() : 0; });
   profiler_->sampler().set_counters_source([this](counters::Snapshot* out) {
     if (!counter_reader_) return absl::UnavailableError("counters segment not readable");
+    if (options_.publish_own_counters) options_.publish_own_counters();
     return counter_reader_->read(out);
   });
   profiler_->start();

@@ -479,6 +479,22 @@ int main(int argc, char** argv) {
   std::string prof_in;
   size_t prof_top = 10;
   bool prof_rates = false;
+  // Counter rates span at least this much (report and plot: 100 ms; csv: each sample).
+  std::string prof_rate_window;
+  const auto rate_window_ns = [&](uint64_t fallback_ns) -> std::optional<uint64_t> {
+    if (prof_rate_window.empty()) return fallback_ns;
+    if (prof_rate_window == "0") return 0;
+    const auto ms = herald::tools::parse_duration_ms(prof_rate_window);
+    if (!ms) return std::nullopt;
+    return *ms * 1'000'000;
+  };
+  const char* kRateWindowHelp =
+      "counter rates over at least this window (e.g. 100ms, 1s; 0: each sample against the "
+      "previous)";
+  const auto bad_rate_window = [] {
+    std::cerr << "heraldctl: --rate-window takes 0, 10ms, 1s, 2m\n";
+    return 2;
+  };
   auto* prof_capture = prof->add_subcommand("capture", "take a capture and download it");
   prof_capture->add_option("--interval", prof_interval, "sampling interval (10ms..60s)");
   prof_capture->add_option("--duration", prof_duration, "how long to capture (e.g. 30s)");
@@ -527,14 +543,17 @@ int main(int argc, char** argv) {
   auto* prof_report = prof->add_subcommand("report", "min/median/p99/max per series, top movers");
   prof_report->add_option("file", prof_in)->required();
   prof_report->add_option("--top", prof_top, "how many top movers");
+  prof_report->add_option("--rate-window", prof_rate_window, kRateWindowHelp);
   prof_report->callback([&] {
     offline = [&] {
+      const auto window = rate_window_ns(herald::tools::kDefaultRateWindowNs);
+      if (!window) return bad_rate_window();
       auto c = herald::tools::read_capture_file(prof_in);
       if (!c.ok()) {
         std::cerr << "heraldctl: " << c.status().message() << "\n";
         return 1;
       }
-      herald::tools::write_report(*c, prof_top, std::cout, prof_in);
+      herald::tools::write_report(*c, prof_top, std::cout, prof_in, *window);
       return 0;
     };
   });
@@ -542,19 +561,22 @@ int main(int argc, char** argv) {
   prof_csv->add_option("file", prof_in)->required();
   prof_csv->add_option("-o,--output", prof_out, "CSV file (else standard output)");
   prof_csv->add_flag("--rates", prof_rates, "counters as per-second rates");
+  prof_csv->add_option("--rate-window", prof_rate_window, kRateWindowHelp);
   prof_csv->callback([&] {
     offline = [&] {
+      const auto window = rate_window_ns(0);
+      if (!window) return bad_rate_window();
       auto c = herald::tools::read_capture_file(prof_in);
       if (!c.ok()) {
         std::cerr << "heraldctl: " << c.status().message() << "\n";
         return 1;
       }
       if (prof_out.empty()) {
-        herald::tools::write_csv(*c, prof_rates, std::cout);
+        herald::tools::write_csv(*c, prof_rates, std::cout, *window);
         return 0;
       }
       std::ofstream out(prof_out, std::ios::trunc);
-      herald::tools::write_csv(*c, prof_rates, out);
+      herald::tools::write_csv(*c, prof_rates, out, *window);
       out.close();
       if (!out) {
         std::cerr << "heraldctl: cannot write " << prof_out << "\n";
@@ -584,8 +606,11 @@ int main(int argc, char** argv) {
   prof_plot->add_option("--series", prof_series, "only series matching this glob (repeatable)");
   prof_plot->add_option("--width", prof_width, "chart width in pixels")
       ->check(CLI::Range(400, 4000));
+  prof_plot->add_option("--rate-window", prof_rate_window, kRateWindowHelp);
   prof_plot->callback([&] {
     offline = [&] {
+      const auto window = rate_window_ns(herald::tools::kDefaultRateWindowNs);
+      if (!window) return bad_rate_window();
       const auto ends_with = [&](std::string_view suffix) {
         return prof_out.size() >= suffix.size() &&
                prof_out.compare(prof_out.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -608,6 +633,7 @@ int main(int argc, char** argv) {
       if (prof_width != 0) options.width_px = prof_width;
       options.series_globs = prof_series;
       options.source = prof_in;
+      options.rate_window_ns = *window;
       return write_output(prof_out, svg ? herald::tools::render_plot_svg(*c, options)
                                         : herald::tools::render_plot_html(*c, options));
     };

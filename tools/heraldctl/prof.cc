@@ -46,9 +46,9 @@ double percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
-std::vector<double> points_of(const Capture& c, size_t i) {
+std::vector<double> points_of(const Capture& c, size_t i, uint64_t rate_window_ns) {
   std::vector<double> out;
-  SeriesPoints points(c.series[i].kind);
+  SeriesPoints points(c.series[i].kind, rate_window_ns);
   for (const profiler::Sample& s : c.samples) {
     if (const std::optional<double> p = points.next(s.values[i], s.mono_ns)) out.push_back(*p);
   }
@@ -103,11 +103,22 @@ void write_flame_summary(const Capture& c, const std::string& capture_path, std:
 std::optional<double> SeriesPoints::next(const std::optional<int64_t>& value, uint64_t mono_ns) {
   if (!value) return std::nullopt;
   if (kind_ != SeriesKind::kCounter) return static_cast<double>(*value);
-  const std::optional<int64_t> prev = last_;
-  const uint64_t prev_ns = last_ns_;
-  last_ = value;
-  last_ns_ = mono_ns;
-  if (!prev || mono_ns <= prev_ns) return std::nullopt;
+  if (!readings_.empty() && mono_ns <= readings_.back().second) {
+    readings_.clear();  // the clock went backwards (a hostile file): start over from here
+    readings_.emplace_back(*value, mono_ns);
+    return std::nullopt;
+  }
+  // The base: the newest earlier reading at least a window old (the previous one for 0).
+  while (readings_.size() >= 2 && mono_ns - readings_[1].second >= rate_window_ns_) {
+    readings_.pop_front();
+  }
+  const bool have_base =
+      !readings_.empty() && mono_ns - readings_.front().second >= rate_window_ns_;
+  const std::optional<int64_t> prev =
+      have_base ? std::optional<int64_t>(readings_.front().first) : std::nullopt;
+  const uint64_t prev_ns = have_base ? readings_.front().second : 0;
+  readings_.emplace_back(*value, mono_ns);
+  if (!prev) return std::nullopt;
   // The wrapping difference, as the format stores it: a hostile capture cannot make this
   // overflow (undefined in signed arithmetic), only produce a large rate.
   const auto delta =
@@ -115,10 +126,10 @@ std::optional<double> SeriesPoints::next(const std::optional<int64_t>& value, ui
   return static_cast<double>(delta) * 1e9 / static_cast<double>(mono_ns - prev_ns);
 }
 
-std::vector<SeriesSummary> summarize(const Capture& c) {
+std::vector<SeriesSummary> summarize(const Capture& c, uint64_t rate_window_ns) {
   std::vector<SeriesSummary> out;
   for (size_t i = 0; i < c.series.size(); ++i) {
-    std::vector<double> pts = points_of(c, i);
+    std::vector<double> pts = points_of(c, i, rate_window_ns);
     SeriesSummary s;
     s.name = c.series[i].name;
     s.kind = c.series[i].kind;
@@ -138,7 +149,7 @@ std::vector<SeriesSummary> summarize(const Capture& c) {
 }
 
 void write_report(const Capture& c, size_t top_movers, std::ostream& out,
-                  const std::string& capture_path) {
+                  const std::string& capture_path, uint64_t rate_window_ns) {
   const double span_s =
       c.samples.size() < 2
           ? 0
@@ -147,8 +158,10 @@ void write_report(const Capture& c, size_t top_movers, std::ostream& out,
       << (c.meta.host.empty() ? "-" : c.meta.host) << ", start_unix_ms " << c.meta.start_unix_ms
       << ", interval " << number(static_cast<double>(c.meta.interval_ns) / 1e6) << " ms, "
       << c.samples.size() << " samples over " << number(span_s) << " s, " << c.series.size()
-      << " series\n\n";
-  const std::vector<SeriesSummary> all = summarize(c);
+      << " series\n";
+  out << "counter rates over " << number(static_cast<double>(rate_window_ns) / 1e6) << " ms windows"
+      << (rate_window_ns == 0 ? " (each sample against the previous)" : "") << "\n\n";
+  const std::vector<SeriesSummary> all = summarize(c, rate_window_ns);
   size_t width = 6;
   for (const SeriesSummary& s : all) width = std::max(width, s.name.size());
   auto row = [&](std::string_view a, std::string_view b, std::string_view n, std::string_view c1,
@@ -191,13 +204,13 @@ void write_report(const Capture& c, size_t top_movers, std::ostream& out,
   write_flame_summary(c, capture_path, out);
 }
 
-void write_csv(const Capture& c, bool rates, std::ostream& out) {
+void write_csv(const Capture& c, bool rates, std::ostream& out, uint64_t rate_window_ns) {
   out << "t_ms";
   for (const profiler::SeriesInfo& s : c.series) out << "," << csv_field(s.name);
   out << "\n";
   const uint64_t t0 = c.samples.empty() ? 0 : c.samples.front().mono_ns;
   std::vector<SeriesPoints> points;
-  for (const profiler::SeriesInfo& s : c.series) points.emplace_back(s.kind);
+  for (const profiler::SeriesInfo& s : c.series) points.emplace_back(s.kind, rate_window_ns);
   for (size_t k = 0; k < c.samples.size(); ++k) {
     const profiler::Sample& s = c.samples[k];
     out << number(static_cast<double>(s.mono_ns - t0) / 1e6);

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -27,7 +29,12 @@ struct SeriesSummary {
   double min = 0, median = 0, p99 = 0, max = 0;
   double movement = 0;  // (max - min) / max(|median|, 1): how much it moved
 };
-std::vector<SeriesSummary> summarize(const profiler::Capture& capture);
+// Counter rates in the report and the plots span at least this long by default: jiffies move in
+// 10 ms steps and the planes publish their counters every 100 ms, so a rate over one 10 ms
+// interval reads 0 or ten times the truth. Over 100 ms it is what happened.
+inline constexpr uint64_t kDefaultRateWindowNs = 100'000'000;
+
+std::vector<SeriesSummary> summarize(const profiler::Capture& capture, uint64_t rate_window_ns = 0);
 
 // Turns one series' samples, fed in order, into the points readers show: a gauge's values, a
 // counter's per-second rate since its previous value. That value need not be in the previous
@@ -35,25 +42,34 @@ std::vector<SeriesSummary> summarize(const profiler::Capture& capture);
 // gap the rate is the gap's average. nullopt where the series has no value, at a counter's
 // first value and when the clock did not advance. summarize, `csv --rates` and `plot` all read
 // a capture through this one definition.
+// With `rate_window_ns` > 0 a counter's rate is taken against its newest earlier value at least
+// that much older (a sliding window: no rate until the series spans one); 0: against its
+// previous value.
 class SeriesPoints {
  public:
-  explicit SeriesPoints(profiler::SeriesKind kind) : kind_(kind) {}
+  explicit SeriesPoints(profiler::SeriesKind kind, uint64_t rate_window_ns = 0)
+      : kind_(kind), rate_window_ns_(rate_window_ns) {}
   std::optional<double> next(const std::optional<int64_t>& value, uint64_t mono_ns);
 
  private:
   profiler::SeriesKind kind_;
-  std::optional<int64_t> last_;
-  uint64_t last_ns_ = 0;
+  uint64_t rate_window_ns_;
+  // A counter's earlier readings, oldest first: exactly one at least a window old is kept.
+  std::deque<std::pair<int64_t, uint64_t>> readings_;
 };
 
 // The report: metadata, a table of every series with points, the top `top_movers` movers, and
 // the CPU profile when the capture carries one (its status, or how to draw it, named after
 // `capture_path`, and the top functions by self samples).
+// Counter rates over `rate_window_ns` (said in the header).
 void write_report(const profiler::Capture& capture, size_t top_movers, std::ostream& out,
-                  const std::string& capture_path = "run.hprof");
+                  const std::string& capture_path = "run.hprof",
+                  uint64_t rate_window_ns = kDefaultRateWindowNs);
 // CSV: "t_ms,<series...>", one row per sample, t from the first sample; empty cells where a
 // value is missing. With `rates`, counters become per-second rates (the first row empty).
-void write_csv(const profiler::Capture& capture, bool rates, std::ostream& out);
+// `rate_window_ns` as SeriesPoints (0, the default: each value against the previous one).
+void write_csv(const profiler::Capture& capture, bool rates, std::ostream& out,
+               uint64_t rate_window_ns = 0);
 
 // Reads and decodes a capture file; the decoder's error (truncated, corrupt) names the file.
 absl::StatusOr<profiler::Capture> read_capture_file(const std::string& path);

@@ -110,7 +110,8 @@ size_t sample_spacing(const Capture& c, size_t series) {
   return *mid;
 }
 
-std::vector<std::vector<PlotPoint>> plot_runs(const Capture& c, size_t series, size_t columns) {
+std::vector<std::vector<PlotPoint>> plot_runs(const Capture& c, size_t series, size_t columns,
+                                              uint64_t rate_window_ns) {
   std::vector<std::vector<PlotPoint>> runs;
   if (c.samples.empty() || columns == 0) return runs;
   const uint64_t t0 = c.samples.front().mono_ns;
@@ -138,7 +139,7 @@ std::vector<std::vector<PlotPoint>> plot_runs(const Capture& c, size_t series, s
     }
     open = false;
   };
-  SeriesPoints points(c.series[series].kind);
+  SeriesPoints points(c.series[series].kind, rate_window_ns);
   std::optional<size_t> last_k;  // the last drawn sample
   for (size_t k = 0; k < c.samples.size(); ++k) {
     const std::optional<double> v = points.next(c.samples[k].values[series], c.samples[k].mono_ns);
@@ -367,6 +368,7 @@ std::string unit_label(const std::string& unit) {
 
 struct Timeline {
   double span_s = 1;
+  uint64_t rate_window_ns = 0;
 };
 
 // One chart as an <svg> element of `width` px (nested in the page or inline in HTML); its
@@ -396,7 +398,7 @@ std::string chart_svg(const Capture& c, const Chart& chart, double width, const 
   std::vector<std::vector<std::vector<PlotPoint>>> runs;
   double lo = INFINITY, hi = -INFINITY;
   for (const Line& l : chart.lines) {
-    runs.push_back(plot_runs(c, l.index, columns));
+    runs.push_back(plot_runs(c, l.index, columns, tl.rate_window_ns));
     lo = std::min(lo, l.summary->min);
     hi = std::max(hi, l.summary->max);
   }
@@ -533,7 +535,7 @@ struct Page {
 
 Page build_page(const Capture& c, const PlotOptions& o) {
   Page p;
-  p.summaries = summarize(c);
+  p.summaries = summarize(c, o.rate_window_ns);
   const std::vector<size_t> chosen = select_series(c, o.series_globs);
   p.chosen = chosen.size();
   p.groups = build_groups(c, chosen, p.summaries);
@@ -544,6 +546,7 @@ Page build_page(const Capture& c, const PlotOptions& o) {
   }
   const double span_s = capture_span_s(c);
   p.timeline.span_s = span_s > 0 ? span_s : 1;
+  p.timeline.rate_window_ns = o.rate_window_ns;
   char span[32], interval[32];
   std::snprintf(span, sizeof span, "%.3f s", span_s);
   std::snprintf(interval, sizeof interval, "%g ms", static_cast<double>(c.meta.interval_ns) / 1e6);
@@ -551,6 +554,9 @@ Page build_page(const Capture& c, const PlotOptions& o) {
             {"host", c.meta.host.empty() ? "-" : c.meta.host},
             {"start", utc_time(c.meta.start_unix_ms)},
             {"interval", interval},
+            {"counter rates over", o.rate_window_ns == 0
+                                       ? std::string("each sample")
+                                       : num(static_cast<double>(o.rate_window_ns) / 1e6) + " ms"},
             {"samples", std::to_string(c.samples.size())},
             {"duration", span},
             {"series", std::to_string(c.series.size()) + " (" + std::to_string(p.chosen) +
@@ -712,7 +718,7 @@ std::string render_plot_html(const Capture& c, const PlotOptions& o) {
     h += render_flame_svg(c.flame->stacks, fo);
   }
   std::ostringstream report;
-  write_report(c, 10, report, o.source.empty() ? "run.hprof" : o.source);
+  write_report(c, 10, report, o.source.empty() ? "run.hprof" : o.source, o.rate_window_ns);
   h += "</section>\n<section id=\"report\">\n<h2>Summary table</h2>\n<pre>" +
        xml_escape(report.str()) + "</pre>\n</section>\n</body>\n</html>\n";
   return h;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "controlplane/profiler/capture.h"
+#include "tools/heraldctl/prof.h"
 
 namespace herald::tools {
 
@@ -15,6 +16,7 @@ struct PlotOptions {
   int width_px = 960;                     // clamped to [400, 4000]
   std::vector<std::string> series_globs;  // '*' and '?' on series names; empty: every series
   std::string source;                     // the capture's file name, shown in the header
+  uint64_t rate_window_ns = kDefaultRateWindowNs;  // counter rates (SeriesPoints)
 };
 
 // The subsystem a series is charted under: "os.cpu", "os.kernel" (context switches,
@@ -46,7 +48,7 @@ struct PlotPoint {
 // the same of `columns` time columns are reduced to their minimum and maximum (in time order),
 // so a spike stays visible and the output is bounded by the chart's width, not the samples.
 std::vector<std::vector<PlotPoint>> plot_runs(const profiler::Capture& capture, size_t series,
-                                              size_t columns);
+                                              size_t columns, uint64_t rate_window_ns = 0);
 
 // "1.5k", "20M", "250m", "0": 3 significant digits with an SI prefix (p..P).
 std::string format_si(double v);

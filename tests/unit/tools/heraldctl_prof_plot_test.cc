@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -175,6 +176,39 @@ TEST(ProfPlot, CounterRateGaugeValueAndGaps) {
   EXPECT_NE(csv.str().find("\n10,5000,1010,0,1,,8192,10000\n"), std::string::npos) << csv.str();
 }
 
+// A counter its owner publishes every 100 ms, sampled every 10 ms: per interval it reads 0 nine
+// times and ten times its rate once; over a 100 ms window it reads its rate.
+TEST(ProfPlot, RateWindowSpansThePublicationInterval) {
+  SeriesPoints per_sample(SeriesKind::kCounter, 0), windowed(SeriesKind::kCounter, 100'000'000);
+  std::vector<double> raw, smooth;
+  for (uint64_t k = 0; k <= 100; ++k) {
+    const int64_t published = static_cast<int64_t>(k / 10) * 1000;  // 10,000/s in 100 ms steps
+    const uint64_t at_ns = 1'000'000'000 + k * 10'000'000;
+    if (auto r = per_sample.next(published, at_ns)) raw.push_back(*r);
+    if (auto r = windowed.next(published, at_ns)) smooth.push_back(*r);
+  }
+  ASSERT_EQ(raw.size(), 100u);
+  EXPECT_EQ(std::count(raw.begin(), raw.end(), 0.0), 90);
+  EXPECT_EQ(std::count(raw.begin(), raw.end(), 100'000.0), 10);
+  ASSERT_EQ(smooth.size(), 91u);  // nothing until the series spans a window
+  for (double r : smooth) EXPECT_NEAR(r, 10'000.0, 1e-6);
+  // A gap longer than the window: the rate is the gap's average, as without a window.
+  SeriesPoints gap(SeriesKind::kCounter, 100'000'000);
+  EXPECT_FALSE(gap.next(0, 1'000'000'000));
+  EXPECT_FALSE(gap.next(std::nullopt, 1'050'000'000));
+  EXPECT_DOUBLE_EQ(*gap.next(500, 1'500'000'000), 1000.0);
+  // The report says which window it used.
+  const Capture c = test_capture();
+  std::ostringstream report;
+  write_report(c, 5, report, "run.hprof");
+  EXPECT_NE(report.str().find("counter rates over 100 ms windows"), std::string::npos);
+  std::ostringstream raw_report;
+  write_report(c, 5, raw_report, "run.hprof", 0);
+  EXPECT_NE(raw_report.str().find("counter rates over 0 ms windows (each sample against the "
+                                  "previous)"),
+            std::string::npos);
+}
+
 TEST(ProfPlot, GapBreaksTheLineAndIsNeverZero) {
   const Capture c = test_capture();
   const auto runs = plot_runs(c, 1, 10000);  // more columns than samples: every point kept
@@ -260,6 +294,7 @@ TEST(ProfPlot, SvgIsWellFormedAndShowsTheGroups) {
   const Capture c = test_capture();
   PlotOptions o;
   o.source = "run<1>.hprof";
+  o.rate_window_ns = 0;  // the figures below are per 10 ms interval
   const std::string svg = render_plot_svg(c, o);
   parses(kXmlCheck, svg, "plot.svg");
   EXPECT_NE(svg.find("xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
