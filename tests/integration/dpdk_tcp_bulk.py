@@ -9,7 +9,8 @@ ways, with the stack's impairment layer off and on:
    corrupt): still byte-exact; the stack's counters show the retransmissions really happened
    (source: segments_retransmitted > 0; sink: out-of-order segments held) and corrupted frames
    dropped on their checksums (dp.net.drop.*_bad_checksum > 0); Linux counts the corrupted
-   frames we sent as checksum errors (Tcp InCsumErrors).
+   frames we sent as checksum errors (Tcp InCsumErrors). Linux -> stack: our D-SACKs (RFC
+   2883) for the duplicates Linux resent reach it (TcpExt TCPDSACKRecv > 0).
 3. Zero window both ways: Linux stops reading for 2.5 s while the stack sources (our persist
    timer probes: window_probes > 0, then the transfer resumes and completes), and the stack's
    sink stops reading for 2.5 s (Linux probes our zero window: TcpExt TCPWinProbe > 0; window
@@ -82,7 +83,14 @@ def counters_delta(before, after, keys):
 
 
 NETSTAT_KEYS = ["TcpExt.TCPWinProbe", "Tcp.InCsumErrors", "Tcp.RetransSegs",
-                "TcpExt.TCPToZeroWindowAdv", "TcpExt.TCPFromZeroWindowAdv"]
+                "TcpExt.TCPToZeroWindowAdv", "TcpExt.TCPFromZeroWindowAdv",
+                # RFC 2883: the D-SACKs our stack sends, and what Linux made of them.
+                "TcpExt.TCPDSACKRecv", "TcpExt.TCPDSACKOfoRecv", "TcpExt.TCPDSACKUndo",
+                "TcpExt.TCPDSACKIgnoredNoUndo", "TcpExt.TCPDSACKIgnoredOld",
+                "TcpExt.TCPSpuriousRtxHostQueues", "TcpExt.TCPLossUndo",
+                # Where Linux's resends came from.
+                "TcpExt.TCPLossProbes", "TcpExt.TCPTimeouts", "TcpExt.TCPFastRetrans",
+                "TcpExt.TCPSlowStartRetrans", "TcpExt.TCPSackRecovery", "TcpExt.TCPSACKReorder"]
 
 
 def peer_client(args):
@@ -369,6 +377,14 @@ def run(binary):
     assert tcp["data_duplicate"] + tcp["drop_out_of_window"] > 0, tcp  # the duplicates
     bad = ours["net_drop"]
     assert bad.get("l4_bad_checksum", 0) + bad.get("ipv4_bad_checksum", 0) > 0, bad
+    # RFC 2883: the duplicates Linux resent were reported back as D-SACKs, and Linux took them
+    # (the rest of these counters is what Linux did with them: printed, not asserted).
+    ns = linux["netstat"]
+    print("  up   impair=on  linux " + ", ".join(
+        f"{k.split('.')[1]} {v}" for k, v in ns.items() if k != "Tcp.InCsumErrors") +
+        f"; ours dsack_sent {tcp['dsack_sent']}", flush=True)
+    assert tcp["dsack_sent"] > 0, tcp
+    assert ns["TcpExt.TCPDSACKRecv"] > 0, ns
 
     ours, linux = transfer(binary, "down", IMPAIR, port, "id")
     port += 1

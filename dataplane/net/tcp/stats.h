@@ -65,9 +65,10 @@ namespace herald::net::tcp {
   X(bytes_sent, "payload bytes sent (first transmissions and retransmissions)")               \
   X(bytes_retransmitted, "payload bytes sent again (timeout, fast, partial ACK, SACK holes)") \
   X(sack_blocks_sent, "SACK blocks sent on ACKs (RFC 2018)")                                  \
+  X(dsack_sent, "D-SACK blocks sent: a duplicate reported once (RFC 2883)")                   \
   X(sack_blocks_received, "valid SACK blocks received")                                       \
   X(sack_blocks_invalid, "SACK block ignored: empty, outside SND.UNA..SND.MAX, malformed")    \
-  X(sack_dsack_ignored, "SACK block at or below the cumulative ACK (D-SACK-like) ignored")    \
+  X(sack_dsack_ignored, "D-SACK or stale block: at or below the cum. ACK, or inside the 2nd") \
   X(sack_scoreboard_full, "SACK block ignored: scoreboard ranges exhausted")                  \
   X(sack_reneging, "peer reneged on SACKed data: scoreboard cleared")                         \
   X(sack_recoveries, "RFC 6675 loss recovery entered (SACK)")                                 \

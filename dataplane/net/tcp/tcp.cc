@@ -152,6 +152,9 @@ struct TcpEngine::Connection {
   uint32_t high_rxt = 0;
   uint32_t sack_recent[kMaxSackBlocks] = {};
   uint8_t sack_recent_count = 0;
+  // RFC 2883: the duplicate range the next ACK reports as its first block, once.
+  bool dsack_pending = false;
+  uint32_t dsack_left = 0, dsack_right = 0;
 
   // RTT (RFC 6298), microseconds.
   bool rtt_valid = false;
@@ -1054,6 +1057,12 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
     // ACK (spurious retransmissions in a lossy bulk transfer, a FIN resent in TIME-WAIT): the
     // RFC 5961 budget is for the rest, as Linux's tcp_oow_rate_limited does.
     if (seg_len > 0 && !seg.has(kSyn)) {
+      // Data wholly below RCV.NXT is a duplicate (RFC 2883 4.1.1: a lost ACK, or a spurious
+      // resend): its ACK reports it.
+      if (!seg.payload.empty() && seq_lt(seg.seq, c->rcv_nxt)) {
+        note_dsack(c, seg.seq,
+                   seq_min(seg.seq + static_cast<uint32_t>(seg.payload.size()), c->rcv_nxt));
+      }
       send_ack(c);
     } else {
       send_challenge_ack(c);
@@ -1335,9 +1344,13 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
 void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
                              std::span<const uint8_t> data, bool fin) {
   (void)seg;
-  // Trim what we have already.
+  // Trim what we have already (RFC 2883: the part below RCV.NXT is reported as a D-SACK).
+  bool dsack = false;
   if (seq_lt(seq, c->rcv_nxt)) {
     uint32_t skip = c->rcv_nxt - seq;
+    if (!data.empty()) {
+      dsack = note_dsack(c, seq, seq + std::min(skip, static_cast<uint32_t>(data.size())));
+    }
     if (skip > data.size()) {
       // Only the FIN (or nothing) may be new.
       if (!(fin && seq + static_cast<uint32_t>(data.size()) == c->rcv_nxt)) fin = false;
@@ -1366,6 +1379,19 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
     fin = false;
   }
   if (c->fin_received) return;
+  const uint32_t end = seq + static_cast<uint32_t>(data.size());
+  // RFC 2883 4.2: bytes inside a range already held out of order were received twice; a
+  // D-SACK carries one contiguous block, so the lowest such part is reported.
+  if (!dsack && !data.empty()) {
+    for (const auto& r : c->ooo) {
+      if (seq_ge(r.first, end)) break;
+      const uint32_t lo = seq_max(seq, r.first), hi = seq_min(end, r.second);
+      if (seq_lt(lo, hi)) {
+        note_dsack(c, lo, hi);
+        break;
+      }
+    }
+  }
   const uint32_t cap = static_cast<uint32_t>(c->rbuf.size());
   auto write_at = [&](uint32_t off, std::span<const uint8_t> bytes) {
     uint32_t pos = (c->rbuf_head + c->rbuf_ready + off) % cap;
@@ -1374,7 +1400,6 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
     if (bytes.size() > first)
       std::memcpy(c->rbuf.data(), bytes.data() + first, bytes.size() - first);
   };
-  const uint32_t end = seq + static_cast<uint32_t>(data.size());
   if (fin) {
     c->fin_pending = true;
     c->fin_pending_seq = end;
@@ -1395,8 +1420,9 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
       c->rcv_nxt = new_nxt;
       if (c->app_open) push_event(Event::kReadable, c);
       ++c->unacked_segments;
-      // RFC 5681 4.2: ACK at once when a segment fills a hole; else every second segment.
-      if (filled_hole || !config_.delayed_ack || c->unacked_segments >= 2) {
+      // RFC 5681 4.2: ACK at once when a segment fills all or part of a hole (held data
+      // still ahead: the peer's SACK recovery waits for it); else every second segment.
+      if (filled_hole || !c->ooo.empty() || !config_.delayed_ack || c->unacked_segments >= 2) {
         c->ack_now = true;
       } else if (c->delack_at_ns == 0) {
         c->delack_at_ns = clock_.now_ns() + config_.delayed_ack_ms * 1'000'000;
@@ -1503,7 +1529,8 @@ void TcpEngine::fill_common(Connection* c, SegmentSpec* s, uint32_t payload_len)
     s->ts_ecr = c->ts_recent;
   }
   if (s->flags & kAck) {
-    const bool sack_wanted = c->sack_ok && !c->ooo.empty() && !(s->flags & kSyn);
+    const bool sack_wanted =
+        c->sack_ok && (!c->ooo.empty() || c->dsack_pending) && !(s->flags & kSyn);
     if (sack_wanted) fill_sack(c, s, payload_len);
     c->last_ack_sent = c->rcv_nxt;
     c->unacked_segments = 0;
@@ -1512,6 +1539,15 @@ void TcpEngine::fill_common(Connection* c, SegmentSpec* s, uint32_t payload_len)
     // as a pure ACK that carries them (the peer's recovery depends on them).
     c->ack_now = c->ack_now && sack_wanted && s->sack_count == 0;
   }
+}
+
+bool TcpEngine::note_dsack(Connection* c, uint32_t left, uint32_t right) {
+  if (!c->sack_ok || !seq_lt(left, right)) return false;
+  c->dsack_pending = true;
+  c->dsack_left = left;
+  c->dsack_right = right;
+  c->ack_now = true;
+  return true;
 }
 
 // RFC 2018 4: the first block holds the most recently received out-of-order segment, then the
@@ -1523,13 +1559,27 @@ void TcpEngine::fill_sack(Connection* c, SegmentSpec* s, uint32_t payload_len) {
     const uint32_t room = c->eff_mss > payload_len ? c->eff_mss - payload_len : 0;
     max_blocks = std::min(max_blocks, room >= 12 ? (room - 4) / 8 : 0u);
   }
-  uint8_t n = 0;
+  uint8_t n = 0, first_regular = 0;
   auto add = [&](const std::pair<uint32_t, uint32_t>& r) {
-    for (uint8_t i = 0; i < n; ++i) {
+    for (uint8_t i = first_regular; i < n; ++i) {
       if (s->sack[i].left == r.first) return;
     }
     s->sack[n++] = {r.first, r.second};
   };
+  if (c->dsack_pending && max_blocks > 0) {
+    // RFC 2883 4: the D-SACK first, reported once; if it lies inside a held range, that range
+    // second (so the peer can tell it from a plain SACK), then the usual blocks.
+    s->sack[n++] = {c->dsack_left, c->dsack_right};
+    first_regular = 1;
+    c->dsack_pending = false;
+    ++stats_[TcpStats::dsack_sent];
+    for (const auto& r : c->ooo) {
+      if (seq_le(r.first, c->dsack_left) && seq_ge(r.second, c->dsack_right)) {
+        if (n < max_blocks) add(r);
+        break;
+      }
+    }
+  }
   for (uint8_t k = 0; k < c->sack_recent_count && n < max_blocks; ++k) {
     const uint32_t seq = c->sack_recent[k];
     for (const auto& r : c->ooo) {
@@ -1625,7 +1675,11 @@ uint32_t TcpEngine::process_sack(Connection* c, const Segment& seg) {
     const uint32_t left = seg.options.sack[i].left, right = seg.options.sack[i].right;
     if (!seq_lt(left, right)) {
       ++stats_[TcpStats::sack_blocks_invalid];
-    } else if (seq_le(right, c->snd_una) || seq_le(right, seg.ack)) {
+    } else if (seq_le(right, c->snd_una) || seq_le(right, seg.ack) ||
+               (i == 0 && seg.options.sack_count > 1 && seq_ge(left, seg.options.sack[1].left) &&
+                seq_le(right, seg.options.sack[1].right))) {
+      // The second test is RFC 2883 5's other D-SACK: a first block inside the second (plain
+      // SACK blocks never overlap). It reports a duplicate, not newly received data.
       ++stats_[TcpStats::sack_dsack_ignored];  // RFC 2883 D-SACK, or simply old
     } else if (seq_lt(left, c->snd_una) || seq_gt(right, c->snd_max)) {
       ++stats_[TcpStats::sack_blocks_invalid];  // straddles SND.UNA or covers unsent data

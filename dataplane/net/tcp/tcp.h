@@ -251,6 +251,9 @@ class TcpEngine {
   uint32_t sacked_below(const Connection* c, uint32_t seq) const;
   bool sack_retransmit_next(Connection* c, bool unconditional);
   void fill_sack(Connection* c, SegmentSpec* spec, uint32_t payload_len);
+  // RFC 2883: [left, right) arrived twice; the next ACK (sent at once) reports it. False
+  // (nothing noted) without SACK or for an empty range.
+  bool note_dsack(Connection* c, uint32_t left, uint32_t right);
   void send_probe(Connection* c);  // SEQ = SND.UNA - 1: the peer answers with an ACK
   void send_reset_for(const IpAddr& src, const IpAddr& dst, const Segment& seg);
   void emit(const IpAddr& src, const IpAddr& dst, const SegmentSpec& spec,

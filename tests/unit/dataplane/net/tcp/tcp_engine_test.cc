@@ -127,11 +127,11 @@ class Harness : public TcpEvents, public TcpOutput {
   // Passive open through to ESTABLISHED. Returns our ISS.
   uint32_t establish(bool ts = false) {
     engine_.listen(local_, kPort);
-    in(kSyn, kPeerIsn, 0, "", 4000, ts, 100, 0);
+    in(kSyn, peer_isn_, 0, "", 4000, ts, 100, 0);
     Out synack = pop();
     EXPECT_EQ(synack.seg.flags, kSyn | kAck);
     iss_ = synack.seg.seq;
-    in(kAck, kPeerIsn + 1, iss_ + 1, "", 4000, ts, 101, synack.seg.options.ts_val);
+    in(kAck, peer_isn_ + 1, iss_ + 1, "", 4000, ts, 101, synack.seg.options.ts_val);
     EXPECT_EQ(log_.back(), "accepted");
     EXPECT_EQ(state(), TcpState::kEstablished);
     return iss_;
@@ -142,6 +142,7 @@ class Harness : public TcpEvents, public TcpOutput {
   TcpEngine engine_;
   IpAddr local_ = IpAddr::v4(0x0a000001), peer_ = IpAddr::v4(0x0a000002);
   uint16_t peer_port_ = kPeerPort;
+  uint32_t peer_isn_ = kPeerIsn;  // the peer's ISN in establish()
   int syn_wscale_ = 3;
   bool syn_sack_ = false;        // offer SACK-permitted on the peer's SYN
   std::vector<SackBlock> sack_;  // SACK blocks on the peer's next non-SYN segments
@@ -1167,6 +1168,191 @@ TEST(TcpEngineTest, InvalidAndDsackBlocksAreIgnoredAndCounted) {
   EXPECT_EQ(h.stat(TcpStats::sack_blocks_invalid), 5u);
   ASSERT_TRUE(h.engine_.info(h.id_, &info));
   EXPECT_EQ(info.snd_una, iss + 3001);
+}
+
+// ------------------------------------------------------------------ D-SACK (RFC 2883)
+
+// The harness's peer sends the RFC's examples: `at(x)` maps the RFC's sequence numbers (data
+// from 3000, or 500) onto the connection's. ACKs the RFC marks "dropped" are simply not read.
+class Dsack {
+ public:
+  explicit Dsack(uint32_t rfc_base, bool ts = false, uint32_t peer_isn = kPeerIsn) : ts_(ts) {
+    h.syn_sack_ = true;
+    h.peer_isn_ = peer_isn;
+    h.establish(ts);
+    h.out_.clear();
+    base_ = peer_isn + 1 - rfc_base;
+  }
+  uint32_t at(uint32_t rfc_seq) const { return base_ + rfc_seq; }
+  // The peer's segment [from, to) in the RFC's numbers; returns the last segment we sent.
+  Out send(uint32_t from, uint32_t to) {
+    h.out_.clear();
+    h.in(kAck, at(from), h.iss_ + 1, std::string(to - from, 'd'), 4000, ts_, tsv_++, 0);
+    return h.out_.empty() ? Out{} : h.out_.back();
+  }
+  // Checks an ACK against the RFC's "ACK Sent" column.
+  void expect(const Out& o, uint32_t ack, std::vector<std::pair<uint32_t, uint32_t>> blocks) {
+    EXPECT_EQ(o.seg.ack, at(ack));
+    ASSERT_EQ(o.seg.options.sack_count, blocks.size()) << "ack " << ack;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      EXPECT_EQ(o.seg.options.sack[i].left, at(blocks[i].first)) << "block " << i;
+      EXPECT_EQ(o.seg.options.sack[i].right, at(blocks[i].second)) << "block " << i;
+    }
+  }
+  Harness h;
+  bool ts_;
+  uint32_t tsv_ = 200;
+  uint32_t base_ = 0;
+};
+
+// RFC 2883 4.1.1: both ACKs lost, the sender resends 3000-3499; the ACK reports it below the
+// cumulative ACK, alone. The next ACK does not repeat it.
+TEST(TcpEngineTest, DsackReportsADuplicateBelowTheCumulativeAck) {
+  for (bool ts : {false, true}) {
+    Dsack d(3000, ts);
+    d.send(3000, 3500);
+    d.send(3500, 4000);
+    d.expect(d.send(3000, 3500), 4000, {{3000, 3500}});
+    EXPECT_EQ(d.h.stat(TcpStats::dsack_sent), 1u);
+    d.expect(d.send(4500, 5000), 4000, {{4500, 5000}});  // once: no D-SACK any more
+    EXPECT_EQ(d.h.stat(TcpStats::dsack_sent), 1u);
+  }
+}
+
+// RFC 2883 4.1.2: the duplicate below the cumulative ACK first, then the usual SACK block.
+TEST(TcpEngineTest, DsackBelowTheAckIsFollowedByTheHeldRanges) {
+  Dsack d(3000);
+  d.send(3000, 3500);
+  d.send(3500, 4000);
+  d.expect(d.send(4500, 5000), 4000, {{4500, 5000}});
+  d.expect(d.send(3000, 3500), 4000, {{3000, 3500}, {4500, 5000}});
+}
+
+// RFC 2883 4.1.3: a duplicate of an out-of-order segment: the D-SACK, then the block that
+// contains it, then the rest (newest first).
+TEST(TcpEngineTest, DsackInsideAHeldRangeIsFollowedByThatRange) {
+  Dsack d(3000);
+  d.send(3000, 3500);
+  d.send(3500, 4000);
+  d.expect(d.send(4500, 5000), 4000, {{4500, 5000}});
+  d.expect(d.send(5000, 5500), 4000, {{4500, 5500}});
+  d.expect(d.send(6000, 6500), 4000, {{6000, 6500}, {4500, 5500}});
+  d.expect(d.send(5000, 5500), 4000, {{5000, 5500}, {4500, 5500}, {6000, 6500}});
+  // RFC 2883 4.3 (replication): a duplicate equal to its held range repeats it second.
+  d.expect(d.send(6000, 6500), 4000, {{6000, 6500}, {6000, 6500}, {4500, 5500}});
+  EXPECT_EQ(d.h.stat(TcpStats::dsack_sent), 2u);
+  EXPECT_EQ(d.h.received_.size(), 1000u);
+}
+
+// RFC 2883 4.2: partial duplicates report only the duplicated part. 1000-2000 arrives when
+// 1000-1499 is held: the ACK covers 2500 and reports 1000-1500. A segment reaching into a held
+// range reports the overlap.
+TEST(TcpEngineTest, DsackReportsOnlyThePartThatWasDuplicated) {
+  Dsack d(500);
+  d.send(500, 1000);
+  d.expect(d.send(2000, 2500), 1000, {{2000, 2500}});
+  d.expect(d.send(1000, 1500), 1500, {{2000, 2500}});
+  d.expect(d.send(1000, 2000), 2500, {{1000, 1500}});
+  // Held 3000-3500; 2700-3200 arrives: new 2700-3000, 3000-3200 twice.
+  d.expect(d.send(3000, 3500), 2500, {{3000, 3500}});
+  d.expect(d.send(2700, 3200), 2500, {{3000, 3200}, {2700, 3500}});
+  // In order, and overlapping the held 2700-3500: the overlap is reported (below the ACK now).
+  d.expect(d.send(2500, 3100), 3500, {{2700, 3100}});
+  EXPECT_EQ(d.h.received_.size(), 3000u);
+  EXPECT_EQ(d.h.stat(TcpStats::dsack_sent), 3u);
+}
+
+// Without SACK agreed, a duplicate gets a plain duplicate ACK.
+TEST(TcpEngineTest, NoDsackWithoutSack) {
+  Harness h;  // the peer's SYN does not offer SACK
+  const uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.in(kAck, p, iss + 1, std::string(500, 'd'));
+  h.out_.clear();
+  h.in(kAck, p, iss + 1, std::string(500, 'd'));
+  ASSERT_EQ(h.out_.size(), 1u);
+  EXPECT_EQ(h.out_.back().seg.ack, p + 500);
+  EXPECT_EQ(h.out_.back().seg.options.sack_count, 0);
+  h.in(kAck, p + 1000, iss + 1, std::string(100, 'd'));
+  h.in(kAck, p + 1000, iss + 1, std::string(100, 'd'));
+  EXPECT_EQ(h.out_.back().seg.options.sack_count, 0);
+  EXPECT_EQ(h.stat(TcpStats::dsack_sent), 0u);
+}
+
+// The D-SACK takes one of the blocks the option has room for: 3 beside timestamps, 4 without.
+TEST(TcpEngineTest, DsackFitsTheOptionSpace) {
+  for (bool ts : {false, true}) {
+    Dsack d(0, ts);
+    d.send(0, 100);
+    for (uint32_t off : {200u, 400u, 600u, 800u}) d.send(off, off + 100);
+    const Out o = d.send(0, 100);
+    if (ts) {
+      d.expect(o, 100, {{0, 100}, {800, 900}, {600, 700}});
+    } else {
+      d.expect(o, 100, {{0, 100}, {800, 900}, {600, 700}, {400, 500}});
+    }
+    EXPECT_EQ(o.seg.options.has_timestamps, ts);
+  }
+}
+
+// A full-sized data segment has no room for blocks: the D-SACK goes out on a pure ACK after
+// it, once.
+TEST(TcpEngineTest, DsackRidesAPureAckWhenDataHasNoRoom) {
+  Harness h;
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  const uint32_t p = kPeerIsn + 1;
+  h.in(kAck, p, iss + 1, std::string(500, 'd'), 500);      // window 500 << 3
+  h.engine_.send(h.id_, std::vector<uint8_t>(6000, 'a'));  // 4000 fit the peer's window
+  h.out_.clear();
+  // Half duplicate (a wholly old segment is dropped, its ACK field unread), and its ACK opens
+  // the window.
+  h.in(kAck, p + 250, iss + 1001, std::string(500, 'd'), 500);
+  ASSERT_EQ(h.out_.size(), 2u);
+  const Out data = h.pop();
+  EXPECT_EQ(data.seg.payload.size(), 1000u);
+  EXPECT_EQ(data.seg.options.sack_count, 0);
+  const Out ack = h.pop();
+  EXPECT_TRUE(ack.seg.payload.empty());
+  ASSERT_EQ(ack.seg.options.sack_count, 1);
+  EXPECT_EQ(ack.seg.ack, p + 750);
+  EXPECT_EQ(ack.seg.options.sack[0].left, p + 250);
+  EXPECT_EQ(ack.seg.options.sack[0].right, p + 500);
+  EXPECT_EQ(h.stat(TcpStats::dsack_sent), 1u);
+  h.in(kAck, p + 750, iss + 1001, std::string(100, 'd'), 500);
+  h.in(kAck, p + 850, iss + 1001, std::string(100, 'd'), 500);
+  ASSERT_FALSE(h.out_.empty());
+  EXPECT_EQ(h.out_.back().seg.options.sack_count, 0) << "reported once";
+}
+
+// Sequence numbers that wrap: blocks across 2^32 and the containing-range test still work.
+TEST(TcpEngineTest, DsackAcrossTheSequenceWrap) {
+  Dsack d(0, false, 0xfffffd00u);  // data 0 is sequence 0xfffffd01: 767 bytes before the wrap
+  d.send(0, 500);
+  d.expect(d.send(1000, 1500), 500, {{1000, 1500}});
+  EXPECT_LT(d.at(1000), d.at(0)) << "the held range is past the wrap";
+  d.expect(d.send(1200, 1300), 500, {{1200, 1300}, {1000, 1500}});
+  d.expect(d.send(100, 700), 700, {{100, 500}, {1000, 1500}});
+  EXPECT_EQ(d.h.received_.size(), 700u);
+}
+
+// Our sender takes a first block inside the second as a D-SACK (RFC 2883 5): ignored and
+// counted, not SACKed data; the containing block counts as usual.
+TEST(TcpEngineTest, ReceivedDsackInsideTheSecondBlockIsIgnored) {
+  Harness h;
+  h.syn_sack_ = true;
+  const uint32_t iss = h.establish();
+  h.engine_.send(h.id_, std::vector<uint8_t>(4000, 'a'));
+  h.out_.clear();
+  const uint32_t una = iss + 1, p = kPeerIsn + 1;
+  h.sack_ = {{una + 1100, una + 1200}, {una + 1000, una + 3000}};
+  h.in(kAck, p, una);
+  EXPECT_EQ(h.stat(TcpStats::sack_dsack_ignored), 1u);
+  EXPECT_EQ(h.stat(TcpStats::sack_blocks_received), 1u);
+  ConnectionInfo info;
+  ASSERT_TRUE(h.engine_.info(h.id_, &info));
+  EXPECT_EQ(info.sacked_ranges, 1u);
+  EXPECT_EQ(info.sacked_bytes, 2000u);
 }
 
 // After a timeout the go-back-N resend skips what the peer SACKed; an ACK that stops at the
