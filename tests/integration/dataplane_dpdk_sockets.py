@@ -188,7 +188,9 @@ class Case:
         wait_for("Linux's side gone", lambda: self.ss_state(port) == "")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port))
+        # The veth's own address, not the wildcard: a wildcard bind also conflicts with any
+        # other socket on this port (another test's connection on another interface).
+        sock.bind((self.link.peer_ip, port))
         sock.settimeout(10)
         sock.connect(self.addr)
         with tls_context().wrap_socket(sock) as again:
