@@ -55,7 +55,12 @@ Sampler::Sampler(SamplerOptions options, clock::Clock clock)
   d.cycles.assign(options_.perf_cpus.size(), kNoSeries);
   for (const int cpu : options_.perf_cpus) {
     d.cycles_names.push_back(absl::StrCat("hw.cpu", cpu, ".cycles"));
+    cpu_cycles_per_message_.push_back(series_index(
+        absl::StrCat("derived.cpu", cpu, ".cycles_per_message"), "cycles", SeriesKind::kGauge));
   }
+  // Only these few counters are read per block (one load each per worker), not the whole
+  // snapshot per block: the reader resolves the names once per layout.
+  for (const char* name : kPerWorkerCounters) snapshot_.per_thread_names.emplace_back(name);
   d.dp_cpu_user_name = absl::StrCat("proc.", options_.dataplane_label, ".cpu_user");
   d.dp_cpu_system_name = absl::StrCat("proc.", options_.dataplane_label, ".cpu_system");
   const long tick = ::sysconf(_SC_CLK_TCK);
@@ -264,6 +269,60 @@ void Sampler::read_counters() {
       }
     }
   }
+  read_worker_counters();
+}
+
+void Sampler::read_worker_counters() {
+  enum : size_t { kMessages, kPolls, kEmptyPolls, kTurns, kEmptyTurns };
+  auto present = [this](size_t i) {
+    return i < snapshot_.per_thread_present.size() && snapshot_.per_thread_present[i];
+  };
+  bool any = false;
+  for (size_t i = 0; i < kPerWorkerCounterCount; ++i) any = any || present(i);
+  if (!any) return;  // no dataplane counters registered: no worker series
+  for (uint32_t block = options_.first_worker_block; block < snapshot_.threads; ++block) {
+    const size_t w = block - options_.first_worker_block;
+    if (w >= workers_.size()) {
+      // A worker block seen for the first time: its series, once (the directory only grows).
+      WorkerSlots ws;
+      for (size_t i = 0; i < kPerWorkerCounterCount; ++i) {
+        ws.inputs[i] = present(i)
+                           ? series_index(absl::StrCat("ctr.worker", w, ".", kPerWorkerCounters[i]),
+                                          "count", SeriesKind::kCounter)
+                           : kNoSeries;
+      }
+      const std::string prefix = absl::StrCat("derived.worker", w, ".");
+      auto out = [&](bool when, const char* name, const char* unit) {
+        return when ? series_index(prefix + name, unit, SeriesKind::kGauge) : kNoSeries;
+      };
+      ws.out_messages = out(present(kMessages), "messages_per_s", "per_s");
+      const bool turns = present(kTurns) && present(kEmptyTurns);
+      ws.out_useful_turns = out(turns, "useful_turns", "per_s");
+      ws.out_empty_turns = out(turns, "empty_turns", "per_s");
+      ws.out_empty_turns_permille = out(turns, "empty_turn_permille", "permille");
+      const bool polls = present(kPolls) && present(kEmptyPolls);
+      ws.out_useful_polls = out(polls, "useful_polls", "per_s");
+      ws.out_empty_polls = out(polls, "empty_polls", "per_s");
+      ws.out_empty_poll_permille = out(polls, "empty_poll_permille", "permille");
+      workers_.push_back(ws);
+    }
+    const WorkerSlots& ws = workers_[w];
+    for (size_t i = 0; i < kPerWorkerCounterCount; ++i) {
+      const auto v = snapshot_.thread_value(block, i);
+      if (v && ws.inputs[i] != kNoSeries) {
+        direct_.push_back({ws.inputs[i], static_cast<int64_t>(*v)});
+      }
+    }
+  }
+  // The dataplane pins worker N to dataplane.cores[N] only when there is one core per worker
+  // (dataplane.cc); otherwise no core is one worker's, and per-core figures stay missing.
+  if (workers_.size() == options_.perf_cpus.size()) {
+    for (size_t w = 0; w < workers_.size(); ++w) {
+      if (workers_[w].out_cycles_per_message != kNoSeries) continue;
+      if (const auto i = index_of(derived_.cycles_names[w])) workers_[w].cycles = *i;
+      workers_[w].out_cycles_per_message = cpu_cycles_per_message_[w];
+    }
+  }
 }
 
 void Sampler::sample() {
@@ -394,6 +453,51 @@ void Sampler::derive(RingSlot& slot) {
     set(d.out_useful_turns, per_second(*turns - *empty_turns));
     set(d.out_empty_turns, per_second(*empty_turns));
     set(d.out_empty_turns_permille, permille(*empty_turns, *turns));
+  }
+  derive_workers(slot, previous, seconds);
+}
+
+void Sampler::derive_workers(RingSlot& slot, const RingSlot* previous, double seconds) {
+  enum : size_t { kMessages, kPolls, kEmptyPolls, kTurns, kEmptyTurns };
+  auto delta = [&](size_t i) -> std::optional<int64_t> {
+    if (i == kNoSeries || i >= previous->values.size() || previous->values[i] == kMissing ||
+        slot.values[i] == kMissing) {
+      return std::nullopt;
+    }
+    return static_cast<int64_t>(static_cast<uint64_t>(slot.values[i]) -
+                                static_cast<uint64_t>(previous->values[i]));
+  };
+  auto set = [&](size_t out, int64_t value) {
+    if (out != kNoSeries) slot.values[out] = value;
+  };
+  auto per_second = [seconds](int64_t n) {
+    return static_cast<int64_t>(static_cast<double>(n) / seconds + 0.5);
+  };
+  auto permille = [](int64_t part, int64_t whole) { return whole > 0 ? part * 1000 / whole : 0; };
+  // The same window and rules as the whole-dataplane figures, from each worker's own block.
+  for (const WorkerSlots& ws : workers_) {
+    const auto messages = delta(ws.inputs[kMessages]);
+    // A restarted dataplane republishes from 0 into the same block: no figure across that.
+    if (messages && *messages >= 0) set(ws.out_messages, per_second(*messages));
+    if (messages && *messages > 0) {
+      if (const auto cycles = delta(ws.cycles)) {
+        set(ws.out_cycles_per_message, *cycles / *messages);
+      }
+    }
+    const auto turns = delta(ws.inputs[kTurns]);
+    const auto empty_turns = delta(ws.inputs[kEmptyTurns]);
+    if (turns && empty_turns && *empty_turns >= 0 && *empty_turns <= *turns) {
+      set(ws.out_useful_turns, per_second(*turns - *empty_turns));
+      set(ws.out_empty_turns, per_second(*empty_turns));
+      set(ws.out_empty_turns_permille, permille(*empty_turns, *turns));
+    }
+    const auto polls = delta(ws.inputs[kPolls]);
+    const auto empty_polls = delta(ws.inputs[kEmptyPolls]);
+    if (polls && empty_polls && *empty_polls >= 0 && *empty_polls <= *polls) {
+      set(ws.out_useful_polls, per_second(*polls - *empty_polls));
+      set(ws.out_empty_polls, per_second(*empty_polls));
+      set(ws.out_empty_poll_permille, permille(*empty_polls, *polls));
+    }
   }
 }
 

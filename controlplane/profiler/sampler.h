@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,10 @@ struct SamplerOptions {
   // dataplane mirrors its counters about every 100 ms, so over 1 s a publication more or less
   // moves a ratio by ~10%, where over one 10 ms interval it would swing from nothing to 10x.
   uint64_t derive_window_ns = 1'000'000'000;
+  // The counters segment's first dataplane worker block: worker N publishes into block
+  // first_worker_block + N (dataplane::kFirstWorkerCounterBlock; block 0 is the control
+  // plane's). The per-worker series and derived figures come from these blocks.
+  uint32_t first_worker_block = 1;
 };
 
 // The counters-segment names the derived.* series are computed from (the dataplane's stats
@@ -60,6 +65,12 @@ inline constexpr char kDerivedDpdkEmptyPolls[] = "ctr.dp.dpdk.empty_polls";
 inline constexpr char kDerivedWorkerTurns[] = "ctr.dp.worker.loop_turns";
 inline constexpr char kDerivedWorkerEmptyTurns[] = "ctr.dp.worker.empty_turns";
 inline constexpr char kStoreCommitHistogram[] = "dp.store.append_latency_ns";
+// The counters read per worker block (unsummed), in this order: each gives a
+// `ctr.worker<N>.<name>` series and feeds the `derived.worker<N>.*` figures.
+inline constexpr const char* kPerWorkerCounters[] = {"dp.router.messages", "dp.dpdk.polls",
+                                                     "dp.dpdk.empty_polls", "dp.worker.loop_turns",
+                                                     "dp.worker.empty_turns"};
+inline constexpr size_t kPerWorkerCounterCount = std::size(kPerWorkerCounters);
 
 // A Herald process to sample: its label in series names ("controlplane", "dataplane").
 struct ProcessRef {
@@ -119,6 +130,8 @@ class Sampler {
   void read_os(bool slow, std::vector<Reading>* out);
   void read_processes(bool slow, std::vector<Reading>* out);
   void read_counters();
+  // The ctr.worker<N>.* series of each worker block in snapshot_ (created when first seen).
+  void read_worker_counters();
   // The derived.* gauges of `slot` (not yet in the ring) from it and the newest ring sample at
   // least derive_window_ns older (missing when an input is, or the ring is younger).
   void derive(RingSlot& slot);
@@ -173,6 +186,23 @@ class Sampler {
     size_t out_commit_p50 = kNoSeries, out_commit_p99 = kNoSeries, out_commit_p999 = kNoSeries;
   };
   DerivedSlots derived_;
+  // One dataplane worker's series: its per-block counters (kPerWorkerCounters order) and its
+  // derived figures.
+  struct WorkerSlots {
+    size_t inputs[kPerWorkerCounterCount];
+    size_t out_messages = kNoSeries;
+    size_t out_useful_turns = kNoSeries, out_empty_turns = kNoSeries,
+           out_empty_turns_permille = kNoSeries;
+    size_t out_useful_polls = kNoSeries, out_empty_polls = kNoSeries,
+           out_empty_poll_permille = kNoSeries;
+    // hw.cpuC.cycles and derived.cpuC.cycles_per_message of the core the worker is pinned to
+    // (perf_cpus[N] when there is one core per worker, as the dataplane pins them).
+    size_t cycles = kNoSeries, out_cycles_per_message = kNoSeries;
+  };
+  std::vector<WorkerSlots> workers_;
+  // derived.cpuC.cycles_per_message of each perf CPU, in perf_cpus order (listed from the start).
+  std::vector<size_t> cpu_cycles_per_message_;
+  void derive_workers(RingSlot& slot, const RingSlot* previous, double seconds);
   int64_t ns_per_jiffy_ = 10'000'000;
   std::vector<CounterSlots> counter_slots_;
   uint64_t counter_slots_epoch_ = UINT64_MAX;

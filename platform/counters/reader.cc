@@ -165,17 +165,32 @@ absl::Status CounterReader::ensure_directory(uint64_t epoch, const Counts& count
   return load_directory(epoch, counts.entries, counts.slots_used);
 }
 
-absl::Status CounterReader::read_values(uint64_t epoch, Snapshot* out) {
+std::optional<uint64_t> Snapshot::thread_value(uint32_t t, size_t i) const {
+  const size_t n = per_thread_names.size();
+  if (i >= n || i >= per_thread_present.size() || !per_thread_present[i]) return std::nullopt;
+  const size_t at = size_t{t} * n + i;
+  if (at >= per_thread.size()) return std::nullopt;
+  return per_thread[at];
+}
+
+absl::Status CounterReader::read_values(uint64_t epoch, Snapshot* out,
+                                        std::optional<uint32_t> only_thread) {
   auto counts = read_counts();
   if (!counts.ok()) return counts.status();
+  if (only_thread && *only_thread >= counts->threads) {
+    return absl::OutOfRangeError(absl::StrCat("counters: thread block ", *only_thread,
+                                              " not in use (", counts->threads, " in use)"));
+  }
   if (absl::Status st = ensure_directory(epoch, *counts); !st.ok()) return st;
   const uint64_t threads = counts->threads;
+  const uint32_t first_thread = only_thread ? *only_thread : 0;
+  const uint64_t end_thread = only_thread ? *only_thread + uint64_t{1} : threads;
   // Only slots the (validated) directory covers are read; sums_ is sized to them.
   const size_t slots_end = sums_.size();
   std::fill(sums_.begin(), sums_.end(), 0);
   // Thread-major: each block is scanned sequentially, which the prefetcher likes far better
   // than hopping between blocks per entry.
-  for (uint32_t t = 0; t < threads; ++t) {
+  for (uint32_t t = first_thread; t < end_thread; ++t) {
     const uint64_t* b = block(t);
     for (size_t s = kReservedSlots; s < slots_end; ++s) sums_[s] += layout::load_relaxed(b + s);
   }
@@ -195,7 +210,7 @@ absl::Status CounterReader::read_values(uint64_t epoch, Snapshot* out) {
       case Kind::kGauge: m.gauge = static_cast<int64_t>(sums_[info.first_slot]); break;
       case Kind::kHistogram: {
         uint64_t max = 0;  // the one slot merged by max, not summed
-        for (uint32_t t = 0; t < threads; ++t) {
+        for (uint32_t t = first_thread; t < end_thread; ++t) {
           max = std::max(max,
                          layout::load_relaxed(block(t) + info.first_slot + layout::kHistMaxSlot));
         }
@@ -212,11 +227,59 @@ absl::Status CounterReader::read_values(uint64_t epoch, Snapshot* out) {
   out->threads = static_cast<uint32_t>(threads);
   out->source_id_ = id_;
   out->directory_generation_ = directory_generation_;
+  if (only_thread) {
+    out->per_thread.clear();
+  } else {
+    read_per_thread(threads, out);
+  }
   return absl::OkStatus();
 }
 
+void CounterReader::read_per_thread(uint64_t threads, Snapshot* out) {
+  const size_t n = out->per_thread_names.size();
+  if (n == 0) {
+    out->per_thread.clear();
+    out->per_thread_present.clear();
+    return;
+  }
+  // Names are resolved once per directory load (and when the caller changes them), so a steady
+  // read hashes and compares nothing.
+  if (out->resolved_source_id_ != id_ || out->resolved_generation_ != directory_generation_ ||
+      out->resolved_names_ != out->per_thread_names) {
+    out->resolved_names_ = out->per_thread_names;
+    out->resolved_slots_.assign(n, 0);
+    out->per_thread_present.assign(n, false);
+    for (size_t i = 0; i < n; ++i) {
+      for (const EntryInfo& info : directory_) {
+        if (info.name != out->per_thread_names[i]) continue;
+        // Validated at load: first_slot < sums_.size() <= slots_per_thread.
+        if (info.kind != Kind::kHistogram) {
+          out->resolved_slots_[i] = info.first_slot;
+          out->per_thread_present[i] = true;
+        }
+        break;
+      }
+    }
+    out->resolved_source_id_ = id_;
+    out->resolved_generation_ = directory_generation_;
+  }
+  out->per_thread.assign(threads * n, 0);
+  for (uint32_t t = 0; t < threads; ++t) {
+    const uint64_t* b = block(t);
+    for (size_t i = 0; i < n; ++i) {
+      if (out->per_thread_present[i]) {
+        out->per_thread[t * n + i] = layout::load_relaxed(b + out->resolved_slots_[i]);
+      }
+    }
+  }
+}
+
 absl::Status CounterReader::read(Snapshot* out) {
-  return consistent([&](uint64_t epoch) { return read_values(epoch, out); });
+  return consistent([&](uint64_t epoch) { return read_values(epoch, out, std::nullopt); });
+}
+
+absl::Status CounterReader::read_thread(uint32_t thread_index, Snapshot* out) {
+  return consistent([&](uint64_t epoch) { return read_values(epoch, out, thread_index); });
 }
 
 absl::StatusOr<std::vector<EntryInfo>> CounterReader::list() {

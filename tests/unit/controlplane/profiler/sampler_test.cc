@@ -17,13 +17,13 @@
 namespace herald::profiler {
 namespace {
 
-// A counters region on the heap (64-byte aligned), formatted for two writer threads.
+// A counters region on the heap (64-byte aligned), formatted for `max_threads` writer threads.
 class SyntheticSegment {
  public:
-  SyntheticSegment() {
+  explicit SyntheticSegment(uint32_t max_threads = 2) {
     counters::Capacity cap;
     cap.max_entries = 16;
-    cap.max_threads = 2;
+    cap.max_threads = max_threads;
     cap.slots_per_thread = 1024;
     size_ = counters::region_size_bytes(cap);
     memory_ = static_cast<std::byte*>(std::aligned_alloc(4096, size_));
@@ -363,6 +363,109 @@ TEST(Sampler, DerivedFiguresOverTheWindow) {
   // No store commits in the interval: percentiles missing, not 0.
   EXPECT_FALSE(s.latest("derived.store.commit_ns.p50").has_value());
   std::filesystem::remove_all(root);
+}
+
+// derived.worker<N>.* from each worker's own block: block 0 the control plane's, blocks 1 and 2
+// two workers with different known rates (and a kernel-backend worker without polls).
+TEST(Sampler, PerWorkerDerivedFiguresFromEachBlock) {
+  SyntheticSegment seg(3);
+  auto messages = *seg.registry().counter("dp.router.messages");
+  auto turns = *seg.registry().counter("dp.worker.loop_turns");
+  auto empty_turns = *seg.registry().counter("dp.worker.empty_turns");
+  auto polls = *seg.registry().counter("dp.dpdk.polls");
+  auto empty_polls = *seg.registry().counter("dp.dpdk.empty_polls");
+  auto cp = *seg.registry().thread(0);
+  auto w0 = *seg.registry().thread(1);
+  auto w1 = *seg.registry().thread(2);
+  SamplerOptions o = counters_only();
+  o.ring_samples = 64;
+  o.perf_cpus = {0, 1};  // one core per worker: derived.cpuC.cycles_per_message is listed
+  clock::FakeClock fake(1'000'000'000);
+  Sampler s(o, clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  for (int i = 0; i <= 12; ++i) {
+    // Per 100 ms: worker 0 takes 70 messages in 1000 turns (100 empty) and 4000 polls (400
+    // empty); worker 1 takes 30 messages in 500 turns (400 empty) and polls nothing. The
+    // control plane's block has turns too, which no worker must see.
+    cp.add(turns, 12345);
+    w0.add(messages, 70);
+    w0.add(turns, 1000);
+    w0.add(empty_turns, 100);
+    w0.add(polls, 4000);
+    w0.add(empty_polls, 400);
+    w1.add(messages, 30);
+    w1.add(turns, 500);
+    w1.add(empty_turns, 400);
+    s.sample();
+    EXPECT_EQ(s.latest("ctr.worker0.dp.router.messages"), 70 * (i + 1)) << i;
+    EXPECT_EQ(s.latest("ctr.worker1.dp.worker.loop_turns"), 500 * (i + 1)) << i;
+    EXPECT_EQ(s.latest("ctr.dp.router.messages"), 100 * (i + 1)) << "the sum is unchanged";
+    if (i < 10) {
+      // The ring is younger than the window.
+      EXPECT_FALSE(s.latest("derived.worker0.messages_per_s").has_value()) << i;
+      EXPECT_FALSE(s.latest("derived.worker1.useful_turns").has_value()) << i;
+    } else {
+      EXPECT_NEAR(double(*s.latest("derived.worker0.messages_per_s")), 700.0, 1.0);
+      EXPECT_NEAR(double(*s.latest("derived.worker1.messages_per_s")), 300.0, 1.0);
+      EXPECT_NEAR(double(*s.latest("derived.worker0.useful_turns")), 9000.0, 1.0);
+      EXPECT_NEAR(double(*s.latest("derived.worker0.empty_turns")), 1000.0, 1.0);
+      EXPECT_EQ(*s.latest("derived.worker0.empty_turn_permille"), 100);
+      EXPECT_NEAR(double(*s.latest("derived.worker1.useful_turns")), 1000.0, 1.0);
+      EXPECT_NEAR(double(*s.latest("derived.worker1.empty_turns")), 4000.0, 1.0);
+      EXPECT_EQ(*s.latest("derived.worker1.empty_turn_permille"), 800);
+      EXPECT_NEAR(double(*s.latest("derived.worker0.useful_polls")), 36000.0, 1.0);
+      EXPECT_NEAR(double(*s.latest("derived.worker0.empty_polls")), 4000.0, 1.0);
+      EXPECT_EQ(*s.latest("derived.worker0.empty_poll_permille"), 100);
+      // No polls on worker 1: 0 per second, and the permille of nothing is 0 as for the sum.
+      EXPECT_EQ(*s.latest("derived.worker1.useful_polls"), 0);
+      EXPECT_EQ(*s.latest("derived.worker1.empty_poll_permille"), 0);
+      // The whole dataplane's turns include the control plane's block (summed).
+      EXPECT_EQ(*s.latest("derived.worker.empty_turn_permille"), 500 * 1000 / (1500 + 12345));
+    }
+    if (s.perf().open_count() == 0) {
+      // Hardware counters refused here: listed per core, never a value.
+      EXPECT_FALSE(s.latest("derived.cpu0.cycles_per_message").has_value());
+      EXPECT_FALSE(s.latest("derived.cpu1.cycles_per_message").has_value());
+    }
+    fake.advance_ns(100'000'000);
+  }
+  bool listed0 = false, listed1 = false, listed2 = false;
+  for (const SeriesInfo& info : s.series()) {
+    listed0 = listed0 || info.name == "derived.cpu0.cycles_per_message";
+    listed1 = listed1 || info.name == "derived.cpu1.cycles_per_message";
+    listed2 = listed2 || info.name.rfind("derived.worker2.", 0) == 0;
+  }
+  EXPECT_TRUE(listed0);
+  EXPECT_TRUE(listed1);
+  EXPECT_FALSE(listed2) << "only blocks in use are workers";
+  // A worker that stops taking messages: 0 per second, not missing.
+  for (int i = 0; i < 11; ++i) {
+    w0.add(turns, 1000);
+    w0.add(empty_turns, 1000);
+    s.sample();
+    fake.advance_ns(100'000'000);
+  }
+  EXPECT_EQ(*s.latest("derived.worker0.messages_per_s"), 0);
+  EXPECT_EQ(*s.latest("derived.worker0.empty_turn_permille"), 1000);
+  EXPECT_EQ(*s.latest("derived.worker1.messages_per_s"), 0);
+}
+
+// Without the dataplane's counters in the segment there are no per-worker series at all.
+TEST(Sampler, NoWorkerSeriesWithoutDataplaneCounters) {
+  SyntheticSegment seg(3);
+  auto other = *seg.registry().counter("cp.requests");
+  auto t0 = *seg.registry().thread(0);
+  auto t1 = *seg.registry().thread(1);
+  t0.add(other, 1);
+  t1.add(other, 2);
+  clock::FakeClock fake(0);
+  Sampler s(counters_only(), clock::Clock::fake(&fake));
+  s.set_counters_source(seg.source());
+  s.sample();
+  EXPECT_EQ(s.latest("ctr.cp.requests"), 3);
+  for (const SeriesInfo& info : s.series()) {
+    EXPECT_EQ(info.name.find("worker0"), std::string::npos) << info.name;
+  }
 }
 
 // At 10 ms the dataplane's CPU time (PID/stat) comes every 100 ms: cpu_ns_per_message is in the

@@ -345,6 +345,77 @@ TEST(CounterReader, RejectsCorruptSegments) {
   }
 }
 
+// Each block alone, unsummed, beside the summed read of the same segment; per-thread values of
+// a few names from read(); a block not in use refused.
+TEST(CounterReader, ReadsOneThreadBlockUnsummed) {
+  AlignedRegion region(region_size_bytes(kCapacity));
+  CounterRegistry reg = *CounterRegistry::format(region.span(), kCapacity);
+  const CounterHandle ops = *reg.counter("ops");
+  const GaugeHandle depth = *reg.gauge("depth");
+  const HistogramHandle lat = *reg.histogram("lat_ns", {3, 24});
+  ThreadCounters t0 = *reg.thread(0);
+  ThreadCounters t1 = *reg.thread(1);
+  t0.add(ops, 7);
+  t1.add(ops, 1000);
+  t0.set(depth, -3);
+  t1.set(depth, 40);
+  t0.record(lat, 10);
+  t1.record(lat, 5000);
+  t1.record(lat, 6000);
+
+  CounterReader reader = *CounterReader::attach(region.span());
+  Snapshot s;
+  ASSERT_TRUE(reader.read_thread(0, &s).ok());
+  EXPECT_EQ(s.threads, 2u);
+  EXPECT_EQ(s.find("ops")->counter, 7u);
+  EXPECT_EQ(s.find("depth")->gauge, -3);
+  EXPECT_EQ(s.find("lat_ns")->histogram.count(), 1u);
+  EXPECT_EQ(s.find("lat_ns")->histogram.max(), 10u);
+  ASSERT_TRUE(reader.read_thread(1, &s).ok());
+  EXPECT_EQ(s.find("ops")->counter, 1000u);
+  EXPECT_EQ(s.find("depth")->gauge, 40);
+  EXPECT_EQ(s.find("lat_ns")->histogram.count(), 2u);
+  EXPECT_EQ(s.find("lat_ns")->histogram.max(), 6000u);
+  EXPECT_TRUE(s.per_thread.empty());
+
+  const absl::Status out_of_range = reader.read_thread(2, &s);
+  EXPECT_EQ(out_of_range.code(), absl::StatusCode::kOutOfRange) << out_of_range;
+  EXPECT_NE(out_of_range.message().find("thread block 2 not in use"), std::string::npos)
+      << out_of_range;
+  EXPECT_EQ(reader.read_thread(UINT32_MAX, &s).code(), absl::StatusCode::kOutOfRange);
+
+  // The summed read is unchanged, and carries the requested names per block.
+  s.per_thread_names = {"ops", "nope", "depth", "lat_ns"};
+  ASSERT_TRUE(reader.read(&s).ok());
+  EXPECT_EQ(s.find("ops")->counter, 1007u);
+  EXPECT_EQ(s.find("depth")->gauge, 37);
+  EXPECT_EQ(s.find("lat_ns")->histogram.count(), 3u);
+  ASSERT_EQ(s.per_thread.size(), 2u * 4u);
+  EXPECT_EQ(s.per_thread_present, (std::vector<bool>{true, false, true, false}));
+  EXPECT_EQ(s.thread_value(0, 0), 7u);
+  EXPECT_EQ(s.thread_value(1, 0), 1000u);
+  EXPECT_EQ(s.thread_value(0, 1), std::nullopt) << "unknown name";
+  EXPECT_EQ(static_cast<int64_t>(*s.thread_value(0, 2)), -3);
+  EXPECT_EQ(s.thread_value(1, 2), 40u);
+  EXPECT_EQ(s.thread_value(0, 3), std::nullopt) << "a histogram has no single value";
+  EXPECT_EQ(s.thread_value(2, 0), std::nullopt) << "no third block";
+
+  // Values move, names stay resolved; a third block and a new name (layout change) are seen.
+  t1.add(ops, 5);
+  ThreadCounters t2 = *reg.thread(2);
+  const CounterHandle late = *reg.counter("late");
+  t2.add(late, 9);
+  s.per_thread_names = {"late", "ops"};
+  ASSERT_TRUE(reader.read(&s).ok());
+  ASSERT_EQ(s.threads, 3u);
+  EXPECT_EQ(s.thread_value(2, 0), 9u);
+  EXPECT_EQ(s.thread_value(1, 1), 1005u);
+  EXPECT_EQ(s.thread_value(2, 1), 0u);
+  ASSERT_TRUE(reader.read_thread(2, &s).ok());
+  EXPECT_EQ(s.find("late")->counter, 9u);
+  EXPECT_EQ(s.find("ops")->counter, 0u);
+}
+
 TEST(CounterReader, RejectsRegionsTooSmallOrMisaligned) {
   AlignedRegion region(region_size_bytes(kCapacity));
   populate(region);
@@ -392,12 +463,16 @@ TEST(CounterReader, RandomCorruptionNeverReadsOutOfBounds) {
       continue;
     }
     Snapshot s;
+    s.per_thread_names = {"c", "g", "h"};  // the per-block loads are bounds-checked too
     if (reader->read(&s).ok()) {
       ++ok;
       for (const Metric& m : s.metrics) EXPECT_TRUE(validate_name(m.name).ok());
+      EXPECT_EQ(s.per_thread.size(), size_t{s.threads} * 3);
     } else {
       ++failed;
     }
+    // One block alone: in range or refused, never a read outside the region.
+    (void)reader->read_thread(static_cast<uint32_t>(rng() % 10), &s);
   }
   EXPECT_GT(failed, 0);
   EXPECT_EQ(ok + failed, 2000);
