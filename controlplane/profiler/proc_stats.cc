@@ -110,14 +110,42 @@ ParseResult parse_proc_stat(std::string_view text, std::vector<Reading>* out) {
   return r;
 }
 
+namespace {
+
+// The "Key: value [kB]" files (meminfo, PID/status): for each line whose key is one of
+// `fields`, `emit(field, value)` with kB values in bytes; a listed key with a bad value (or a
+// kB field without its "kB") is a malformed line.
+struct KeyedField {
+  std::string_view key;
+  const char* name;
+  bool kib;  // "kB" suffix; e.g. the huge page counts and context switches have none
+};
+
+template <size_t N, typename Emit>
+void parse_keyed_lines(std::string_view text, const KeyedField (&fields)[N], ParseResult* r,
+                       Emit emit) {
+  std::string_view tok[3];
+  while (!text.empty()) {
+    std::string_view line = next_line(text);
+    const size_t n = split(line, tok);
+    if (n == 0) continue;
+    for (const KeyedField& f : fields) {
+      if (tok[0] != f.key) continue;
+      int64_t v = 0;
+      if (n < 2 || !to_int(tok[1], &v) || (f.kib && (n < 3 || tok[2] != "kB"))) {
+        ++r->malformed_lines;
+        break;
+      }
+      emit(f, f.kib ? v * 1024 : v);
+    }
+  }
+}
+
+}  // namespace
+
 ParseResult parse_meminfo(std::string_view text, std::vector<Reading>* out) {
   ParseResult r;
-  struct Field {
-    std::string_view key;
-    const char* name;
-    bool kib;  // "kB" suffix; the huge page counts have none
-  };
-  static constexpr Field kFields[] = {
+  static constexpr KeyedField kFields[] = {
       {"MemTotal:", "os.mem.total", true},
       {"MemFree:", "os.mem.free", true},
       {"MemAvailable:", "os.mem.available", true},
@@ -128,21 +156,9 @@ ParseResult parse_meminfo(std::string_view text, std::vector<Reading>* out) {
       {"HugePages_Free:", "os.hugepages.free", false},
       {"Hugepagesize:", "os.hugepages.size", true},
   };
-  std::string_view tok[3];
-  while (!text.empty()) {
-    std::string_view line = next_line(text);
-    const size_t n = split(line, tok);
-    if (n == 0) continue;
-    for (const Field& f : kFields) {
-      if (tok[0] != f.key) continue;
-      int64_t v = 0;
-      if (n < 2 || !to_int(tok[1], &v) || (f.kib && (n < 3 || tok[2] != "kB"))) {
-        ++r.malformed_lines;
-        break;
-      }
-      add(out, f.name, f.kib ? "bytes" : "pages", SeriesKind::kGauge, f.kib ? v * 1024 : v);
-    }
-  }
+  parse_keyed_lines(text, kFields, &r, [out](const KeyedField& f, int64_t v) {
+    add(out, f.name, f.kib ? "bytes" : "pages", SeriesKind::kGauge, v);
+  });
   return r;
 }
 
@@ -270,12 +286,7 @@ ParseResult parse_pid_stat(std::string_view text, std::string_view label,
 ParseResult parse_pid_status(std::string_view text, std::string_view label,
                              std::vector<Reading>* out) {
   ParseResult r;
-  struct Field {
-    std::string_view key;
-    const char* name;
-    bool kib;
-  };
-  static constexpr Field kFields[] = {
+  static constexpr KeyedField kFields[] = {
       {"VmRSS:", "rss", true},
       {"VmSize:", "vm_size", true},
       {"HugetlbPages:", "hugetlb", true},
@@ -283,22 +294,10 @@ ParseResult parse_pid_status(std::string_view text, std::string_view label,
       {"nonvoluntary_ctxt_switches:", "ctx_switches_involuntary", false},
   };
   const std::string p = absl::StrCat("proc.", std::string(label), ".");
-  std::string_view tok[3];
-  while (!text.empty()) {
-    std::string_view line = next_line(text);
-    const size_t n = split(line, tok);
-    if (n == 0) continue;
-    for (const Field& f : kFields) {
-      if (tok[0] != f.key) continue;
-      int64_t v = 0;
-      if (n < 2 || !to_int(tok[1], &v) || (f.kib && (n < 3 || tok[2] != "kB"))) {
-        ++r.malformed_lines;
-        break;
-      }
-      add(out, p + f.name, f.kib ? "bytes" : "switches",
-          f.kib ? SeriesKind::kGauge : SeriesKind::kCounter, f.kib ? v * 1024 : v);
-    }
-  }
+  parse_keyed_lines(text, kFields, &r, [out, &p](const KeyedField& f, int64_t v) {
+    add(out, p + f.name, f.kib ? "bytes" : "switches",
+        f.kib ? SeriesKind::kGauge : SeriesKind::kCounter, v);
+  });
   return r;
 }
 
