@@ -308,7 +308,8 @@ void StatsMirror::add_entries() {
     for (uint32_t i = 0; i < net::tcp::TcpStats::kCount; ++i) {
       add(absl::StrCat("dp.tcp.",
                        net::tcp::TcpStats::name(static_cast<net::tcp::TcpStats::Index>(i))),
-          Source::kTcp, offset_of(tcp_probe, tcp_probe.values[i]), false);
+          Source::kTcp, offset_of(tcp_probe, tcp_probe.values[i]),
+          net::tcp::TcpStats::is_gauge(static_cast<net::tcp::TcpStats::Index>(i)));
     }
     static const dpdk::LoopStatsSnapshot loop_probe{};
 #define HERALD_DPDK_LOOP_ENTRY(name, doc) \

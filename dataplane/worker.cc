@@ -124,6 +124,8 @@ absl::StatusOr<dpdk::DpdkTransportOptions> dpdk_transport_options(const config::
   o.tcp.congestion_control = d.congestion_control() == config::CongestionControl::newreno
                                  ? net::tcp::CongestionControl::kNewReno
                                  : net::tcp::CongestionControl::kCubic;
+  o.tcp.buffer_pool_bytes = uint64_t{d.tcp_buffer_pool_mb()} << 20;
+  o.tcp.buffer_cache_bytes = uint64_t{d.tcp_buffer_cache_mb()} << 20;
   (void)index;
   return o;
 }

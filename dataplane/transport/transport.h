@@ -77,6 +77,9 @@ class TransportEvents {
   virtual void on_writable(ConnectionId id) = 0;
   // The end: no more events for `id`, and `id` is invalid from here on.
   virtual void on_closed(ConnectionId id, CloseReason reason) = 0;
+  // An active open (DpdkTransport::connect, used by herald-loadgen's dpdk mode) completed its
+  // handshake; a failed one ends with on_closed instead. Listening-only users never see it.
+  virtual void on_connected(ConnectionId /*id*/) {}
 };
 
 struct TransportLimits {

@@ -102,6 +102,15 @@ absl::StatusOr<std::shared_ptr<ServerContext>> ServerContext::create(
     return s;
   }
   SSL_CTX_set_ex_data(ctx, context_ex_index(), self.get());
+  // The first certificate also goes on the SSL_CTX, where SSL_new copies it by reference;
+  // SSL_set_chain_and_key in the callback re-parses the leaf's public key and compares it with
+  // the private key on every handshake (~1 us of ~115, tests/bench/tls). So the callback acts
+  // only after a reload. Set once, before any SSL_new: SSL_new reads it without a lock.
+  if (SSL_CTX_set_chain_and_key(ctx, certificate->chain_data(), certificate->chain_length(),
+                                certificate->private_key(), nullptr) != 1) {
+    return absl::InvalidArgumentError("server certificate: " + crypto_error());
+  }
+  self->ctx_certificate_ = certificate;
   self->certificate_ = std::move(certificate);
   SSL_CTX_set_cert_cb(ctx, &ServerContext::select_certificate, self.get());
 
@@ -172,7 +181,13 @@ std::shared_ptr<const CertifiedKey> ServerContext::certificate() const {
 
 int ServerContext::select_certificate(SSL* ssl, void* arg) {
   const auto* self = static_cast<const ServerContext*>(arg);
-  std::shared_ptr<const CertifiedKey> cert = self->certificate();
+  std::shared_ptr<const CertifiedKey> cert;
+  {
+    std::lock_guard<std::mutex> lock(self->cert_mu_);
+    // Not reloaded: the SSL already holds the SSL_CTX's copy (taken by SSL_new).
+    if (self->certificate_ == self->ctx_certificate_) return 1;
+    cert = self->certificate_;
+  }
   // SSL_set_chain_and_key takes its own references, so `cert` may go when this returns.
   return SSL_set_chain_and_key(ssl, cert->chain_data(), cert->chain_length(), cert->private_key(),
                                nullptr) == 1

@@ -86,6 +86,9 @@ class ServerContext {
   std::shared_ptr<TicketKeyRing> ticket_keys_;
   mutable std::mutex cert_mu_;
   std::shared_ptr<const CertifiedKey> certificate_;
+  // The certificate set on ctx_ at creation (never changed: SSL_new reads it unlocked). Held
+  // so that its address cannot be reused by a later certificate that would then compare equal.
+  std::shared_ptr<const CertifiedKey> ctx_certificate_;
 };
 
 struct ClientOptions {

@@ -32,6 +32,9 @@ struct alignas(64) WorkerProgress {
   std::atomic<uint64_t> given_up{0};    // clients that stopped (refused credentials)
   std::atomic<uint32_t> send_done{0};   // offline-drain: every sender sent and got its acks
   std::atomic<uint32_t> storm_seen{0};  // the storm generation this worker has acted on
+  // The phase this worker has entered (published after the turn that entered it): once it is
+  // kSettle no new message leaves this worker, so a settle check cannot race a last send.
+  std::atomic<uint32_t> phase_seen{0};
   std::atomic<uint32_t> exited{0};
 };
 

@@ -1,15 +1,10 @@
-// The worker's event loop (engine.h). Edge-triggered epoll: every socket is registered once for
-// read and write edges, reads run to EAGAIN, and output is gathered per connection during a
-// turn and written once at its end, so a busy connection costs one send() per turn however
-// many messages, acks and pings it carries.
+// The worker's event loop (engine.h) over a ClientNetwork (network.h: kernel sockets or
+// Herald's own stack on DPDK). Output is gathered per connection during a turn and written once
+// at its end, so a busy connection costs one send per turn however many messages, acks and
+// pings it carries.
 #include "tools/loadgen/engine.h"
 
-#include <errno.h>
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -23,7 +18,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "platform/tls/connection.h"
+#include "tools/loadgen/dpdk_network.h"
 #include "tools/loadgen/message_body.h"
+#include "tools/loadgen/network.h"
 #include "tools/loadgen/schedule.h"
 
 namespace herald::tools::loadgen {
@@ -35,16 +32,11 @@ int64_t mono_ns() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-std::string errno_name(int e) {
-  const char* name = strerrorname_np(e);
-  return name != nullptr ? name : "errno" + std::to_string(e);
-}
-
 constexpr int64_t kSweepNs = 100'000'000;  // pings, handshake deadlines, backoff expiries
 constexpr uint32_t kMaxRetries = 50;       // per message, for retryable refusals
 constexpr uint32_t kBackoffMinMs = 100;
 constexpr uint32_t kBackoffMaxMs = 5'000;
-constexpr size_t kReadBytes = 64 * 1024;
+constexpr size_t kPlainBytes = 64 * 1024;
 constexpr uint32_t kMaxArrivalsPerTurn = 65'536;
 
 enum class State : uint8_t {
@@ -73,7 +65,7 @@ struct InFlight {
 struct Client {
   uint32_t index = 0;
   uint32_t generation = 0;
-  int fd = -1;
+  NetHandle conn = kNoHandle;
   State state = State::kIdle;
   bool dirty = false;
   bool active = false;
@@ -117,17 +109,17 @@ struct Retry {
   bool operator>(const Retry& o) const { return due_ns > o.due_ns; }
 };
 
-class Engine final : public ProtocolEvents {
+class Engine final : public ProtocolEvents, private NetworkEvents {
  public:
-  Engine(const WorkerPlan& plan, ControlBlock& control)
+  Engine(const WorkerPlan& plan, ControlBlock& control, ClientNetwork& network)
       : plan_(plan),
+        network_(network),
         options_(*plan.options),
         control_(control),
         progress_(control.workers[plan.worker]),
         rng_(plan.options->seed * 7919 + plan.worker),
         body_(plan.options->body_bytes, 0),
-        read_buffer_(kReadBytes),
-        plain_buffer_(kReadBytes) {
+        plain_buffer_(kPlainBytes) {
     clients_.resize(plan.end - plan.begin);
     for (uint32_t i = 0; i < clients_.size(); ++i) {
       clients_[i].index = plan.begin + i;
@@ -137,14 +129,8 @@ class Engine final : public ProtocolEvents {
   }
 
   WorkerResult run() {
-    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_fd_ < 0) {
-      result_.error("epoll_create");
-      return std::move(result_);
-    }
     now_ = mono_ns();
     enter(Phase::kConnect);
-    std::vector<epoll_event> events(1024);
     int64_t next_sweep_ns = now_ + kSweepNs;
     for (;;) {
       now_ = mono_ns();
@@ -172,24 +158,14 @@ class Engine final : public ProtocolEvents {
       int64_t next_ns = next_sweep_ns;
       if (schedule_.has_value()) next_ns = std::min(next_ns, schedule_->next_ns());
       if (!retry_queue_.empty()) next_ns = std::min(next_ns, retry_queue_.top().due_ns);
-      const int64_t wait_ns = std::max<int64_t>(0, next_ns - mono_ns());
-      const timespec timeout{static_cast<time_t>(wait_ns / 1'000'000'000),
-                             static_cast<long>(wait_ns % 1'000'000'000)};
-      const int n = epoll_pwait2(epoll_fd_, events.data(), static_cast<int>(events.size()),
-                                 &timeout, nullptr);
-      if (n < 0) {
-        if (errno != EINTR) result_.error("epoll_wait_" + errno_name(errno));
-        continue;
-      }
       now_ = mono_ns();
-      for (int i = 0; i < n; ++i) on_event(events[i]);
+      network_.wait(std::max<int64_t>(0, next_ns - now_), *this);
     }
     result_.sessions_held = ready_.size();
     for (Client& c : clients_) {
-      if (c.fd >= 0) close(c.fd);
-      c.fd = -1;
+      if (c.conn != kNoHandle) network_.close(c.conn);
+      c.conn = kNoHandle;
     }
-    close(epoll_fd_);
     publish();
     return std::move(result_);
   }
@@ -479,54 +455,20 @@ class Engine final : public ProtocolEvents {
 
   void start_connect(Client& c) {
     if (result_.connect_start_ns == 0) result_.connect_start_ns = now_;
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      backoff(c, "socket_" + errno_name(errno));
-      return;
-    }
-    const int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (!options_.source_addresses.empty()) {
-      // The port is chosen at connect() time, per (source, destination) pair, so each source
-      // address brings its own ephemeral range to the one destination port.
-      (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-      sockaddr_in source{};
-      source.sin_family = AF_INET;
-      source.sin_addr =
-          options_.source_addresses[next_source_++ % options_.source_addresses.size()];
-      if (bind(fd, reinterpret_cast<const sockaddr*>(&source), sizeof(source)) != 0) {
-        const int e = errno;
-        close(fd);
-        backoff(c, "bind_" + errno_name(e));
-        return;
-      }
-    }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&plan_.target), sizeof(plan_.target)) != 0 &&
-        errno != EINPROGRESS) {
-      const int e = errno;
-      close(fd);
-      backoff(c, "connect_" + errno_name(e));
-      return;
-    }
     ++c.generation;
-    c.fd = fd;
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = uint64_t{c.generation} << 32 | local_of(c);
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      const int e = errno;
-      close(fd);
-      c.fd = -1;
-      backoff(c, "epoll_ctl_" + errno_name(e));
+    absl::StatusOr<NetHandle> conn = network_.connect(token_of(c));
+    if (!conn.ok()) {
+      backoff(c, std::string(conn.status().message()));
       return;
     }
+    c.conn = *conn;
     c.state = State::kConnecting;
     c.connect_start_ns = now_;
     c.due_ns = now_ + static_cast<int64_t>(options_.handshake_timeout_s * 1e9);
     ++connecting_;
   }
 
-  // A connection attempt failed before it had a socket in epoll.
+  // A connection attempt failed before the network started it.
   void backoff(Client& c, const std::string& reason) {
     result_.error(reason);
     c.backoff_ms = std::clamp(c.backoff_ms * 2, kBackoffMinMs, kBackoffMaxMs);
@@ -539,8 +481,8 @@ class Engine final : public ProtocolEvents {
 
   void drop(Client& c, const std::string& reason, bool reconnect, uint32_t after_ms,
             bool count = true) {
-    if (c.fd >= 0) close(c.fd);  // also leaves the epoll set
-    c.fd = -1;
+    if (c.conn != kNoHandle) network_.close(c.conn);
+    c.conn = kNoHandle;
     ++c.generation;
     if (c.state == State::kReady) {
       const uint32_t moved = ready_.back();
@@ -607,56 +549,58 @@ class Engine final : public ProtocolEvents {
     }
   }
 
-  void on_event(const epoll_event& ev) {
-    const uint32_t local = static_cast<uint32_t>(ev.data.u64);
-    const uint32_t generation = static_cast<uint32_t>(ev.data.u64 >> 32);
+  uint64_t token_of(const Client& c) const { return uint64_t{c.generation} << 32 | local_of(c); }
+
+  // The client a network event is for; nullptr for a connection since dropped.
+  Client* client_of(uint64_t token) {
+    const uint32_t local = static_cast<uint32_t>(token);
+    if (local >= clients_.size()) return nullptr;
     Client& c = clients_[local];
-    if (c.generation != generation || c.fd < 0) return;  // an event for a closed socket
-    if (c.state == State::kConnecting) {
-      if ((ev.events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
-      int error = 0;
-      socklen_t length = sizeof(error);
-      (void)getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &length);
-      if (error != 0) {
-        drop(c, "connect_" + errno_name(error), true, 0);
-        return;
-      }
-      ++result_.connects;
-      auto tls = tls::Connection::client(plan_.tls, plan_.server_name);
-      if (!tls.ok()) {
-        drop(c, "tls_init", true, 0);
-        return;
-      }
-      c.tls = std::move(*tls);
-      c.state = State::kTls;
-      mark_dirty(c);  // the ClientHello
-    }
-    if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(c);
-    if (c.generation == generation && (ev.events & EPOLLOUT) != 0) mark_dirty(c);
+    if (c.generation != static_cast<uint32_t>(token >> 32) || c.conn == kNoHandle) return nullptr;
+    return &c;
   }
 
-  void on_readable(Client& c) {
-    const uint32_t generation = c.generation;
-    for (;;) {
-      const ssize_t n = recv(c.fd, read_buffer_.data(), read_buffer_.size(), 0);
-      if (n > 0) {
-        if (!feed(c, std::span<const uint8_t>(read_buffer_.data(), static_cast<size_t>(n)))) {
-          return;
-        }
-        if (c.generation != generation) return;
-        continue;
-      }
-      if (n == 0) {
-        c.tls->feed_eof();
-        if (!after_tls_input(c)) return;
-        drop(c, handshaking(c.state) ? "closed_in_handshake" : "server_closed", true, 0);
-        return;
-      }
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR) continue;
-      drop(c, "recv_" + errno_name(errno), true, 0);
+  // NetworkEvents
+  void on_connected(uint64_t token) override {
+    Client* c = client_of(token);
+    if (c == nullptr || c->state != State::kConnecting) return;
+    ++result_.connects;
+    auto tls = tls::Connection::client(plan_.tls, plan_.server_name);
+    if (!tls.ok()) {
+      drop(*c, "tls_init", true, 0);
       return;
     }
+    c->tls = std::move(*tls);
+    c->state = State::kTls;
+    mark_dirty(*c);  // the ClientHello
+  }
+
+  void on_data(uint64_t token, std::span<const uint8_t> bytes) override {
+    Client* c = client_of(token);
+    if (c == nullptr || c->tls == nullptr) return;
+    now_ = mono_ns();  // latencies are taken here
+    (void)feed(*c, bytes);
+  }
+
+  void on_eof(uint64_t token) override {
+    Client* c = client_of(token);
+    if (c == nullptr) return;
+    if (c->tls != nullptr) {
+      c->tls->feed_eof();
+      if (!after_tls_input(*c)) return;
+    }
+    drop(*c, handshaking(c->state) ? "closed_in_handshake" : "server_closed", true, 0);
+  }
+
+  void on_failed(uint64_t token, const std::string& reason) override {
+    Client* c = client_of(token);
+    if (c == nullptr) return;
+    c->conn = kNoHandle;  // the network ended it already
+    drop(*c, reason, true, 0);
+  }
+
+  void on_writable(uint64_t token) override {
+    if (Client* c = client_of(token); c != nullptr) mark_dirty(*c);
   }
 
   // Ciphertext in; false once the client was dropped.
@@ -730,7 +674,7 @@ class Engine final : public ProtocolEvents {
     for (const uint32_t local : flushing_) {
       Client& c = clients_[local];
       c.dirty = false;
-      if (c.fd >= 0 && c.tls != nullptr) flush(c);
+      if (c.conn != kNoHandle && c.tls != nullptr) flush(c);
     }
     flushing_.clear();
   }
@@ -754,19 +698,18 @@ class Engine final : public ProtocolEvents {
         }
         c.out.erase(c.out.begin(), c.out.begin() + static_cast<ptrdiff_t>(taken));
       }
-      // Ciphertext to the socket; false: it is full (an EPOLLOUT edge brings us back).
+      // Ciphertext to the network; a short send means its queue is full (on_writable brings
+      // us back).
       for (;;) {
         const std::span<const uint8_t> pending = c.tls->pending_ciphertext();
         if (pending.empty()) break;
-        const ssize_t n = send(c.fd, pending.data(), pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-          c.tls->consume_ciphertext(static_cast<size_t>(n));
-          continue;
+        const absl::StatusOr<size_t> n = network_.send(c.conn, pending);
+        if (!n.ok()) {
+          drop(c, std::string(n.status().message()), true, 0);
+          return;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        if (n < 0 && errno == EINTR) continue;
-        drop(c, "send_" + errno_name(errno), true, 0);
-        return;
+        c.tls->consume_ciphertext(*n);
+        if (*n < pending.size()) return;
       }
       if (c.out.empty() || taken == 0) return;
     }
@@ -786,16 +729,18 @@ class Engine final : public ProtocolEvents {
     p.in_flight.store(in_flight_total_, std::memory_order_relaxed);
     p.given_up.store(given_up_, std::memory_order_relaxed);
     p.send_done.store(send_done_ ? 1 : 0, std::memory_order_relaxed);
-    // Last, with release: a coordinator that sees the storm acted on sees the counts after it.
+    // Last, with release: a coordinator that sees the storm acted on (or the phase entered)
+    // sees the counts after it.
+    p.phase_seen.store(static_cast<uint32_t>(phase_), std::memory_order_release);
     p.storm_seen.store(storm_seen_, std::memory_order_release);
   }
 
   const WorkerPlan& plan_;
+  ClientNetwork& network_;
   const Options& options_;
   ControlBlock& control_;
   WorkerProgress& progress_;
   WorkerResult result_;
-  int epoll_fd_ = -1;
   int64_t now_ = 0;
   Phase phase_ = Phase::kConnect;
   uint32_t storm_seen_ = 0;
@@ -818,17 +763,24 @@ class Engine final : public ProtocolEvents {
   uint64_t in_flight_total_ = 0;
   uint64_t given_up_ = 0;
   bool send_done_ = false;
-  size_t next_source_ = 0;
   std::vector<uint8_t> body_;
-  std::vector<uint8_t> read_buffer_;
   std::vector<uint8_t> plain_buffer_;
 };
 
 }  // namespace
 
 WorkerResult run_worker(const WorkerPlan& plan, ControlBlock& control) {
-  Engine engine(plan, control);
-  WorkerResult result = engine.run();
+  absl::StatusOr<std::unique_ptr<ClientNetwork>> network =
+      plan.options->dpdk_port.empty() ? make_kernel_network(plan) : make_dpdk_network(plan);
+  WorkerResult result;
+  if (network.ok()) {
+    Engine engine(plan, control, **network);
+    result = engine.run();
+  } else {
+    std::fprintf(stderr, "herald-loadgen: worker %u: %s\n", plan.worker,
+                 std::string(network.status().message()).c_str());
+    result.error("network_setup");
+  }
   control.workers[plan.worker].exited.store(1, std::memory_order_release);
   return result;
 }

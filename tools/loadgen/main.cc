@@ -4,6 +4,11 @@
 // 2 duplicates only, 3 a setup error, 64 bad flags.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -70,6 +75,21 @@ class Coordinator {
     return kExitSetup;
   }
 
+  // SHA-256 of the first certificate in `pem` (the leaf a pinned target presents).
+  static absl::StatusOr<tls::Sha256> leaf_sha256_of_pem(const std::string& pem) {
+    bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    bssl::UniquePtr<X509> leaf(
+        bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (leaf == nullptr) return absl::InvalidArgumentError("no certificate in the PEM file");
+    uint8_t* der = nullptr;
+    const int length = i2d_X509(leaf.get(), &der);
+    if (length <= 0) return absl::InvalidArgumentError("the certificate does not encode");
+    tls::Sha256 digest{};
+    SHA256(der, static_cast<size_t>(length), digest.data());
+    OPENSSL_free(der);
+    return digest;
+  }
+
   int setup() {
     std::random_device random;
     run_id_ = static_cast<uint32_t>(random()) | 1u;
@@ -78,6 +98,26 @@ class Coordinator {
     }
     target_.sin_family = AF_INET;
     target_.sin_port = htons(o_.target.port);
+
+    tls_options_.max_version = tls::TlsVersion::kTls13;
+    if (!o_.dpdk_port.empty()) {
+      // The target sits behind the DPDK port, out of the kernel's reach: no probe. The pin is
+      // the certificate file's own leaf, so a wrong --chat-cert still fails every handshake
+      // (counted), just not up front.
+      if (!o_.ca_file.empty()) {
+        tls_options_.ca_file = o_.ca_file;
+      } else {
+        auto pem = read_pem_file(o_.chat_cert);
+        if (!pem.ok()) return setup_error("--chat-cert: " + std::string(pem.status().message()));
+        auto digest = leaf_sha256_of_pem(*pem);
+        if (!digest.ok()) {
+          return setup_error("--chat-cert: " + std::string(digest.status().message()));
+        }
+        tls_options_.pin = true;
+        tls_options_.pinned_sha256 = *digest;
+      }
+      return after_trust();
+    }
 
     // One blocking handshake first: the target is up, and its certificate passes the trust
     // check, before thousands of connections find out one by one. A pinned certificate is
@@ -97,7 +137,6 @@ class Coordinator {
                          std::to_string(o_.target.port) + ": " +
                          std::string(stream.status().message()));
     }
-    tls_options_.max_version = tls::TlsVersion::kTls13;
     if (!o_.ca_file.empty()) {
       tls_options_.ca_file = o_.ca_file;
     } else {
@@ -105,7 +144,11 @@ class Coordinator {
       tls_options_.pinned_sha256 = (*stream)->tls().peer_certificate().sha256;
     }
     (*stream)->close();
+    return after_trust();
+  }
 
+  // The accounts, once the target's trust is settled.
+  int after_trust() {
     topology_.accounts = o_.connections;
     topology_.groups = o_.scenario == Scenario::kGroup;
     topology_.group_size = topology_.groups ? o_.group_size : 0;
@@ -386,7 +429,11 @@ class Coordinator {
 
   void settle(int64_t send_start) {
     set_phase(Phase::kSettle);
-    if (!wait_until(o_.settle_timeout_s, [&] { return settled(); })) {
+    // Only once every worker stopped sending: otherwise a message sent and delivered between
+    // reading in_flight and reading delivered (its ack still coming) would pass for settled.
+    const auto settling = static_cast<uint32_t>(Phase::kSettle);
+    if (!wait_until(o_.settle_timeout_s,
+                    [&] { return all(&WorkerProgress::phase_seen, settling) && settled(); })) {
       coordinator_errors_["settle_timeout"] += 1;
       if (o_.recheck_reconnect && !died_) recheck();
     }

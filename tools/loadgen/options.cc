@@ -63,6 +63,24 @@ absl::StatusOr<HostPort> parse_host_port(std::string_view text) {
   return out;
 }
 
+absl::StatusOr<std::pair<in_addr, uint8_t>> parse_address_prefix(std::string_view text) {
+  const size_t slash = text.find('/');
+  auto address = parse_ipv4(text.substr(0, slash));
+  if (!address.ok()) return address.status();
+  if (address->s_addr == 0) return absl::InvalidArgumentError("0.0.0.0 is not an address");
+  uint32_t prefix = 24;
+  if (slash != std::string_view::npos) {
+    const std::string digits(text.substr(slash + 1));
+    char* end = nullptr;
+    prefix = static_cast<uint32_t>(std::strtoul(digits.c_str(), &end, 10));
+    if (digits.empty() || *end != '\0' || prefix < 1 || prefix > 32) {
+      return absl::InvalidArgumentError("prefix length must be 1..32 in '" + std::string(text) +
+                                        "'");
+    }
+  }
+  return std::pair{*address, static_cast<uint8_t>(prefix)};
+}
+
 absl::StatusOr<std::vector<in_addr>> parse_source_addresses(std::string_view text) {
   std::vector<in_addr> out;
   size_t at = 0;
@@ -112,13 +130,27 @@ absl::Status validate(Options& o) {
   if (o.connections < 2 || o.connections > kMaxConnections) {
     return bad("--connections", "must be in [2, " + std::to_string(kMaxConnections) + "]");
   }
-  const uint32_t needed = (o.connections + kConnectionsPerProcess - 1) / kConnectionsPerProcess;
+  if (!o.dpdk_port.empty()) {
+    // One stack on one port: one worker process, and no file descriptor per connection.
+    if (o.processes == 0) o.processes = 1;
+    if (o.processes != 1) return bad("--processes", "must be 1 with --dpdk-port");
+    if (!o.source_addresses.empty()) {
+      return bad("--source-addresses", "not with --dpdk-port (the stack has --dpdk-address)");
+    }
+    if (o.dpdk_address.s_addr == 0) return bad("--dpdk-address", "needed with --dpdk-port");
+    if (o.dpdk_lcores.size() < 2) return bad("--dpdk-lcores", "two lcores: main and one more");
+    if (o.dpdk_idle_sleep_us > 1'000'000) return bad("--dpdk-idle-sleep-us", "at most 1000000");
+  }
+  const uint32_t needed =
+      !o.dpdk_port.empty() ? 1
+                           : (o.connections + kConnectionsPerProcess - 1) / kConnectionsPerProcess;
   if (o.processes == 0) o.processes = needed;
   if (o.processes > kMaxProcesses) {
     return bad("--processes", "at most " + std::to_string(kMaxProcesses));
   }
   if (o.processes > o.connections) return bad("--processes", "more processes than connections");
-  if ((o.connections + o.processes - 1) / o.processes > kConnectionsPerProcess) {
+  if (o.dpdk_port.empty() &&
+      (o.connections + o.processes - 1) / o.processes > kConnectionsPerProcess) {
     return bad("--processes", "at least " + std::to_string(needed) + " needed for " +
                                   std::to_string(o.connections) + " connections (" +
                                   std::to_string(kConnectionsPerProcess) +
@@ -214,6 +246,17 @@ ParseOutcome parse_options(const std::vector<std::string>& args) {
   app.add_option("--source-addresses", sources, "e.g. 127.0.0.1-127.0.0.8 (round-robin)");
   app.add_option("--connect-concurrency", o.connect_concurrency,
                  "handshakes in flight per process");
+  std::string dpdk_address;
+  app.add_option("--dpdk-port", o.dpdk_port,
+                 "run on Herald's TCP/IP stack on this DPDK port, e.g. "
+                 "net_memif0,role=client,socket=/run/herald-memif.sock");
+  app.add_option("--dpdk-address", dpdk_address, "--dpdk-port: our IPv4 address/prefix");
+  app.add_option("--dpdk-lcores", o.dpdk_lcores, "--dpdk-port: EAL lcores (main first)")
+      ->delimiter(',');
+  app.add_option("--dpdk-memory-mb", o.dpdk_memory_mb,
+                 "--dpdk-port: 0 uses huge pages, else --no-huge with this many MiB");
+  app.add_option("--dpdk-idle-sleep-us", o.dpdk_idle_sleep_us,
+                 "--dpdk-port: sleep of an idle poll loop");
   app.add_option("--rate", o.rate_per_s, "messages per second, all processes together");
   app.add_option("--duration", o.duration_s, "seconds of sending (idle: holding)");
   app.add_option("--settle-timeout", o.settle_timeout_s,
@@ -284,6 +327,12 @@ ParseOutcome parse_options(const std::vector<std::string>& args) {
     auto a = parse_source_addresses(sources);
     if (!a.ok()) return fail("--source-addresses: " + std::string(a.status().message()));
     o.source_addresses = std::move(*a);
+  }
+  if (!dpdk_address.empty()) {
+    auto a = parse_address_prefix(dpdk_address);
+    if (!a.ok()) return fail("--dpdk-address: " + std::string(a.status().message()));
+    o.dpdk_address = a->first;
+    o.dpdk_prefix_length = a->second;
   }
   if (absl::Status v = validate(o); !v.ok()) return fail(std::string(v.message()));
   return out;

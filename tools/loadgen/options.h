@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,9 @@ absl::StatusOr<HostPort> parse_host_port(std::string_view text);
 // InvalidArgument for anything else, a reversed range, or more than kMaxSourceAddresses.
 inline constexpr size_t kMaxSourceAddresses = 4096;
 absl::StatusOr<std::vector<in_addr>> parse_source_addresses(std::string_view text);
+
+// "10.77.0.2/24" (prefix 1..32) or "10.77.0.2" (/24): an address with its on-link prefix.
+absl::StatusOr<std::pair<in_addr, uint8_t>> parse_address_prefix(std::string_view text);
 
 // The file descriptors one process may hold (the machine's hard limit, which loadgen cannot
 // raise), less a margin for the epoll fd, pipes and the admin calls.
@@ -60,6 +64,17 @@ struct Options {
   uint32_t processes = 0;  // 0: ceil(connections / kConnectionsPerProcess)
   std::vector<in_addr> source_addresses;
   uint32_t connect_concurrency = 1000;  // handshakes in flight per process
+
+  // DPDK client mode (dpdk_network.h): the connections run on Herald's own TCP/IP stack on this
+  // DPDK port ("net_memif0,role=client,socket=/run/herald-memif.sock"), not on kernel sockets;
+  // one worker process, no file-descriptor bound. Empty: kernel sockets.
+  std::string dpdk_port;
+  in_addr dpdk_address{};  // the stack's own IPv4 address (--dpdk-address 10.77.0.2/24)
+  uint8_t dpdk_prefix_length = 24;
+  std::vector<uint16_t> dpdk_lcores{
+      0, 1};                         // the EAL's main lcore (the worker runs there), then one more
+  uint32_t dpdk_memory_mb = 0;       // 0: huge pages; else --no-huge with this many MiB
+  uint32_t dpdk_idle_sleep_us = 50;  // an idle poll loop sleeps this long (adaptive)
 
   double rate_per_s = 1000;  // one-to-one, group, reconnect-storm: total arrivals
   double duration_s = 10;    // send phase (idle: hold)

@@ -86,7 +86,12 @@ namespace herald::net::tcp {
   X(reset_sent, "RST sent by abort or send-queue overflow")                                   \
   X(send_queue_full, "send() past the send buffer (connection reset)")                        \
   X(timer_alloc_failed, "no timer for a new connection (refused)")                            \
-  X(output_no_room, "segment not sent: output refused it")
+  X(output_no_room, "segment not sent: output refused it")                                    \
+  X(buffer_bytes_in_use, "gauge: send + receive ring bytes held by connections (the pool)")   \
+  X(buffer_bytes_high_water, "gauge: the most ring bytes ever held at once")                  \
+  X(buffer_bytes_cached, "gauge: freed ring bytes the pool keeps for reuse")                  \
+  X(buffer_alloc_refused, "ring not grown: buffer_pool_bytes reached")                        \
+  X(drop_no_recv_buffer, "drop: segment's data with no receive ring to hold it (pool full)")
 
 struct TcpStats {
   enum Index : uint32_t {
@@ -105,6 +110,10 @@ struct TcpStats {
   }
   static const char* name(Index i);
   static const char* doc(Index i);
+  // Levels rather than counts (they go down too): publish them as gauges, not deltas.
+  static bool is_gauge(Index i) {
+    return i == buffer_bytes_in_use || i == buffer_bytes_high_water || i == buffer_bytes_cached;
+  }
 };
 
 }  // namespace herald::net::tcp

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/net/tcp/range_list.h"
 #include "platform/assert/assert.h"
 
 namespace herald::net::tcp {
@@ -103,93 +104,95 @@ struct TcpEngine::Listener {
   std::vector<ConnectionId> backlog;  // established, waiting for set_accepting(true)
 };
 
+// A connection block. Fields are ordered by alignment (8, 4, then 1 byte and flags) so the
+// block has no padding holes; the flags are bits; the id is derived from slot and generation;
+// rings and range lists are held only while they hold something (sizeof: connection_block_bytes).
 struct TcpEngine::Connection {
   TcpEngine* engine = nullptr;
-  uint32_t slot = 0;
-  uint32_t generation = 0;
-  ConnectionId id = kNoConnection;
-  bool live = false;
-  FourTuple tuple;
-  TcpState state = TcpState::kClosed;
   Listener* listener = nullptr;  // passive opens: until accepted
-  bool passive = false;
-  bool in_syn_queue = false;
-  bool in_backlog = false;
-  bool app_open = false;  // the application holds `id`
-  bool reading = true;
-  timer::TimerId timer = timer::kInvalidTimerId;
-
-  // Send side (RFC 9293 3.3.1), snd_max the highest sequence number sent (after go-back-N
-  // snd_nxt falls behind it).
-  uint32_t iss = 0, snd_una = 0, snd_nxt = 0, snd_max = 0, snd_wnd = 0, snd_wl1 = 0, snd_wl2 = 0;
-  uint32_t max_snd_wnd = 0;
-  uint8_t snd_wscale = 0, rcv_wscale = 0;
-  uint32_t peer_mss = kDefaultPeerMss;
-  uint32_t eff_mss = kDefaultPeerMss;
-  bool ts_ok = false;
-  uint32_t ts_recent = 0;
-  uint32_t ts_offset = 0;
-  uint32_t last_ack_sent = 0;
-  // Send buffer: a ring holding [sbuf_seq, sbuf_seq + sbuf_len), unacked then unsent.
-  std::vector<uint8_t> sbuf;
-  uint32_t sbuf_head = 0, sbuf_len = 0, sbuf_seq = 0;
-  bool fin_queued = false;
-  uint32_t fin_seq = 0;
-  bool above_low_water = false;
-
-  // Congestion control (RFC 5681, 6582; CUBIC's state when config_.congestion_control is it).
-  uint32_t cwnd = 0, ssthresh = UINT32_MAX, recover = 0, dupacks = 0;
-  bool in_recovery = false;
-  CubicState cubic;
-
+  // Send buffer: a ring of sbuf_cap bytes holding [sbuf_seq, sbuf_seq + sbuf_len), unacked then
+  // unsent; null while empty (the configured send_buffer_bytes is the limit, not the size).
+  uint8_t* sbuf = nullptr;
+  // Receive side: a ring of in-order undelivered bytes followed by room for out-of-order data
+  // within the window, written in place; `ooo` lists the held [start, end) ranges in order.
+  // Null while empty: the window is computed from recv_buffer_bytes, not from the ring.
+  uint8_t* rbuf = nullptr;
+  RangeList ooo;
   // SACK (RFC 2018 / 6675). Sender: `scoreboard` holds the SACKed [start, end) ranges above
   // SND.UNA in order (at most sack_scoreboard_ranges); `high_rxt` is RFC 6675's HighRxt.
   // Receiver: `sack_recent` remembers the most recently received out-of-order sequence numbers
   // so the first block reported is the newest (RFC 2018 4).
-  bool sack_ok = false;
-  bool sack_seen = false;  // a valid SACK block arrived on this connection
-  std::vector<std::pair<uint32_t, uint32_t>> scoreboard;
-  uint32_t high_rxt = 0;
-  uint32_t sack_recent[kMaxSackBlocks] = {};
-  uint8_t sack_recent_count = 0;
-  // RFC 2883: the duplicate range the next ACK reports as its first block, once.
-  bool dsack_pending = false;
-  uint32_t dsack_left = 0, dsack_right = 0;
-
-  // RTT (RFC 6298), microseconds.
-  bool rtt_valid = false;
-  uint64_t srtt_us = 0, rttvar_us = 0, rto_ms = 0;
-  uint32_t backoff = 0;
-  bool timing = false;
-  uint32_t timed_seq = 0;
-  uint32_t timed_at_ms = 0;
-  uint32_t retransmits = 0;
-
+  RangeList scoreboard;
   // Timers: one wheel timer per connection, armed for the earliest of these (0 = off).
   uint64_t rto_at_ns = 0, delack_at_ns = 0, keepalive_at_ns = 0, timewait_at_ns = 0;
   uint64_t finwait2_at_ns = 0;
-  bool persist = false;
-  uint32_t keepalive_sent = 0;
+  // Congestion control (RFC 5681, 6582; CUBIC's state when config_.congestion_control is it).
+  CubicState cubic;
 
-  // Receive side: a ring of in-order undelivered bytes followed by room for out-of-order data
-  // within the window, written in place; `ooo` lists the held [start, end) ranges in order.
+  // RTT (RFC 6298): microseconds (a sample is below 600 s), the RTO in ms.
+  uint32_t srtt_us = 0, rttvar_us = 0, rto_ms = 0;
+  uint32_t slot = 0;
+  uint32_t generation = 0;
+  timer::TimerId timer = timer::kInvalidTimerId;
+  // Send side (RFC 9293 3.3.1), snd_max the highest sequence number sent (after go-back-N
+  // snd_nxt falls behind it).
+  uint32_t iss = 0, snd_una = 0, snd_nxt = 0, snd_max = 0, snd_wnd = 0, snd_wl1 = 0, snd_wl2 = 0;
+  uint32_t max_snd_wnd = 0;
+  uint32_t peer_mss = kDefaultPeerMss;
+  uint32_t eff_mss = kDefaultPeerMss;
+  uint32_t ts_recent = 0;
+  uint32_t ts_offset = 0;
+  uint32_t last_ack_sent = 0;
+  uint32_t sbuf_cap = 0, sbuf_head = 0, sbuf_len = 0, sbuf_seq = 0;
+  uint32_t fin_seq = 0;
+  uint32_t cwnd = 0, ssthresh = UINT32_MAX, recover = 0, dupacks = 0;
+  uint32_t high_rxt = 0;
+  uint32_t sack_recent[kMaxSackBlocks] = {};
+  // RFC 2883: the duplicate range the next ACK reports as its first block, once.
+  uint32_t dsack_left = 0, dsack_right = 0;
+  uint32_t backoff = 0;
+  uint32_t timed_seq = 0;
+  uint32_t timed_at_ms = 0;
+  uint32_t retransmits = 0;
+  uint32_t keepalive_sent = 0;
   uint32_t irs = 0, rcv_nxt = 0;
-  std::vector<uint8_t> rbuf;
-  uint32_t rbuf_head = 0, rbuf_ready = 0;
-  std::vector<std::pair<uint32_t, uint32_t>> ooo;
-  bool fin_pending = false;  // FIN seen out of order at fin_pending_seq
-  uint32_t fin_pending_seq = 0;
-  bool fin_received = false, fin_delivered = false;
+  uint32_t rbuf_cap = 0, rbuf_head = 0, rbuf_ready = 0;
+  uint32_t fin_pending_seq = 0;  // FIN seen out of order here (fin_pending)
   uint32_t unacked_segments = 0;
   uint32_t last_adv_wnd = 0;
-  bool ack_now = false;
-  bool readable_queued = false;
 
+  FourTuple tuple;
+  TcpState state = TcpState::kClosed;
+  uint8_t snd_wscale = 0, rcv_wscale = 0;
+  uint8_t sack_recent_count = 0;
+  bool live : 1 = false;
+  bool passive : 1 = false;
+  bool in_syn_queue : 1 = false;
+  bool in_backlog : 1 = false;
+  bool app_open : 1 = false;  // the application holds `id`
+  bool reading : 1 = true;
+  bool ts_ok : 1 = false;
+  bool fin_queued : 1 = false;
+  bool above_low_water : 1 = false;
+  bool in_recovery : 1 = false;
+  bool sack_ok : 1 = false;
+  bool sack_seen : 1 = false;  // a valid SACK block arrived on this connection
+  bool dsack_pending : 1 = false;
+  bool rtt_valid : 1 = false;
+  bool timing : 1 = false;
+  bool persist : 1 = false;
+  bool fin_pending : 1 = false;
+  bool fin_received : 1 = false;
+  bool fin_delivered : 1 = false;
+  bool ack_now : 1 = false;
+  bool readable_queued : 1 = false;
+
+  ConnectionId id() const { return (uint64_t{generation} << 32) | (slot + 1); }
   bool fin_sent() const { return fin_queued && seq_gt(snd_max, fin_seq); }
   bool fin_acked() const { return fin_queued && seq_gt(snd_una, fin_seq); }
-  uint32_t rcv_wnd() const {
-    return rbuf.empty() ? 0 : static_cast<uint32_t>(rbuf.size()) - rbuf_ready;
-  }
+  // Advertised from the configured capacity whether or not a ring is held: the ring grows to
+  // whatever the window lets in.
+  uint32_t rcv_wnd() const { return engine->config_.recv_buffer_bytes - rbuf_ready; }
 };
 
 struct TcpEngine::Event {
@@ -206,6 +209,7 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
       wheel_(wheel),
       output_(output),
       events_(events),
+      pool_(config.buffer_pool_bytes, config.buffer_cache_bytes),
       next_ephemeral_(config.ephemeral_port_min) {
   HERALD_CHECK(config_.mss >= 64, "tcp: mss below 64");
   HERALD_CHECK(config_.window_scale <= 14, "tcp: window_scale above 14");
@@ -216,6 +220,10 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
       config_.ephemeral_port_min > 0 && config_.ephemeral_port_min <= config_.ephemeral_port_max,
       "tcp: bad ephemeral port range");
   if (!config_.window_scaling) config_.window_scale = 0;
+  // A block keeps its RTO in 32-bit milliseconds: 49 days is beyond any useful RTO.
+  config_.initial_rto_ms = std::min<uint64_t>(config_.initial_rto_ms, UINT32_MAX);
+  config_.min_rto_ms = std::min<uint64_t>(config_.min_rto_ms, UINT32_MAX);
+  config_.max_rto_ms = std::min<uint64_t>(config_.max_rto_ms, UINT32_MAX);
   // 64 KiB windows without scaling: the receive ring cannot be advertised beyond that.
   if (!config_.window_scaling) {
     config_.recv_buffer_bytes = std::min<uint32_t>(config_.recv_buffer_bytes, 65535);
@@ -230,14 +238,37 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
   table_mask_ = capacity - 1;
   table_key_[0] = config_.isn_key[0] ^ 0x5be0cd19137e2179ULL;  // a key of its own, derived
   table_key_[1] = config_.isn_key[1] ^ 0x1f83d9abfb41bd6bULL;
-  slots_.reserve(config_.max_connections);
   free_slots_.reserve(config_.max_connections);
 }
 
 TcpEngine::~TcpEngine() {
-  for (auto& c : slots_) {
+  for (uint32_t i = 0; i < slot_count_; ++i) {
+    Connection* c = slot_at(i);
     if (c->timer != timer::kInvalidTimerId) wheel_.release(c->timer);
+    release_all(c);
   }
+}
+
+TcpEngine::Connection* TcpEngine::slot_at(uint32_t slot) const {
+  return &chunks_[slot >> kChunkShift][slot & (kChunkSlots - 1)];
+}
+
+size_t TcpEngine::connection_block_bytes() {
+  return sizeof(Connection);
+}
+
+TcpMemory TcpEngine::memory() const {
+  TcpMemory m;
+  m.blocks_bytes = uint64_t{chunks_.size()} * kChunkSlots * sizeof(Connection);
+  m.table_bytes = table_.capacity() * sizeof(uint32_t) + free_slots_.capacity() * sizeof(uint32_t) +
+                  chunks_.capacity() * sizeof(chunks_[0]);
+  m.buffers_bytes = pool_.in_use_bytes();
+  m.buffers_cached_bytes = pool_.cached_bytes();
+  for (uint32_t i = 0; i < slot_count_; ++i) {
+    const Connection* c = slot_at(i);
+    m.ranges_bytes += (c->ooo.capacity() + c->scoreboard.capacity()) * sizeof(c->ooo[0]);
+  }
+  return m;
 }
 
 uint32_t TcpEngine::now_ms() const {
@@ -270,7 +301,7 @@ TcpEngine::Connection* TcpEngine::table_find(const FourTuple& t) const {
   for (uint32_t i = table_home(t);; i = (i + 1) & table_mask_) {
     const uint32_t e = table_[i];
     if (e == 0) return nullptr;
-    Connection* c = slots_[e - 1].get();
+    Connection* c = slot_at(e - 1);
     if (c->tuple == t) return c;
   }
 }
@@ -285,10 +316,10 @@ void TcpEngine::table_insert(const FourTuple& t, uint32_t slot) {
 // Backward-shift deletion (no tombstones, so lookups never slow down with churn).
 void TcpEngine::table_erase(const FourTuple& t) {
   uint32_t i = table_home(t);
-  while (table_[i] != 0 && !(slots_[table_[i] - 1]->tuple == t)) i = (i + 1) & table_mask_;
+  while (table_[i] != 0 && !(slot_at(table_[i] - 1)->tuple == t)) i = (i + 1) & table_mask_;
   if (table_[i] == 0) return;
   for (uint32_t j = (i + 1) & table_mask_; table_[j] != 0; j = (j + 1) & table_mask_) {
-    const uint32_t home = table_home(slots_[table_[j] - 1]->tuple);
+    const uint32_t home = table_home(slot_at(table_[j] - 1)->tuple);
     // Move j back into the hole at i unless its home lies cyclically in (i, j].
     const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
     if (!stays) {
@@ -301,9 +332,9 @@ void TcpEngine::table_erase(const FourTuple& t) {
 
 TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
   uint32_t slot = static_cast<uint32_t>(id & 0xffffffffu);
-  if (slot == 0 || slot > slots_.size()) return nullptr;
-  Connection* c = slots_[slot - 1].get();
-  return c->live && c->id == id ? c : nullptr;
+  if (slot == 0 || slot > slot_count_) return nullptr;
+  Connection* c = slot_at(slot - 1);
+  return c->live && c->id() == id ? c : nullptr;
 }
 
 TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
@@ -313,12 +344,14 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   }
   Connection* c;
   if (!free_slots_.empty()) {
-    c = slots_[free_slots_.back()].get();
+    c = slot_at(free_slots_.back());
     free_slots_.pop_back();
   } else {
-    slots_.push_back(std::make_unique<Connection>());
-    c = slots_.back().get();
-    c->slot = static_cast<uint32_t>(slots_.size() - 1);
+    if ((slot_count_ & (kChunkSlots - 1)) == 0) {
+      chunks_.push_back(std::make_unique<Connection[]>(kChunkSlots));
+    }
+    c = slot_at(slot_count_);
+    c->slot = slot_count_++;
   }
   if (c->timer == timer::kInvalidTimerId) {
     c->timer = wheel_.alloc(&TcpEngine::on_timer, reinterpret_cast<uint64_t>(c));
@@ -328,29 +361,18 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
       return nullptr;
     }
   }
-  // Reset every field but the reusable parts (slot, timer, buffers' capacity).
-  std::vector<uint8_t> sbuf = std::move(c->sbuf), rbuf = std::move(c->rbuf);
-  std::vector<std::pair<uint32_t, uint32_t>> ooo = std::move(c->ooo);
-  std::vector<std::pair<uint32_t, uint32_t>> scoreboard = std::move(c->scoreboard);
+  // Reset every field but the slot and its timer (a free block holds no ring or range list:
+  // free_connection released them).
   uint32_t slot = c->slot, generation = c->generation + 1;
   timer::TimerId timer = c->timer;
   *c = Connection{};
-  c->sbuf = std::move(sbuf);
-  c->rbuf = std::move(rbuf);
-  c->ooo = std::move(ooo);
-  c->ooo.clear();
-  c->ooo.reserve(config_.reassembly_intervals);
-  c->scoreboard = std::move(scoreboard);
-  c->scoreboard.clear();
-  c->scoreboard.reserve(config_.sack_scoreboard_ranges);
   c->slot = slot;
   c->generation = generation;
   c->timer = timer;
   c->engine = this;
-  c->id = (uint64_t{generation} << 32) | (slot + 1);
   c->live = true;
   c->tuple = tuple;
-  c->rto_ms = config_.initial_rto_ms;
+  c->rto_ms = static_cast<uint32_t>(config_.initial_rto_ms);
   ++live_count_;
   table_insert(tuple, slot);
   return c;
@@ -362,8 +384,9 @@ void TcpEngine::free_connection(Connection* c) {
   if (c->in_syn_queue && c->listener != nullptr) --c->listener->syn_count;
   if (c->in_backlog && c->listener != nullptr) {
     auto& b = c->listener->backlog;
-    b.erase(std::remove(b.begin(), b.end(), c->id), b.end());
+    b.erase(std::remove(b.begin(), b.end(), c->id()), b.end());
   }
+  release_all(c);
   c->live = false;
   c->state = TcpState::kClosed;
   --live_count_;
@@ -374,10 +397,68 @@ void TcpEngine::maybe_free(Connection* c) {
   if (c->live && c->state == TcpState::kClosed && !c->app_open) free_connection(c);
 }
 
-static void ensure_buffers(const TcpConfig& config, std::vector<uint8_t>* sbuf,
-                           std::vector<uint8_t>* rbuf) {
-  if (sbuf->size() != config.send_buffer_bytes) sbuf->resize(config.send_buffer_bytes);
-  if (rbuf->size() != config.recv_buffer_bytes) rbuf->resize(config.recv_buffer_bytes);
+// ---------------------------------------------------------------- rings
+
+bool TcpEngine::grow_ring(uint8_t** buffer, uint32_t* cap, uint32_t* head, uint32_t need,
+                          uint32_t max) {
+  if (need <= *cap) return true;
+  const uint32_t bytes = BufferPool::class_bytes(need, max);
+  uint8_t* fresh = pool_.alloc(bytes);
+  if (fresh == nullptr) {
+    ++stats_[TcpStats::buffer_alloc_refused];
+    return false;
+  }
+  if (*buffer != nullptr) {
+    // Unwrapped from the head: ring offset i (in-order and held out-of-order bytes alike)
+    // lands at i, so every position relative to the head is kept.
+    const uint32_t first = *cap - *head;
+    std::memcpy(fresh, *buffer + *head, first);
+    std::memcpy(fresh + first, *buffer, *head);
+    pool_.release(*buffer, *cap);
+  }
+  *buffer = fresh;
+  *cap = bytes;
+  *head = 0;
+  update_pool_stats();
+  return true;
+}
+
+void TcpEngine::release_send_buffer(Connection* c) {
+  if (c->sbuf_len != 0) return;
+  if (c->sbuf != nullptr) {
+    pool_.release(c->sbuf, c->sbuf_cap);
+    c->sbuf = nullptr;
+    c->sbuf_cap = c->sbuf_head = 0;
+    update_pool_stats();
+  }
+  if (c->scoreboard.empty()) c->scoreboard.release();
+}
+
+void TcpEngine::release_recv_buffer(Connection* c) {
+  if (c->rbuf_ready != 0 || !c->ooo.empty()) return;
+  if (c->rbuf != nullptr) {
+    pool_.release(c->rbuf, c->rbuf_cap);
+    c->rbuf = nullptr;
+    c->rbuf_cap = c->rbuf_head = 0;
+    update_pool_stats();
+  }
+  c->ooo.release();
+}
+
+// A block going away (or into TIME-WAIT with nothing left to deliver): everything it holds.
+void TcpEngine::release_all(Connection* c) {
+  c->sbuf_len = 0;
+  c->scoreboard.clear();
+  release_send_buffer(c);
+  c->rbuf_ready = 0;
+  c->ooo.clear();
+  release_recv_buffer(c);
+}
+
+void TcpEngine::update_pool_stats() {
+  stats_[TcpStats::buffer_bytes_in_use] = pool_.in_use_bytes();
+  stats_[TcpStats::buffer_bytes_high_water] = pool_.high_water_bytes();
+  stats_[TcpStats::buffer_bytes_cached] = pool_.cached_bytes();
 }
 
 // ---------------------------------------------------------------- application calls
@@ -433,7 +514,6 @@ ConnectionId TcpEngine::connect(const IpAddr& local, uint16_t local_port, const 
   Connection* c = new_connection(t);
   if (c == nullptr) return kNoConnection;
   ++stats_[TcpStats::active_opens];
-  ensure_buffers(config_, &c->sbuf, &c->rbuf);
   c->iss = make_isn(t);
   c->ts_offset = static_cast<uint32_t>(c->iss * 2654435761u);
   c->snd_una = c->snd_nxt = c->snd_max = c->iss;
@@ -443,13 +523,27 @@ ConnectionId TcpEngine::connect(const IpAddr& local, uint16_t local_port, const 
   send_syn(c);
   start_rto(c);
   arm_timer(c);
-  return c->id;
+  return c->id();
 }
 
 uint32_t TcpEngine::send_space(ConnectionId id) const {
   Connection* c = find(id);
   if (c == nullptr || !c->app_open || c->fin_queued) return 0;
-  return static_cast<uint32_t>(c->sbuf.size()) - c->sbuf_len;
+  // What send() takes now: up to the configured limit, less when the pool could not grow the
+  // ring that far. Sends that add up to it always succeed, one after another too (a gather):
+  // growing to a class moves through the smaller ones, each move holding the old ring and the
+  // new one, so reaching `size` needs room for it and the class below it at once, less the
+  // ring held now (a class below `size`, released by the first move).
+  const uint32_t max = config_.send_buffer_bytes;
+  uint32_t room = c->sbuf_cap;
+  uint32_t below = 0;
+  for (uint64_t bytes = BufferPool::kMinClassBytes;; bytes *= 4) {
+    const uint32_t size = static_cast<uint32_t>(std::min<uint64_t>(bytes, max));
+    if (size > room && pool_.can_alloc(uint64_t{below} + size - c->sbuf_cap)) room = size;
+    if (size == max) break;
+    below = size;
+  }
+  return room - c->sbuf_len;
 }
 
 uint32_t TcpEngine::queued_bytes(ConnectionId id) const {
@@ -460,17 +554,23 @@ uint32_t TcpEngine::queued_bytes(ConnectionId id) const {
 SendResult TcpEngine::send(ConnectionId id, std::span<const uint8_t> bytes) {
   Connection* c = find(id);
   if (c == nullptr || !c->app_open || c->fin_queued) return SendResult::kClosed;
-  const uint32_t cap = static_cast<uint32_t>(c->sbuf.size());
-  if (bytes.size() > cap - c->sbuf_len) {
+  // Past the configured limit, or past what the pool can give (counted as a refusal too):
+  // the same slow-consumer reset either way.
+  if (bytes.size() > config_.send_buffer_bytes - c->sbuf_len ||
+      !grow_ring(&c->sbuf, &c->sbuf_cap, &c->sbuf_head,
+                 c->sbuf_len + static_cast<uint32_t>(bytes.size()), config_.send_buffer_bytes)) {
     ++stats_[TcpStats::send_queue_full];
     abort(c, TcpCloseReason::kSendQueueFull, true);
     return SendResult::kQueueFull;
   }
   size_t n = bytes.size();
-  uint32_t tail = (c->sbuf_head + c->sbuf_len) % cap;
-  size_t first = std::min<size_t>(n, cap - tail);
-  std::memcpy(c->sbuf.data() + tail, bytes.data(), first);
-  if (n > first) std::memcpy(c->sbuf.data(), bytes.data() + first, n - first);
+  if (n > 0) {
+    const uint32_t cap = c->sbuf_cap;
+    uint32_t tail = (c->sbuf_head + c->sbuf_len) % cap;
+    size_t first = std::min<size_t>(n, cap - tail);
+    std::memcpy(c->sbuf + tail, bytes.data(), first);
+    if (n > first) std::memcpy(c->sbuf, bytes.data() + first, n - first);
+  }
   c->sbuf_len += static_cast<uint32_t>(n);
   if (c->sbuf_len > config_.send_low_water_bytes) c->above_low_water = true;
   transmit(c);
@@ -534,14 +634,16 @@ bool TcpEngine::info(ConnectionId id, ConnectionInfo* out) const {
   out->sack = c->sack_ok;
   out->sacked_ranges = static_cast<uint32_t>(c->scoreboard.size());
   out->sacked_bytes = sacked_below(c, c->snd_max);
+  out->send_buffer_bytes = c->sbuf_cap;
+  out->recv_buffer_bytes = c->rbuf_cap;
   return true;
 }
 
 void TcpEngine::stop() {
   for (auto& l : listeners_) l->backlog.clear();
   listeners_.clear();
-  for (auto& slot : slots_) {
-    Connection* c = slot.get();
+  for (uint32_t i = 0; i < slot_count_; ++i) {
+    Connection* c = slot_at(i);
     if (!c->live) continue;
     c->listener = nullptr;
     c->in_backlog = c->in_syn_queue = false;
@@ -557,7 +659,7 @@ void TcpEngine::push_event(uint8_t kind, Connection* c, TcpCloseReason reason) {
     if (c->readable_queued) return;
     c->readable_queued = true;
   }
-  events_queue_.push_back(Event{kind, reason, c->id});
+  events_queue_.push_back(Event{kind, reason, c->id()});
 }
 
 void TcpEngine::poll() {
@@ -587,12 +689,12 @@ void TcpEngine::poll() {
 }
 
 void TcpEngine::deliver_readable(Connection* c) {
-  const ConnectionId id = c->id;
-  const uint32_t cap = static_cast<uint32_t>(c->rbuf.size());
+  const ConnectionId id = c->id();
   bool delivered = false;
   while (c->reading && c->rbuf_ready > 0) {
+    const uint32_t cap = c->rbuf_cap;
     uint32_t n = std::min(c->rbuf_ready, cap - c->rbuf_head);
-    std::span<const uint8_t> bytes(c->rbuf.data() + c->rbuf_head, n);
+    std::span<const uint8_t> bytes(c->rbuf + c->rbuf_head, n);
     // Consumed before the call: a handler that closes or resets leaves a consistent block.
     c->rbuf_head = (c->rbuf_head + n) % cap;
     c->rbuf_ready -= n;
@@ -600,6 +702,8 @@ void TcpEngine::deliver_readable(Connection* c) {
     events_.on_data(id, bytes);
     if (find(id) != c || !c->app_open) return;
   }
+  // All delivered and nothing held out of order: the ring goes back to the pool.
+  release_recv_buffer(c);
   if (c->reading && c->rbuf_ready == 0 && c->fin_received && !c->fin_delivered) {
     c->fin_delivered = true;
     events_.on_peer_closed(id);
@@ -612,7 +716,7 @@ void TcpEngine::deliver_readable(Connection* c) {
   if (delivered && (c->state == TcpState::kEstablished || c->state == TcpState::kFinWait1 ||
                     c->state == TcpState::kFinWait2)) {
     uint32_t wnd = (c->rcv_wnd() >> c->rcv_wscale) << c->rcv_wscale;
-    uint32_t threshold = std::min<uint32_t>(2 * c->eff_mss, cap / 2);
+    uint32_t threshold = std::min<uint32_t>(2 * c->eff_mss, config_.recv_buffer_bytes / 2);
     if (wnd >= c->last_adv_wnd + threshold || (c->last_adv_wnd < c->eff_mss && wnd >= c->eff_mss)) {
       ++stats_[TcpStats::window_updates];
       send_ack(c);
@@ -976,7 +1080,6 @@ uint32_t TcpEngine::ssthresh_after_congestion(Connection* c, uint32_t flight) {
 
 void TcpEngine::enter_established(Connection* c) {
   ++stats_[TcpStats::established];
-  ensure_buffers(config_, &c->sbuf, &c->rbuf);
   c->state = c->fin_queued ? TcpState::kFinWait1 : TcpState::kEstablished;
   c->retransmits = 0;
   c->backoff = 0;
@@ -1020,9 +1123,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
   }
 
   // Step 1: sequence number acceptable? (RFC 9293 3.10.7.4, the four cases.)
-  const uint32_t wnd = c->state == TcpState::kSynReceived && c->rbuf.empty()
-                           ? config_.recv_buffer_bytes
-                           : c->rcv_wnd();
+  const uint32_t wnd = c->rcv_wnd();
   bool acceptable;
   if (seg_len == 0) {
     acceptable = wnd == 0 ? seg.seq == c->rcv_nxt
@@ -1147,7 +1248,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
         push_event(Event::kAccepted, c);
       } else {
         c->in_backlog = true;
-        l->backlog.push_back(c->id);
+        l->backlog.push_back(c->id());
       }
     } else {
       push_event(Event::kConnected, c);
@@ -1205,7 +1306,7 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
     const uint32_t upto = seq_min(ack, data_end);
     if (seq_gt(upto, c->sbuf_seq)) {
       uint32_t n = upto - c->sbuf_seq;
-      c->sbuf_head = (c->sbuf_head + n) % static_cast<uint32_t>(c->sbuf.size());
+      c->sbuf_head = (c->sbuf_head + n) % c->sbuf_cap;
       c->sbuf_len -= n;
       c->sbuf_seq = upto;
     }
@@ -1219,6 +1320,8 @@ bool TcpEngine::process_ack(Connection* c, const Segment& seg) {
     }
     const uint32_t newly_sacked = process_sack(c, seg);
     (void)newly_sacked;
+    // Everything sent is acknowledged and nothing waits: the ring goes back to the pool.
+    if (c->sbuf_len == 0) release_send_buffer(c);
     // Congestion control.
     if (c->in_recovery && c->sack_ok) {
       // RFC 6675: cwnd stays at ssthresh while pipe governs what is sent; a full ACK ends it.
@@ -1392,21 +1495,44 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
       }
     }
   }
-  const uint32_t cap = static_cast<uint32_t>(c->rbuf.size());
+  // Grows the ring (by size class, within the window) to take `bytes` at `off` past the
+  // in-order edge and writes them there. False when the pool refuses: the segment is dropped
+  // as if it had been lost (counted), and our ACK tells the peer what to send again.
   auto write_at = [&](uint32_t off, std::span<const uint8_t> bytes) {
+    const uint32_t need = c->rbuf_ready + off + static_cast<uint32_t>(bytes.size());
+    if (!grow_ring(&c->rbuf, &c->rbuf_cap, &c->rbuf_head, need, config_.recv_buffer_bytes)) {
+      ++stats_[TcpStats::drop_no_recv_buffer];
+      c->ack_now = true;
+      return false;
+    }
+    const uint32_t cap = c->rbuf_cap;
     uint32_t pos = (c->rbuf_head + c->rbuf_ready + off) % cap;
     size_t first = std::min<size_t>(bytes.size(), cap - pos);
-    std::memcpy(c->rbuf.data() + pos, bytes.data(), first);
-    if (bytes.size() > first)
-      std::memcpy(c->rbuf.data(), bytes.data() + first, bytes.size() - first);
+    std::memcpy(c->rbuf + pos, bytes.data(), first);
+    if (bytes.size() > first) std::memcpy(c->rbuf, bytes.data() + first, bytes.size() - first);
+    return true;
   };
+  if (!data.empty()) {
+    // Out of order past the interval limit: dropped below, before any ring is grown for it.
+    if (seq != c->rcv_nxt) {
+      auto pos = c->ooo.begin();
+      while (pos != c->ooo.end() && seq_lt(pos->second, seq)) ++pos;
+      auto last = pos;
+      while (last != c->ooo.end() && seq_le(last->first, end)) ++last;
+      if (pos == last && c->ooo.size() >= config_.reassembly_intervals) {
+        ++stats_[TcpStats::drop_ooo_full];
+        c->ack_now = true;
+        return;
+      }
+    }
+    if (!write_at(offset, data)) return;
+  }
   if (fin) {
     c->fin_pending = true;
     c->fin_pending_seq = end;
   }
   if (seq == c->rcv_nxt) {
     if (!data.empty()) {
-      write_at(0, data);
       uint32_t advance = static_cast<uint32_t>(data.size());
       // Absorb held ranges that now touch the in-order edge.
       uint32_t new_nxt = c->rcv_nxt + advance;
@@ -1441,12 +1567,7 @@ void TcpEngine::process_data(Connection* c, const Segment& seg, uint32_t seq,
       e = seq_max(e, last->second);
       ++last;
     }
-    if (pos == last && v.size() >= config_.reassembly_intervals) {
-      ++stats_[TcpStats::drop_ooo_full];
-      return;
-    }
     ++stats_[TcpStats::ooo_segments];
-    write_at(offset, data);
     pos = v.erase(pos, last);
     v.insert(pos, {s, e});
     // Newest first; older entries that now fall in the same range are skipped when sending.
@@ -1485,6 +1606,9 @@ void TcpEngine::enter_time_wait(Connection* c) {
   c->rto_at_ns = c->keepalive_at_ns = 0;
   c->persist = false;
   c->timewait_at_ns = clock_.now_ns() + 2 * config_.msl_ms * 1'000'000;
+  // Both FINs are done: only undelivered bytes (an application not reading) keep a ring.
+  release_send_buffer(c);
+  release_recv_buffer(c);
   finish_normally(c);
 }
 
@@ -1492,23 +1616,24 @@ void TcpEngine::update_rtt(Connection* c, uint64_t rtt_ms) {
   ++stats_[TcpStats::rtt_samples];
   const uint64_t r = rtt_ms * 1000;
   if (!c->rtt_valid) {
-    c->srtt_us = r;
-    c->rttvar_us = r / 2;
+    c->srtt_us = static_cast<uint32_t>(r);
+    c->rttvar_us = static_cast<uint32_t>(r / 2);
     c->rtt_valid = true;
   } else {
     const uint64_t diff = c->srtt_us > r ? c->srtt_us - r : r - c->srtt_us;
-    c->rttvar_us = (3 * c->rttvar_us + diff) / 4;
-    c->srtt_us = (7 * c->srtt_us + r) / 8;
+    c->rttvar_us = static_cast<uint32_t>((3 * uint64_t{c->rttvar_us} + diff) / 4);
+    c->srtt_us = static_cast<uint32_t>((7 * uint64_t{c->srtt_us} + r) / 8);
   }
   // RTO = SRTT + max(G, 4 * RTTVAR), G the 1 ms clock granularity (RFC 6298 2.3).
-  uint64_t rto_us = c->srtt_us + std::max<uint64_t>(1000, 4 * c->rttvar_us);
-  c->rto_ms = std::clamp<uint64_t>((rto_us + 999) / 1000, config_.min_rto_ms, config_.max_rto_ms);
+  uint64_t rto_us = uint64_t{c->srtt_us} + std::max<uint64_t>(1000, 4 * uint64_t{c->rttvar_us});
+  c->rto_ms = static_cast<uint32_t>(
+      std::clamp<uint64_t>((rto_us + 999) / 1000, config_.min_rto_ms, config_.max_rto_ms));
 }
 
 // ---------------------------------------------------------------- output
 
 uint16_t TcpEngine::window_field(Connection* c, bool syn) {
-  uint32_t wnd = c->rbuf.empty() ? config_.recv_buffer_bytes : c->rcv_wnd();
+  uint32_t wnd = c->rcv_wnd();
   if (syn) {
     c->last_adv_wnd = std::min<uint32_t>(wnd, 65535);
     return static_cast<uint16_t>(c->last_adv_wnd);
@@ -1638,13 +1763,13 @@ void TcpEngine::send_range(Connection* c, uint32_t seq, uint32_t len, bool fin) 
   if (len > 0 && seq + len == data_end) s.flags |= kPsh;
   fill_common(c, &s, len);
   stats_[TcpStats::bytes_sent] += len;
-  const uint32_t cap = static_cast<uint32_t>(c->sbuf.size());
   std::span<const uint8_t> a, b;
   if (len > 0) {
+    const uint32_t cap = c->sbuf_cap;
     uint32_t pos = (c->sbuf_head + (seq - c->sbuf_seq)) % cap;
     uint32_t first = std::min(len, cap - pos);
-    a = {c->sbuf.data() + pos, first};
-    if (len > first) b = {c->sbuf.data(), len - first};
+    a = {c->sbuf + pos, first};
+    if (len > first) b = {c->sbuf, len - first};
   }
   emit(c->tuple.local, c->tuple.remote, s, a, b);
 }
@@ -1937,7 +2062,7 @@ void TcpEngine::transmit(Connection* c) {
       if (avail > 0 && flight == 0 && c->snd_wnd == 0 && (!c->persist || c->rto_at_ns == 0)) {
         c->persist = true;
         c->backoff = 0;
-        c->rto_at_ns = clock_.now_ns() + c->rto_ms * 1'000'000;
+        c->rto_at_ns = clock_.now_ns() + uint64_t{c->rto_ms} * 1'000'000;
       }
       return;
     }
@@ -1965,8 +2090,8 @@ void TcpEngine::transmit(Connection* c) {
 }
 
 void TcpEngine::start_rto(Connection* c) {
-  uint64_t rto =
-      std::min<uint64_t>(c->rto_ms << std::min<uint32_t>(c->backoff, 20), config_.max_rto_ms);
+  uint64_t rto = std::min<uint64_t>(uint64_t{c->rto_ms} << std::min<uint32_t>(c->backoff, 20),
+                                    config_.max_rto_ms);
   c->rto_at_ns = clock_.now_ns() + rto * 1'000'000;
 }
 
@@ -2025,7 +2150,7 @@ void TcpEngine::handle_timer(Connection* c) {
       ++stats_[TcpStats::window_probes];
       send_probe(c);
       ++c->backoff;
-      uint64_t t = std::min<uint64_t>(c->rto_ms << std::min<uint32_t>(c->backoff, 20),
+      uint64_t t = std::min<uint64_t>(uint64_t{c->rto_ms} << std::min<uint32_t>(c->backoff, 20),
                                       config_.persist_max_ms);
       c->rto_at_ns = now + t * 1'000'000;
     } else if (c->state == TcpState::kSynSent || c->state == TcpState::kSynReceived) {
@@ -2041,7 +2166,8 @@ void TcpEngine::handle_timer(Connection* c) {
       ++stats_[TcpStats::rto_fired];
       ++stats_[TcpStats::segments_retransmitted];
       ++c->backoff;
-      c->rto_ms = std::max(c->rto_ms, config_.initial_rto_ms);  // RFC 6298 5.7
+      c->rto_ms = static_cast<uint32_t>(
+          std::max<uint64_t>(c->rto_ms, config_.initial_rto_ms));  // RFC 6298 5.7
       send_syn(c);
       start_rto(c);
     } else if (c->snd_una != c->snd_max) {

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/net/tcp/buffer_pool.h"
 #include "dataplane/net/tcp/cubic.h"
 #include "dataplane/net/tcp/segment.h"
 #include "dataplane/net/tcp/stats.h"
@@ -91,12 +92,18 @@ struct TcpConfig {
   uint32_t send_buffer_bytes = 256 * 1024;  // unacked + unsent bytes per connection
   uint32_t send_low_water_bytes = 64 * 1024;
   uint32_t recv_buffer_bytes = 256 * 1024;  // in-order undelivered + out-of-order, per conn
-  uint32_t reassembly_intervals = 16;       // out-of-order holes tracked per connection
-  uint32_t max_connections = 10'000;        // blocks of every state, TIME-WAIT included
-  uint32_t syn_queue = 128;                 // SYN-RECEIVED per listener
-  uint32_t accept_backlog = 128;            // established, not yet accepted, per listener
-  uint64_t initial_rto_ms = 1000;           // RFC 6298 2.1
-  uint64_t min_rto_ms = 1000;               // RFC 6298 2.4 (Linux uses 200)
+  // Send and receive rings come from a per-engine pool by size class (2, 8, 32, 128 KiB, ...
+  // up to the two limits above) and go back when empty. At this many bytes held (0: no
+  // limit) a connection that needs more is refused: its segment is dropped (receive) or
+  // send() resets it as send_queue_full.
+  uint64_t buffer_pool_bytes = uint64_t{1} << 30;
+  uint64_t buffer_cache_bytes = 4 << 20;  // freed rings kept for reuse instead of free()
+  uint32_t reassembly_intervals = 16;     // out-of-order holes tracked per connection
+  uint32_t max_connections = 10'000;      // blocks of every state, TIME-WAIT included
+  uint32_t syn_queue = 128;               // SYN-RECEIVED per listener
+  uint32_t accept_backlog = 128;          // established, not yet accepted, per listener
+  uint64_t initial_rto_ms = 1000;         // RFC 6298 2.1
+  uint64_t min_rto_ms = 1000;             // RFC 6298 2.4 (Linux uses 200)
   uint64_t max_rto_ms = 60'000;
   uint32_t max_retransmits = 12;     // data: then abort (kRetransmitTimeout)
   uint32_t max_syn_retransmits = 5;  // SYN / SYN-ACK
@@ -148,9 +155,20 @@ struct ConnectionInfo {
   uint64_t rto_ms = 0;
   uint32_t retransmits = 0;
   bool in_recovery = false;
-  bool sack = false;           // SACK agreed on the handshake
-  uint32_t sacked_ranges = 0;  // scoreboard ranges held now (sender side)
-  uint32_t sacked_bytes = 0;   // bytes above SND.UNA the peer SACKed
+  bool sack = false;               // SACK agreed on the handshake
+  uint32_t sacked_ranges = 0;      // scoreboard ranges held now (sender side)
+  uint32_t sacked_bytes = 0;       // bytes above SND.UNA the peer SACKed
+  uint32_t send_buffer_bytes = 0;  // ring held now (0 when nothing is unsent or unacked)
+  uint32_t recv_buffer_bytes = 0;  // ring held now (0 when nothing is undelivered or held)
+};
+
+// Where an engine's memory goes (diagnostics and the memory test), bytes.
+struct TcpMemory {
+  uint64_t blocks_bytes = 0;          // connection blocks allocated (live, free and TIME-WAIT)
+  uint64_t table_bytes = 0;           // the 4-tuple table, the free-slot list, the chunk index
+  uint64_t buffers_bytes = 0;         // send + receive rings held by connections
+  uint64_t buffers_cached_bytes = 0;  // freed rings the pool keeps for reuse
+  uint64_t ranges_bytes = 0;          // out-of-order and SACK scoreboard lists (capacity)
 };
 
 class TcpEngine {
@@ -192,6 +210,8 @@ class TcpEngine {
   uint32_t connections() const { return live_count_; }
   bool info(ConnectionId id, ConnectionInfo* out) const;
   const TcpStats& stats() const { return stats_; }
+  TcpMemory memory() const;
+  static size_t connection_block_bytes();
   const TcpConfig& config() const { return config_; }
 
   struct Connection;
@@ -274,7 +294,22 @@ class TcpEngine {
   TcpEvents& events_;
   TcpStats stats_;
 
-  std::vector<std::unique_ptr<Connection>> slots_;
+  // Send/receive rings (buffer_pool.h). grow_ring makes a ring hold at least `need` bytes,
+  // moving its content; false (counted) when the pool refuses.
+  bool grow_ring(uint8_t** buffer, uint32_t* cap, uint32_t* head, uint32_t need, uint32_t max);
+  void release_send_buffer(Connection* c);  // when nothing is unsent or unacked
+  void release_recv_buffer(Connection* c);  // when nothing is undelivered or held out of order
+  void release_all(Connection* c);
+  void update_pool_stats();
+  BufferPool pool_;
+
+  // Connection blocks in chunks of kChunkSlots: no allocation (and no malloc header) per
+  // connection, and a block's address never changes (its timer carries it).
+  static constexpr uint32_t kChunkShift = 6;
+  static constexpr uint32_t kChunkSlots = 1u << kChunkShift;
+  Connection* slot_at(uint32_t slot) const;
+  std::vector<std::unique_ptr<Connection[]>> chunks_;
+  uint32_t slot_count_ = 0;
   std::vector<uint32_t> free_slots_;
   uint32_t live_count_ = 0;
   // The 4-tuple table: open addressing with linear probing, allocated once at construction

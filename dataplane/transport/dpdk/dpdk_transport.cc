@@ -127,8 +127,12 @@ class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
     t_.events_->on_accepted(id, peer);
   }
   void on_connected(ConnectionId id) override {
-    // The server never connects; an id we did not hand out is ended.
-    t_.tcp_->close(id, CloseMode::kAbort);
+    // An id connect() did not hand out (or one already given up) is ended.
+    if (!t_.conns_.contains(id) || t_.events_ == nullptr) {
+      t_.tcp_->close(id, CloseMode::kAbort);
+      return;
+    }
+    t_.events_->on_connected(id);
   }
   void on_data(ConnectionId id, std::span<const uint8_t> bytes) override {
     if (t_.conns_.contains(id)) t_.events_->on_data(id, bytes);
@@ -228,7 +232,9 @@ void DpdkTransport::start(TransportEvents& events) {
                                     : options_.listen;
   net::tcp::IpAddr addr;  // family 4, all zero: any address of ours
   if (!listen.is_none()) addr = net::tcp::to_tcp_address(listen);
-  HERALD_CHECK(tcp_->listen(addr, options_.port), "DpdkTransport: listen refused");
+  if (options_.port != 0) {
+    HERALD_CHECK(tcp_->listen(addr, options_.port), "DpdkTransport: listen refused");
+  }
   stack_->start(clock_.now_ns());  // gratuitous ARP: the neighbours learn our MAC
 }
 
@@ -293,6 +299,29 @@ void DpdkTransport::set_reading(ConnectionId id, bool reading) {
 uint32_t DpdkTransport::queued_bytes(ConnectionId id) const {
   if (!conns_.contains(id)) return 0;
   return tcp_->queued_bytes(id);
+}
+
+ConnectionId DpdkTransport::connect(const net::IpAddress& remote, uint16_t remote_port) {
+  HERALD_CHECK(started_, "DpdkTransport::connect before start");
+  if (stopping_ || conns_.size() >= options_.limits.max_connections) {
+    ++stats_.connect_refused_local;
+    return kNoConnection;
+  }
+  const ConnectionId id = tcp_->connect(net::tcp::to_tcp_address(options_.net.address), 0,
+                                        net::tcp::to_tcp_address(remote), remote_port);
+  if (id == kNoConnection) {
+    ++stats_.connect_refused_local;
+    return kNoConnection;
+  }
+  ++stats_.connects;
+  conns_.emplace(id, ConnState{});
+  return id;
+}
+
+uint32_t DpdkTransport::send_space(ConnectionId id) const {
+  auto it = conns_.find(id);
+  if (it == conns_.end() || it->second.local_close || it->second.queue_full) return 0;
+  return tcp_->send_space(id);
 }
 
 void DpdkTransport::stop() {

@@ -28,15 +28,17 @@
 namespace herald::dataplane::dpdk {
 
 // Counters of the Transport layer itself (the stack's and the engine's have their own tables).
-#define HERALD_DPDK_TRANSPORT_COUNTERS(X)                                                   \
-  X(accepted, "connections handed to the layer above")                                      \
-  X(rejected_max_connections, "accepted by TCP over limits.max_connections: reset at once") \
-  X(unknown_id_calls, "send/close/set_reading with an unknown or closed connection id")     \
-  X(send_queue_full, "send()/send_gather() past the connection's queue limit")              \
-  X(rx_other_port, "frames from a port this transport is not bound to (ignored)")           \
-  X(tx_slots_exhausted, "the stack asked for a frame while every tx slot was in use")       \
-  X(tx_frames, "frames copied from tx slots into the port's batch")                         \
-  X(tx_batch_refused, "the port's batch had no mbuf for a frame (dropped; TCP retransmits)")
+#define HERALD_DPDK_TRANSPORT_COUNTERS(X)                                                    \
+  X(accepted, "connections handed to the layer above")                                       \
+  X(rejected_max_connections, "accepted by TCP over limits.max_connections: reset at once")  \
+  X(unknown_id_calls, "send/close/set_reading with an unknown or closed connection id")      \
+  X(send_queue_full, "send()/send_gather() past the connection's queue limit")               \
+  X(rx_other_port, "frames from a port this transport is not bound to (ignored)")            \
+  X(tx_slots_exhausted, "the stack asked for a frame while every tx slot was in use")        \
+  X(tx_frames, "frames copied from tx slots into the port's batch")                          \
+  X(tx_batch_refused, "the port's batch had no mbuf for a frame (dropped; TCP retransmits)") \
+  X(connects, "active opens started (connect(); herald-loadgen's dpdk mode)")                \
+  X(connect_refused_local, "connect() refused: table full or no free ephemeral port")
 
 struct DpdkTransportStats {
 #define HERALD_DPDK_TRANSPORT_FIELD(name, doc) uint64_t name = 0;
@@ -48,7 +50,7 @@ struct DpdkTransportStats {
 struct DpdkTransportOptions {
   net::NetOptions net;      // our MAC, IPv4 address, prefix, gateway, MTU, ARP/ICMP limits
   net::IpAddress listen;    // none (0.0.0.0 in the config): any address of ours
-  uint16_t port = 5222;     // the chat port
+  uint16_t port = 5222;     // the chat port; 0: no listener (a client: herald-loadgen's dpdk mode)
   uint16_t port_index = 0;  // the DPDK port (RxFrame::port / TxBatch) this stack is bound to
   TransportLimits limits;
   net::tcp::TcpConfig tcp;  // mss is lowered to the path's if larger; buffers from `limits`
@@ -81,6 +83,16 @@ class DpdkTransport final : public Transport, public FrameHandler {
   uint32_t queued_bytes(ConnectionId id) const override;
   uint32_t connections() const override { return static_cast<uint32_t>(conns_.size()); }
   void stop() override;
+
+  // Active open from this stack's address and an ephemeral port to remote:remote_port (after
+  // start()). The connection's events go to start()'s TransportEvents: on_connected once
+  // established, or on_closed (kPeerReset when refused, kTimeout when never answered).
+  // kNoConnection when the engine's table is full or every ephemeral port to that destination
+  // is taken (counted as connect_refused_local).
+  ConnectionId connect(const net::IpAddress& remote, uint16_t remote_port);
+  // Bytes send() takes now without overflowing the connection's queue (0 for an unknown id):
+  // a client that must never be cut off sends at most this much.
+  uint32_t send_space(ConnectionId id) const;
 
   // FrameHandler (the port loop's side)
   void on_frames(std::span<const RxFrame> frames, TxBatch& tx) override;

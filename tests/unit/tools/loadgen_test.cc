@@ -270,6 +270,19 @@ TEST(Options, BadFlagsExit64WithTheFlagNamed) {
       {{"--protocol", "mqtt", "--scenario", "group"}, "--protocol"},
       {{"--provision", "magic"}, "--provision"},
       {{"--connect-concurrency", "0"}, "--connect-concurrency"},
+      {{"--dpdk-port", "net_memif0"}, "--dpdk-address"},
+      {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--processes", "2"},
+       "--processes"},
+      {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--source-addresses",
+        "127.0.0.1"},
+       "--source-addresses"},
+      {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--dpdk-lcores", "0"},
+       "--dpdk-lcores"},
+      {{"--dpdk-address", "10.0.0.2/33"}, "--dpdk-address"},
+      {{"--dpdk-address", "10.0.0.2/0"}, "--dpdk-address"},
+      {{"--dpdk-address", "10.0.0.2/x"}, "--dpdk-address"},
+      {{"--dpdk-address", "0.0.0.0/24"}, "--dpdk-address"},
+      {{"--dpdk-address", "host/24"}, "--dpdk-address"},
   };
   for (const Case& c : cases) {
     const ParseOutcome p = parse(c.args);
@@ -277,6 +290,22 @@ TEST(Options, BadFlagsExit64WithTheFlagNamed) {
     EXPECT_EQ(*p.exit_code, kExitUsage) << c.args[0];
     EXPECT_NE(p.message.find(c.mentions), std::string::npos) << p.message;
   }
+}
+
+// DPDK mode: one process whatever the count (no file descriptor per connection), past the
+// kernel mode's per-process bound.
+TEST(Options, DpdkModeIsOneProcessWithoutTheFdBound) {
+  const ParseOutcome p = parse({"--dpdk-port", "net_memif0,role=client,socket=/tmp/m.sock",
+                                "--dpdk-address", "10.78.0.2/16", "--connections", "1000000"});
+  ASSERT_FALSE(p.exit_code.has_value()) << p.message;
+  EXPECT_EQ(p.options.processes, 1u);
+  EXPECT_EQ(ntohl(p.options.dpdk_address.s_addr), 0x0a4e0002u);
+  EXPECT_EQ(p.options.dpdk_prefix_length, 16);
+  auto plain = parse_address_prefix("10.1.2.3");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->second, 24);
+  // The same count on kernel sockets needs many processes.
+  EXPECT_EQ(parse({"--connections", "1000000", "--processes", "1"}).exit_code, kExitUsage);
 }
 
 TEST(Options, HelpExitsZero) {

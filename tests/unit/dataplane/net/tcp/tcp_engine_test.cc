@@ -1512,5 +1512,153 @@ TEST(TcpEngineTest, TimeWaitIsReusedByANewerSyn) {
   }
 }
 
+// ------------------------------------------------------------------ rings from the pool
+
+ConnectionInfo info_of(Harness& h) {
+  ConnectionInfo info;
+  EXPECT_TRUE(h.engine_.info(h.id_, &info));
+  return info;
+}
+
+// The receive ring is held only while bytes wait, grows by size class as out-of-order data
+// arrives further out (moving wrapped content), and every byte comes out in order.
+TEST(TcpEngineBuffers, ReceiveRingGrowsByClassAndIsReturnedWhenEmpty) {
+  Harness h;
+  h.establish();
+  const uint32_t base = kPeerIsn + 1, ack = h.iss_ + 1;
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 0u);
+  EXPECT_EQ(info_of(h).rcv_wnd, 4000u);  // from recv_buffer_bytes, with no ring held
+  auto fill = [](char ch, size_t n) { return std::string(n, ch); };
+  h.in(kAck, base + 1800, ack, fill('z', 200));  // held out of order: the 2 KiB class
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 2048u);
+  h.in(kAck, base, ack, fill('a', 1000));  // delivered; the held range keeps the ring
+  EXPECT_EQ(h.received_, fill('a', 1000));
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 2048u);
+  h.in(kAck, base + 2200, ack, fill('y', 200));  // lands across the ring's wrap
+  h.in(kAck, base + 3000, ack, fill('x', 900));  // needs 2900: grows to the max (4000)
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 4000u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_bytes_in_use), 4000u);
+  h.in(kAck, base + 1000, ack, fill('b', 800));
+  h.in(kAck, base + 2000, ack, fill('c', 200));
+  h.in(kAck, base + 2400, ack, fill('d', 600));
+  EXPECT_EQ(h.received_, fill('a', 1000) + fill('b', 800) + fill('z', 200) + fill('c', 200) +
+                             fill('y', 200) + fill('d', 600) + fill('x', 900));
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 0u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_bytes_in_use), 0u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_bytes_high_water), 2048u + 4000u);  // both, mid-move
+  EXPECT_EQ(info_of(h).rcv_wnd, 4000u);
+}
+
+// The send ring: 2 KiB for a small message, the next class when more is queued, none once
+// everything is acknowledged; the bytes on the wire are the bytes sent.
+TEST(TcpEngineBuffers, SendRingGrowsByClassAndIsReturnedWhenAcked) {
+  Harness h;
+  h.establish();
+  const uint32_t base = kPeerIsn + 1;
+  EXPECT_EQ(info_of(h).send_buffer_bytes, 0u);
+  EXPECT_EQ(h.engine_.send_space(h.id_), 8000u);
+  const std::string small(100, 's'), big(3000, 'b');
+  ASSERT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(small.data()), 100}),
+            SendResult::kOk);
+  EXPECT_EQ(info_of(h).send_buffer_bytes, 2048u);
+  ASSERT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(big.data()), 3000}),
+            SendResult::kOk);
+  EXPECT_EQ(info_of(h).send_buffer_bytes, 8000u);  // min(8 KiB class, send_buffer_bytes)
+  std::string wire;
+  while (!h.out_.empty()) wire += h.pop().data();
+  EXPECT_EQ(wire, small + big);
+  h.in(kAck, base, h.iss_ + 1 + 3100, "", 4000);
+  EXPECT_EQ(info_of(h).send_buffer_bytes, 0u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_bytes_in_use), 0u);
+}
+
+// Pool at its limit, receive side: a segment whose ring cannot grow is dropped (counted) and
+// not acknowledged; once the application reads, the ring returns and the resent data fits.
+TEST(TcpEngineBuffers, ReceivePoolExhaustedDropsLikeLossThenRecovers) {
+  TcpConfig c = Harness::defaults();
+  c.buffer_pool_bytes = 2048;  // exactly one 2 KiB class
+  Harness h(c);
+  h.establish();
+  const uint32_t base = kPeerIsn + 1, ack = h.iss_ + 1;
+  h.engine_.set_reading(h.id_, false);
+  h.in(kAck, base, ack, std::string(1000, 'a'));  // the edge: 2048 of 2048
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 2048u);
+  h.out_.clear();
+  h.in(kAck, base + 1000, ack, std::string(1500, 'b'));  // needs the 4000 class: refused
+  EXPECT_EQ(h.stat(TcpStats::drop_no_recv_buffer), 1u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_alloc_refused), 1u);
+  ASSERT_FALSE(h.out_.empty());
+  EXPECT_EQ(h.out_.back().seg.ack, base + 1000);  // not acknowledged: the peer resends
+  h.engine_.set_reading(h.id_, true);
+  h.engine_.poll();
+  EXPECT_EQ(h.received_, std::string(1000, 'a'));
+  EXPECT_EQ(info_of(h).recv_buffer_bytes, 0u);
+  h.in(kAck, base + 1000, ack, std::string(1500, 'b'));  // resent: fits a 2 KiB ring now
+  EXPECT_EQ(h.received_, std::string(1000, 'a') + std::string(1500, 'b'));
+  EXPECT_EQ(h.state(), TcpState::kEstablished);
+}
+
+// Pool at its limit, send side: send_space() says what fits; past it send() resets the
+// connection as a full send queue would (counted twice: refusal and send_queue_full).
+TEST(TcpEngineBuffers, SendPoolExhaustedBehavesAsSendQueueFull) {
+  TcpConfig c = Harness::defaults();
+  c.buffer_pool_bytes = 2048;
+  Harness h(c);
+  h.establish();
+  EXPECT_EQ(h.engine_.send_space(h.id_), 2048u);  // the largest class the pool can give
+  const std::string a(1000, 'a'), b(2000, 'b');
+  ASSERT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(a.data()), a.size()}),
+            SendResult::kOk);
+  EXPECT_EQ(h.engine_.send_space(h.id_), 1048u);
+  EXPECT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}),
+            SendResult::kQueueFull);
+  EXPECT_EQ(h.stat(TcpStats::buffer_alloc_refused), 1u);
+  EXPECT_EQ(h.stat(TcpStats::send_queue_full), 1u);
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:send_queue_full");
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::buffer_bytes_in_use), 0u);
+}
+
+// send_space() under a pool limit counts the moves a growing ring makes (old and new ring held
+// at once), so parts sent one after another up to it all succeed (DpdkTransport's gather).
+TEST(TcpEngineBuffers, SendSpaceCoversGrowthThroughClasses) {
+  for (const uint64_t limit : {uint64_t{2048 + 8000 - 1}, uint64_t{2048 + 8000}}) {
+    SCOPED_TRACE(limit);
+    TcpConfig c = Harness::defaults();  // send classes: 2048, then 8000 (send_buffer_bytes)
+    c.buffer_pool_bytes = limit;
+    Harness h(c);
+    h.establish();
+    const bool roomy = limit >= 2048 + 8000;
+    ASSERT_EQ(h.engine_.send_space(h.id_), roomy ? 8000u : 2048u);
+    const std::string a(1000, 'a'), b(3000, 'b');
+    ASSERT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(a.data()), a.size()}),
+              SendResult::kOk);
+    if (!roomy) continue;  // 4000 > send_space: the caller would not send it
+    EXPECT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}),
+              SendResult::kOk);
+    EXPECT_EQ(info_of(h).send_buffer_bytes, 8000u);
+    EXPECT_EQ(h.stat(TcpStats::buffer_alloc_refused), 0u);
+    EXPECT_EQ(h.stat(TcpStats::buffer_bytes_high_water), 2048u + 8000u);
+  }
+}
+
+// TIME-WAIT keeps no ring and no range list.
+TEST(TcpEngineBuffers, TimeWaitHoldsNoRing) {
+  Harness h;
+  h.establish();
+  const uint32_t base = kPeerIsn + 1;
+  const std::string msg(500, 'm');
+  ASSERT_EQ(h.engine_.send(h.id_, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()}),
+            SendResult::kOk);
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, base, h.iss_ + 1 + 500 + 1, "", 4000);         // data and FIN acknowledged
+  h.in(kAck | kFin, base, h.iss_ + 1 + 500 + 1, "", 4000);  // the peer's FIN
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entered), 1u);
+  EXPECT_EQ(h.engine_.memory().buffers_bytes, 0u);
+  EXPECT_EQ(h.engine_.memory().ranges_bytes, 0u);
+  EXPECT_EQ(h.engine_.connections(), 1u);  // the TIME-WAIT block
+}
+
 }  // namespace
 }  // namespace herald::net::tcp
