@@ -34,7 +34,7 @@ RxResult NetStack::arp_input(std::span<const uint8_t> arp, uint64_t now_ns) {
   const uint32_t spa = wire::load32(p + wire::kArpSpa);
   const uint32_t tpa = wire::load32(p + wire::kArpTpa);
   if (sha.is_multicast() || sha.is_zero()) return drop(DropReason::kArpBadSender);
-  if (spa == our_ip_) {
+  if (ours(spa)) {
     // Someone else announces or uses our address (RFC 5227 §2.4); our own reflected frame is
     // no conflict but is not news either.
     return drop(sha == options_.mac ? DropReason::kArpBadSender : DropReason::kArpAddressConflict);
@@ -47,7 +47,7 @@ RxResult NetStack::arp_input(std::span<const uint8_t> arp, uint64_t now_ns) {
   // RFC 826 merge: a sender we already know is refreshed whoever the target is.
   uint32_t index = probe ? ArpCache::kNil : arp_.find(spa);
   if (index != ArpCache::kNil) arp_learn(index, sha, now_ns);
-  if (tpa != our_ip_) return drop(DropReason::kArpNotForUs);
+  if (!ours(tpa)) return drop(DropReason::kArpNotForUs);
   // We are the target: remember the sender (it is about to talk to us).
   if (!probe && index == ArpCache::kNil) {
     index = arp_.insert(spa);
@@ -55,13 +55,13 @@ RxResult NetStack::arp_input(std::span<const uint8_t> arp, uint64_t now_ns) {
   }
   if (op == wire::kArpOpRequest) {
     if (!arp_replies_.allow(now_ns)) return drop(DropReason::kArpReplyRateLimited);
-    arp_send(wire::kArpOpReply, sha, sha, spa);
+    arp_send(wire::kArpOpReply, sha, sha, spa, tpa);  // from the address asked for
   }
   return RxResult{RxVerdict::kAnswered, DropReason::kNone};
 }
 
 void NetStack::arp_send(uint16_t op, const MacAddress& eth_destination,
-                        const MacAddress& target_mac, uint32_t target_ip) {
+                        const MacAddress& target_mac, uint32_t target_ip, uint32_t sender_ip) {
   TxFrame frame;
   if (!alloc_frame(wire::kEthMinFrameBytes, &frame)) return;
   uint8_t* d = frame.data;
@@ -74,7 +74,7 @@ void NetStack::arp_send(uint16_t op, const MacAddress& eth_destination,
   p[wire::kArpPln] = 4;
   wire::store16(p + wire::kArpOp, op);
   std::memcpy(p + wire::kArpSha, options_.mac.bytes.data(), 6);
-  wire::store32(p + wire::kArpSpa, our_ip_);
+  wire::store32(p + wire::kArpSpa, sender_ip);
   std::memcpy(p + wire::kArpTha, target_mac.bytes.data(), 6);
   wire::store32(p + wire::kArpTpa, target_ip);
   stats_.add(op == wire::kArpOpRequest ? NetCounter::kArpRequestsSent
@@ -113,7 +113,7 @@ void NetStack::resolve_and_queue(uint32_t next_hop, const TxFrame& frame, uint32
       if (now_ns + options_.arp_refresh_before_ms * kNsPerMs >= e.expires_ns &&
           now_ns >= e.next_request_ns) {
         e.next_request_ns = now_ns + retry_ns;
-        arp_send(wire::kArpOpRequest, e.mac, MacAddress{}, next_hop);
+        arp_send(wire::kArpOpRequest, e.mac, MacAddress{}, next_hop, our_ip_);
       }
       return;
     }
@@ -139,7 +139,7 @@ void NetStack::resolve_and_queue(uint32_t next_hop, const TxFrame& frame, uint32
   if (now_ns >= e.next_request_ns) {
     ++e.requests_sent;
     e.next_request_ns = now_ns + retry_ns;
-    arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, next_hop);
+    arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, next_hop, our_ip_);
   }
   next_arp_poll_ns_ = std::min(next_arp_poll_ns_, e.next_request_ns);
 }
@@ -158,7 +158,7 @@ void NetStack::poll(uint64_t now_ns) {
       }
       ++e.requests_sent;
       e.next_request_ns = now_ns + retry_ns;
-      arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, e.ip);
+      arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, e.ip, our_ip_);
     }
     next_ns = std::min(next_ns, e.next_request_ns);
   });

@@ -28,6 +28,8 @@ RxResult NetStack::icmp_input(std::span<const uint8_t> datagram, uint32_t header
   const auto length = static_cast<uint32_t>(message.size());
   const DropReason failed = l4_alloc(source, kIpProtocolIcmp, length, &frame);
   if (failed != DropReason::kNone) return RxResult{RxVerdict::kDropped, failed};  // counted
+  // From the address pinged (one of ours: the datagram was delivered).
+  frame.source = IpAddress::v4(wire::load32(datagram.data() + wire::kIpv4Dst));
   // RFC 792: the reply is the request with the type changed; identifier, sequence and data
   // are echoed. One word changed, so the verified checksum is updated (RFC 1624), not redone.
   std::memcpy(frame.l4, message.data(), length);
@@ -56,6 +58,7 @@ void NetStack::icmp_send_unreachable(std::span<const uint8_t> datagram, uint8_t 
   const IpAddress source = IpAddress::v4(wire::load32(datagram.data() + wire::kIpv4Src));
   L4TxFrame frame;
   if (l4_alloc(source, kIpProtocolIcmp, length, &frame) != DropReason::kNone) return;  // counted
+  frame.source = IpAddress::v4(wire::load32(datagram.data() + wire::kIpv4Dst));
   std::memset(frame.l4, 0, wire::kIcmpHeaderBytes);
   frame.l4[wire::kIcmpType] = wire::kIcmpDestUnreachable;
   frame.l4[wire::kIcmpCode] = code;

@@ -49,15 +49,14 @@ RxResult NetStack::ipv4_input(std::span<const uint8_t> ip, const RxMeta& meta, b
   }
   const uint32_t src = wire::load32(p + wire::kIpv4Src);
   const uint32_t dst = wire::load32(p + wire::kIpv4Dst);
-  if (dst != our_ip_) {
+  if (!ours(dst)) {
     if (dst == 0xffffffff || is_our_broadcast(dst)) return drop(DropReason::kIpv4Broadcast);
     if ((dst >> 28) == 0xe) return drop(DropReason::kIpv4Multicast);
     return drop(DropReason::kIpv4NotForUs);
   }
   // RFC 1122 §3.2.1.3: a source that is not a unicast host is discarded. A TTL of 0 or 1 is
   // accepted (§3.2.1.7: a host must not discard a datagram for a low TTL); we do not forward.
-  if (src == 0 || (src >> 24) == 127 || (src >> 28) >= 0xe || src == our_ip_ ||
-      is_our_broadcast(src)) {
+  if (src == 0 || (src >> 24) == 127 || (src >> 28) >= 0xe || ours(src) || is_our_broadcast(src)) {
     return drop(DropReason::kIpv4BadSource);
   }
   if (header_bytes > wire::kIpv4HeaderBytes) stats_.add(NetCounter::kRxIpv4Options);
@@ -128,7 +127,7 @@ RxResult NetStack::l4_input(std::span<const uint8_t> datagram, uint32_t header_b
 }
 
 bool NetStack::next_hop(uint32_t destination, uint32_t* hop) const {
-  if (destination == 0 || destination == our_ip_ || (destination >> 28) >= 0xe ||
+  if (destination == 0 || ours(destination) || (destination >> 28) >= 0xe ||
       (destination >> 24) == 127 || is_our_broadcast(destination)) {
     return false;
   }
@@ -158,6 +157,7 @@ DropReason NetStack::l4_alloc(const IpAddress& destination, uint8_t protocol, ui
   if (!alloc_frame(length_bytes, &frame->frame)) return DropReason::kTxAllocFailed;
   frame->l4 = frame->frame.data + kL2L3Bytes;
   frame->capacity_bytes = std::min(frame->frame.capacity_bytes - kL2L3Bytes, max_l4_bytes());
+  frame->source = options_.address;
   frame->destination = destination;
   frame->protocol = protocol;
   return DropReason::kNone;
@@ -166,6 +166,16 @@ DropReason NetStack::l4_alloc(const IpAddress& destination, uint8_t protocol, ui
 bool NetStack::alloc(const IpAddress& destination, uint8_t protocol, uint32_t l4_bytes,
                      L4TxFrame* frame) {
   return l4_alloc(destination, protocol, l4_bytes, frame) == DropReason::kNone;
+}
+
+bool NetStack::alloc_from(const IpAddress& source, const IpAddress& destination, uint8_t protocol,
+                          uint32_t l4_bytes, L4TxFrame* frame) {
+  // Our own L4 code picks the source from a connection's tuple, which only ever holds one of
+  // our addresses: anything else is a bug, not input.
+  HERALD_CHECK(is_local(source), "L4Output::alloc_from with a source that is not ours");
+  if (l4_alloc(destination, protocol, l4_bytes, frame) != DropReason::kNone) return false;
+  frame->source = source;
+  return true;
 }
 
 void NetStack::abort(L4TxFrame& frame) {
@@ -181,7 +191,7 @@ void NetStack::send(L4TxFrame& frame, uint32_t l4_bytes, uint64_t now_ns) {
   uint8_t* d = frame.frame.data;
   uint8_t* ip = d + wire::kEthHeaderBytes;
   uint8_t* l4 = ip + wire::kIpv4HeaderBytes;
-  const IpAddress src = options_.address;
+  const IpAddress src = frame.source;
   const IpAddress& dst = frame.destination;
 
   TxOffload offload;

@@ -62,6 +62,7 @@ struct L4TxFrame {
   uint32_t capacity_bytes = 0;
 
   TxFrame frame;
+  IpAddress source;  // ours: alloc()'s primary address, or alloc_from()'s
   IpAddress destination;
   uint8_t protocol = 0;
 };
@@ -71,12 +72,20 @@ class L4Output {
   virtual ~L4Output() = default;
 
   virtual IpAddress local_address() const = 0;
+  // One of our addresses (a stack may own several consecutive ones: NetOptions::address_count).
+  virtual bool is_local(const IpAddress& address) const { return address == local_address(); }
   // The largest L4 datagram (header + payload) that fits the MTU without fragmenting.
   virtual uint32_t max_l4_bytes() const = 0;
   // False (and a counted drop: tx_too_big, tx_alloc_failed, tx_no_route) when no frame can be
   // built; the engine treats it like a lost segment (its retransmission timer recovers).
   [[nodiscard]] virtual bool alloc(const IpAddress& destination, uint8_t protocol,
                                    uint32_t l4_bytes, L4TxFrame* frame) = 0;
+  // alloc() from `source`, which must be one of ours (is_local): a connection's own address.
+  [[nodiscard]] virtual bool alloc_from(const IpAddress& source, const IpAddress& destination,
+                                        uint8_t protocol, uint32_t l4_bytes, L4TxFrame* frame) {
+    (void)source;
+    return alloc(destination, protocol, l4_bytes, frame);
+  }
   virtual void send(L4TxFrame& frame, uint32_t l4_bytes, uint64_t now_ns) = 0;
   virtual void abort(L4TxFrame& frame) = 0;
 };

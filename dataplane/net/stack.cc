@@ -25,6 +25,16 @@ std::string validate(const NetOptions& o) {
   if (o.arp_requests < 1 || o.arp_requests > 255) return "arp_requests must be 1..255";
   if (o.arp_queue_per_entry > 65535) return "arp_queue_per_entry must be 0..65535";
   if (o.arp_queue_total > (1u << 24)) return "arp_queue_total must be 0..16777216";
+  if (o.address_count < 1 || o.address_count > 65536) return "address_count must be 1..65536";
+  if (o.address.is_v4() && o.prefix_length >= 1 && o.prefix_length <= 30) {
+    const uint32_t mask = ~uint32_t{0} << (32 - o.prefix_length);
+    const uint64_t last = uint64_t{o.address.v4_host_order()} + o.address_count - 1;
+    if (last > UINT32_MAX ||
+        (static_cast<uint32_t>(last) & mask) != (o.address.v4_host_order() & mask) ||
+        (static_cast<uint32_t>(last) & ~mask) == ~mask) {
+      return "address_count takes the addresses past the subnet (or onto its broadcast)";
+    }
+  }
   return "";
 }
 
@@ -56,7 +66,19 @@ void NetStack::start(uint64_t now_ns) {
   (void)now_ns;
   if (!options_.gratuitous_arp) return;
   // RFC 5227 §3: an announcement is a request with sender and target both our address.
-  arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, our_ip_);
+  arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, our_ip_, our_ip_);
+}
+
+uint32_t NetStack::introduce_to(const IpAddress& neighbour) {
+  uint32_t hop = 0;
+  if (!neighbour.is_v4() || !next_hop(neighbour.v4_host_order(), &hop)) return 0;
+  // RFC 826: the target of a request records its sender, so one request per address of ours
+  // teaches the neighbour all of them (a gratuitous announcement only refreshes known entries).
+  // Broadcast: the neighbour's MAC may not be known yet; the first reply resolves it for us.
+  for (uint32_t i = 0; i < options_.address_count; ++i) {
+    arp_send(wire::kArpOpRequest, MacAddress::broadcast(), MacAddress{}, hop, our_ip_ + i);
+  }
+  return options_.address_count;
 }
 
 RxResult NetStack::receive(std::span<const uint8_t> frame, const RxMeta& meta, uint64_t now_ns) {

@@ -26,7 +26,11 @@ namespace herald::net {
 
 struct NetOptions {
   MacAddress mac;
-  IpAddress address;           // ours (IPv4)
+  IpAddress address;  // ours (IPv4)
+  // Consecutive addresses from `address` that are all ours (ARP, IPv4, L4 sources): a client
+  // stack opening more connections to one server port than one address has ephemeral ports
+  // (herald-loadgen's DPDK mode). 1 for a server. All must sit in the on-link subnet.
+  uint32_t address_count = 1;
   uint8_t prefix_length = 24;  // the on-link subnet
   IpAddress gateway;           // next hop for off-link destinations; none: on-link only
   uint32_t mtu_bytes = 1500;   // IP datagram, 68 .. 9000
@@ -80,6 +84,12 @@ class NetStack final : public L4Output {
   // Sends a gratuitous ARP request (RFC 5227 §3 announcement) when the options ask for one.
   void start(uint64_t now_ns);
 
+  // Sends an ARP request for `neighbour` (its next hop) from each of our addresses, so it
+  // learns all of them before the first segments: without it, a server answering a burst of
+  // SYNs from a new address of ours parks its SYN-ACKs on ARP (a few per entry) and drops the
+  // rest. Returns the requests sent (0: no route).
+  uint32_t introduce_to(const IpAddress& neighbour);
+
   // One Ethernet frame from the port (valid for the call). Never crashes on any bytes.
   RxResult receive(std::span<const uint8_t> frame, const RxMeta& meta, uint64_t now_ns);
 
@@ -88,9 +98,14 @@ class NetStack final : public L4Output {
 
   // L4Output (l4.h).
   IpAddress local_address() const override { return options_.address; }
+  bool is_local(const IpAddress& address) const override {
+    return address.is_v4() && ours(address.v4_host_order());
+  }
   uint32_t max_l4_bytes() const override { return options_.mtu_bytes - 20; }
   [[nodiscard]] bool alloc(const IpAddress& destination, uint8_t protocol, uint32_t l4_bytes,
                            L4TxFrame* frame) override;
+  [[nodiscard]] bool alloc_from(const IpAddress& source, const IpAddress& destination,
+                                uint8_t protocol, uint32_t l4_bytes, L4TxFrame* frame) override;
   void send(L4TxFrame& frame, uint32_t l4_bytes, uint64_t now_ns) override;
   void abort(L4TxFrame& frame) override;
 
@@ -113,8 +128,9 @@ class NetStack final : public L4Output {
 
   // arp.cc
   RxResult arp_input(std::span<const uint8_t> arp, uint64_t now_ns);
+  // From `sender_ip` (one of ours: the one asked for, in a reply).
   void arp_send(uint16_t op, const MacAddress& eth_destination, const MacAddress& target_mac,
-                uint32_t target_ip);
+                uint32_t target_ip, uint32_t sender_ip);
   void arp_learn(uint32_t index, const MacAddress& mac, uint64_t now_ns);
   // Sends a frame built for `next_hop` (Ethernet destination blank), or parks it on ARP.
   void resolve_and_queue(uint32_t next_hop, const TxFrame& frame, uint32_t length_bytes,
@@ -130,6 +146,8 @@ class NetStack final : public L4Output {
   DropReason l4_alloc(const IpAddress& destination, uint8_t protocol, uint32_t l4_bytes,
                       L4TxFrame* frame);
   bool is_our_broadcast(uint32_t address) const;
+  // One of our addresses (`address` .. `address + address_count - 1`).
+  bool ours(uint32_t address) const { return address - our_ip_ < options_.address_count; }
 
   // icmp.cc
   RxResult icmp_input(std::span<const uint8_t> datagram, uint32_t header_bytes, uint64_t now_ns);

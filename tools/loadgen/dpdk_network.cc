@@ -32,6 +32,13 @@ constexpr uint32_t kIdlePollsBeforeSleep = 200;
 // The TCP send queue per connection: a client sends at most what fits (never cut off), and is
 // woken below a quarter of it.
 constexpr uint32_t kSendQueueBytes = 256 * 1024;
+constexpr int64_t kLinkUpTimeoutNs = 10'000'000'000;
+
+int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
 
 // memif's rings are made by its client, this end: 2^14 slots each way instead of DPDK's 2^10,
 // so a loadgen descheduled for a few milliseconds on a shared core does not overflow the
@@ -47,6 +54,15 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
  public:
   static absl::StatusOr<std::unique_ptr<ClientNetwork>> create(const WorkerPlan& plan) {
     const Options& o = *plan.options;
+    // The stack refuses (aborts on) options validate() rejects: say so as a setup error first.
+    net::NetOptions addresses;
+    addresses.address = net::IpAddress::v4(ntohl(o.dpdk_address.s_addr));
+    addresses.prefix_length = o.dpdk_prefix_length;
+    addresses.address_count = o.dpdk_address_count;
+    addresses.mac.bytes = {0x02, 0, 0, 0, 0, 1};  // any unicast MAC: the port's comes later
+    if (const std::string bad = net::validate(addresses); !bad.empty()) {
+      return absl::InvalidArgumentError("--dpdk-address/--dpdk-addresses: " + bad);
+    }
     dpdk::DpdkSettings settings;
     settings.lcores = o.dpdk_lcores;
     settings.ports = {with_memif_ring_size(o.dpdk_port)};
@@ -54,12 +70,24 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     if (o.dpdk_memory_mb != 0) settings.memory_mb = o.dpdk_memory_mb;
     // A prefix of our own: the dataplane on the same host has its own EAL runtime directory.
     settings.file_prefix = "herald-loadgen-" + std::to_string(getpid());
-    // The pool holds a few frames per connection at most (segments queue in TCP's buffers,
-    // not as mbufs), like the dataplane's.
+    // No mbuf per connection: the stack copies what it receives into TCP's buffers and builds
+    // frames only to send them, so the pool is the rings, bursts and caches (mempool_sizing.h).
     settings.max_connections = std::max<uint64_t>(plan.end - plan.begin, 1024);
-    settings.mbufs_per_connection = 1;
+    settings.mbufs_per_connection = 0;
     auto runtime = dpdk::DpdkRuntime::start(settings);
     if (!runtime.ok()) return runtime.status();
+    // memif connects to its server asynchronously: frames sent before the link is up are lost
+    // (the first ARP request with them, and every SYN would wait a whole RTO).
+    const int64_t deadline_ns = mono_ns() + kLinkUpTimeoutNs;
+    while (!(*runtime)->port(0).link().up) {
+      if (mono_ns() >= deadline_ns) {
+        return absl::UnavailableError(
+            "dpdk: the port's link did not come up within 10 s (is "
+            "the dataplane's memif server port on that socket?)");
+      }
+      const timespec ts{0, 10'000'000};
+      nanosleep(&ts, nullptr);
+    }
     std::unique_ptr<DpdkNetwork> net(new DpdkNetwork(plan, std::move(*runtime)));
     return std::unique_ptr<ClientNetwork>(std::move(net));
   }
@@ -151,11 +179,13 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     dpdk::DpdkTransportOptions t;
     t.net.address = net::IpAddress::v4(ntohl(o.dpdk_address.s_addr));
     t.net.prefix_length = o.dpdk_prefix_length;
+    t.net.address_count = o.dpdk_address_count;
     t.net.mac.bytes = runtime_->port(0).mac();
     // Every SYN of the first connect burst waits on the one ARP resolution of the target.
     t.net.arp_queue_per_entry = std::max<uint32_t>(o.connect_concurrency, 8);
     t.net.arp_queue_total = t.net.arp_queue_per_entry + 1024;
-    t.tx_slots = t.net.arp_queue_total + 4096;
+    // A connect burst puts a ClientHello (and its ACKs) per connection on the port at once.
+    t.tx_slots = t.net.arp_queue_total + 8 * o.connect_concurrency + 8192;
     t.port = 0;  // no listener: a client
     // Dropped connections close gracefully and stay until their FIN is acked: room for a whole
     // reconnect storm's worth of them beside the new ones.
@@ -164,6 +194,8 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     t.limits.send_low_water_bytes = kSendQueueBytes / 4;
     transport_ = std::make_unique<dpdk::DpdkTransport>(t, clock_, *wheel_);
     transport_->start(*this);
+    // The dataplane learns every address of ours before the first SYN (and we its MAC).
+    (void)transport_->introduce_to(target_);
     dpdk::LoopConfig lc;
     lc.queue = 0;
     lc.burst_size = runtime_->settings().burst_size;

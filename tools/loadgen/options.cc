@@ -139,6 +139,9 @@ absl::Status validate(Options& o) {
     }
     if (o.dpdk_address.s_addr == 0) return bad("--dpdk-address", "needed with --dpdk-port");
     if (o.dpdk_lcores.size() < 2) return bad("--dpdk-lcores", "two lcores: main and one more");
+    if (o.dpdk_address_count < 1 || o.dpdk_address_count > 4096) {
+      return bad("--dpdk-addresses", "must be in [1, 4096]");
+    }
     if (o.dpdk_idle_sleep_us > 1'000'000) return bad("--dpdk-idle-sleep-us", "at most 1000000");
   }
   const uint32_t needed =
@@ -251,6 +254,8 @@ ParseOutcome parse_options(const std::vector<std::string>& args) {
                  "run on Herald's TCP/IP stack on this DPDK port, e.g. "
                  "net_memif0,role=client,socket=/run/herald-memif.sock");
   app.add_option("--dpdk-address", dpdk_address, "--dpdk-port: our IPv4 address/prefix");
+  app.add_option("--dpdk-addresses", o.dpdk_address_count,
+                 "--dpdk-port: consecutive addresses from --dpdk-address to open from");
   app.add_option("--dpdk-lcores", o.dpdk_lcores, "--dpdk-port: EAL lcores (main first)")
       ->delimiter(',');
   app.add_option("--dpdk-memory-mb", o.dpdk_memory_mb,

@@ -71,6 +71,9 @@ struct Options {
   std::string dpdk_port;
   in_addr dpdk_address{};  // the stack's own IPv4 address (--dpdk-address 10.77.0.2/24)
   uint8_t dpdk_prefix_length = 24;
+  // Consecutive addresses from dpdk_address the stack owns and opens from in turn: each gives
+  // about 28,000 connections to the one target port (a million needs 36).
+  uint32_t dpdk_address_count = 1;
   std::vector<uint16_t> dpdk_lcores{
       0, 1};                         // the EAL's main lcore (the worker runs there), then one more
   uint32_t dpdk_memory_mb = 0;       // 0: huge pages; else --no-huge with this many MiB

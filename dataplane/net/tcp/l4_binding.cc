@@ -21,11 +21,15 @@ void TcpL4Binding::on_packet(const L4Packet& packet) {
                  /*checksum_verified=*/true);
 }
 
-bool TcpL4Binding::send_segment(const IpAddr&, const IpAddr& dst,
+bool TcpL4Binding::send_segment(const IpAddr& src, const IpAddr& dst,
                                 std::span<const uint8_t> segment) {
   L4TxFrame frame;
   const auto bytes = static_cast<uint32_t>(segment.size());
-  if (!output_.alloc(from_tcp_address(dst), kIpProtocolTcp, bytes, &frame)) return false;
+  // From the connection's own address (a client stack may own several).
+  if (!output_.alloc_from(from_tcp_address(src), from_tcp_address(dst), kIpProtocolTcp, bytes,
+                          &frame)) {
+    return false;
+  }
   if (frame.capacity_bytes < bytes) {
     output_.abort(frame);
     return false;

@@ -307,7 +307,10 @@ ConnectionId DpdkTransport::connect(const net::IpAddress& remote, uint16_t remot
     ++stats_.connect_refused_local;
     return kNoConnection;
   }
-  const ConnectionId id = tcp_->connect(net::tcp::to_tcp_address(options_.net.address), 0,
+  // Our addresses in turn (NetOptions::address_count): each brings its own ephemeral ports.
+  const net::IpAddress local = net::IpAddress::v4(options_.net.address.v4_host_order() +
+                                                  next_local_++ % options_.net.address_count);
+  const ConnectionId id = tcp_->connect(net::tcp::to_tcp_address(local), 0,
                                         net::tcp::to_tcp_address(remote), remote_port);
   if (id == kNoConnection) {
     ++stats_.connect_refused_local;

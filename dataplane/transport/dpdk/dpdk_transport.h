@@ -84,7 +84,8 @@ class DpdkTransport final : public Transport, public FrameHandler {
   uint32_t connections() const override { return static_cast<uint32_t>(conns_.size()); }
   void stop() override;
 
-  // Active open from this stack's address and an ephemeral port to remote:remote_port (after
+  // Active open from one of this stack's addresses (in turn) and an ephemeral port to
+  // remote:remote_port (after
   // start()). The connection's events go to start()'s TransportEvents: on_connected once
   // established, or on_closed (kPeerReset when refused, kTimeout when never answered).
   // kNoConnection when the engine's table is full or every ephemeral port to that destination
@@ -93,6 +94,9 @@ class DpdkTransport final : public Transport, public FrameHandler {
   // Bytes send() takes now without overflowing the connection's queue (0 for an unknown id):
   // a client that must never be cut off sends at most this much.
   uint32_t send_space(ConnectionId id) const;
+  // ARP requests for `remote` from each of the stack's addresses (NetStack::introduce_to):
+  // a client owning several addresses calls it before its first connects.
+  uint32_t introduce_to(const net::IpAddress& remote) { return stack_->introduce_to(remote); }
 
   // FrameHandler (the port loop's side)
   void on_frames(std::span<const RxFrame> frames, TxBatch& tx) override;
@@ -144,6 +148,7 @@ class DpdkTransport final : public Transport, public FrameHandler {
   // Connections the layer above holds (accepted, on_closed not yet delivered).
   std::unordered_map<ConnectionId, ConnState> conns_;
   DpdkTransportStats stats_;
+  uint32_t next_local_ = 0;  // connect(): the next of our addresses to open from
 };
 
 }  // namespace herald::dataplane::dpdk

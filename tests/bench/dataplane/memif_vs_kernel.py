@@ -12,7 +12,9 @@
 # Env: HERALD_BENCH_POLL=busy|adaptive (the dataplane's worker; adaptive by default),
 #      HERALD_BENCH_PERF=1 (perf record of the dataplane to /tmp/herald-bench-<mode>.perf),
 #      HERALD_BENCH_SCENARIO=idle (hold the sessions SECS; prints the dataplane's RSS and
-#      heap per session: peak while held less the baseline before the loadgen started).
+#      heap per session: peak while held less the baseline before the loadgen started),
+#      HERALD_BENCH_ADDRESSES=N (the loadgen's stack opens from N addresses: ~28,000
+#      connections each), HERALD_BENCH_MBUFS_PER_CONNECTION (the dataplane's, default 2).
 import json
 import os
 import signal
@@ -76,7 +78,9 @@ for mode in modes:
             dpcfg.update({"backend": "dpdk", "listen_address": "0.0.0.0"})
             dpcfg["dpdk"] = {"ports": [f"net_memif0,role=server,socket={sock}"],
                              "file_prefix": prefix, "address": STACK_IP,
-                             "rx_descriptors": 1024, "tx_descriptors": 1024}
+                             "rx_descriptors": 1024, "tx_descriptors": 1024,
+                             "mbufs_per_connection": int(os.environ.get(
+                                 "HERALD_BENCH_MBUFS_PER_CONNECTION", "2"))}
         node = herald_node.Node(cp, tmp, extra_config={
             "limits": {"max_connections": int(connections) + 1000}, "dataplane": dpcfg})
         node.start()
@@ -94,7 +98,8 @@ for mode in modes:
                 "--settle-timeout", "30"]
         if mode == "memif":
             args += ["--dpdk-port", f"net_memif0,role=client,socket={sock}",
-                     "--dpdk-address", f"{LOADGEN_IP}/24"]
+                     "--dpdk-address", f"{LOADGEN_IP}/24",
+                     "--dpdk-addresses", os.environ.get("HERALD_BENCH_ADDRESSES", "1")]
         perf = None
         if os.environ.get("HERALD_BENCH_PERF"):
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
@@ -103,13 +108,22 @@ for mode in modes:
         rss_before = rss_kb(dp.pid)
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         rss_peak = rss_before
+        loadgen_rss_peak = 0
         while proc.poll() is None:
             rss_peak = max(rss_peak, rss_kb(dp.pid))
+            # The loadgen's worker processes (its children) hold the client sessions.
+            try:
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+                loadgen_rss_peak = max(loadgen_rss_peak, sum(rss_kb(k) for k in kids))
+            except (OSError, ValueError):
+                pass
             time.sleep(0.5)
         out, err = proc.communicate()
         r = subprocess.CompletedProcess(args, proc.returncode, out, err)
         if scenario == "idle":
-            print(mode, json.dumps({"rss_before_kb": rss_before, "rss_peak_kb": rss_peak,
+            print(mode, json.dumps({"loadgen_worker_rss_peak_kb": loadgen_rss_peak,
+                                    "rss_before_kb": rss_before, "rss_peak_kb": rss_peak,
                                     "rss_bytes_per_session": round(
                                         (rss_peak - rss_before) * 1024 / int(connections))}))
         dp_cpu, lg_cpu = cpu_s(dp.pid) - dp_before, children_cpu_s() - lg_before

@@ -559,6 +559,95 @@ TEST(L4Output, RefusesWhatCannotBeSent) {
   EXPECT_EQ(fx.port.outstanding(), 0u);
 }
 
+// A client stack owning 10.0.0.10 .. 10.0.0.13 (address_count 4): ARP for any of them is
+// answered from that address, IPv4 to any is delivered, a segment sent from a secondary carries
+// it as source (checksummed over it), and nothing past the range is ours.
+TEST(NetStack, SecondaryAddressesAreOursEverywhere) {
+  NetOptions o = test_options();
+  o.address = IpAddress::v4(10, 0, 0, 10);
+  o.address_count = 4;
+  o.gateway = IpAddress{};  // on-link only
+  FakePort port;
+  NetStack stack(o, port);
+  const IpAddress first = o.address;
+  const IpAddress third = IpAddress::v4(10, 0, 0, 12);
+  const IpAddress past = IpAddress::v4(10, 0, 0, 14);
+
+  ASSERT_EQ(stack
+                .receive(eth(MacAddress::broadcast(), kPeerMac, 0x0806,
+                             arp(1, kPeerMac, kPeerIp.v4_host_order(), MacAddress{},
+                                 third.v4_host_order())),
+                         RxMeta{}, 0)
+                .verdict,
+            RxVerdict::kAnswered);
+  ASSERT_EQ(port.sent.size(), 1u);
+  const Bytes& reply = port.sent[0].bytes;
+  EXPECT_EQ(get16(reply, 14 + 6), 2) << "an ARP reply";
+  EXPECT_EQ(mac_at(reply, 14 + 8), kOurMac);
+  EXPECT_EQ(get32(reply, 14 + 14), third.v4_host_order()) << "from the address asked for";
+  port.sent.clear();
+  EXPECT_EQ(stack
+                .receive(eth(MacAddress::broadcast(), kPeerMac, 0x0806,
+                             arp(1, kPeerMac, kPeerIp.v4_host_order(), MacAddress{},
+                                 past.v4_host_order())),
+                         RxMeta{}, 0)
+                .reason,
+            DropReason::kArpNotForUs);
+  // Someone else claiming one of our secondaries is a conflict like the primary.
+  EXPECT_EQ(stack
+                .receive(eth(MacAddress::broadcast(), kPeerMac, 0x0806,
+                             arp(1, kPeerMac, third.v4_host_order(), MacAddress{},
+                                 kPeerIp.v4_host_order())),
+                         RxMeta{}, 0)
+                .reason,
+            DropReason::kArpAddressConflict);
+
+  RecordingReceiver tcp_rx;
+  stack.set_receiver(kIpProtocolTcp, &tcp_rx);
+  const Bytes t = tcp(kPeerIp, third, 40000, 443, Bytes{'h'});
+  EXPECT_EQ(stack.receive(peer_ip_frame(6, t, {}, kPeerIp, third), {}, 1).verdict,
+            RxVerdict::kDelivered);
+  ASSERT_EQ(tcp_rx.got.size(), 1u);
+  EXPECT_EQ(tcp_rx.got[0].destination, third);
+  EXPECT_EQ(
+      stack
+          .receive(peer_ip_frame(6, tcp(kPeerIp, past, 40000, 443, Bytes{'h'}), {}, kPeerIp, past),
+                   {}, 1)
+          .reason,
+      DropReason::kIpv4NotForUs);
+  EXPECT_EQ(
+      stack.receive(peer_ip_frame(6, tcp(third, first, 1, 443, Bytes{}), {}, third, first), {}, 1)
+          .reason,
+      DropReason::kIpv4BadSource)
+      << "a datagram from one of our own addresses";
+
+  EXPECT_TRUE(stack.is_local(third));
+  EXPECT_FALSE(stack.is_local(past));
+  port.sent.clear();
+  L4TxFrame f;
+  ASSERT_TRUE(stack.alloc_from(third, kPeerIp, kIpProtocolTcp, 24, &f));
+  const Bytes seg = tcp(third, kPeerIp, 443, 40000, Bytes{1, 2, 3, 4});
+  std::copy(seg.begin(), seg.end(), f.l4);
+  stack.send(f, 24, 2);
+  ASSERT_EQ(port.sent.size(), 1u);
+  const Bytes& out = port.sent[0].bytes;
+  EXPECT_EQ(get32(out, 14 + 12), third.v4_host_order());
+  EXPECT_EQ(naive_sum({out.data() + 34, 24}, naive_pseudo(third, kPeerIp, 6, 24)), 0xffff);
+
+  // Introduced to a neighbour: one broadcast request for it from each of our four addresses.
+  port.sent.clear();
+  EXPECT_EQ(stack.introduce_to(kPeerIp), 4u);
+  ASSERT_EQ(port.sent.size(), 4u);
+  for (uint32_t i = 0; i < 4; ++i) {
+    const Bytes& request = port.sent[i].bytes;
+    EXPECT_EQ(mac_at(request, 0), MacAddress::broadcast());
+    EXPECT_EQ(get16(request, 14 + 6), 1) << "a request";
+    EXPECT_EQ(get32(request, 14 + 14), first.v4_host_order() + i) << "sender " << i;
+    EXPECT_EQ(get32(request, 14 + 24), kPeerIp.v4_host_order());
+  }
+  EXPECT_EQ(stack.introduce_to(IpAddress::v4(192, 168, 9, 9)), 0u) << "off-link, no gateway";
+}
+
 TEST(NetStack, OptionsAreValidated) {
   EXPECT_EQ(validate(test_options()), "");
   NetOptions o = test_options();
@@ -575,6 +664,16 @@ TEST(NetStack, OptionsAreValidated) {
   EXPECT_NE(validate(o), "");
   o = test_options();
   o.address = IpAddress{};
+  EXPECT_NE(validate(o), "");
+  // address_count: the range must stay inside the /24 and short of its broadcast (.255).
+  o = test_options();
+  o.address_count = 0;
+  EXPECT_NE(validate(o), "");
+  o.address_count = 254;  // 10.0.0.1 .. 10.0.0.254
+  EXPECT_EQ(validate(o), "");
+  o.address_count = 255;  // onto 10.0.0.255
+  EXPECT_NE(validate(o), "");
+  o.address_count = 300;  // past the subnet
   EXPECT_NE(validate(o), "");
 }
 
