@@ -126,6 +126,8 @@ absl::StatusOr<dpdk::DpdkTransportOptions> dpdk_transport_options(const config::
                                  : net::tcp::CongestionControl::kCubic;
   o.tcp.buffer_pool_bytes = uint64_t{d.tcp_buffer_pool_mb()} << 20;
   o.tcp.buffer_cache_bytes = uint64_t{d.tcp_buffer_cache_mb()} << 20;
+  o.tcp.syn_queue = d.syn_queue();
+  o.tcp.accept_backlog = d.accept_backlog();
   (void)index;
   return o;
 }

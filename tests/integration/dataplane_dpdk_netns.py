@@ -128,9 +128,10 @@ class Link:
 
 class DpdkNode:
     """herald-controlplane (root namespace, loopback APIs) and herald-dataplane (backend dpdk,
-    in the link's namespace). `extra` merges into the config's sections."""
+    in the link's namespace). `extra` merges into the config's sections, `dpdk_extra` into
+    dataplane.dpdk."""
 
-    def __init__(self, controlplane, dataplane, tmp, link, extra=None):
+    def __init__(self, controlplane, dataplane, tmp, link, extra=None, dpdk_extra=None):
         self.link = link
         self.tmp = tmp
         self.dataplane = dataplane
@@ -139,6 +140,7 @@ class DpdkNode:
                   "dataplane": link.dpdk_config(self.chat_port)}
         for section, values in (extra or {}).items():
             config.setdefault(section, {}).update(values)
+        config["dataplane"]["dpdk"].update(dpdk_extra or {})
         self.node = herald_node.Node(controlplane, tmp, extra_config=config)
         self.dp = None
         self.dp_log_path = os.path.join(tmp, "dataplane.log")

@@ -7,8 +7,8 @@ node's counters (GET /metrics, dp.tcp.* / dp.net.* / dp.dpdk.*):
   repeated 4-tuple) from a separate process at FLOOD_RATE_PER_S, for FLOOD_MIN_S or until the
   checks below are done (~75,000 SYNs). Half of the sources were announced by ARP (the stack's
   SYN-ACKs go out on the wire to a MAC nobody owns), the other half never answer ARP (SYN-ACKs
-  wait in the ARP queue, then are dropped). The SYN queue (TcpConfig::syn_queue, 128 per
-  listener: no config knob) takes exactly its first 128 SYNs; every later SYN gets a cookie.
+  wait in the ARP queue, then are dropped). The SYN queue (dataplane.dpdk.syn_queue, set to
+  96 here, not its default 128) takes exactly its first 96 SYNs; every later SYN gets a cookie.
 - established sessions: herald-loadgen one-to-one (200 sessions logged in before the flood,
   1000 msg/s) keeps sending through it: lost 0, duplicates 0, no reconnect, messages delivered
   while the flood ran (dp.router.delivered_local).
@@ -25,13 +25,13 @@ Frames the test counts on are sent again when unanswered: net_af_packet's kernel
 frames while the dataplane's lcore is descheduled (~0.4 % of this run's, counted nowhere in the
 node), and a frame that never reached TCP changes nothing the test counts.
 - nothing leaks: every block a SYN made reached ESTABLISHED or ends by SYN-ACK timeout
-  (aborted_syn_timeout = passive_opens - established: the 128 of the first fill, 63 s =
+  (aborted_syn_timeout = passive_opens - established: the 96 of the first fill, 63 s =
   1+2+4+8+16+32 after the flood began); the connection gauges return to their baseline (0);
   every frame the ARP queue took was released or dropped (arp_queued = arp_released +
   arp_resolution_failed + arp_evicted); no tx frame ever lacked an mbuf or a tx slot, and the
   flood's SYNs outnumber the mempool's mbufs with rx_nombuf still 0 (DPDK telemetry); a new
   client is served by an ordinary handshake (no cookie); and the SYN queue is empty again:
-  exactly 128 new SYNs get blocks, the 129th a cookie.
+  exactly 96 new SYNs get blocks, the 97th a cookie.
 
 The counters segment has no gauge for the engine's blocks, its SYN queue, the mempool's free
 mbufs or the tx slots in use (dp.transport.connections counts accepted connections only): the
@@ -74,7 +74,7 @@ FLOOD_RATE_PER_S = 5000
 FLOOD_BURST = 50                 # frames at most per 5 ms turn (the backlog holds 1000)
 FLOOD_MIN_S = 15                 # the flood lasts at least this long (~75,000 SYNs)
 FLOOD_MAX_S = 90                 # the flood process stops by itself after this (a safety net)
-SYN_QUEUE = 128                  # TcpConfig::syn_queue (not configurable: the default)
+SYN_QUEUE = 96                   # dataplane.dpdk.syn_queue, configured (default 128)
 SYN_RECEIVED_LIFETIME_S = 63     # initial_rto 1 s, 5 SYN-ACK retransmissions: 1+2+4+8+16+32
 FORGED_ACKS = 200
 LINUX_CLIENTS = 8
@@ -529,7 +529,8 @@ class Checks:
 
 def run(controlplane, dataplane, loadgen, tmp):
     started = time.monotonic()
-    with Link("f", SUBNET) as link, DpdkNode(controlplane, dataplane, tmp, link) as dp:
+    with Link("f", SUBNET) as link, DpdkNode(controlplane, dataplane, tmp, link,
+                                             dpdk_extra={"syn_queue": SYN_QUEUE}) as dp:
         wire = Wire(link)
         flood = steady = storm = None
         try:
@@ -631,7 +632,7 @@ def run(controlplane, dataplane, loadgen, tmp):
             wait_for("the connection gauges back at baseline", lambda: all(
                 gauge(dp.counters(), g) == baseline[g] for g in GAUGES), timeout_s=60)
             # Every block a SYN made either reached ESTABLISHED (real clients, cookies
-            # included) or ends by SYN-ACK timeout: the flood's. Normally the 128 of the first
+            # included) or ends by SYN-ACK timeout: the flood's. Normally the SYN_QUEUE of the first
             # fill; if the flood outlived them, their successors too.
             half_opens = (delta(before, flooded, "dp.tcp.passive_opens") -
                           delta(before, flooded, "dp.tcp.established"))

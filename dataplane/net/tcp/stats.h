@@ -33,7 +33,7 @@ namespace herald::net::tcp {
   X(drop_rst_out_of_window, "drop: RST outside the window")                                   \
   X(challenge_acks, "challenge ACK due (RST in window not at RCV.NXT, or SYN; RFC 5961)")     \
   X(challenge_acks_rate_limited, "challenge/out-of-window ACK not sent: rate limit (5961 7)") \
-  X(rst_rate_limited, "RST for a closed port not sent: rate limit")                           \
+  X(rst_rate_limited, "RST for a closed port or an ACK to a listener not sent: rate limit")   \
   X(aborted_fin_wait2, "connection ended: FIN-WAIT-2 timeout (RST sent)")                     \
   X(time_wait_reused, "TIME-WAIT block replaced by a new SYN (RFC 6191)")                     \
   X(rst_received, "RST accepted")                                                             \

@@ -841,6 +841,12 @@ void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment&
   }
   if (seg.has(kAck)) {
     if (!seg.has(kSyn) && accept_syn_cookie(l, tuple, seg)) return;
+    // The closed-port budget also covers these: a flood of forged cookie ACKs would otherwise
+    // be reflected one RST each at whatever address they claim.
+    if (!rate_allow(&rst_budget_, config_.rst_limit_per_s)) {
+      ++stats_[TcpStats::rst_rate_limited];
+      return;
+    }
     ++stats_[TcpStats::rst_listen_ack];
     send_reset_for(tuple.local, tuple.remote, seg);
     return;

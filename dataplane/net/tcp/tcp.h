@@ -85,9 +85,9 @@ struct TcpConfig {
   bool sack = true;                      // offer SACK-permitted, send and use SACK (RFC 2018/6675)
   uint32_t sack_scoreboard_ranges = 32;  // SACKed ranges remembered per connection (sender)
   uint32_t challenge_ack_limit_per_s = 1000;  // RFC 5961 7, engine-wide (0: unlimited)
-  uint32_t rst_limit_per_s = 1000;            // RSTs for closed ports (0: unlimited)
-  uint64_t fin_wait2_timeout_ms = 60'000;     // FIN-WAIT-2 without the peer's FIN (0: off)
-  bool syn_cookies = true;                    // SYN queue full: answer with a SYN cookie (RFC 4987)
+  uint32_t rst_limit_per_s = 1000;  // RSTs for closed ports and ACKs to listeners (0: unlimited)
+  uint64_t fin_wait2_timeout_ms = 60'000;  // FIN-WAIT-2 without the peer's FIN (0: off)
+  bool syn_cookies = true;                 // SYN queue full: answer with a SYN cookie (RFC 4987)
   uint64_t syn_cookie_key[2] = {0xa4093822299f31d0ULL, 0x082efa98ec4e6c89ULL};  // cookie secret
   uint32_t send_buffer_bytes = 256 * 1024;  // unacked + unsent bytes per connection
   uint32_t send_low_water_bytes = 64 * 1024;

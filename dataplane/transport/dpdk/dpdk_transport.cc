@@ -2,6 +2,8 @@
 #include "dataplane/transport/dpdk/dpdk_transport.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <cstring>
@@ -166,6 +168,23 @@ class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
   DpdkTransport& t_;
 };
 
+namespace {
+
+// From the kernel's CSPRNG (getrandom blocks only until it is seeded, at boot). Without it the
+// stack cannot be safe against blind attacks, so a failure stops the process.
+void fill_random(void* out, size_t bytes) {
+  auto* p = static_cast<uint8_t*>(out);
+  size_t done = 0;
+  while (done < bytes) {
+    const ssize_t n = getrandom(p + done, bytes - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    HERALD_CHECK(n > 0, "getrandom failed: no secret for TCP's sequence numbers and cookies");
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
 DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock clock,
                              timer::TimerWheel& wheel)
     : options_(options), clock_(clock), wheel_(wheel) {
@@ -209,6 +228,10 @@ DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock c
   tcp.max_connections = static_cast<uint32_t>(
       std::min<uint64_t>(UINT32_MAX, uint64_t{options_.limits.max_connections} * 2 + 16));
   tcp.checksum_offload_tx = false;  // NetStack owns checksums (l4.h), never the engine
+  if (options_.random_secrets) {
+    fill_random(tcp.isn_key, sizeof(tcp.isn_key));
+    fill_random(tcp.syn_cookie_key, sizeof(tcp.syn_cookie_key));
+  }
   tcp_ = std::make_unique<net::tcp::TcpEngine>(tcp, clock_, wheel_, *binding_, *engine_events_);
   binding_->attach(tcp_.get());
   stack_->set_receiver(net::kIpProtocolTcp, binding_.get());

@@ -64,6 +64,12 @@ struct DpdkTransportOptions {
   // Seeded drop / duplicate / reorder / delay / corrupt between the port and the stack
   // (dataplane.dpdk.impairment); off (all zero) by default. max_frame_bytes is set from the MTU.
   net::PortImpairmentOptions impairment;
+  // The TCP engine's secrets (RFC 6528 ISN key, which also keys its connection table, and the
+  // RFC 4987 SYN-cookie key) drawn from the kernel's CSPRNG at construction, replacing the
+  // fixed defaults in `tcp`: with known keys anyone could predict sequence numbers, forge
+  // cookies or aim hash collisions at the table. Only tests needing reproducible sequence
+  // numbers turn it off.
+  bool random_secrets = true;
 };
 
 class DpdkTransport final : public Transport, public FrameHandler {
@@ -110,6 +116,7 @@ class DpdkTransport final : public Transport, public FrameHandler {
   const DpdkTransportStats& stats() const { return stats_; }
   const net::NetStats& net_stats() const { return stack_->stats(); }
   const net::tcp::TcpStats& tcp_stats() const { return tcp_->stats(); }
+  const net::tcp::TcpConfig& tcp_config() const { return tcp_->config(); }
   const net::NetStack& stack() const { return *stack_; }
   const DpdkTransportOptions& options() const { return options_; }
   // The impairment layer's counters per direction (all zero when that direction is off).

@@ -14,7 +14,9 @@
 #      HERALD_BENCH_SCENARIO=idle (hold the sessions SECS; prints the dataplane's RSS and
 #      heap per session: peak while held less the baseline before the loadgen started),
 #      HERALD_BENCH_ADDRESSES=N (the loadgen's stack opens from N addresses: ~28,000
-#      connections each), HERALD_BENCH_MBUFS_PER_CONNECTION (the dataplane's, default 2).
+#      connections each), HERALD_BENCH_MBUFS_PER_CONNECTION (the dataplane's, default 2),
+#      HERALD_BENCH_LOADGEN_ARGS (more loadgen flags, e.g. "--storm-after 30" with
+#      HERALD_BENCH_SCENARIO=reconnect-storm).
 import json
 import os
 import signal
@@ -96,6 +98,7 @@ for mode in modes:
                 "--connect-timeout", "600",
                 "--processes", "1", "--rate", rate, "--duration", secs,
                 "--settle-timeout", "30"]
+        args += os.environ.get("HERALD_BENCH_LOADGEN_ARGS", "").split()
         if mode == "memif":
             args += ["--dpdk-port", f"net_memif0,role=client,socket={sock}",
                      "--dpdk-address", f"{LOADGEN_IP}/24",
@@ -135,7 +138,8 @@ for mode in modes:
             delivered = max(1, res.get("delivered") or 0)
             print(mode, json.dumps({k: res.get(k) for k in (
                 "sent", "acked", "delivered", "lost", "duplicates", "msgs_per_s", "latency_us",
-                "logins", "connect_s", "handshakes_per_s", "sessions_held", "errors")}))
+                "logins", "connect_s", "handshakes_per_s", "sessions_held", "reconnect_s",
+                "errors")}))
             print(mode, json.dumps({
                 "dataplane_cpu_s": round(dp_cpu, 2),
                 "dataplane_us_per_msg": round(dp_cpu * 1e6 / delivered, 2),

@@ -1452,6 +1452,27 @@ TEST(TcpEngineTest, AcksForOldDuplicateDataAreNotRateLimited) {
   EXPECT_EQ(h.stat(TcpStats::challenge_acks_rate_limited), 3u);
 }
 
+// Forged cookie ACKs to a listener share the closed-port RST budget: a flood of them is not
+// reflected one RST each.
+TEST(TcpEngineTest, ListenerAckRstsShareTheRstBudget) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 0;
+  c.rst_limit_per_s = 2;
+  Harness h(c);
+  h.engine_.listen(h.local_, kPort);
+  h.in(kSyn, kPeerIsn, 0);  // a cookie goes out: forged ACKs are checked from here on
+  h.out_.clear();
+  for (int i = 0; i < 5; ++i) h.in(kAck, kPeerIsn + 1, 12345 + i);
+  EXPECT_EQ(h.stat(TcpStats::syn_cookies_rejected), 5u);
+  EXPECT_EQ(h.out_.size(), 2u);
+  EXPECT_EQ(h.stat(TcpStats::rst_listen_ack), 2u);
+  EXPECT_EQ(h.stat(TcpStats::rst_rate_limited), 3u);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  h.advance_ms(1000);
+  h.in(kAck, kPeerIsn + 1, 999);
+  EXPECT_EQ(h.out_.size(), 3u) << "the budget refills each second";
+}
+
 TEST(TcpEngineTest, ClosedPortRstsAreRateLimitedPerSecond) {
   TcpConfig c = Harness::defaults();
   c.rst_limit_per_s = 2;

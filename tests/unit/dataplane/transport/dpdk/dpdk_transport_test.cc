@@ -191,6 +191,33 @@ class DpdkTransportTest : public ::testing::Test {
   std::unique_ptr<net::tcp::TcpEngine> client_;
 };
 
+// The engine's secrets come from the CSPRNG per transport, never the compiled-in defaults
+// (which anyone can read): two transports differ from the defaults and from each other.
+TEST_F(DpdkTransportTest, TcpSecretsAreRandomPerTransport) {
+  build();
+  DpdkTransportOptions o;
+  o.net = net_options(kServerIp, 1);
+  o.port = kPort;
+  timer::TimerWheel wheel{
+      timer::TimerWheelConfig{.capacity = 64, .tick_ns = 1'000'000, .start_ns = 1'000'000'000}};
+  DpdkTransport other(o, clock::Clock::fake(&clock_), wheel);
+  const net::tcp::TcpConfig defaults;
+  const net::tcp::TcpConfig& a = server_->tcp_config();
+  const net::tcp::TcpConfig& b = other.tcp_config();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_NE(a.isn_key[i], defaults.isn_key[i]);
+    EXPECT_NE(a.syn_cookie_key[i], defaults.syn_cookie_key[i]);
+    EXPECT_NE(a.isn_key[i], b.isn_key[i]);
+    EXPECT_NE(a.syn_cookie_key[i], b.syn_cookie_key[i]);
+  }
+  // Off (reproducible tests): the keys given are kept.
+  o.random_secrets = false;
+  o.tcp.isn_key[0] = 42;
+  DpdkTransport fixed(o, clock::Clock::fake(&clock_), wheel);
+  EXPECT_EQ(fixed.tcp_config().isn_key[0], 42u);
+  EXPECT_EQ(fixed.tcp_config().syn_cookie_key[1], defaults.syn_cookie_key[1]);
+}
+
 TEST_F(DpdkTransportTest, AcceptsAndMovesBytesExactlyBothWays) {
   build();
   const ConnectionId c = connect_one();
