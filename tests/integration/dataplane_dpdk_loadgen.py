@@ -14,12 +14,10 @@ Then the stack's counters: the sessions really went through the DPDK transport
 Root only (namespace, veth, af_packet): exits 77 (skipped) otherwise.
 Usage: dataplane_dpdk_loadgen.py <herald-controlplane> <herald-dataplane> <herald-loadgen>
 """
-import json
-import subprocess
 import sys
 import tempfile
 
-from dataplane_dpdk_netns import DpdkNode, Link, skip_reason
+from dataplane_dpdk_netns import DpdkNode, Link, loadgen_verdict, skip_reason
 from herald_node import assert_no_sanitizer_reports
 
 CONNECTIONS = 200
@@ -32,26 +30,7 @@ def run_loadgen(loadgen, node, link, scenario, *extra):
             "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
             "--connections", str(CONNECTIONS), "--processes", "1", "--settle-timeout", "30",
             *extra]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=150)
-    try:
-        result = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}, no JSON:\n"
-                             f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    summary = {k: result.get(k) for k in ("sent", "acked", "delivered", "expected", "lost",
-                                          "duplicates", "logins", "msgs_per_s", "errors")}
-    print(f"{scenario}: exit {r.returncode} {json.dumps(summary)}")
-    if r.returncode != 0:
-        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}: {r.stderr[-2000:]}")
-    if result["lost"] != 0 or result["duplicates"] != 0:
-        raise AssertionError(f"{scenario}: lost {result['lost']}, "
-                             f"duplicates {result['duplicates']}")
-    if result["acked"] == 0 or result["delivered"] < result["acked"]:
-        raise AssertionError(f"{scenario}: acked {result['acked']}, "
-                             f"delivered {result['delivered']}")
-    if result["logins"] < CONNECTIONS:
-        raise AssertionError(f"{scenario}: {result['logins']} of {CONNECTIONS} logged in")
-    return result
+    return loadgen_verdict(args, scenario, CONNECTIONS)
 
 
 def main():

@@ -18,31 +18,29 @@ Root only (huge pages or --no-huge memory for two EALs, a unix socket for memif)
 (skipped) otherwise.
 Usage: dataplane_dpdk_memif.py <herald-controlplane> <herald-dataplane> <herald-loadgen>
 """
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import herald_node
-from herald_node import assert_no_sanitizer_reports, stop_on_sigterm
+from dataplane_dpdk_netns import DataplaneRun, loadgen_verdict
+from herald_node import assert_no_sanitizer_reports
 
 CONNECTIONS = 300
 STACK_IP = "10.78.0.1"
 LOADGEN_IP = "10.78.0.2"
 
 
-class MemifNode:
-    """herald-controlplane and herald-dataplane (backend dpdk, one memif server port)."""
+class MemifNode(DataplaneRun):
+    """herald-controlplane and herald-dataplane (backend dpdk, one memif server port), both in
+    the root namespace: memif is a unix socket and shared memory, no link to make."""
 
     def __init__(self, controlplane, dataplane, tmp):
-        self.tmp = tmp
-        self.dataplane = dataplane
         self.socket = os.path.join(tmp, "memif.sock")
         self.prefix = f"hmemif{os.getpid()}"
         self.chat_port = herald_node.free_port()
-        config = {
+        super().__init__(controlplane, dataplane, tmp, {
             "limits": {"max_connections": 2000},
             "dataplane": {
                 "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
@@ -52,52 +50,20 @@ class MemifNode:
                          "address": STACK_IP, "prefix_length": 24, "rx_descriptors": 1024,
                          "tx_descriptors": 1024, "mempool_cache_size": 32},
             },
-        }
-        self.node = herald_node.Node(controlplane, tmp, extra_config=config)
-        self.dp = None
-        self.dp_log_path = os.path.join(tmp, "dataplane.log")
+        })
 
     def __enter__(self):
-        self.node.start()
-        dp_log = open(self.dp_log_path, "a")
-        self.dp = subprocess.Popen(
-            [self.dataplane, "--config", self.node.config_path, "--data-dir", self.node.data_dir],
-            stdout=dp_log, stderr=dp_log)
         try:
-            herald_node.wait_for("the dataplane's worker",
-                                 lambda: self.alive() and "dataplane.worker.started" in self.log(),
-                                 timeout_s=30, poll_s=0.1)
+            self.start_dataplane()
         except BaseException:
             self.stop()
             raise
         return self
 
     def __exit__(self, *exc):
-        self.stop()
+        super().__exit__(*exc)
         shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
         return False
-
-    def stop(self):
-        status = None
-        if self.dp is not None and self.dp.poll() is None:
-            status = stop_on_sigterm(self.dp, 30)
-        elif self.dp is not None:
-            status = self.dp.returncode
-        self.node.stop()
-        return status
-
-    def log(self):
-        with open(self.dp_log_path) as f:
-            return f.read()
-
-    def alive(self):
-        if self.dp.poll() is not None:
-            raise AssertionError(f"herald-dataplane exited {self.dp.returncode}:\n"
-                                 f"{self.log()[-6000:]}")
-        return True
-
-    def counter(self, name):
-        return herald_node.metric(herald_node.metrics(self.node), name)
 
 
 def run_loadgen(loadgen, node, scenario, *extra):
@@ -108,27 +74,7 @@ def run_loadgen(loadgen, node, scenario, *extra):
             "--public", f"127.0.0.1:{node.node.public_port}",
             "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
             "--connections", str(CONNECTIONS), "--settle-timeout", "30", *extra]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=150)
-    try:
-        result = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}, no JSON:\n"
-                             f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
-    summary = {k: result.get(k) for k in ("sent", "acked", "delivered", "expected", "lost",
-                                          "duplicates", "logins", "msgs_per_s", "latency_us",
-                                          "errors")}
-    print(f"{scenario}: exit {r.returncode} {json.dumps(summary)}")
-    if r.returncode != 0:
-        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}: {r.stderr[-3000:]}")
-    if result["lost"] != 0 or result["duplicates"] != 0:
-        raise AssertionError(f"{scenario}: lost {result['lost']}, "
-                             f"duplicates {result['duplicates']}")
-    if result["acked"] == 0 or result["delivered"] < result["acked"]:
-        raise AssertionError(f"{scenario}: acked {result['acked']}, "
-                             f"delivered {result['delivered']}")
-    if result["logins"] < CONNECTIONS:
-        raise AssertionError(f"{scenario}: {result['logins']} of {CONNECTIONS} logged in")
-    return result
+    return loadgen_verdict(args, scenario, CONNECTIONS)
 
 
 def main():
@@ -159,12 +105,12 @@ def main():
                 print(f"ok: the dataplane's stack accepted {accepted:.0f} connections over "
                       f"memif, storm reconnected in {storm['reconnect_s']} s")
             except BaseException:
-                print(node.log()[-4000:])
+                node.dump_logs()
                 raise
             status = node.stop()
             if status != 0:
                 raise AssertionError(f"herald-dataplane exited {status} on SIGTERM")
-            assert_no_sanitizer_reports([node.node.log_path, node.dp_log_path])
+            assert_no_sanitizer_reports(node.logs())
     print("1 passed, 0 failed")
     return 0
 

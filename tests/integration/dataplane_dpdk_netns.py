@@ -9,6 +9,7 @@ link and no `ip netns exec` per client; IPC is a unix socket path and the counte
 file, both of which cross network namespaces.
 """
 import functools
+import json
 import os
 import shutil
 import signal
@@ -126,40 +127,26 @@ class Link:
         return r.stdout.strip()
 
 
-class DpdkNode:
-    """herald-controlplane (root namespace, loopback APIs) and herald-dataplane (backend dpdk,
-    in the link's namespace). `extra` merges into the config's sections, `dpdk_extra` into
-    dataplane.dpdk."""
+class DataplaneRun:
+    """herald-controlplane plus one herald-dataplane process run from `argv` (a prefix such as
+    `ip netns exec NS` comes first): start, stop on SIGTERM, its log, the node's counters."""
 
-    def __init__(self, controlplane, dataplane, tmp, link, extra=None, dpdk_extra=None):
-        self.link = link
+    def __init__(self, controlplane, dataplane, tmp, config):
         self.tmp = tmp
         self.dataplane = dataplane
-        self.chat_port = herald_node.free_port()
-        config = {"limits": {"max_connections": 1000},
-                  "dataplane": link.dpdk_config(self.chat_port)}
-        for section, values in (extra or {}).items():
-            config.setdefault(section, {}).update(values)
-        config["dataplane"]["dpdk"].update(dpdk_extra or {})
         self.node = herald_node.Node(controlplane, tmp, extra_config=config)
         self.dp = None
         self.dp_log_path = os.path.join(tmp, "dataplane.log")
 
-    def __enter__(self):
+    def start_dataplane(self, prefix=()):
+        """The control plane, then the dataplane; returns once its worker started."""
         self.node.start()
         dp_log = open(self.dp_log_path, "a")
         self.dp = subprocess.Popen(
-            ["ip", "netns", "exec", self.link.ns, self.dataplane, "--config",
-             self.node.config_path, "--data-dir", self.node.data_dir],
-            stdout=dp_log, stderr=dp_log)
-        try:
-            wait_for("the dataplane's worker",
-                     lambda: self.alive() and "dataplane.worker.started" in self.dp_log())
-            wait_for("a TCP connection to the stack", self.tcp_connects)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            [*prefix, self.dataplane, "--config", self.node.config_path, "--data-dir",
+             self.node.data_dir], stdout=dp_log, stderr=dp_log)
+        wait_for("the dataplane's worker",
+                 lambda: self.alive() and "dataplane.worker.started" in self.dp_log())
 
     def __exit__(self, *exc):
         self.stop()
@@ -184,14 +171,6 @@ class DpdkNode:
             raise AssertionError(f"herald-dataplane exited {self.dp.returncode}:\n"
                                  f"{self.dp_log()[-6000:]}")
         return True
-
-    def tcp_connects(self):
-        import socket
-        try:
-            socket.create_connection((self.link.stack_ip, self.chat_port), timeout=2).close()
-            return True
-        except OSError:
-            return False
 
     def logs(self):
         return [self.node.log_path, self.dp_log_path]
@@ -218,3 +197,62 @@ class DpdkNode:
             if os.path.exists(path):
                 with open(path) as f:
                     print(f"--- {path}\n{f.read()[-4000:]}")
+
+
+class DpdkNode(DataplaneRun):
+    """herald-controlplane (root namespace, loopback APIs) and herald-dataplane (backend dpdk,
+    in the link's namespace). `extra` merges into the config's sections, `dpdk_extra` into
+    dataplane.dpdk."""
+
+    def __init__(self, controlplane, dataplane, tmp, link, extra=None, dpdk_extra=None):
+        self.link = link
+        self.chat_port = herald_node.free_port()
+        config = {"limits": {"max_connections": 1000},
+                  "dataplane": link.dpdk_config(self.chat_port)}
+        for section, values in (extra or {}).items():
+            config.setdefault(section, {}).update(values)
+        config["dataplane"]["dpdk"].update(dpdk_extra or {})
+        super().__init__(controlplane, dataplane, tmp, config)
+
+    def __enter__(self):
+        try:
+            self.start_dataplane(("ip", "netns", "exec", self.link.ns))
+            wait_for("a TCP connection to the stack", self.tcp_connects)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def tcp_connects(self):
+        import socket
+        try:
+            socket.create_connection((self.link.stack_ip, self.chat_port), timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+
+def loadgen_verdict(args, scenario, connections, timeout_s=150):
+    """Runs herald-loadgen (`args` with --json) and checks its exactly-once verdict: exit 0,
+    lost 0, duplicates 0, something acked and all of it delivered, every connection logged in.
+    Prints a one-line summary; returns the whole result."""
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+    try:
+        result = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}, no JSON:\n"
+                             f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    summary = {k: result.get(k) for k in ("sent", "acked", "delivered", "expected", "lost",
+                                          "duplicates", "logins", "msgs_per_s", "errors")}
+    print(f"{scenario}: exit {r.returncode} {json.dumps(summary)}")
+    if r.returncode != 0:
+        raise AssertionError(f"{scenario}: loadgen exited {r.returncode}: {r.stderr[-3000:]}")
+    if result["lost"] != 0 or result["duplicates"] != 0:
+        raise AssertionError(f"{scenario}: lost {result['lost']}, "
+                             f"duplicates {result['duplicates']}")
+    if result["acked"] == 0 or result["delivered"] < result["acked"]:
+        raise AssertionError(f"{scenario}: acked {result['acked']}, "
+                             f"delivered {result['delivered']}")
+    if result["logins"] < connections:
+        raise AssertionError(f"{scenario}: {result['logins']} of {connections} logged in")
+    return result

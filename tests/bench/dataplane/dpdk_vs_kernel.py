@@ -6,28 +6,10 @@ import json, os, signal, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "integration"))
 import herald_node
 import dataplane_dpdk_interop as t
+from bench_util import cpu_s, tsc_hz
 
 cp, dpb, lg, secs, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 
-
-def dataplane_cpu_s(pid):
-    """User + system CPU seconds of every thread of `pid` so far (/proc/PID/stat 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tsc_hz():
-    """The CPU's nominal clock from /proc/cpuinfo's model name ("@ 2.20GHz"), else its MHz."""
-    with open("/proc/cpuinfo") as f:
-        info = f.read()
-    for line in info.splitlines():
-        if line.startswith("model name") and "GHz" in line:
-            return float(line.rsplit("@", 1)[1].strip().rstrip("GHz")) * 1e9
-    for line in info.splitlines():
-        if line.startswith("cpu MHz"):
-            return float(line.split(":")[1]) * 1e6
-    return 1e9
 t.make_namespace()
 try:
     for backend in sys.argv[6].split(","):
@@ -57,7 +39,7 @@ try:
                 # available on every host): perf report -i /tmp/herald-bench-<backend>.perf
                 perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
                                          "-p", str(dp.pid), "-o", f"/tmp/herald-bench-{backend}.perf"])
-            cpu_before = dataplane_cpu_s(dp.pid)
+            cpu_before = cpu_s(dp.pid)
             r = subprocess.run(["ip", "netns", "exec", t.NS, lg, "--target", f"{t.STACK_IP}:{chat_port}",
                                 "--admin", f"{t.HOST_CTL_IP}:{node.admin_port}",
                                 "--public", f"{t.HOST_CTL_IP}:{node.public_port}",
@@ -65,7 +47,7 @@ try:
                                 "--connections", "100", "--processes", "1", "--rate", rate,
                                 "--duration", secs, "--settle-timeout", "30", "--json"],
                                capture_output=True, text=True, timeout=300)
-            cpu_s = dataplane_cpu_s(dp.pid) - cpu_before
+            used_s = cpu_s(dp.pid) - cpu_before
             if perf:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
@@ -76,9 +58,9 @@ try:
                 # system, over the whole run (connects, settle included), per delivered message;
                 # cycles at the TSC's nominal rate.
                 delivered = max(1, res.get("delivered") or 0)
-                print(backend, json.dumps({"dataplane_cpu_s": round(cpu_s, 2),
-                                           "cpu_us_per_msg": round(cpu_s * 1e6 / delivered, 2),
-                                           "cycles_per_msg": round(cpu_s * tsc_hz() / delivered)}))
+                print(backend, json.dumps({"dataplane_cpu_s": round(used_s, 2),
+                                           "cpu_us_per_msg": round(used_s * 1e6 / delivered, 2),
+                                           "cycles_per_msg": round(used_s * tsc_hz() / delivered)}))
             except Exception:
                 print(backend, "loadgen failed", r.returncode, r.stdout[-2000:], r.stderr[-2000:])
             time.sleep(0.5)

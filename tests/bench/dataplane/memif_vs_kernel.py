@@ -28,6 +28,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                 "integration"))
 import herald_node  # noqa: E402
+from bench_util import cpu_s, tsc_hz  # noqa: E402
 
 cp, dpb, lg, secs, rate, connections = sys.argv[1:7]
 modes = sys.argv[7].split(",") if len(sys.argv) > 7 else ["memif", "kernel"]
@@ -44,29 +45,10 @@ def rss_kb(pid):
 STACK_IP, LOADGEN_IP = "10.79.0.1", "10.79.0.2"
 
 
-def cpu_s(pid):
-    """User + system CPU seconds of every thread of `pid` so far (/proc/PID/stat 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu_s():
     """CPU of this process's waited-for children (the loadgen and its worker)."""
     t = os.times()
     return t.children_user + t.children_system
-
-
-def tsc_hz():
-    with open("/proc/cpuinfo") as f:
-        info = f.read()
-    for line in info.splitlines():
-        if line.startswith("model name") and "GHz" in line:
-            return float(line.rsplit("@", 1)[1].strip().rstrip("GHz")) * 1e9
-    for line in info.splitlines():
-        if line.startswith("cpu MHz"):
-            return float(line.split(":")[1]) * 1e6
-    return 1e9
 
 
 for mode in modes:
