@@ -28,20 +28,6 @@ int64_t now_ms() {
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
 }
 
-absl::StatusOr<tls::Sha256> leaf_sha256_of_pem(const std::string& pem) {
-  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  bssl::UniquePtr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr)
-    return absl::InvalidArgumentError("pinned certificate: not a PEM certificate");
-  uint8_t* der = nullptr;
-  const int length = i2d_X509(cert.get(), &der);
-  if (length <= 0) return absl::InvalidArgumentError("pinned certificate: cannot encode");
-  tls::Sha256 digest{};
-  SHA256(der, static_cast<size_t>(length), digest.data());
-  OPENSSL_free(der);
-  return digest;
-}
-
 // A non-blocking TCP socket connected to host:port within the deadline.
 absl::StatusOr<int> connect_socket(const std::string& host, uint16_t port, int64_t deadline_ms) {
   sockaddr_storage address{};
@@ -85,6 +71,20 @@ absl::StatusOr<int> connect_socket(const std::string& host, uint16_t port, int64
 }
 
 }  // namespace
+
+absl::StatusOr<tls::Sha256> leaf_sha256_of_pem(const std::string& pem) {
+  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  bssl::UniquePtr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr)
+    return absl::InvalidArgumentError("pinned certificate: not a PEM certificate");
+  uint8_t* der = nullptr;
+  const int length = i2d_X509(cert.get(), &der);
+  if (length <= 0) return absl::InvalidArgumentError("pinned certificate: cannot encode");
+  tls::Sha256 digest{};
+  SHA256(der, static_cast<size_t>(length), digest.data());
+  OPENSSL_free(der);
+  return digest;
+}
 
 absl::StatusOr<std::string> read_pem_file(const std::string& path) {
   std::ifstream in(path);

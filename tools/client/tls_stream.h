@@ -31,6 +31,8 @@ struct Trust {
 
 // Reads the first certificate of a PEM file, for Trust::pinned.
 absl::StatusOr<std::string> read_pem_file(const std::string& path);
+// SHA-256 of the DER of the first certificate in `pem`: what a pinned leaf is compared by.
+absl::StatusOr<tls::Sha256> leaf_sha256_of_pem(const std::string& pem);
 
 struct TlsStreamOptions {
   std::string host = "127.0.0.1";  // IPv4 or IPv6 literal

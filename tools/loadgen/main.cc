@@ -4,11 +4,6 @@
 // 2 duplicates only, 3 a setup error, 64 bad flags.
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <openssl/bio.h>
-#include <openssl/mem.h>
-#include <openssl/pem.h>
-#include <openssl/sha.h>
-#include <openssl/x509.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -73,21 +68,6 @@ class Coordinator {
   int setup_error(const std::string& what) {
     std::fprintf(stderr, "herald-loadgen: %s\n", what.c_str());
     return kExitSetup;
-  }
-
-  // SHA-256 of the first certificate in `pem` (the leaf a pinned target presents).
-  static absl::StatusOr<tls::Sha256> leaf_sha256_of_pem(const std::string& pem) {
-    bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    bssl::UniquePtr<X509> leaf(
-        bio == nullptr ? nullptr : PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (leaf == nullptr) return absl::InvalidArgumentError("no certificate in the PEM file");
-    uint8_t* der = nullptr;
-    const int length = i2d_X509(leaf.get(), &der);
-    if (length <= 0) return absl::InvalidArgumentError("the certificate does not encode");
-    tls::Sha256 digest{};
-    SHA256(der, static_cast<size_t>(length), digest.data());
-    OPENSSL_free(der);
-    return digest;
   }
 
   int setup() {
