@@ -89,6 +89,7 @@ static_assert(sizeof(routing::DeviceListStats) == std::size(kDeviceListFields) *
 static_assert(sizeof(routing::GroupCacheStats) == std::size(kGroupCacheFields) * 8);
 static_assert(sizeof(routing::MessageIdStats) == std::size(kMessageIdFields) * 8);
 static_assert(sizeof(routing::DirectoryStats) == std::size(kDirectoryFields) * 8);
+static_assert(sizeof(DpdkPoolGauges) == 2 * 8);
 
 // AppendRefusal has no name table of its own (kNone is never counted).
 static_assert(kAppendRefusalCount == 5, "name the new AppendRefusal below");
@@ -135,6 +136,7 @@ const void* source_of(const WorkerStatsView& v, Source s) {
     case Source::kTcp: return v.tcp;
     case Source::kDpdkLoop: return v.dpdk_loop;
     case Source::kDpdkTransport: return v.dpdk_transport;
+    case Source::kDpdkPool: return v.dpdk_pool;
   }
   return nullptr;
 }
@@ -326,6 +328,11 @@ void StatsMirror::add_entries() {
       add(absl::StrCat("dp.dpdk.transport.close.", close_reason_name(static_cast<CloseReason>(i))),
           Source::kDpdkTransport, offset_of(transport_probe, transport_probe.closed[i]), false);
     }
+    static const DpdkPoolGauges pool_probe{};
+    add("dp.dpdk.mempool.mbufs_free", Source::kDpdkPool,
+        offset_of(pool_probe, pool_probe.mbufs_free), true);
+    add("dp.dpdk.mempool.mbufs_in_use", Source::kDpdkPool,
+        offset_of(pool_probe, pool_probe.mbufs_in_use), true);
   }
   names_.push_back(kStoreLatencyName);
 }

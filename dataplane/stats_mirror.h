@@ -70,6 +70,13 @@ struct WorkerGauges {
 #undef HERALD_WORKER_GAUGE_FIELD
 };
 
+// backend dpdk: the process's mbuf pool (shared by the workers, so worker 0 alone publishes
+// it; the counters segment sums a gauge over the threads).
+struct DpdkPoolGauges {
+  uint64_t mbufs_free = 0;    // in the pool's ring and the lcore caches
+  uint64_t mbufs_in_use = 0;  // in rx rings, tx rings, loops, the stack (a leak grows this)
+};
+
 // What the worker loop counts itself (WorkerStatus), as plain values.
 struct WorkerLoopStats {
   uint64_t loop_turns = 0;
@@ -99,6 +106,7 @@ struct WorkerStatsView {
   const net::tcp::TcpStats* tcp = nullptr;
   const dpdk::LoopStatsSnapshot* dpdk_loop = nullptr;
   const dpdk::DpdkTransportStats* dpdk_transport = nullptr;
+  const DpdkPoolGauges* dpdk_pool = nullptr;  // dp.dpdk.mempool.*: worker 0 only
 };
 
 // Storage for what collect_worker_stats() computes (gauges, a copy of the directory's stats).
@@ -107,6 +115,7 @@ struct WorkerStatsScratch {
   WorkerLoopStats loop;
   routing::DirectoryStats directory;
   dpdk::LoopStatsSnapshot dpdk_loop;  // the port loop's relaxed atomics, read as plain values
+  DpdkPoolGauges dpdk_pool;
 };
 
 // The view of a worker's parts (directory: null unless this worker mirrors it; it takes the
@@ -183,6 +192,7 @@ class StatsMirror {
     kTcp,
     kDpdkLoop,
     kDpdkTransport,
+    kDpdkPool,
   };
   static constexpr const char* kStoreLatencyName = "dp.store.append_latency_ns";
 

@@ -128,7 +128,9 @@ absl::StatusOr<dpdk::DpdkTransportOptions> dpdk_transport_options(const config::
   o.tcp.buffer_cache_bytes = uint64_t{d.tcp_buffer_cache_mb()} << 20;
   o.tcp.syn_queue = d.syn_queue();
   o.tcp.accept_backlog = d.accept_backlog();
-  (void)index;
+  // Several workers on the port: this one's active opens land on its own queue.
+  o.steering = rt.flow_steering();
+  o.queue = index;
   return o;
 }
 
@@ -223,11 +225,17 @@ absl::Status Worker::run_loop() {
       std::min<uint64_t>(UINT32_MAX, plaintext_bytes + plaintext_bytes / 512 + 4096));
   transport_options.limits.send_low_water_bytes =
       config.limits().send_queue_bytes_per_session() / 4;
-  const clock::Clock clock = clock::Clock::monotonic();
+  // The TSC where it is invariant (else CLOCK_MONOTONIC): a loaded worker reads the time on
+  // every turn and for every segment, and clock_gettime was 7% of one (docs/PERFORMANCE.md).
+  // Every part of the worker takes its time from this one copy, so they share one time line.
+  const clock::Clock clock = clock::Clock::process();
   const bool use_dpdk = setup_.dpdk != nullptr;
-  // TCP (dpdk) keeps one wheel timer per block, TIME-WAIT included (2 per connection at most).
+  // TCP (dpdk) keeps one wheel timer per block (its tcp.max_connections: sessions, SYN queue,
+  // accept backlog, 16) and one for its TIME-WAIT table, which holds no block.
   parts.wheel = std::make_unique<timer::TimerWheel>(timer::TimerWheelConfig{
-      .capacity = max_sessions + 1024 + (use_dpdk ? 2 * max_sessions + 16 : 0),
+      .capacity =
+          max_sessions + 1024 +
+          (use_dpdk ? max_sessions + dp.dpdk()->syn_queue() + dp.dpdk()->accept_backlog() + 17 : 0),
       .tick_ns = 1'000'000,
       .start_ns = clock.now_ns()});
   if (use_dpdk) {
@@ -242,8 +250,9 @@ absl::Status Worker::run_loop() {
     lc.poll_mode = ds.poll_mode;
     lc.idle_polls = ds.idle_polls;
     lc.idle_sleep_us = ds.idle_sleep_us;
-    parts.port_loop = std::make_unique<dpdk::PortLoop>(
-        lc, setup_.dpdk->loop_ports(), setup_.dpdk->mempool(), *parts.dpdk_transport);
+    parts.port_loop =
+        std::make_unique<dpdk::PortLoop>(lc, setup_.dpdk->loop_ports(), setup_.dpdk->mempool(),
+                                         *parts.dpdk_transport, setup_.dpdk->steering());
     parts.active = parts.dpdk_transport.get();
   } else {
     auto transport = KernelTransport::create(*parts.loop, transport_options);
@@ -370,6 +379,11 @@ absl::Status Worker::run_loop() {
       view.dpdk_transport = &parts.dpdk_transport->stats();
       parts.mirror_scratch.dpdk_loop = dpdk::snapshot(parts.port_loop->stats());
       view.dpdk_loop = &parts.mirror_scratch.dpdk_loop;
+      if (setup_.index == 0) {  // one pool per process: worker 0 publishes it
+        parts.mirror_scratch.dpdk_pool = {setup_.dpdk->mempool_available(),
+                                          setup_.dpdk->mempool_in_use()};
+        view.dpdk_pool = &parts.mirror_scratch.dpdk_pool;
+      }
     }
     parts.mirror->publish(now_ns, view);
   };
@@ -462,6 +476,19 @@ absl::Status Worker::run_loop() {
     // The resets go out on the port; then the stack is gone before the runtime stops the port.
     for (int i = 0; i < 10 && parts.port_loop->poll_once(); ++i) {
     }
+    // What this worker's loop and stack carried: with several workers on a port, how the flows
+    // spread and how many frames went through the hand-off rings (the counters segment sums
+    // the workers).
+    const dpdk::LoopStatsSnapshot port_loop = dpdk::snapshot(parts.port_loop->stats());
+    HLOG_INFO("dataplane.worker.dpdk_stopped")
+        .kv("worker", uint64_t{setup_.index})
+        .kv("accepted", parts.dpdk_transport->stats().accepted)
+        .kv("rx_packets", port_loop.rx_packets)
+        .kv("tx_packets", port_loop.tx_packets)
+        .kv("steered_out", port_loop.steered_out)
+        .kv("steered_in", port_loop.steered_in)
+        .kv("steered_copies", port_loop.steered_copies)
+        .kv("steer_ring_full_drops", port_loop.steer_ring_full_drops);
   } else {
     for (int i = 0; i < 10'000 && !parts.transport->idle(); ++i)
       (void)parts.loop->run_once(1'000'000);

@@ -18,46 +18,66 @@ bool martian(uint32_t ip) {
 
 }  // namespace
 
-RxResult NetStack::arp_input(std::span<const uint8_t> arp, uint64_t now_ns) {
-  if (arp.size() < wire::kArpBytes) return drop(DropReason::kArpTruncated);
+RxResult NetStack::arp_input(std::span<const uint8_t> arp, uint64_t now_ns, bool replica) {
+  // A replica's rejections were counted by the lcore that received the frame.
+  auto reject = [this, replica](DropReason reason) {
+    return replica ? RxResult{RxVerdict::kDropped, reason} : this->drop(reason);
+  };
+  if (arp.size() < wire::kArpBytes) return reject(DropReason::kArpTruncated);
   const uint8_t* p = arp.data();
   if (wire::load16(p + wire::kArpHrd) != wire::kArpHardwareEthernet ||
       wire::load16(p + wire::kArpPro) != wire::kEtherTypeIpv4 || p[wire::kArpHln] != 6 ||
       p[wire::kArpPln] != 4) {
-    return drop(DropReason::kArpUnsupported);
+    return reject(DropReason::kArpUnsupported);
   }
   const uint16_t op = wire::load16(p + wire::kArpOp);
-  if (op != wire::kArpOpRequest && op != wire::kArpOpReply) return drop(DropReason::kArpBadOpcode);
+  if (op != wire::kArpOpRequest && op != wire::kArpOpReply)
+    return reject(DropReason::kArpBadOpcode);
 
   MacAddress sha;
   std::memcpy(sha.bytes.data(), p + wire::kArpSha, 6);
   const uint32_t spa = wire::load32(p + wire::kArpSpa);
   const uint32_t tpa = wire::load32(p + wire::kArpTpa);
-  if (sha.is_multicast() || sha.is_zero()) return drop(DropReason::kArpBadSender);
+  if (sha.is_multicast() || sha.is_zero()) return reject(DropReason::kArpBadSender);
   if (ours(spa)) {
     // Someone else announces or uses our address (RFC 5227 §2.4); our own reflected frame is
     // no conflict but is not news either.
-    return drop(sha == options_.mac ? DropReason::kArpBadSender : DropReason::kArpAddressConflict);
+    return reject(sha == options_.mac ? DropReason::kArpBadSender
+                                      : DropReason::kArpAddressConflict);
   }
   // spa 0 is an RFC 5227 probe: answered, never learned.
   const bool probe = spa == 0;
-  if (!probe && (martian(spa) || is_our_broadcast(spa))) return drop(DropReason::kArpBadSender);
-  if (probe && op != wire::kArpOpRequest) return drop(DropReason::kArpBadSender);
+  if (!probe && (martian(spa) || is_our_broadcast(spa))) return reject(DropReason::kArpBadSender);
+  if (probe && op != wire::kArpOpRequest) return reject(DropReason::kArpBadSender);
 
   // RFC 826 merge: a sender we already know is refreshed whoever the target is.
   uint32_t index = probe ? ArpCache::kNil : arp_.find(spa);
   if (index != ArpCache::kNil) arp_learn(index, sha, now_ns);
-  if (!ours(tpa)) return drop(DropReason::kArpNotForUs);
+  if (!ours(tpa)) return reject(DropReason::kArpNotForUs);
   // We are the target: remember the sender (it is about to talk to us).
   if (!probe && index == ArpCache::kNil) {
     index = arp_.insert(spa);
     arp_learn(index, sha, now_ns);
   }
-  if (op == wire::kArpOpRequest) {
-    if (!arp_replies_.allow(now_ns)) return drop(DropReason::kArpReplyRateLimited);
+  if (op == wire::kArpOpReply && !replica) stats_.add(NetCounter::kArpRepliesReceived);
+  if (op == wire::kArpOpRequest && !replica) {
+    if (!arp_replies_.allow(now_ns)) return reject(DropReason::kArpReplyRateLimited);
     arp_send(wire::kArpOpReply, sha, sha, spa, tpa);  // from the address asked for
   }
   return RxResult{RxVerdict::kAnswered, DropReason::kNone};
+}
+
+RxResult NetStack::arp_replica_input(std::span<const uint8_t> frame, uint64_t now_ns) {
+  stats_.add(NetCounter::kArpReplicas);
+  if (frame.size() < wire::kEthHeaderBytes ||
+      wire::load16(frame.data() + wire::kEthType) != wire::kEtherTypeArp) {
+    return RxResult{RxVerdict::kDropped, DropReason::kNone};
+  }
+  MacAddress dst;
+  std::memcpy(dst.bytes.data(), frame.data() + wire::kEthDst, 6);
+  if (dst != options_.mac && !dst.is_broadcast())
+    return RxResult{RxVerdict::kDropped, DropReason::kNone};
+  return arp_input(frame.subspan(wire::kEthHeaderBytes), now_ns, /*replica=*/true);
 }
 
 void NetStack::arp_send(uint16_t op, const MacAddress& eth_destination,

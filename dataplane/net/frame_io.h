@@ -14,6 +14,10 @@ enum class ChecksumHint : uint8_t { kUnknown, kGood, kBad };
 struct RxMeta {
   ChecksumHint ipv4_checksum = ChecksumHint::kUnknown;
   ChecksumHint l4_checksum = ChecksumHint::kUnknown;  // TCP or UDP
+  // A copy of an ARP frame another lcore's stack received and answers (several worker lcores
+  // on one port: each keeps its own ARP cache). The stack learns from it, never answers it, and
+  // counts it apart (arp_replicas) so per-lcore totals do not count one frame twice.
+  bool replica = false;
 };
 
 // What a port can do for transmitted frames; asked once, when the stack is built.

@@ -50,22 +50,24 @@ namespace herald::net {
   X(kTxTooBig, "tx_too_big", "datagram larger than the MTU allows")                              \
   X(kTxNoRoute, "tx_no_route", "destination not IPv4 unicast, or off-link with no gateway")
 
-#define HERALD_NET_COUNTERS(X)                                                           \
-  X(kRxFrames, "rx_frames", "frames given to the stack")                                 \
-  X(kRxBytes, "rx_bytes", "their bytes")                                                 \
-  X(kRxBroadcast, "rx_broadcast", "frames to the broadcast MAC")                         \
-  X(kRxDelivered, "rx_delivered", "datagrams handed to an L4 receiver")                  \
-  X(kRxIpv4Options, "rx_ipv4_options", "IPv4 headers with options (tolerated, skipped)") \
-  X(kTxFrames, "tx_frames", "frames queued on the port")                                 \
-  X(kTxBytes, "tx_bytes", "their bytes")                                                 \
-  X(kArpRequestsSent, "arp_requests_sent", "requests, gratuitous ones included")         \
-  X(kArpRepliesSent, "arp_replies_sent", "replies for our address")                      \
-  X(kArpLearned, "arp_learned", "entries created or refreshed from the wire")            \
-  X(kArpEvictions, "arp_evictions", "entries evicted (least recently used) for space")   \
-  X(kArpQueued, "arp_queued", "frames that waited on resolution")                        \
-  X(kArpReleased, "arp_released", "waiting frames sent once resolved")                   \
-  X(kIcmpEchoReplies, "icmp_echo_replies", "echo replies sent")                          \
-  X(kIcmpUnreachSent, "icmp_unreach_sent", "destination-unreachable messages sent")      \
+#define HERALD_NET_COUNTERS(X)                                                                \
+  X(kRxFrames, "rx_frames", "frames given to the stack")                                      \
+  X(kRxBytes, "rx_bytes", "their bytes")                                                      \
+  X(kRxBroadcast, "rx_broadcast", "frames to the broadcast MAC")                              \
+  X(kRxDelivered, "rx_delivered", "datagrams handed to an L4 receiver")                       \
+  X(kRxIpv4Options, "rx_ipv4_options", "IPv4 headers with options (tolerated, skipped)")      \
+  X(kTxFrames, "tx_frames", "frames queued on the port")                                      \
+  X(kTxBytes, "tx_bytes", "their bytes")                                                      \
+  X(kArpRequestsSent, "arp_requests_sent", "requests, gratuitous ones included")              \
+  X(kArpRepliesSent, "arp_replies_sent", "replies for our address")                           \
+  X(kArpRepliesReceived, "arp_replies_received", "replies to us (answers to our requests)")   \
+  X(kArpLearned, "arp_learned", "entries created or refreshed from the wire")                 \
+  X(kArpEvictions, "arp_evictions", "entries evicted (least recently used) for space")        \
+  X(kArpQueued, "arp_queued", "frames that waited on resolution")                             \
+  X(kArpReleased, "arp_released", "waiting frames sent once resolved")                        \
+  X(kArpReplicas, "arp_replicas", "ARP frames another lcore received: learned, not answered") \
+  X(kIcmpEchoReplies, "icmp_echo_replies", "echo replies sent")                               \
+  X(kIcmpUnreachSent, "icmp_unreach_sent", "destination-unreachable messages sent")           \
   X(kIcmpUnreachSuppressed, "icmp_unreach_suppressed", "unreachables over the rate")
 
 enum class DropReason : uint8_t {

@@ -82,6 +82,7 @@ uint32_t NetStack::introduce_to(const IpAddress& neighbour) {
 }
 
 RxResult NetStack::receive(std::span<const uint8_t> frame, const RxMeta& meta, uint64_t now_ns) {
+  if (meta.replica) return arp_replica_input(frame, now_ns);
   stats_.add(NetCounter::kRxFrames);
   stats_.add(NetCounter::kRxBytes, frame.size());
   if (frame.size() < wire::kEthHeaderBytes) return drop(DropReason::kEthTruncated);
@@ -106,7 +107,7 @@ RxResult NetStack::receive(std::span<const uint8_t> frame, const RxMeta& meta, u
   const auto payload = frame.subspan(wire::kEthHeaderBytes);
   switch (type) {
     case wire::kEtherTypeIpv4: return ipv4_input(payload, meta, link_broadcast, now_ns);
-    case wire::kEtherTypeArp: return arp_input(payload, now_ns);
+    case wire::kEtherTypeArp: return arp_input(payload, now_ns, /*replica=*/false);
     case wire::kEtherTypeVlan:
     case wire::kEtherTypeQinQ: return drop(DropReason::kEthVlan);
     default: return drop(DropReason::kEthUnknownType);

@@ -127,7 +127,12 @@ class NetStack final : public L4Output {
   void queue_frame(const TxFrame& frame, uint32_t length_bytes, const TxOffload& offload);
 
   // arp.cc
-  RxResult arp_input(std::span<const uint8_t> arp, uint64_t now_ns);
+  // `replica`: learn only (RxMeta::replica); its rejections are not counted (the lcore that
+  // received the frame counted them).
+  RxResult arp_input(std::span<const uint8_t> arp, uint64_t now_ns, bool replica);
+  // RxMeta::replica frames: an ARP frame for us at the link layer goes to arp_input as a
+  // replica; anything else is ignored (only ARP is ever copied between lcores).
+  RxResult arp_replica_input(std::span<const uint8_t> frame, uint64_t now_ns);
   // From `sender_ip` (one of ours: the one asked for, in a reply).
   void arp_send(uint16_t op, const MacAddress& eth_destination, const MacAddress& target_mac,
                 uint32_t target_ip, uint32_t sender_ip);

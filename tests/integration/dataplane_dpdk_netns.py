@@ -15,10 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import herald_node
-from herald_node import stop_on_sigterm
+from herald_node import assert_no_sanitizer_reports, stop_on_sigterm
 
 DEADLINE_S = 30
 wait_for = functools.partial(herald_node.wait_for, timeout_s=DEADLINE_S, poll_s=0.1)
@@ -162,6 +163,15 @@ class DataplaneRun:
         self.node.stop()
         return status
 
+    def finish(self):
+        """Every test's closing checks: the dataplane exits 0 on SIGTERM (a clean shutdown:
+        loops stopped, pool freed) and no log holds a sanitizer report."""
+        status = self.stop()
+        if status != 0:
+            raise AssertionError(f"herald-dataplane exited {status} on SIGTERM:\n"
+                                 f"{self.dp_log()[-4000:]}")
+        assert_no_sanitizer_reports(self.logs())
+
     def dp_log(self):
         with open(self.dp_log_path) as f:
             return f.read()
@@ -232,6 +242,14 @@ class DpdkNode(DataplaneRun):
             return False
 
 
+def gauge(values, name):
+    """A dp.* gauge from DataplaneRun.counters(); absent is a failure (metric() would read 0 and
+    a leak check would pass)."""
+    prom = "herald_" + name.replace(".", "_")
+    assert prom in values, f"no gauge {name} ({prom}) in /metrics"
+    return int(values[prom])
+
+
 def loadgen_verdict(args, scenario, connections, timeout_s=150):
     """Runs herald-loadgen (`args` with --json) and checks its exactly-once verdict: exit 0,
     lost 0, duplicates 0, something acked and all of it delivered, every connection logged in.
@@ -245,6 +263,9 @@ def loadgen_verdict(args, scenario, connections, timeout_s=150):
     summary = {k: result.get(k) for k in ("sent", "acked", "delivered", "expected", "lost",
                                           "duplicates", "logins", "msgs_per_s", "errors")}
     print(f"{scenario}: exit {r.returncode} {json.dumps(summary)}")
+    for line in r.stderr.splitlines():
+        if "dpdk stack:" in line:  # DPDK client mode: its stack's losses and exit resets
+            print(f"{scenario}: {line}")
     if r.returncode != 0:
         raise AssertionError(f"{scenario}: loadgen exited {r.returncode}: {r.stderr[-3000:]}")
     if result["lost"] != 0 or result["duplicates"] != 0:
@@ -256,3 +277,67 @@ def loadgen_verdict(args, scenario, connections, timeout_s=150):
     if result["logins"] < connections:
         raise AssertionError(f"{scenario}: {result['logins']} of {connections} logged in")
     return result
+
+
+class FrameCapture:
+    """The frames the stack sends a made-up host on the link's Linux side (`fake_ip`, its
+    `fake_mac`), kept in arrival order, and frames from that host. A subclass receives (calling
+    keep() for each frame it wants to see) and sends; the tests only wait on what is kept:
+    mark() before acting, then since()/expect()/silent() on what came after.
+
+    scapy is imported here, not at the top: the tests without scapy import this module too."""
+
+    def __init__(self, link, fake_mac, answer_s=5, silence_s=0.3):
+        self.link = link
+        self.fake_mac = fake_mac
+        self.fake_ip = f"{link.prefix}.9"
+        self.stack_mac = link.stack_mac()
+        self.answer_s = answer_s    # how long an expected answer may take
+        self.silence_s = silence_s  # how long "no answer" is watched
+        self.frames = []
+        self.lock = threading.Lock()
+
+    def keep(self, frame):
+        with self.lock:
+            self.frames.append(frame)
+
+    def send(self, frame):
+        raise NotImplementedError
+
+    def ip(self, **fields):
+        """Ether/IP from the made-up host to the stack."""
+        from scapy.all import IP, Ether
+        return Ether(src=self.fake_mac, dst=self.stack_mac) / IP(src=self.fake_ip,
+                                                                 dst=self.link.stack_ip, **fields)
+
+    def mark(self):
+        with self.lock:
+            return len(self.frames)
+
+    def since(self, mark, match):
+        with self.lock:
+            return [f for f in self.frames[mark:] if match(f)]
+
+    def expect(self, mark, match, what, timeout_s=None):
+        """The first kept frame after `mark` that matches, waiting up to answer_s."""
+        deadline = time.monotonic() + (self.answer_s if timeout_s is None else timeout_s)
+        while time.monotonic() < deadline:
+            got = self.since(mark, match)
+            if got:
+                return got[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {what} from the stack")
+
+    def silent(self, mark, match, what):
+        time.sleep(self.silence_s)
+        got = self.since(mark, match)
+        assert not got, f"unexpected {what}: {got[0].summary()}"
+
+    def learn(self):
+        """The stack learns the made-up host's MAC from an ARP request (and answers it)."""
+        from scapy.all import ARP, Ether
+        mark = self.mark()
+        self.send(Ether(src=self.fake_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+            op=1, hwsrc=self.fake_mac, psrc=self.fake_ip, pdst=self.link.stack_ip))
+        self.expect(mark, lambda f: ARP in f and f[ARP].op == 2 and f[ARP].pdst == self.fake_ip,
+                    "ARP reply")

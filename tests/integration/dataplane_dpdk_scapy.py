@@ -46,13 +46,12 @@ import ssl
 import struct
 import sys
 import tempfile
-import threading
 import time
 
-from dataplane_dpdk_netns import DpdkNode, Link, skip_reason, wait_for
+from dataplane_dpdk_netns import DpdkNode, FrameCapture, Link, skip_reason, wait_for
 from dataplane_dpdk_sockets import Case as SocketCase
 from dataplane_dpdk_sockets import ping_frame, tls_context
-from herald_node import assert_no_sanitizer_reports, metric
+from herald_node import metric
 
 try:
     import logging
@@ -66,15 +65,12 @@ ANSWER_S = 5        # how long an expected answer may take
 SILENCE_S = 0.3     # how long "no answer" is watched after the counter moved
 
 
-class Wire:
-    """The sniffer (every frame from the stack's MAC, in order) and a raw L2 socket."""
+class Wire(FrameCapture):
+    """The sniffer (every frame from the stack's MAC, in order) and a raw L2 socket; answers the
+    stack's ARP requests for the made-up host."""
 
     def __init__(self, link):
-        self.link = link
-        self.fake_ip = f"{link.prefix}.9"
-        self.stack_mac = link.stack_mac()
-        self.frames = []
-        self.lock = threading.Lock()
+        super().__init__(link, FAKE_MAC, answer_s=ANSWER_S, silence_s=SILENCE_S)
         self.sock = conf.L2socket(iface=link.host_if)
         self.sniffer = AsyncSniffer(iface=link.host_if, store=False, prn=self._on_frame,
                                     lfilter=lambda f: Ether in f and f[Ether].src == self.stack_mac)
@@ -90,48 +86,12 @@ class Wire:
             self.send(Ether(dst=frame[ARP].hwsrc) / ARP(
                 op=2, hwsrc=FAKE_MAC, psrc=self.fake_ip, hwdst=frame[ARP].hwsrc,
                 pdst=frame[ARP].psrc))
-        with self.lock:
-            self.frames.append(frame)
+        self.keep(frame)
 
     def send(self, frame):
         if frame[Ether].src in (None, "00:00:00:00:00:00") or not frame[Ether].fields.get("src"):
             frame[Ether].src = FAKE_MAC
         self.sock.send(frame)
-
-    def ip(self, **fields):
-        """Ether/IP from our made-up host to the stack."""
-        return Ether(src=FAKE_MAC, dst=self.stack_mac) / IP(src=self.fake_ip,
-                                                            dst=self.link.stack_ip, **fields)
-
-    def mark(self):
-        with self.lock:
-            return len(self.frames)
-
-    def since(self, mark, match):
-        with self.lock:
-            return [f for f in self.frames[mark:] if match(f)]
-
-    def expect(self, mark, match, what, timeout_s=ANSWER_S):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            got = self.since(mark, match)
-            if got:
-                return got[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {what} from the stack")
-
-    def silent(self, mark, match, what):
-        time.sleep(SILENCE_S)
-        got = self.since(mark, match)
-        assert not got, f"unexpected {what}: {got[0].summary()}"
-
-    def learn(self):
-        """The stack learns our MAC from a request addressed to it (and answers it)."""
-        mark = self.mark()
-        self.send(Ether(src=FAKE_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(
-            op=1, hwsrc=FAKE_MAC, psrc=self.fake_ip, pdst=self.link.stack_ip))
-        self.expect(mark, lambda f: ARP in f and f[ARP].op == 2 and f[ARP].pdst == self.fake_ip,
-                    "ARP reply")
 
 
 def raw_syn(wire, tcp, options):
@@ -647,9 +607,7 @@ def run(controlplane, dataplane, tmp):
             raise
         finally:
             wire.close()
-        status = dp.stop()
-        assert status == 0, f"herald-dataplane on SIGTERM: {status}"
-        assert_no_sanitizer_reports(dp.logs())
+        dp.finish()
 
 
 def main():

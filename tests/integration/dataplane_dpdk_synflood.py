@@ -51,16 +51,16 @@ import tempfile
 import threading
 import time
 
-from dataplane_dpdk_netns import DpdkNode, Link, skip_reason, wait_for
+from dataplane_dpdk_netns import DpdkNode, FrameCapture, Link, gauge, skip_reason, wait_for
 from dataplane_dpdk_sockets import Case as SocketCase
-from herald_node import assert_no_sanitizer_reports, metric
+from herald_node import metric
 
 conf = None
 if sys.argv[1:2] != ["--flood"]:  # the flood process needs none of it (and starts sooner)
     try:
         import logging
         logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-        from scapy.all import ARP, IP, TCP, Ether, conf
+        from scapy.all import TCP, Ether, conf
         from dataplane_dpdk_scapy import ScapyTcp, TlsOverScapy, tcp_from
     except ImportError:
         conf = None
@@ -175,17 +175,13 @@ class Flood:
         return self.sent
 
 
-class Wire:
-    """What dataplane_dpdk_scapy.Wire is for ScapyTcp (mark, since, expect, send, ip), over a
-    raw socket that keeps only frames for FAKE_MAC: AsyncSniffer would dissect every one of the
-    flood's SYN-ACKs in Python first."""
+class Wire(FrameCapture):
+    """dataplane_dpdk_scapy.Wire's capture for ScapyTcp over a raw socket that keeps only
+    frames for FAKE_MAC: AsyncSniffer would dissect every one of the flood's SYN-ACKs in Python
+    first. Answers the stack's ARP requests for the made-up host."""
 
     def __init__(self, link):
-        self.link = link
-        self.fake_ip = f"{link.prefix}.9"
-        self.stack_mac = link.stack_mac()
-        self.frames = []
-        self.lock = threading.Lock()
+        super().__init__(link, FAKE_MAC, answer_s=10)
         self.out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         self.out.bind((link.host_if, 0))
         self.inp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
@@ -217,8 +213,7 @@ class Wire:
             if data[6:12] != stack:
                 continue
             if data[0:6] == ours:
-                with self.lock:
-                    self.frames.append(Ether(data))
+                self.keep(Ether(data))
             elif data[12:14] == b"\x08\x06" and data[20:22] == b"\x00\x01" and \
                     data[38:42] == fake_ip:  # the stack asks for our address
                 self.out.send(data[22:28] + ours + b"\x08\x06" + struct.pack(
@@ -228,44 +223,9 @@ class Wire:
     def send(self, frame):
         self.out.send(frame if isinstance(frame, bytes) else bytes(frame))
 
-    def ip(self, **fields):
-        return Ether(src=FAKE_MAC, dst=self.stack_mac) / IP(src=self.fake_ip,
-                                                            dst=self.link.stack_ip, **fields)
-
-    def mark(self):
-        with self.lock:
-            return len(self.frames)
-
-    def since(self, mark, match):
-        with self.lock:
-            return [f for f in self.frames[mark:] if match(f)]
-
-    def expect(self, mark, match, what, timeout_s=10):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            got = self.since(mark, match)
-            if got:
-                return got[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {what} from the stack")
-
-    def learn(self):
-        """The stack learns FAKE_MAC from our ARP request (and answers it)."""
-        mark = self.mark()
-        self.send(arp_request(mac_bytes(FAKE_MAC), socket.inet_aton(self.fake_ip),
-                              socket.inet_aton(self.link.stack_ip)))
-        self.expect(mark, lambda f: ARP in f and f[ARP].op == 2, "ARP reply")
-
 
 def counter(values, name):
     return int(metric(values, name))
-
-
-def gauge(values, name):
-    """A dp.* gauge; absent is a failure (metric() would read 0 and a leak check would pass)."""
-    prom = "herald_" + name.replace(".", "_")
-    assert prom in values, f"no gauge {name} ({prom}) in /metrics"
-    return int(values[prom])
 
 
 def delta(before, after, name):
@@ -695,9 +655,7 @@ def run(controlplane, dataplane, loadgen, tmp):
             raise
         finally:
             wire.close()
-        status = dp.stop()
-        assert status == 0, f"herald-dataplane on SIGTERM: {status}"
-        assert_no_sanitizer_reports(dp.logs())
+        dp.finish()
     print(f"1 passed, 0 failed ({time.monotonic() - started:.0f} s)")
 
 

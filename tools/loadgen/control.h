@@ -32,6 +32,9 @@ struct alignas(64) WorkerProgress {
   std::atomic<uint64_t> given_up{0};    // clients that stopped (refused credentials)
   std::atomic<uint32_t> send_done{0};   // offline-drain: every sender sent and got its acks
   std::atomic<uint32_t> storm_seen{0};  // the storm generation this worker has acted on
+  // 1 from a link loss (the DPDK mode's dataplane restarted) until every active client is
+  // logged in again: a phase does not end on a half-connected worker.
+  std::atomic<uint32_t> link_pending{0};
   // The phase this worker has entered (published after the turn that entered it): once it is
   // kSettle no new message leaves this worker, so a settle check cannot race a last send.
   std::atomic<uint32_t> phase_seen{0};

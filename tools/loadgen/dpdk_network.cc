@@ -18,6 +18,7 @@
 #include "dataplane/transport/dpdk/port_loop.h"
 #include "platform/clock/clock.h"
 #include "platform/timer/timer_wheel.h"
+#include "rte_ethdev.h"
 #include "tools/loadgen/engine.h"
 
 namespace herald::tools::loadgen {
@@ -33,6 +34,24 @@ constexpr uint32_t kIdlePollsBeforeSleep = 200;
 // woken below a quarter of it.
 constexpr uint32_t kSendQueueBytes = 256 * 1024;
 constexpr int64_t kLinkUpTimeoutNs = 10'000'000'000;
+// While up, the link is looked at this often (rte_eth_link_get_nowait: a flag read for memif):
+// a dataplane restart is noticed within 10 ms, at no cost to a busy loop.
+constexpr uint64_t kLinkCheckNs = 10'000'000;
+// While down, the loop sleeps this long between looks: no busy spin on a dead link.
+constexpr uint64_t kLinkDownSleepNs = 10'000'000;
+// memif's client connects only in dev_start and never again by itself: while down, the port is
+// stopped and started until its server (the new dataplane) answers. A start that failed (no
+// socket yet) is tried again soon; one that connected gets time for memif's handshake, which a
+// dataplane busy starting up may answer late.
+constexpr uint64_t kPortRestartFailedNs = 200'000'000;
+constexpr uint64_t kPortRestartStartedNs = 3'000'000'000;
+// At exit, RSTs go out in batches of at most this many (a quarter of the memif ring, under the
+// smallest tx_slots), each confirmed by an ARP round trip before the next (a batch whose answer
+// does not come within kExitAbortBatchWaitNs is taken as handled: an ARP reply may be rate
+// limited).
+constexpr uint32_t kExitAbortBatch = 4096;
+constexpr int64_t kExitAbortBatchWaitNs = 1'000'000'000;
+constexpr int64_t kExitAbortTimeoutNs = 60'000'000'000;
 
 int64_t mono_ns() {
   timespec ts{};
@@ -65,6 +84,13 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     }
     dpdk::DpdkSettings settings;
     settings.lcores = o.dpdk_lcores;
+    // Queue pairs: as many as the dataplane has workers, whose worker i answers on its queue i
+    // (a memif peer with fewer rings never gets those answers). One thread polls them all; the
+    // runtime still wants an EAL lcore per queue (mapped onto the CPUs there are).
+    settings.rx_queues = settings.tx_queues = static_cast<uint16_t>(o.dpdk_queues);
+    while (settings.lcores.size() < size_t{o.dpdk_queues} + 1) {
+      settings.lcores.push_back(static_cast<uint16_t>(settings.lcores.back() + 1));
+    }
     settings.ports = {with_memif_ring_size(o.dpdk_port)};
     settings.huge_pages = o.dpdk_memory_mb == 0;
     if (o.dpdk_memory_mb != 0) settings.memory_mb = o.dpdk_memory_mb;
@@ -93,18 +119,18 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
   }
 
   ~DpdkNetwork() override {
-    report();
-    // RSTs for what is still open go out before the port stops; the runtime then closes it.
+    // The run is over: every connection still open is reset (RST), so the dataplane frees its
+    // session at once instead of holding it until an idle timeout, and neither side keeps a
+    // FIN_WAIT / TIME_WAIT block. A FIN each (graceful) would cost a round trip and a block per
+    // connection for nothing, and a million at once overflowed the stack's tx slots.
+    if (transport_ != nullptr) abort_all_paced();
     tokens_.clear();
-    transport_->stop();
-    for (int i = 0; i < 10 && loop_->poll_once(); ++i) {
-    }
-    loop_.reset();
-    transport_.reset();
+    report();  // drops the stack: what is left (closing, TIME-WAIT) ends silently
     runtime_->shutdown();
   }
 
   absl::StatusOr<NetHandle> connect(uint64_t token) override {
+    if (transport_ == nullptr) return absl::UnavailableError("link_down");
     const dp::ConnectionId id = transport_->connect(target_, target_port_);
     if (id == dp::kNoConnection) return absl::ResourceExhaustedError("connect_no_port_or_slot");
     tokens_[id] = Conn{.token = token};
@@ -113,7 +139,9 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
 
   absl::StatusOr<size_t> send(NetHandle handle, std::span<const uint8_t> bytes) override {
     const auto id = static_cast<dp::ConnectionId>(handle);
-    if (!tokens_.contains(id)) return absl::UnavailableError("send_closed");
+    if (transport_ == nullptr || !tokens_.contains(id)) {
+      return absl::UnavailableError("send_closed");
+    }
     const size_t take = std::min<size_t>(bytes.size(), transport_->send_space(id));
     if (take == 0) return size_t{0};  // on_writable follows once the queue drains
     if (transport_->send(id, bytes.first(take)) != dp::SendResult::kOk) {
@@ -124,19 +152,31 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
 
   void close(NetHandle handle) override {
     const auto id = static_cast<dp::ConnectionId>(handle);
-    if (tokens_.erase(id) == 0) return;  // already ended (on_failed delivered)
+    if (tokens_.erase(id) == 0 || transport_ == nullptr) return;  // already ended
     transport_->close(id, dp::CloseMode::kGraceful);
   }
 
   void wait(int64_t timeout_ns, NetworkEvents& events) override {
-    events_ = &events;
-    delivered_ = 0;
     const uint64_t deadline_ns =
         clock_.now_ns() + static_cast<uint64_t>(std::max<int64_t>(0, timeout_ns));
+    if (transport_ == nullptr) {
+      wait_for_link(deadline_ns, events);
+      return;
+    }
+    events_ = &events;
+    delivered_ = 0;
     uint32_t idle_polls = 0;
     for (;;) {
-      bool work = loop_->poll_once();
+      bool work = poll_loops();
       const uint64_t now = clock_.now_ns();
+      if (now >= next_link_check_ns_) {
+        next_link_check_ns_ = now + kLinkCheckNs;
+        if (!runtime_->port(0).link().up) {
+          events_ = nullptr;
+          link_lost(events);
+          return;
+        }
+      }
       work = wheel_->advance(now) > 0 || work;
       // What the events' handlers queued goes out on the next poll, before we return.
       const bool tx_pending = transport_->pending_tx_frames() > 0;
@@ -165,17 +205,32 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     bool connected = false;
   };
 
+  // What earlier stacks (before a link loss) counted, for report().
+  struct Totals {
+    uint64_t rx_packets = 0, tx_packets = 0, tx_ring_full_drops = 0, alloc_failures = 0;
+    uint64_t tx_slots_exhausted = 0, segments_retransmitted = 0, rto_fired = 0;
+  };
+
   DpdkNetwork(const WorkerPlan& plan, std::unique_ptr<dpdk::DpdkRuntime> runtime)
-      : runtime_(std::move(runtime)),
+      : options_(*plan.options),
+        connections_(plan.end - plan.begin),
+        runtime_(std::move(runtime)),
         clock_(clock::Clock::monotonic()),
         idle_sleep_us_(plan.options->dpdk_idle_sleep_us) {
-    const Options& o = *plan.options;
-    const uint32_t connections = plan.end - plan.begin;
     target_ = net::IpAddress::v4(ntohl(plan.target.sin_addr.s_addr));
     target_port_ = ntohs(plan.target.sin_port);
     // TCP keeps one wheel timer per connection block, TIME-WAIT included.
     wheel_ = std::make_unique<timer::TimerWheel>(timer::TimerWheelConfig{
-        .capacity = 2 * connections + 1024, .tick_ns = 1'000'000, .start_ns = clock_.now_ns()});
+        .capacity = 2 * connections_ + 1024, .tick_ns = 1'000'000, .start_ns = clock_.now_ns()});
+    build_stack();
+  }
+
+  // A fresh stack (transport and port loop) on the port whose link is up: at start, and each
+  // time the link comes back. Fresh because the peer is: the restarted dataplane knows none of
+  // our connections, and its MAC may be new (our ARP cache starts empty).
+  void build_stack() {
+    const Options& o = options_;
+    const uint32_t connections = connections_;
     dpdk::DpdkTransportOptions t;
     t.net.address = net::IpAddress::v4(ntohl(o.dpdk_address.s_addr));
     t.net.prefix_length = o.dpdk_prefix_length;
@@ -196,32 +251,155 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     transport_->start(*this);
     // The dataplane learns every address of ours before the first SYN (and we its MAC).
     (void)transport_->introduce_to(target_);
-    dpdk::LoopConfig lc;
-    lc.queue = 0;
-    lc.burst_size = runtime_->settings().burst_size;
-    lc.poll_mode = dpdk::LoopPollMode::kBusy;  // wait() sleeps by itself when idle
-    loop_ = std::make_unique<dpdk::PortLoop>(lc, runtime_->loop_ports(), runtime_->mempool(),
-                                             *transport_);
+    // One loop per queue pair, all feeding the one stack: frames may come back on any of them.
+    // The dataplane's flow steering owns each connection on one worker whatever queue we send
+    // on, so everything leaves on queue 0.
+    for (uint16_t q = 0; q < runtime_->settings().rx_queues; ++q) {
+      dpdk::LoopConfig lc;
+      lc.queue = q;
+      lc.burst_size = runtime_->settings().burst_size;
+      lc.poll_mode = dpdk::LoopPollMode::kBusy;  // wait() sleeps by itself when idle
+      loops_.push_back(std::make_unique<dpdk::PortLoop>(lc, runtime_->loop_ports(),
+                                                        runtime_->mempool(), *transport_));
+    }
+    next_link_check_ns_ = clock_.now_ns() + kLinkCheckNs;
   }
 
-  // The client stack's own losses and resends, one line on stderr: a figure taken with this
-  // mode is only as good as the loadgen's side of the link.
-  void report() const {
-    using net::tcp::TcpStats;
-    const dpdk::LoopStatsSnapshot loop = dpdk::snapshot(loop_->stats());
-    const TcpStats& tcp = transport_->tcp_stats();
+  // A turn of every queue's loop; true when any did work.
+  bool poll_loops() {
+    bool work = false;
+    for (const auto& loop : loops_) work = loop->poll_once() || work;
+    return work;
+  }
+
+  // Ends the stack without a frame on the wire: the transport's teardown builds its RSTs into
+  // tx slots that are never flushed to the port. Its counters go into totals_ first.
+  void drop_stack() {
+    if (transport_ == nullptr) return;
+    for (const auto& port_loop : loops_) {
+      const dpdk::LoopStatsSnapshot loop = dpdk::snapshot(port_loop->stats());
+      totals_.rx_packets += loop.rx_packets;
+      totals_.tx_packets += loop.tx_packets;
+      totals_.tx_ring_full_drops += loop.tx_ring_full_drops;
+      totals_.alloc_failures += loop.alloc_failures;
+    }
+    const net::tcp::TcpStats& tcp = transport_->tcp_stats();
+    totals_.tx_slots_exhausted += transport_->stats().tx_slots_exhausted;
+    totals_.segments_retransmitted += tcp[net::tcp::TcpStats::segments_retransmitted];
+    totals_.rto_fired += tcp[net::tcp::TcpStats::rto_fired];
+    loops_.clear();
+    transport_.reset();
+  }
+
+  // The link went down: the dataplane at its other end is gone (killed, restarting), and with
+  // it every connection's other half. Nothing is sent (there is nobody to send to, and a
+  // restarted dataplane answers any stale segment with a RST anyway): the stack is dropped
+  // whole and every connection reported failed, so the engine reconnects each with backoff
+  // once the link is back.
+  void link_lost(NetworkEvents& events) {
+    const int64_t now = mono_ns();
+    std::vector<uint64_t> lost;
+    lost.reserve(tokens_.size());
+    for (const auto& [id, conn] : tokens_) lost.push_back(conn.token);
+    tokens_.clear();
+    events.on_link(false);  // first: connects stop, and the worker says it is reconnecting
+    drop_stack();
+    ++link_downs_;
+    link_dropped_ += lost.size();
+    link_down_ns_ = now;
+    next_port_restart_ns_ = clock_.now_ns() + kPortRestartFailedNs;
+    const int64_t dropped_ns = mono_ns();
+    for (const uint64_t token : lost) events.on_failed(token, "link_down");
+    std::fprintf(stderr,
+                 "herald-loadgen: dpdk: link down: %zu connections dropped (stack %.3f s, "
+                 "clients %.3f s)\n",
+                 lost.size(), static_cast<double>(dropped_ns - now) / 1e9,
+                 static_cast<double>(mono_ns() - dropped_ns) / 1e9);
+  }
+
+  // Link down: sleeps in kLinkDownSleepNs steps until the link is back (a new stack, on_link
+  // true) or the deadline. memif's client end is stopped and started again meanwhile
+  // (kPortRestart*Ns), since it connects to its server only when started.
+  void wait_for_link(uint64_t deadline_ns, NetworkEvents& events) {
+    for (;;) {
+      const uint64_t now = clock_.now_ns();
+      if (runtime_->port(0).link().up) {
+        build_stack();
+        std::fprintf(stderr, "herald-loadgen: dpdk: link up again after %.3f s\n",
+                     static_cast<double>(mono_ns() - link_down_ns_) / 1e9);
+        events.on_link(true);
+        return;
+      }
+      if (now >= next_port_restart_ns_) {
+        const uint16_t port_id = runtime_->port(0).port_id();
+        (void)rte_eth_dev_stop(port_id);
+        const bool started = rte_eth_dev_start(port_id) == 0;
+        ++port_restarts_;
+        if (!started) ++port_restart_failures_;
+        next_port_restart_ns_ =
+            clock_.now_ns() + (started ? kPortRestartStartedNs : kPortRestartFailedNs);
+        continue;  // look at the link at once
+      }
+      if (now >= deadline_ns) return;
+      const uint64_t sleep_ns =
+          std::min({deadline_ns - now, kLinkDownSleepNs, next_port_restart_ns_ - now});
+      const timespec ts{0, static_cast<long>(sleep_ns)};
+      nanosleep(&ts, nullptr);
+      ++sleeps_;
+    }
+  }
+
+  // Resets every open connection, kExitAbortBatch at a time. Each batch ends with an ARP
+  // request to the dataplane, and the next waits for its answer: the dataplane takes frames off
+  // the memif ring in order, so the answer means it has handled every RST before it (closing a
+  // session costs it far more than building a RST costs us, and the port's shutdown discards
+  // whatever the ring still holds). Bounded by kExitAbortTimeoutNs: the rest end silently.
+  void abort_all_paced() {
+    std::vector<dp::ConnectionId> open;
+    open.reserve(tokens_.size());
+    for (const auto& [id, conn] : tokens_) open.push_back(id);
+    tokens_.clear();
+    const int64_t deadline_ns = mono_ns() + kExitAbortTimeoutNs;
+    size_t at = 0;
+    while (at < open.size() && mono_ns() < deadline_ns) {
+      if (!runtime_->port(0).link().up) break;  // nobody to tell
+      const size_t end = std::min(open.size(), at + kExitAbortBatch);
+      for (; at < end; ++at) transport_->close(open[at], dp::CloseMode::kAbort);
+      // A reply, not any learning: the dataplane's own requests (refreshing its entries for
+      // our addresses) teach us too, and counting those let batches pile up on the ring.
+      const uint64_t replies = transport_->net_stats().count(net::NetCounter::kArpRepliesReceived);
+      (void)transport_->introduce_to(target_);
+      const int64_t batch_deadline_ns = std::min(deadline_ns, mono_ns() + kExitAbortBatchWaitNs);
+      uint32_t idle_polls = 0;
+      while (transport_->net_stats().count(net::NetCounter::kArpRepliesReceived) == replies &&
+             mono_ns() < batch_deadline_ns) {
+        if (poll_loops() || transport_->pending_tx_frames() > 0) {
+          idle_polls = 0;
+        } else if (++idle_polls >= kIdlePollsBeforeSleep) {
+          idle_polls = 0;
+          const timespec ts{0, 100'000};
+          nanosleep(&ts, nullptr);
+        }
+      }
+      exit_resets_ = at;
+    }
+  }
+
+  // Link losses too: how many, the connections they ended, the port restarts it took.
+  void report() {
+    drop_stack();  // its counters into totals_ (report() runs last)
+    const Totals& t = totals_;
+    auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
     std::fprintf(stderr,
                  "herald-loadgen: dpdk stack: rx_packets %llu tx_packets %llu "
                  "tx_ring_full_drops %llu alloc_failures %llu tx_slots_exhausted %llu "
-                 "segments_retransmitted %llu rto_fired %llu sleeps %llu\n",
-                 static_cast<unsigned long long>(loop.rx_packets),
-                 static_cast<unsigned long long>(loop.tx_packets),
-                 static_cast<unsigned long long>(loop.tx_ring_full_drops),
-                 static_cast<unsigned long long>(loop.alloc_failures),
-                 static_cast<unsigned long long>(transport_->stats().tx_slots_exhausted),
-                 static_cast<unsigned long long>(tcp[TcpStats::segments_retransmitted]),
-                 static_cast<unsigned long long>(tcp[TcpStats::rto_fired]),
-                 static_cast<unsigned long long>(sleeps_));
+                 "segments_retransmitted %llu rto_fired %llu sleeps %llu link_downs %llu "
+                 "link_dropped %llu port_restarts %llu port_restart_failures %llu "
+                 "exit_resets %llu\n",
+                 u(t.rx_packets), u(t.tx_packets), u(t.tx_ring_full_drops), u(t.alloc_failures),
+                 u(t.tx_slots_exhausted), u(t.segments_retransmitted), u(t.rto_fired), u(sleeps_),
+                 u(link_downs_), u(link_dropped_), u(port_restarts_), u(port_restart_failures_),
+                 u(exit_resets_));
   }
 
   // TransportEvents: from inside wait() only (poll_once, the wheel), per network.h.
@@ -264,6 +442,8 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     events_->on_failed(conn.token, conn.connected ? name : "connect_" + name);
   }
 
+  const Options& options_;
+  const uint32_t connections_;
   std::unique_ptr<dpdk::DpdkRuntime> runtime_;
   clock::Clock clock_;
   uint32_t idle_sleep_us_;
@@ -271,11 +451,20 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
   uint16_t target_port_ = 0;
   std::unique_ptr<timer::TimerWheel> wheel_;
   std::unique_ptr<dpdk::DpdkTransport> transport_;
-  std::unique_ptr<dpdk::PortLoop> loop_;
+  std::vector<std::unique_ptr<dpdk::PortLoop>> loops_;  // one per queue pair, queue 0 first
   absl::flat_hash_map<dp::ConnectionId, Conn> tokens_;
   NetworkEvents* events_ = nullptr;
   uint64_t delivered_ = 0;
   uint64_t sleeps_ = 0;
+  uint64_t next_link_check_ns_ = 0;
+  uint64_t next_port_restart_ns_ = 0;
+  int64_t link_down_ns_ = 0;
+  uint64_t link_downs_ = 0;
+  uint64_t link_dropped_ = 0;
+  uint64_t port_restarts_ = 0;
+  uint64_t port_restart_failures_ = 0;
+  uint64_t exit_resets_ = 0;
+  Totals totals_;
 };
 
 }  // namespace

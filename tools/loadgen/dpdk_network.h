@@ -4,7 +4,10 @@
 // kernel socket and no file descriptor per connection: the only bound on sessions is memory.
 //
 // One process, one port, one stack, polled on the worker's own thread (the EAL's main lcore);
-// idle turns sleep (adaptive), so the worker never starves a shared core.
+// idle turns sleep (adaptive), so the worker never starves a shared core. A dataplane restart
+// (the port's link down, then up) is survived: the EAL and port stay, the stack is made anew,
+// every connection fails as "link_down" and the engine reconnects it (README.md). At exit
+// every open connection is reset, paced by ARP round trips.
 #pragma once
 
 #include <memory>

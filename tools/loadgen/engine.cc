@@ -34,8 +34,6 @@ int64_t mono_ns() {
 
 constexpr int64_t kSweepNs = 100'000'000;  // pings, handshake deadlines, backoff expiries
 constexpr uint32_t kMaxRetries = 50;       // per message, for retryable refusals
-constexpr uint32_t kBackoffMinMs = 100;
-constexpr uint32_t kBackoffMaxMs = 5'000;
 constexpr size_t kPlainBytes = 64 * 1024;
 constexpr uint32_t kMaxArrivalsPerTurn = 65'536;
 
@@ -153,6 +151,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
         next_sweep_ns = now_ + kSweepNs;
       }
       flush_all();
+      check_relogin();
       publish();
 
       int64_t next_ns = next_sweep_ns;
@@ -162,10 +161,9 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
       network_.wait(std::max<int64_t>(0, next_ns - now_), *this);
     }
     result_.sessions_held = ready_.size();
-    for (Client& c : clients_) {
-      if (c.conn != kNoHandle) network_.close(c.conn);
-      c.conn = kNoHandle;
-    }
+    // Connections still open end with the network (network.h): the DPDK stack resets them,
+    // paced, rather than a FIN each.
+    for (Client& c : clients_) c.conn = kNoHandle;
     publish();
     return std::move(result_);
   }
@@ -193,6 +191,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
       if (!f.on_wire) {
         write_message(c, id, f);
         ++result_.resent;
+        result_.resent_messages.push_back({c.index, 0, f.sequence});
       }
     }
   }
@@ -235,6 +234,8 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
         ++result_.redeliveries;
       } else {
         ++result_.duplicates;
+        // The merge tells a message sent once from a resend (results.h: retry_duplicates).
+        result_.duplicate_deliveries.push_back({h->sender, c.index, h->sequence});
       }
       return;
     }
@@ -430,6 +431,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
       if (it == c.in_flight.end() || it->second.on_wire || c.state != State::kReady) continue;
       write_message(c, r.client_msg_id, it->second);
       ++result_.resent;
+      result_.resent_messages.push_back({c.index, 0, it->second.sequence});
     }
   }
 
@@ -445,6 +447,8 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
   }
 
   void start_connects() {
+    // While the link is down nothing can connect: the queue waits (wait() sleeps meanwhile).
+    if (!link_up_) return;
     while (!connect_queue_.empty() && connecting_ < options_.connect_concurrency) {
       const uint32_t local = connect_queue_.front();
       connect_queue_.pop_front();
@@ -471,13 +475,13 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
   // A connection attempt failed before the network started it.
   void backoff(Client& c, const std::string& reason) {
     result_.error(reason);
-    c.backoff_ms = std::clamp(c.backoff_ms * 2, kBackoffMinMs, kBackoffMaxMs);
+    c.backoff_ms = Backoff::next_ms(c.backoff_ms);
     c.state = State::kBackoff;
     c.due_ns = now_ + jitter(c.backoff_ms) * 1'000'000;
   }
 
   // Half to the full delay: clients that failed together do not come back together.
-  int64_t jitter(uint32_t ms) { return ms / 2 + static_cast<int64_t>(rng_() % (ms / 2 + 1)); }
+  int64_t jitter(uint32_t ms) { return Backoff::jittered_ms(ms, rng_()); }
 
   void drop(Client& c, const std::string& reason, bool reconnect, uint32_t after_ms,
             bool count = true) {
@@ -500,7 +504,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
     for (auto& [id, f] : c.in_flight) f.on_wire = false;
     if (count) result_.error(reason);
     if (reconnect) {
-      c.backoff_ms = std::clamp(c.backoff_ms * 2, kBackoffMinMs, kBackoffMaxMs);
+      c.backoff_ms = Backoff::next_ms(c.backoff_ms);
       c.state = State::kBackoff;
       c.due_ns = now_ + std::max<int64_t>(after_ms, jitter(c.backoff_ms)) * 1'000'000;
       return;
@@ -595,12 +599,43 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
   void on_failed(uint64_t token, const std::string& reason) override {
     Client* c = client_of(token);
     if (c == nullptr) return;
+    if (!link_up_) ++result_.link_dropped;
     c->conn = kNoHandle;  // the network ended it already
     drop(*c, reason, true, 0);
   }
 
   void on_writable(uint64_t token) override {
     if (Client* c = client_of(token); c != nullptr) mark_dirty(*c);
+  }
+
+  // The dataplane restarted (its memif link went down, then up): every connection failed with
+  // "link_down" and backs off; connects wait for the link; from its return, the time until
+  // every active client is logged in again is the reconnect figure.
+  void on_link(bool up) override {
+    const int64_t now = mono_ns();
+    if (!up) {
+      link_up_ = false;
+      link_down_ns_ = now;
+      ++result_.link_downs;
+      relogin_pending_ = true;
+      // At once, not at the turn's end: dropping a million clients takes seconds, and a
+      // coordinator ending its hold meanwhile must know this worker is reconnecting.
+      progress_.link_pending.store(1, std::memory_order_release);
+      return;
+    }
+    link_up_ = true;
+    link_up_ns_ = now;
+    result_.link_outage_ns = now - link_down_ns_;
+  }
+
+  void check_relogin() {
+    if (!relogin_pending_ || !link_up_ || ready_.size() + given_up_ < active_) return;
+    relogin_pending_ = false;
+    result_.relogin_ns = mono_ns() - link_up_ns_;
+    std::fprintf(stderr,
+                 "herald-loadgen: worker %u: %zu sessions logged in again %.3f s after the link "
+                 "came back\n",
+                 plan_.worker, ready_.size(), static_cast<double>(result_.relogin_ns) / 1e9);
   }
 
   // Ciphertext in; false once the client was dropped.
@@ -729,6 +764,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
     p.in_flight.store(in_flight_total_, std::memory_order_relaxed);
     p.given_up.store(given_up_, std::memory_order_relaxed);
     p.send_done.store(send_done_ ? 1 : 0, std::memory_order_relaxed);
+    p.link_pending.store(relogin_pending_ ? 1 : 0, std::memory_order_relaxed);
     // Last, with release: a coordinator that sees the storm acted on (or the phase entered)
     // sees the counts after it.
     p.phase_seen.store(static_cast<uint32_t>(phase_), std::memory_order_release);
@@ -763,6 +799,11 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
   uint64_t in_flight_total_ = 0;
   uint64_t given_up_ = 0;
   bool send_done_ = false;
+  // Link state (on_link): down stops connects; a loss is "pending" until all logged in again.
+  bool link_up_ = true;
+  bool relogin_pending_ = false;
+  int64_t link_down_ns_ = 0;
+  int64_t link_up_ns_ = 0;
   std::vector<uint8_t> body_;
   std::vector<uint8_t> plain_buffer_;
 };

@@ -322,8 +322,9 @@ class Coordinator {
 
   void set_phase(Phase phase) { control_->phase.store(uint32_t(phase), std::memory_order_release); }
 
+  // Also: no worker still reconnecting after a link loss (its clients' messages wait for it).
   bool settled() {
-    return sum(&WorkerProgress::in_flight) == 0 &&
+    return sum(&WorkerProgress::link_pending) == 0 && sum(&WorkerProgress::in_flight) == 0 &&
            sum(&WorkerProgress::delivered) >= sum(&WorkerProgress::expected);
   }
 
@@ -356,6 +357,7 @@ class Coordinator {
       case Scenario::kIdle:
         wait_until(o_.duration_s, [] { return false; });
         summary_.send_s = seconds_since(send_start);
+        wait_relogin();
         break;
       case Scenario::kOneToOne:
       case Scenario::kGroup:
@@ -405,6 +407,17 @@ class Coordinator {
       }
     }
     return died_ ? kExitSetup : 0;
+  }
+
+  // A hold does not end while a worker is reconnecting after a link loss (the dataplane
+  // restarted): the run reports how long everyone took to come back.
+  void wait_relogin() {
+    if (sum(&WorkerProgress::link_pending) == 0) return;
+    note("the link was lost: waiting for every client to log in again");
+    if (!wait_until(o_.connect_timeout_s,
+                    [&] { return sum(&WorkerProgress::link_pending) == 0; })) {
+      coordinator_errors_["relogin_timeout"] += 1;
+    }
   }
 
   void settle(int64_t send_start) {

@@ -40,6 +40,10 @@ class NetworkEvents {
   virtual void on_failed(uint64_t token, const std::string& reason) = 0;
   // A send() that took less than it was given can take more now.
   virtual void on_writable(uint64_t token) = 0;
+  // The link to the target went down (false) or came back (true); only a network with a link
+  // of its own reports it (the DPDK mode's port: the dataplane restarted). Down comes before
+  // the on_failed("link_down") of every connection it ended; while down, connect() fails.
+  virtual void on_link(bool up) = 0;
 };
 
 class ClientNetwork {
@@ -51,7 +55,9 @@ class ClientNetwork {
   // Bytes taken, 0..bytes.size(): fewer means the connection's queue is full (on_writable
   // follows). An error means the connection failed (the caller closes it).
   virtual absl::StatusOr<size_t> send(NetHandle handle, std::span<const uint8_t> bytes) = 0;
-  // Ends the connection at once; no events follow for it.
+  // Ends the connection at once; no events follow for it. What is still open when the
+  // network is destroyed ends there (the run is over: kernel sockets are closed, the DPDK
+  // stack resets each).
   virtual void close(NetHandle handle) = 0;
   // Waits until something happened or `timeout_ns` passed (0: just look), delivering events.
   virtual void wait(int64_t timeout_ns, NetworkEvents& events) = 0;

@@ -143,6 +143,7 @@ absl::Status validate(Options& o) {
       return bad("--dpdk-addresses", "must be in [1, 4096]");
     }
     if (o.dpdk_idle_sleep_us > 1'000'000) return bad("--dpdk-idle-sleep-us", "at most 1000000");
+    if (o.dpdk_queues < 1 || o.dpdk_queues > 16) return bad("--dpdk-queues", "must be in [1, 16]");
   }
   const uint32_t needed =
       !o.dpdk_port.empty() ? 1
@@ -262,6 +263,8 @@ ParseOutcome parse_options(const std::vector<std::string>& args) {
                  "--dpdk-port: 0 uses huge pages, else --no-huge with this many MiB");
   app.add_option("--dpdk-idle-sleep-us", o.dpdk_idle_sleep_us,
                  "--dpdk-port: sleep of an idle poll loop");
+  app.add_option("--dpdk-queues", o.dpdk_queues,
+                 "--dpdk-port: queue pairs, the dataplane's workers (its worker i answers on i)");
   app.add_option("--rate", o.rate_per_s, "messages per second, all processes together");
   app.add_option("--duration", o.duration_s, "seconds of sending (idle: holding)");
   app.add_option("--settle-timeout", o.settle_timeout_s,

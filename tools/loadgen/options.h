@@ -75,8 +75,10 @@ struct Options {
   // about 28,000 connections to the one target port (a million needs 36).
   uint32_t dpdk_address_count = 1;
   std::vector<uint16_t> dpdk_lcores{
-      0, 1};                         // the EAL's main lcore (the worker runs there), then one more
-  uint32_t dpdk_memory_mb = 0;       // 0: huge pages; else --no-huge with this many MiB
+      0, 1};                    // the EAL's main lcore (the worker runs there), then one more
+  uint32_t dpdk_memory_mb = 0;  // 0: huge pages; else --no-huge with this many MiB
+  // Queue pairs on the port: the dataplane's worker count (its worker i answers on queue i).
+  uint32_t dpdk_queues = 1;
   uint32_t dpdk_idle_sleep_us = 50;  // an idle poll loop sleeps this long (adaptive)
 
   double rate_per_s = 1000;  // one-to-one, group, reconnect-storm: total arrivals

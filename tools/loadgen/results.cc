@@ -19,7 +19,9 @@ class Writer {
     u64(s.size());
     out_.append(s);
   }
-  void raw(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+  void raw(const void* p, size_t n) {
+    if (n > 0) out_.append(static_cast<const char*>(p), n);
+  }
   void histogram(const counters::HistogramData& h) {
     u64(h.sum());
     u64(h.max());
@@ -57,6 +59,7 @@ class Reader {
     return s;
   }
   void raw(void* p, size_t n) {
+    if (n == 0) return;  // an empty vector's data() may be null: no memcpy/memset with it
     if (!ok_ || n > in_.size() - at_) {
       ok_ = false;
       std::memset(p, 0, n);
@@ -100,7 +103,7 @@ template <typename R, typename F>
 void each_counter(R& r, F&& f) {
   for (uint64_t* c : {&r.sent, &r.resent, &r.acked, &r.delivered, &r.redeliveries, &r.duplicates,
                       &r.stale, &r.order_violations, &r.connects, &r.handshakes, &r.logins,
-                      &r.disconnects, &r.sessions_held, &r.pings}) {
+                      &r.disconnects, &r.sessions_held, &r.pings, &r.link_downs, &r.link_dropped}) {
     f(*c);
   }
 }
@@ -152,6 +155,8 @@ std::string serialize(const WorkerResult& result) {
   each_counter(r, [&](uint64_t& c) { w.u64(c); });
   w.i64(r.connect_start_ns);
   w.i64(r.connect_end_ns);
+  w.i64(r.link_outage_ns);
+  w.i64(r.relogin_ns);
   w.histogram(r.latency_us);
   w.histogram(r.ack_latency_us);
   w.histogram(r.login_us);
@@ -165,6 +170,10 @@ std::string serialize(const WorkerResult& result) {
   w.raw(r.acks.data(), r.acks.size() * sizeof(AckRecord));
   w.u64(r.deliveries.size());
   w.raw(r.deliveries.data(), r.deliveries.size() * sizeof(DeliveryRecord));
+  w.u64(r.resent_messages.size());
+  w.raw(r.resent_messages.data(), r.resent_messages.size() * sizeof(AckRecord));
+  w.u64(r.duplicate_deliveries.size());
+  w.raw(r.duplicate_deliveries.data(), r.duplicate_deliveries.size() * sizeof(DeliveryRecord));
   return w.take();
 }
 
@@ -174,6 +183,8 @@ absl::StatusOr<WorkerResult> deserialize(std::string_view bytes) {
   each_counter(r, [&](uint64_t& c) { c = rd.u64(); });
   r.connect_start_ns = rd.i64();
   r.connect_end_ns = rd.i64();
+  r.link_outage_ns = rd.i64();
+  r.relogin_ns = rd.i64();
   rd.histogram(r.latency_us);
   rd.histogram(r.ack_latency_us);
   rd.histogram(r.login_us);
@@ -184,6 +195,8 @@ absl::StatusOr<WorkerResult> deserialize(std::string_view bytes) {
   }
   rd.records(r.acks);
   rd.records(r.deliveries);
+  rd.records(r.resent_messages);
+  rd.records(r.duplicate_deliveries);
   if (!rd.ok() || !rd.at_end()) return absl::DataLossError("truncated or malformed result");
   return r;
 }
@@ -195,6 +208,7 @@ Summary merge(const std::vector<WorkerResult>& results, const Topology& topology
   absl::flat_hash_set<DeliveryKey> delivered;
   delivered.reserve(deliveries);
   absl::flat_hash_set<DeliveryKey> acked_messages;  // (sender, sequence) with pair = sender
+  bool relogin_missing = false;
   for (const WorkerResult& r : results) {
     s.sent += r.sent;
     s.resent += r.resent;
@@ -210,6 +224,16 @@ Summary merge(const std::vector<WorkerResult>& results, const Topology& topology
     s.disconnects += r.disconnects;
     s.sessions_held += r.sessions_held;
     s.pings += r.pings;
+    s.link_downs += r.link_downs;
+    s.link_dropped += r.link_dropped;
+    if (r.link_outage_ns >= 0) {
+      s.link_outage_s = std::max(s.link_outage_s, static_cast<double>(r.link_outage_ns) / 1e9);
+    }
+    if (r.relogin_ns >= 0) {
+      s.restart_relogin_s = std::max(s.restart_relogin_s, static_cast<double>(r.relogin_ns) / 1e9);
+    } else if (r.link_downs > 0) {
+      relogin_missing = true;  // a worker whose clients never all came back: no figure
+    }
     s.latency_us.add(r.latency_us.sum(), r.latency_us.max(), r.latency_us.buckets());
     s.ack_latency_us.add(r.ack_latency_us.sum(), r.ack_latency_us.max(),
                          r.ack_latency_us.buckets());
@@ -219,6 +243,18 @@ Summary merge(const std::vector<WorkerResult>& results, const Topology& topology
       delivered.insert({key_of(d.recipient, d.sender), d.sequence});
     }
   }
+  if (relogin_missing) s.restart_relogin_s = -1;
+  // A duplicate of a message its sender resent is a retry's; the rest were sent once.
+  absl::flat_hash_set<DeliveryKey> resent;  // pair = sender
+  for (const WorkerResult& r : results) {
+    for (const AckRecord& m : r.resent_messages) resent.insert({m.sender, m.sequence});
+  }
+  for (const WorkerResult& r : results) {
+    for (const DeliveryRecord& d : r.duplicate_deliveries) {
+      if (resent.contains(DeliveryKey{d.sender, d.sequence})) ++s.retry_duplicates;
+    }
+  }
+  s.duplicates -= std::min(s.duplicates, s.retry_duplicates);
   std::vector<uint32_t> recipients;
   for (const WorkerResult& r : results) {
     for (const AckRecord& a : r.acks) {
@@ -244,7 +280,7 @@ Summary merge(const std::vector<WorkerResult>& results, const Topology& topology
 
 int exit_code_of(const Summary& s, bool restarts_expected) {
   if (s.lost > 0) return 1;
-  if (s.duplicates > 0 && !restarts_expected) return 2;
+  if ((s.duplicates > 0 || s.retry_duplicates > 0) && !restarts_expected) return 2;
   return 0;
 }
 
@@ -269,6 +305,7 @@ std::string to_json(const Summary& s) {
   num("expected", s.expected);
   num("lost", s.lost);
   num("duplicates", s.duplicates);
+  num("retry_duplicates", s.retry_duplicates);
   num("redeliveries", s.redeliveries);
   num("stale", s.stale);
   num("delivered_unacked", s.delivered_unacked);
@@ -289,6 +326,12 @@ std::string to_json(const Summary& s) {
   real("connect_per_s", s.connect_per_s);
   real("handshakes_per_s", s.handshakes_per_s);
   if (s.reconnect_s >= 0) real("reconnect_s", s.reconnect_s);
+  if (s.link_downs > 0) {
+    num("link_downs", s.link_downs);
+    num("link_dropped", s.link_dropped);
+    if (s.link_outage_s >= 0) real("link_outage_s", s.link_outage_s);
+    if (s.restart_relogin_s >= 0) real("restart_relogin_s", s.restart_relogin_s);
+  }
   if (s.drain_s >= 0) {
     real("drain_s", s.drain_s);
     real("drain_per_s", s.drain_per_s);
@@ -323,6 +366,12 @@ std::string to_text(const Summary& s) {
     out +=
         absl::StrFormat("reconnect storm: everyone logged in again after %.3f s\n", s.reconnect_s);
   }
+  if (s.link_downs > 0) {
+    out += absl::StrFormat(
+        "dataplane restart: link down %d times, %d connections dropped; link down %.3f s, "
+        "everyone logged in again %.3f s after it came back\n",
+        s.link_downs, s.link_dropped, s.link_outage_s, s.restart_relogin_s);
+  }
   if (s.scenario == Scenario::kIdle) {
     out += absl::StrFormat("held %d sessions, %d pings\n", s.sessions_held, s.pings);
   }
@@ -341,8 +390,9 @@ std::string to_text(const Summary& s) {
                            s.drain_per_s, s.order_violations);
   }
   out += absl::StrFormat(
-      "verdict: %d lost, %d duplicates, %d redeliveries, %d stale, %d delivered but unacked\n",
-      s.lost, s.duplicates, s.redeliveries, s.stale, s.delivered_unacked);
+      "verdict: %d lost, %d duplicates, %d retry duplicates, %d redeliveries, %d stale, %d "
+      "delivered but unacked\n",
+      s.lost, s.duplicates, s.retry_duplicates, s.redeliveries, s.stale, s.delivered_unacked);
   if (s.late >= 0) {
     out +=
         absl::StrFormat("recheck: %d messages arrived only after everyone reconnected\n", s.late);

@@ -65,6 +65,12 @@ struct WorkerResult {
   uint64_t disconnects = 0;       // sessions lost after login
   uint64_t sessions_held = 0;     // logged in when the hold ended (idle)
   uint64_t pings = 0;
+  uint64_t link_downs = 0;    // DPDK mode: link losses (the dataplane restarted)
+  uint64_t link_dropped = 0;  // connections those losses ended
+  // The last link loss: down -> up again, and up again -> every active client logged in
+  // (-1: none, or not everyone was back when the run ended).
+  int64_t link_outage_ns = -1;
+  int64_t relogin_ns = -1;
   // CLOCK_MONOTONIC of the first connect attempt and of the last first login (connect phase).
   int64_t connect_start_ns = 0;
   int64_t connect_end_ns = 0;
@@ -74,6 +80,11 @@ struct WorkerResult {
   std::map<std::string, uint64_t> errors;                // by stable name
   std::vector<AckRecord> acks;
   std::vector<DeliveryRecord> deliveries;
+  // Messages this worker's clients sent more than once (target unused), and the deliveries to
+  // its clients that were duplicates: the merge sorts duplicates by whether a resend explains
+  // them.
+  std::vector<AckRecord> resent_messages;
+  std::vector<DeliveryRecord> duplicate_deliveries;
 
   void error(const std::string& name, uint64_t n = 1) { errors[name] += n; }
 };
@@ -88,12 +99,22 @@ struct Summary {
   uint32_t processes = 0;
   uint32_t connections = 0;
   uint64_t sent = 0, resent = 0, acked = 0, delivered = 0, expected = 0;
-  uint64_t lost = 0, duplicates = 0, redeliveries = 0, stale = 0, order_violations = 0;
+  // duplicates: a message its sender sent once, shown twice (always a server fault).
+  // retry_duplicates: a message resent after its connection was lost, unacked, shown twice:
+  // what a retry crossing a dataplane restart may do (the dedup window is in the dataplane's
+  // memory, docs/PROTOCOL.md), a fault otherwise.
+  uint64_t lost = 0, duplicates = 0, retry_duplicates = 0, redeliveries = 0, stale = 0;
+  uint64_t order_violations = 0;
   uint64_t delivered_unacked = 0;  // delivered, but the sender never saw the ack
   // --recheck-reconnect: delivered only after everyone reconnected (kept, but not pushed).
   int64_t late = -1;
   uint64_t connects = 0, handshakes = 0, logins = 0, disconnects = 0, sessions_held = 0;
   uint64_t pings = 0;
+  uint64_t link_downs = 0, link_dropped = 0;
+  // The slowest worker's last link loss (-1: none): the link's outage, and the link back up ->
+  // every client logged in again (the dataplane-restart reconnect figure).
+  double link_outage_s = -1;
+  double restart_relogin_s = -1;
   double send_s = 0;      // send phase length
   double msgs_per_s = 0;  // deliveries per second of the send phase (incl. settle for drain)
   double connect_s = 0;
@@ -114,8 +135,8 @@ struct Summary {
 // recipients' workers saw.
 Summary merge(const std::vector<WorkerResult>& results, const Topology& topology);
 
-// 0 clean, 1 an acked message was lost, 2 duplicates only.
-// 0 clean, 1 an acked message lost, 2 duplicates only (0 for them with restarts_expected).
+// 0 clean, 1 an acked message lost, 2 duplicates or retry_duplicates only (0 for them with
+// restarts_expected).
 int exit_code_of(const Summary& summary, bool restarts_expected = false);
 
 std::string to_json(const Summary& summary);

@@ -1,7 +1,9 @@
 // Open-loop arrivals: a Poisson process (exponential gaps) at a fixed rate, seeded, so a run's
-// schedule is reproducible and independent of how fast the server answers.
+// schedule is reproducible and independent of how fast the server answers. And the reconnect
+// backoff of a client whose connection failed.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -31,6 +33,22 @@ class PoissonSchedule {
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> uniform_{0.0, 1.0};
   double next_ns_;
+};
+
+// A client's reconnect delay after a failure: doubles per failure in a row from kMinMs to kMaxMs
+// (a login resets it to 0); each wait is drawn from [delay / 2, delay], so clients that failed
+// together (a dataplane restart drops all of them at once) do not come back together.
+struct Backoff {
+  static constexpr uint32_t kMinMs = 100;
+  static constexpr uint32_t kMaxMs = 5'000;
+  // The delay after one more failure, from the current one (0: none yet).
+  static uint32_t next_ms(uint32_t current_ms) {
+    return static_cast<uint32_t>(std::clamp<uint64_t>(uint64_t{current_ms} * 2, kMinMs, kMaxMs));
+  }
+  // The wait for `delay_ms`, from a random draw.
+  static int64_t jittered_ms(uint32_t delay_ms, uint64_t random) {
+    return delay_ms / 2 + static_cast<int64_t>(random % (delay_ms / 2 + 1));
+  }
 };
 
 }  // namespace herald::tools::loadgen

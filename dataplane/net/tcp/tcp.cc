@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "dataplane/net/tcp/range_list.h"
+#include "dataplane/net/tcp/siphash.h"
 #include "platform/assert/assert.h"
 
 namespace herald::net::tcp {
@@ -14,32 +15,24 @@ namespace {
 constexpr uint32_t kDefaultPeerMss = 536;  // RFC 9293 3.7.1 when the SYN has no MSS option
 constexpr uint32_t kTimestampOptionBytes = 12;
 
-uint64_t rotl(uint64_t x, int b) {
-  return (x << b) | (x >> (64 - b));
-}
+enum class SackBlockKind : uint8_t { kInvalid, kOld, kUsable };
 
-// SipHash-2-4 (Aumasson & Bernstein): the keyed PRF RFC 6528 asks for. Small inputs only.
-uint64_t siphash(const uint64_t key[2], const uint8_t* data, size_t len) {
-  uint64_t v0 = 0x736f6d6570736575ULL ^ key[0], v1 = 0x646f72616e646f6dULL ^ key[1];
-  uint64_t v2 = 0x6c7967656e657261ULL ^ key[0], v3 = 0x7465646279746573ULL ^ key[1];
-  auto round = [&] {
-    v0 += v1, v1 = rotl(v1, 13), v1 ^= v0, v0 = rotl(v0, 32);
-    v2 += v3, v3 = rotl(v3, 16), v3 ^= v2;
-    v0 += v3, v3 = rotl(v3, 21), v3 ^= v0;
-    v2 += v1, v1 = rotl(v1, 17), v1 ^= v2, v2 = rotl(v2, 32);
-  };
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t m;
-    std::memcpy(&m, data + i, 8);
-    v3 ^= m, round(), round(), v0 ^= m;
+// What the segment's SACK block i tells a sender with SND.UNA..SND.MAX outstanding: empty,
+// straddling SND.UNA or covering unsent data (invalid), a D-SACK or simply old (RFC 2883), or
+// news for the scoreboard.
+SackBlockKind classify_sack_block(const Segment& seg, uint8_t i, uint32_t snd_una,
+                                  uint32_t snd_max) {
+  const uint32_t left = seg.options.sack[i].left, right = seg.options.sack[i].right;
+  if (!seq_lt(left, right)) return SackBlockKind::kInvalid;
+  // The third test is RFC 2883 5's other D-SACK: a first block inside the second (plain SACK
+  // blocks never overlap). It reports a duplicate, not newly received data.
+  if (seq_le(right, snd_una) || seq_le(right, seg.ack) ||
+      (i == 0 && seg.options.sack_count > 1 && seq_ge(left, seg.options.sack[1].left) &&
+       seq_le(right, seg.options.sack[1].right))) {
+    return SackBlockKind::kOld;
   }
-  uint64_t b = uint64_t{len & 0xff} << 56;
-  for (size_t j = 0; i + j < len; ++j) b |= uint64_t{data[i + j]} << (8 * j);
-  v3 ^= b, round(), round(), v0 ^= b;
-  v2 ^= 0xff;
-  round(), round(), round(), round();
-  return v0 ^ v1 ^ v2 ^ v3;
+  if (seq_lt(left, snd_una) || seq_gt(right, snd_max)) return SackBlockKind::kInvalid;
+  return SackBlockKind::kUsable;
 }
 
 }  // namespace
@@ -210,6 +203,9 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
       output_(output),
       events_(events),
       pool_(config.buffer_pool_bytes, config.buffer_cache_bytes),
+      // Its hash key, like the block table's, derived from isn_key but not equal to it.
+      time_wait_(config.max_time_wait, config.isn_key[0] ^ 0x510e527fade682d1ULL,
+                 config.isn_key[1] ^ 0x9b05688c2b3e6c1fULL),
       next_ephemeral_(config.ephemeral_port_min) {
   HERALD_CHECK(config_.mss >= 64, "tcp: mss below 64");
   HERALD_CHECK(config_.window_scale <= 14, "tcp: window_scale above 14");
@@ -247,6 +243,7 @@ TcpEngine::~TcpEngine() {
     if (c->timer != timer::kInvalidTimerId) wheel_.release(c->timer);
     release_all(c);
   }
+  if (time_wait_timer_ != timer::kInvalidTimerId) wheel_.release(time_wait_timer_);
 }
 
 TcpEngine::Connection* TcpEngine::slot_at(uint32_t slot) const {
@@ -264,6 +261,7 @@ TcpMemory TcpEngine::memory() const {
                   chunks_.capacity() * sizeof(chunks_[0]);
   m.buffers_bytes = pool_.in_use_bytes();
   m.buffers_cached_bytes = pool_.cached_bytes();
+  m.time_wait_bytes = time_wait_.memory_bytes();
   for (uint32_t i = 0; i < slot_count_; ++i) {
     const Connection* c = slot_at(i);
     m.ranges_bytes += (c->ooo.capacity() + c->scoreboard.capacity()) * sizeof(c->ooo[0]);
@@ -276,25 +274,15 @@ uint32_t TcpEngine::now_ms() const {
 }
 
 uint32_t TcpEngine::make_isn(const FourTuple& t) const {
-  uint8_t buf[36];
-  std::memcpy(buf, t.local.bytes, 16);
-  std::memcpy(buf + 16, t.remote.bytes, 16);
-  std::memcpy(buf + 32, &t.local_port, 2);
-  std::memcpy(buf + 34, &t.remote_port, 2);
   // RFC 6528: ISN = M + F(4-tuple, secret), M a 4-microsecond timer.
   return static_cast<uint32_t>(clock_.now_ns() / 4000) +
-         static_cast<uint32_t>(siphash(config_.isn_key, buf, sizeof(buf)));
+         static_cast<uint32_t>(siphash_tuple(config_.isn_key, t));
 }
 
 // ---------------------------------------------------------------- connection blocks
 
 uint32_t TcpEngine::table_home(const FourTuple& t) const {
-  uint8_t buf[36];
-  std::memcpy(buf, t.local.bytes, 16);
-  std::memcpy(buf + 16, t.remote.bytes, 16);
-  std::memcpy(buf + 32, &t.local_port, 2);
-  std::memcpy(buf + 34, &t.remote_port, 2);
-  return static_cast<uint32_t>(siphash(table_key_, buf, sizeof(buf))) & table_mask_;
+  return static_cast<uint32_t>(siphash_tuple(table_key_, t)) & table_mask_;
 }
 
 TcpEngine::Connection* TcpEngine::table_find(const FourTuple& t) const {
@@ -337,6 +325,15 @@ TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
   return c->live && c->id() == id ? c : nullptr;
 }
 
+TcpEngine::Listener* TcpEngine::find_listener(const IpAddr& dst, uint16_t port) const {
+  for (auto& cand : listeners_) {
+    if (cand->port == port && (cand->any ? cand->addr.family == dst.family : cand->addr == dst)) {
+      return cand.get();
+    }
+  }
+  return nullptr;
+}
+
 TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   if (live_count_ >= config_.max_connections) {
     ++stats_[TcpStats::drop_connection_limit];
@@ -374,6 +371,7 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   c->tuple = tuple;
   c->rto_ms = static_cast<uint32_t>(config_.initial_rto_ms);
   ++live_count_;
+  stats_[TcpStats::connection_blocks] = live_count_;
   table_insert(tuple, slot);
   return c;
 }
@@ -381,7 +379,11 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
 void TcpEngine::free_connection(Connection* c) {
   wheel_.cancel(c->timer);
   table_erase(c->tuple);
-  if (c->in_syn_queue && c->listener != nullptr) --c->listener->syn_count;
+  if (c->in_syn_queue && c->listener != nullptr) {
+    --c->listener->syn_count;
+    --stats_[TcpStats::syn_queue_length];
+  }
+  if (c->state == TcpState::kTimeWait) --stats_[TcpStats::time_wait_blocks];  // reused
   if (c->in_backlog && c->listener != nullptr) {
     auto& b = c->listener->backlog;
     b.erase(std::remove(b.begin(), b.end(), c->id()), b.end());
@@ -390,6 +392,7 @@ void TcpEngine::free_connection(Connection* c) {
   c->live = false;
   c->state = TcpState::kClosed;
   --live_count_;
+  stats_[TcpStats::connection_blocks] = live_count_;
   free_slots_.push_back(c->slot);
 }
 
@@ -505,10 +508,12 @@ ConnectionId TcpEngine::connect(const IpAddr& local, uint16_t local_port, const 
       next_ephemeral_ = next_ephemeral_ >= config_.ephemeral_port_max
                             ? config_.ephemeral_port_min
                             : static_cast<uint16_t>(next_ephemeral_ + 1);
-      found = table_find(t) == nullptr;
+      // A tuple in TIME-WAIT is taken, as it was while a block held its TIME-WAIT.
+      found = table_find(t) == nullptr && time_wait_find(t) == TimeWaitTable::kNone &&
+              (!local_port_filter_ || local_port_filter_(t));
     }
     if (!found) return kNoConnection;
-  } else if (table_find(t) != nullptr) {
+  } else if (table_find(t) != nullptr || time_wait_find(t) != TimeWaitTable::kNone) {
     return kNoConnection;
   }
   Connection* c = new_connection(t);
@@ -646,9 +651,14 @@ void TcpEngine::stop() {
     Connection* c = slot_at(i);
     if (!c->live) continue;
     c->listener = nullptr;
+    if (c->in_syn_queue) --stats_[TcpStats::syn_queue_length];
     c->in_backlog = c->in_syn_queue = false;
     abort(c, TcpCloseReason::kShutdown, c->state != TcpState::kTimeWait);
   }
+  // TIME-WAIT entries end silently, as TIME-WAIT blocks do (nobody holds them).
+  time_wait_.clear();
+  time_wait_gauge();
+  if (time_wait_timer_ != timer::kInvalidTimerId) wheel_.cancel(time_wait_timer_);
   poll();
 }
 
@@ -680,6 +690,8 @@ void TcpEngine::poll() {
       case Event::kReadable:
         c->readable_queued = false;
         deliver_readable(c);
+        // Its FIN delivered in TIME-WAIT, the application let go: an entry replaces the block.
+        if (find(e.id) == c) compact_time_wait(c);
         break;
     }
   }
@@ -752,6 +764,7 @@ void TcpEngine::abort(Connection* c, TcpCloseReason reason, bool send_rst) {
     ++stats_[TcpStats::reset_sent];
     emit(c->tuple.local, c->tuple.remote, s, {});
   }
+  if (c->state == TcpState::kTimeWait) --stats_[TcpStats::time_wait_blocks];
   c->state = TcpState::kClosed;
   if (c->app_open) {
     c->app_open = false;
@@ -780,15 +793,6 @@ void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint
     return;
   }
   FourTuple t{dst, src, seg.dst_port, seg.src_port};
-  auto find_listener = [&]() -> Listener* {
-    for (auto& cand : listeners_) {
-      if (cand->port == seg.dst_port &&
-          (cand->any ? cand->addr.family == dst.family : cand->addr == dst)) {
-        return cand.get();
-      }
-    }
-    return nullptr;
-  };
   if (Connection* c = table_find(t); c != nullptr) {
     if (c->state == TcpState::kTimeWait && seg.has(kSyn) && !seg.has(kAck) && !c->app_open) {
       // RFC 6191 (and RFC 9293 3.10.7.4's TIME-WAIT note): a new SYN whose timestamp, or
@@ -797,7 +801,7 @@ void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint
       const bool newer = c->ts_ok && seg.options.has_timestamps
                              ? seq_gt(seg.options.ts_val, c->ts_recent)
                              : seq_gt(seg.seq, c->rcv_nxt);
-      Listener* l = newer ? find_listener() : nullptr;
+      Listener* l = newer ? find_listener(dst, seg.dst_port) : nullptr;
       if (l != nullptr) {
         ++stats_[TcpStats::time_wait_reused];
         free_connection(c);
@@ -815,9 +819,13 @@ void TcpEngine::input(const IpAddr& src, const IpAddr& dst, std::span<const uint
     } else {
       synced_input(c, seg);
     }
-    if (c->live && c->tuple == t) arm_timer(c);
+    // In TIME-WAIT with the application gone (its FIN delivered, on_closed queued): an entry
+    // replaces the block, now that nothing of this segment is left to do.
+    if (c->live && c->tuple == t && !compact_time_wait(c)) arm_timer(c);
+  } else if (const uint32_t tw = time_wait_find(t); tw != TimeWaitTable::kNone) {
+    time_wait_input(tw, t, seg);
   } else {
-    Listener* l = find_listener();
+    Listener* l = find_listener(dst, seg.dst_port);
     if (l != nullptr) {
       listen_input(l, t, seg);
     } else if (seg.has(kRst)) {
@@ -874,6 +882,7 @@ void TcpEngine::listen_input(Listener* l, const FourTuple& tuple, const Segment&
   c->listener = l;
   c->in_syn_queue = true;
   ++l->syn_count;
+  ++stats_[TcpStats::syn_queue_length];
   c->irs = seg.seq;
   c->rcv_nxt = seg.seq + 1;
   c->iss = make_isn(tuple);
@@ -984,6 +993,7 @@ bool TcpEngine::accept_syn_cookie(Listener* l, const FourTuple& tuple, const Seg
   c->listener = l;
   c->in_syn_queue = true;  // momentarily: the SYN-RECEIVED path below takes it out again
   ++l->syn_count;
+  ++stats_[TcpStats::syn_queue_length];
   c->irs = peer_isn;
   c->rcv_nxt = ack.seq;
   c->last_ack_sent = ack.seq;
@@ -1248,6 +1258,7 @@ void TcpEngine::synced_input(Connection* c, const Segment& seg) {
     if (c->passive) {
       c->in_syn_queue = false;
       --l->syn_count;
+      --stats_[TcpStats::syn_queue_length];
       if (l->accepting) {
         c->listener = nullptr;
         c->app_open = true;
@@ -1608,6 +1619,7 @@ void TcpEngine::process_fin(Connection* c) {
 
 void TcpEngine::enter_time_wait(Connection* c) {
   ++stats_[TcpStats::time_wait_entered];
+  ++stats_[TcpStats::time_wait_blocks];
   c->state = TcpState::kTimeWait;
   c->rto_at_ns = c->keepalive_at_ns = 0;
   c->persist = false;
@@ -1616,6 +1628,262 @@ void TcpEngine::enter_time_wait(Connection* c) {
   release_send_buffer(c);
   release_recv_buffer(c);
   finish_normally(c);
+}
+
+// ---------------------------------------------------------------- the TIME-WAIT table
+//
+// A block in TIME-WAIT that the application let go of (on_closed queued) becomes a 56-byte
+// entry and the block, its timer and rings are freed. The entry answers the segments TIME-WAIT
+// answers exactly as the block would (synced_input's steps for that state, below), keeps
+// 2*MSL from the block's entry into TIME-WAIT, and ends in expire_time_wait() (one wheel timer
+// for the oldest entry of the FIFO), or early when the table is full.
+
+bool TcpEngine::compact_time_wait(Connection* c) {
+  if (!c->live || c->state != TcpState::kTimeWait || c->app_open) return false;
+  // What an entry cannot hold stays in the block: an IPv6 tuple, or (not expected: both FINs
+  // are done and the application read everything) bytes still held, unacknowledged or an ACK
+  // of the peer's FIN never built.
+  if (!TimeWaitTable::holds(c->tuple) || c->rbuf_ready != 0 || !c->ooo.empty() ||
+      c->sbuf_len != 0 || c->snd_una != c->snd_max || c->last_ack_sent != c->rcv_nxt) {
+    return false;
+  }
+  if (time_wait_.max_entries() == 0) {
+    ++stats_[TcpStats::time_wait_overflow];  // no TIME-WAIT at all: the tuple is free now
+    free_connection(c);
+    return true;
+  }
+  if (time_wait_timer_ == timer::kInvalidTimerId) {
+    time_wait_timer_ =
+        wheel_.alloc(&TcpEngine::on_time_wait_timer, reinterpret_cast<uint64_t>(this));
+    if (time_wait_timer_ == timer::kInvalidTimerId) {
+      ++stats_[TcpStats::timer_alloc_failed];  // the block keeps TIME-WAIT with its own timer
+      return false;
+    }
+  }
+  bool evicted = false;
+  const uint32_t h = time_wait_.insert(c->tuple, c->timewait_at_ns, &evicted);
+  if (evicted) ++stats_[TcpStats::time_wait_overflow];
+  TimeWaitEntry& e = time_wait_.at(h);
+  e.snd_nxt = c->snd_max;
+  e.rcv_nxt = c->rcv_nxt;
+  e.max_snd_wnd = c->max_snd_wnd;
+  e.ts_recent = c->ts_recent;
+  e.ts_offset = c->ts_offset;
+  e.rcv_wscale = c->rcv_wscale & 0xf;
+  e.snd_wscale = c->snd_wscale & 0xf;
+  e.ts_ok = c->ts_ok;
+  e.sack_ok = c->sack_ok;
+  free_connection(c);
+  time_wait_gauge();
+  arm_time_wait_timer();
+  return true;
+}
+
+uint32_t TcpEngine::time_wait_find(const FourTuple& tuple) {
+  const uint32_t h = time_wait_.find(tuple);
+  if (h == TimeWaitTable::kNone || time_wait_.at(h).expiry_ns() > clock_.now_ns()) return h;
+  // 2*MSL is over but the table's timer has not come round to it yet (a wheel fires up to a
+  // tick late, and an entry that came in late sits behind younger ones): it ends now.
+  ++stats_[TcpStats::time_wait_expired];
+  time_wait_.erase(h);
+  time_wait_gauge();
+  return TimeWaitTable::kNone;
+}
+
+bool TcpEngine::time_wait_info(const FourTuple& tuple, ConnectionInfo* out) const {
+  const uint32_t h = time_wait_.find(tuple);
+  if (h == TimeWaitTable::kNone || time_wait_.at(h).expiry_ns() <= clock_.now_ns()) return false;
+  const TimeWaitEntry& e = time_wait_.at(h);
+  *out = ConnectionInfo{};
+  out->state = TcpState::kTimeWait;
+  out->snd_una = out->snd_nxt = e.snd_nxt;
+  out->rcv_nxt = e.rcv_nxt;
+  out->rcv_wnd = config_.recv_buffer_bytes;
+  out->snd_wscale = e.snd_wscale;
+  out->rcv_wscale = e.rcv_wscale;
+  out->timestamps = e.ts_ok;
+  out->sack = e.sack_ok;
+  return true;
+}
+
+// synced_input() and process_ack() for a connection in TIME-WAIT, step by step, with what the
+// state implies: nothing undelivered (the window is recv_buffer_bytes), nothing in flight
+// (SND.UNA = SND.NXT = SND.MAX), the last ACK sent at RCV.NXT, no out-of-order data.
+void TcpEngine::time_wait_input(uint32_t h, const FourTuple& tuple, const Segment& seg) {
+  TimeWaitEntry& e = time_wait_.at(h);
+  const uint64_t now_ns = clock_.now_ns();
+  const uint64_t two_msl_ns = 2 * config_.msl_ms * 1'000'000;
+  // RFC 6191 (and RFC 9293 3.10.7.4's TIME-WAIT note): a new SYN whose timestamp, or without
+  // timestamps whose ISN, is above the old incarnation's makes way for a new passive open.
+  if (seg.has(kSyn) && !seg.has(kAck)) {
+    const bool newer = e.ts_ok && seg.options.has_timestamps
+                           ? seq_gt(seg.options.ts_val, e.ts_recent)
+                           : seq_gt(seg.seq, e.rcv_nxt);
+    Listener* l = newer ? find_listener(tuple.local, tuple.local_port) : nullptr;
+    if (l != nullptr) {
+      ++stats_[TcpStats::time_wait_reused];
+      time_wait_.erase(h);
+      time_wait_gauge();
+      listen_input(l, tuple, seg);
+      return;
+    }
+  }
+  // RFC 7323 5.3: PAWS before the sequence check.
+  if (e.ts_ok && seg.options.has_timestamps && !seg.has(kRst) &&
+      seq_lt(seg.options.ts_val, e.ts_recent)) {
+    ++stats_[TcpStats::drop_paws];
+    time_wait_ack(h, true);
+    return;
+  }
+  // Step 1: sequence number acceptable? The window is never 0 here (recv_buffer_bytes >= mss).
+  const uint32_t seg_len = seg.seg_len();
+  const uint32_t wnd = config_.recv_buffer_bytes;
+  const auto in_window = [&](uint32_t seq) {
+    return seq_ge(seq, e.rcv_nxt) && seq_lt(seq, e.rcv_nxt + wnd);
+  };
+  const bool acceptable =
+      seg_len == 0 ? in_window(seg.seq) : in_window(seg.seq) || in_window(seg.seq + seg_len - 1);
+  if (!acceptable) {
+    if (seg.has(kRst)) {
+      ++stats_[TcpStats::drop_rst_out_of_window];
+      return;
+    }
+    ++stats_[TcpStats::drop_out_of_window];
+    // The peer resent its FIN (our ACK of it was lost): ACK again and restart 2*MSL.
+    if (seg.has(kFin)) time_wait_.restart(h, now_ns + two_msl_ns);
+    if (seg_len > 0 && !seg.has(kSyn)) {
+      // Data or FIN is not an ACK loop: ACKed outside the RFC 5961 budget, a duplicate's data
+      // reported as a D-SACK (RFC 2883 4.1.1).
+      if (e.sack_ok && !seg.payload.empty() && seq_lt(seg.seq, e.rcv_nxt)) {
+        time_wait_ack(h, false, seg.seq,
+                      seq_min(seg.seq + static_cast<uint32_t>(seg.payload.size()), e.rcv_nxt));
+      } else {
+        time_wait_ack(h, false);
+      }
+    } else {
+      time_wait_ack(h, true);
+    }
+    return;
+  }
+  // RFC 7323 4.3 (the last ACK sent was at RCV.NXT).
+  if (e.ts_ok && seg.options.has_timestamps && seq_ge(seg.options.ts_val, e.ts_recent) &&
+      seq_le(seg.seq, e.rcv_nxt)) {
+    e.ts_recent = seg.options.ts_val;
+  }
+  // Step 2: RST. RFC 1337: an exact one must not cut TIME-WAIT short; others get the RFC 5961
+  // challenge ACK.
+  if (seg.has(kRst)) {
+    if (seg.seq != e.rcv_nxt) {
+      ++stats_[TcpStats::challenge_acks];
+      time_wait_ack(h, true);
+      return;
+    }
+    ++stats_[TcpStats::rst_in_time_wait];
+    return;
+  }
+  // Step 4: SYN (not a newer incarnation, or no listener): RFC 5961 4 challenge ACK.
+  if (seg.has(kSyn)) {
+    ++stats_[TcpStats::challenge_acks];
+    time_wait_ack(h, true);
+    return;
+  }
+  // Step 5: ACK (process_ack with nothing outstanding).
+  if (!seg.has(kAck)) {
+    ++stats_[TcpStats::drop_no_ack];
+    return;
+  }
+  if (seq_gt(seg.ack, e.snd_nxt)) {
+    ++stats_[TcpStats::drop_ack_too_new];
+    time_wait_ack(h, true);
+    return;
+  }
+  if (seq_lt(seg.ack, e.snd_nxt - e.max_snd_wnd)) {
+    ++stats_[TcpStats::drop_ack_too_old];
+    time_wait_ack(h, true);
+    return;
+  }
+  if (seg.ack == e.snd_nxt && e.sack_ok) {
+    // Nothing is outstanding: no block can be news, each is counted as process_sack would.
+    if (seg.options.sack_malformed) ++stats_[TcpStats::sack_blocks_invalid];
+    for (uint8_t i = 0; i < seg.options.sack_count; ++i) {
+      ++stats_[classify_sack_block(seg, i, e.snd_nxt, e.snd_nxt) == SackBlockKind::kOld
+                   ? TcpStats::sack_dsack_ignored
+                   : TcpStats::sack_blocks_invalid];
+    }
+  }
+  // The send window update (RFC 9293 3.10.7.4 step 5) matters here only for the largest window
+  // seen, the bound of step 5's too-old test: an acceptable segment lies past the peer's FIN,
+  // so past SND.WL1 (only a reordered ACK below an earlier one could differ).
+  e.max_snd_wnd = std::max(e.max_snd_wnd, static_cast<uint32_t>(seg.window) << e.snd_wscale);
+  // Steps 7 and 8: the peer's FIN came already; a FIN again restarts 2*MSL.
+  if (!seg.payload.empty() || seg.has(kFin)) {
+    if (seg.has(kFin)) time_wait_.restart(h, now_ns + two_msl_ns);
+    ++stats_[TcpStats::drop_data_after_fin];
+    time_wait_ack(h, false);
+  }
+}
+
+// send_ack() (or send_challenge_ack()) for an entry: what fill_common would put in it.
+void TcpEngine::time_wait_ack(uint32_t h, bool challenge, uint32_t dsack_left,
+                              uint32_t dsack_right) {
+  if (challenge && !rate_allow(&challenge_budget_, config_.challenge_ack_limit_per_s)) {
+    ++stats_[TcpStats::challenge_acks_rate_limited];
+    return;
+  }
+  const TimeWaitEntry& e = time_wait_.at(h);
+  SegmentSpec s;
+  s.src_port = e.local_port;
+  s.dst_port = e.remote_port;
+  s.seq = e.snd_nxt;
+  s.ack = e.rcv_nxt;
+  s.flags = kAck;
+  s.window =
+      static_cast<uint16_t>(std::min<uint32_t>(config_.recv_buffer_bytes >> e.rcv_wscale, 65535));
+  if (e.ts_ok) {
+    s.timestamps = true;
+    s.ts_val = now_ms() + e.ts_offset;
+    s.ts_ecr = e.ts_recent;
+  }
+  if (dsack_left != dsack_right) {
+    s.sack[0] = {dsack_left, dsack_right};
+    s.sack_count = 1;
+    ++stats_[TcpStats::dsack_sent];
+    ++stats_[TcpStats::sack_blocks_sent];
+  }
+  ++stats_[TcpStats::acks_sent];
+  const FourTuple t = e.tuple();
+  emit(t.local, t.remote, s, {});
+}
+
+void TcpEngine::on_time_wait_timer(timer::TimerWheel&, timer::TimerId, uint64_t arg) {
+  reinterpret_cast<TcpEngine*>(arg)->expire_time_wait();
+}
+
+// The oldest entries whose 2*MSL is over. One that was restarted (a FIN again) moved to the
+// young end then; one that entered late (its application read the FIN late) may sit behind a
+// younger one and ends when found (time_wait_find) or when it is the oldest.
+void TcpEngine::expire_time_wait() {
+  const uint64_t now = clock_.now_ns();
+  for (uint32_t h = time_wait_.oldest();
+       h != TimeWaitTable::kNone && time_wait_.at(h).expiry_ns() <= now; h = time_wait_.oldest()) {
+    ++stats_[TcpStats::time_wait_expired];
+    time_wait_.erase(h);
+  }
+  time_wait_gauge();
+  arm_time_wait_timer();
+}
+
+void TcpEngine::arm_time_wait_timer() {
+  if (time_wait_timer_ == timer::kInvalidTimerId) return;
+  const uint32_t h = time_wait_.oldest();
+  if (h == TimeWaitTable::kNone) {
+    wheel_.cancel(time_wait_timer_);
+    return;
+  }
+  const uint64_t at = time_wait_.at(h).expiry_ns();
+  if (!wheel_.armed(time_wait_timer_) || wheel_.expiry_ns(time_wait_timer_) != at) {
+    wheel_.schedule(time_wait_timer_, at);
+  }
 }
 
 void TcpEngine::update_rtt(Connection* c, uint64_t rtt_ms) {
@@ -1803,21 +2071,14 @@ uint32_t TcpEngine::process_sack(Connection* c, const Segment& seg) {
   if (seg.options.sack_malformed) ++stats_[TcpStats::sack_blocks_invalid];
   uint32_t newly = 0;
   for (uint8_t i = 0; i < seg.options.sack_count; ++i) {
-    const uint32_t left = seg.options.sack[i].left, right = seg.options.sack[i].right;
-    if (!seq_lt(left, right)) {
-      ++stats_[TcpStats::sack_blocks_invalid];
-    } else if (seq_le(right, c->snd_una) || seq_le(right, seg.ack) ||
-               (i == 0 && seg.options.sack_count > 1 && seq_ge(left, seg.options.sack[1].left) &&
-                seq_le(right, seg.options.sack[1].right))) {
-      // The second test is RFC 2883 5's other D-SACK: a first block inside the second (plain
-      // SACK blocks never overlap). It reports a duplicate, not newly received data.
-      ++stats_[TcpStats::sack_dsack_ignored];  // RFC 2883 D-SACK, or simply old
-    } else if (seq_lt(left, c->snd_una) || seq_gt(right, c->snd_max)) {
-      ++stats_[TcpStats::sack_blocks_invalid];  // straddles SND.UNA or covers unsent data
-    } else {
-      ++stats_[TcpStats::sack_blocks_received];
-      c->sack_seen = true;
-      newly += scoreboard_add(c, left, right);
+    switch (classify_sack_block(seg, i, c->snd_una, c->snd_max)) {
+      case SackBlockKind::kInvalid: ++stats_[TcpStats::sack_blocks_invalid]; break;
+      case SackBlockKind::kOld: ++stats_[TcpStats::sack_dsack_ignored]; break;
+      case SackBlockKind::kUsable:
+        ++stats_[TcpStats::sack_blocks_received];
+        c->sack_seen = true;
+        newly += scoreboard_add(c, seg.options.sack[i].left, seg.options.sack[i].right);
+        break;
     }
   }
   return newly;
@@ -2126,6 +2387,7 @@ void TcpEngine::handle_timer(Connection* c) {
   const uint64_t now = clock_.now_ns();
   if (c->timewait_at_ns != 0 && c->timewait_at_ns <= now) {
     ++stats_[TcpStats::time_wait_expired];
+    --stats_[TcpStats::time_wait_blocks];
     c->timewait_at_ns = 0;
     c->state = TcpState::kClosed;
     if (c->app_open) {
@@ -2177,8 +2439,12 @@ void TcpEngine::handle_timer(Connection* c) {
       send_syn(c);
       start_rto(c);
     } else if (c->snd_una != c->snd_max) {
-      if (++c->retransmits > config_.max_retransmits) {
+      const uint32_t limit = c->fin_queued
+                                 ? std::min(config_.max_retransmits, config_.max_orphan_retransmits)
+                                 : config_.max_retransmits;
+      if (++c->retransmits > limit) {
         ++stats_[TcpStats::aborted_retransmit];
+        if (c->fin_queued) ++stats_[TcpStats::aborted_orphan_retransmit];
         abort(c, TcpCloseReason::kRetransmitTimeout, true);
         return;
       }

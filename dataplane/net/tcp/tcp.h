@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -22,6 +23,7 @@
 #include "dataplane/net/tcp/cubic.h"
 #include "dataplane/net/tcp/segment.h"
 #include "dataplane/net/tcp/stats.h"
+#include "dataplane/net/tcp/time_wait.h"
 #include "dataplane/net/tcp/types.h"
 #include "dataplane/transport/transport.h"
 #include "platform/clock/clock.h"
@@ -99,13 +101,19 @@ struct TcpConfig {
   uint64_t buffer_pool_bytes = uint64_t{1} << 30;
   uint64_t buffer_cache_bytes = 4 << 20;  // freed rings kept for reuse instead of free()
   uint32_t reassembly_intervals = 16;     // out-of-order holes tracked per connection
-  uint32_t max_connections = 10'000;      // blocks of every state, TIME-WAIT included
+  uint32_t max_connections = 10'000;      // blocks, every state (TIME-WAIT: mostly entries)
+  uint32_t max_time_wait = 10'000;        // TIME-WAIT entries (README); full: oldest ends early
   uint32_t syn_queue = 128;               // SYN-RECEIVED per listener
   uint32_t accept_backlog = 128;          // established, not yet accepted, per listener
   uint64_t initial_rto_ms = 1000;         // RFC 6298 2.1
   uint64_t min_rto_ms = 1000;             // RFC 6298 2.4 (Linux uses 200)
   uint64_t max_rto_ms = 60'000;
-  uint32_t max_retransmits = 12;     // data: then abort (kRetransmitTimeout)
+  uint32_t max_retransmits = 12;  // data: then abort (kRetransmitTimeout)
+  // Once the application has closed (its FIN queued), like Linux's tcp_orphan_retries: a
+  // connection whose peer vanished (a session reaped by its idle timeout closes gracefully)
+  // would otherwise hold its block and send buffer for max_retransmits RTOs (~7 minutes at the
+  // defaults); 6 lets it go after about a minute (1 + 2 + ... + 32 s, then the abort).
+  uint32_t max_orphan_retransmits = 6;
   uint32_t max_syn_retransmits = 5;  // SYN / SYN-ACK
   uint64_t msl_ms = 30'000;          // TIME-WAIT lasts 2*MSL
   bool delayed_ack = true;
@@ -169,6 +177,7 @@ struct TcpMemory {
   uint64_t buffers_bytes = 0;         // send + receive rings held by connections
   uint64_t buffers_cached_bytes = 0;  // freed rings the pool keeps for reuse
   uint64_t ranges_bytes = 0;          // out-of-order and SACK scoreboard lists (capacity)
+  uint64_t time_wait_bytes = 0;       // the TIME-WAIT table: entries allocated and its buckets
 };
 
 class TcpEngine {
@@ -186,7 +195,14 @@ class TcpEngine {
   // backlog (bounded by accept_backlog) and wait there.
   void set_accepting(uint16_t port, bool accepting);
 
-  // Active open. local_port 0 picks an ephemeral port. kNoConnection if the table is full.
+  // Which ephemeral ports an active open may take (connect() with local_port 0): several
+  // engines sharing a port's traffic by flow hash take only the ports whose connection hashes
+  // to their own lcore. Null (the default): any free port.
+  using LocalPortFilter = std::function<bool(const FourTuple&)>;
+  void set_local_port_filter(LocalPortFilter filter) { local_port_filter_ = std::move(filter); }
+
+  // Active open. local_port 0 picks an ephemeral port (a free one the filter accepts).
+  // kNoConnection if the table is full or no such port is left.
   ConnectionId connect(const IpAddr& local, uint16_t local_port, const IpAddr& remote,
                        uint16_t remote_port);
 
@@ -212,6 +228,11 @@ class TcpEngine {
   const TcpStats& stats() const { return stats_; }
   TcpMemory memory() const;
   static size_t connection_block_bytes();
+  static size_t time_wait_entry_bytes() { return sizeof(TimeWaitEntry); }
+  // Connections in the TIME-WAIT table (their blocks are gone: info() no longer knows their
+  // id). time_wait_info() describes one by its tuple (state kTimeWait), false if none.
+  uint32_t time_wait_entries() const { return time_wait_.size(); }
+  bool time_wait_info(const FourTuple& tuple, ConnectionInfo* out) const;
   const TcpConfig& config() const { return config_; }
 
   struct Connection;
@@ -224,6 +245,7 @@ class TcpEngine {
   void handle_timer(Connection* c);
 
   Connection* find(ConnectionId id) const;
+  Listener* find_listener(const IpAddr& dst, uint16_t port) const;
   Connection* new_connection(const FourTuple& tuple);
   void free_connection(Connection* c);
   void maybe_free(Connection* c);
@@ -247,6 +269,17 @@ class TcpEngine {
   // A congestion event with `flight` bytes outstanding: the new ssthresh (CUBIC or NewReno).
   uint32_t ssthresh_after_congestion(Connection* c, uint32_t flight);
   void enter_time_wait(Connection* c);
+  // TIME-WAIT table: a block in TIME-WAIT the application let go of becomes an entry (false:
+  // it stays a block); segments for an entry; its ACKs; expiry by the one table timer.
+  bool compact_time_wait(Connection* c);
+  uint32_t time_wait_find(const FourTuple& tuple);  // an expired entry found is erased now
+  void time_wait_input(uint32_t handle, const FourTuple& tuple, const Segment& seg);
+  void time_wait_ack(uint32_t handle, bool challenge, uint32_t dsack_left = 0,
+                     uint32_t dsack_right = 0);
+  static void on_time_wait_timer(timer::TimerWheel& wheel, timer::TimerId id, uint64_t arg);
+  void expire_time_wait();
+  void arm_time_wait_timer();
+  void time_wait_gauge() { stats_[TcpStats::time_wait_entries] = time_wait_.size(); }
   void abort(Connection* c, TcpCloseReason reason, bool send_rst);
   void finish_normally(Connection* c);
 
@@ -322,11 +355,15 @@ class TcpEngine {
   Connection* table_find(const FourTuple& tuple) const;
   void table_insert(const FourTuple& tuple, uint32_t slot);
   void table_erase(const FourTuple& tuple);
+  // TIME-WAIT entries, and one wheel timer for the oldest (allocated with the first entry).
+  TimeWaitTable time_wait_;
+  timer::TimerId time_wait_timer_ = timer::kInvalidTimerId;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<Event> events_queue_;
   size_t events_head_ = 0;
   bool dispatching_ = false;
   uint16_t next_ephemeral_;
+  LocalPortFilter local_port_filter_;
   RateBudget challenge_budget_;
   RateBudget rst_budget_;
   bool cookies_sent_ = false;    // a SYN cookie was ever sent

@@ -7,10 +7,12 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_ring.h>
 
 #include <filesystem>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -50,7 +52,7 @@ absl::StatusOr<std::unique_ptr<DpdkRuntime>> DpdkRuntime::start(const DpdkSettin
 
   // EAL. It may keep pointers into argv (and permutes it), so the strings live in a static.
   static std::vector<std::string> args;
-  args = eal_arguments(settings);
+  args = eal_arguments(settings, std::thread::hardware_concurrency());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -83,6 +85,8 @@ absl::StatusOr<std::unique_ptr<DpdkRuntime>> DpdkRuntime::start(const DpdkSettin
   inputs.connections = settings.max_connections;
   inputs.mbufs_per_connection = settings.mbufs_per_connection;
   inputs.element_bytes = element_bytes;
+  inputs.handoff_ring_slots =
+      handoff_ring_slots(inputs.ports, settings.rx_descriptors, settings.rx_queues);
   absl::StatusOr<MempoolSize> size = dpdk::mempool_size(inputs);
   if (!size.ok()) return size.status();
   rt->mempool_size_ = *size;
@@ -91,6 +95,7 @@ absl::StatusOr<std::unique_ptr<DpdkRuntime>> DpdkRuntime::start(const DpdkSettin
       .kv("bursts", size->bursts)
       .kv("caches", size->caches)
       .kv("connections", size->connections)
+      .kv("handoffs", size->handoffs)
       .kv("needed", size->needed)
       .kv("mbufs", size->mbufs)
       .kv("element_bytes", element_bytes)
@@ -105,6 +110,28 @@ absl::StatusOr<std::unique_ptr<DpdkRuntime>> DpdkRuntime::start(const DpdkSettin
         "EAL more memory (huge pages, dataplane.dpdk.memory_mb)"));
   }
 
+  // Several queues: a flow's frames go to one loop whatever queue they arrive on
+  // (flow_steering.h), through each loop's hand-off ring.
+  if (settings.rx_queues > 1) {
+    rt->flow_steering_ = std::make_shared<const FlowSteering>(settings.rx_queues);
+    rt->steering_.steering = rt->flow_steering_.get();
+    for (uint16_t q = 0; q < settings.rx_queues; ++q) {
+      const std::string name = absl::StrCat("herald_handoff_", q);
+      rte_ring* ring = rte_ring_create(name.c_str(), inputs.handoff_ring_slots,
+                                       static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+      if (ring == nullptr) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("dpdk: the hand-off ring of loop ", q, " (", inputs.handoff_ring_slots,
+                         " slots) could not be made: ", rte_strerror(rte_errno)));
+      }
+      rt->steering_.rings.push_back(ring);
+    }
+    HLOG_INFO("dpdk.steering.ready")
+        .kv("queues", settings.rx_queues)
+        .kv("table_size", rt->flow_steering_->table_size())
+        .kv("handoff_ring_slots", inputs.handoff_ring_slots);
+  }
+
   rt->ports_.reserve(settings.ports.size());
   for (size_t i = 0; i < settings.ports.size(); ++i) {
     PortConfig pc;
@@ -115,6 +142,7 @@ absl::StatusOr<std::unique_ptr<DpdkRuntime>> DpdkRuntime::start(const DpdkSettin
     pc.rx_descriptors = settings.rx_descriptors;
     pc.tx_descriptors = settings.tx_descriptors;
     pc.promiscuous = settings.promiscuous;
+    pc.steering = rt->flow_steering_.get();
     absl::StatusOr<Port> port = Port::open(pc, rt->pool_);
     if (!port.ok()) return port.status();
     rt->ports_.push_back(std::move(*port));
@@ -164,8 +192,8 @@ absl::Status DpdkRuntime::launch(std::span<FrameHandler* const> handlers) {
       stop_loops();
       return absl::InvalidArgumentError(absl::StrCat("dpdk: handler ", queue, " is null"));
     }
-    loops_.push_back(
-        std::make_unique<PortLoop>(loop_config(queue), loop_ports(), pool_, *handlers[queue]));
+    loops_.push_back(std::make_unique<PortLoop>(loop_config(queue), loop_ports(), pool_,
+                                                *handlers[queue], steering()));
     launch_args.push_back(LaunchArg{loops_.back().get(), &stop_});
     if (int rc = rte_eal_remote_launch(run_loop, &launch_args.back(), lcore); rc != 0) {
       loops_.pop_back();
@@ -186,8 +214,18 @@ void DpdkRuntime::stop_loops() {
   loop_lcores_.clear();
 }
 
+uint32_t DpdkRuntime::handoff_frames() const {
+  uint32_t frames = 0;
+  for (rte_ring* ring : steering_.rings) frames += rte_ring_count(ring);
+  return frames;
+}
+
 uint32_t DpdkRuntime::mempool_available() const {
   return pool_ != nullptr ? rte_mempool_avail_count(pool_) : 0;
+}
+
+uint32_t DpdkRuntime::mempool_in_use() const {
+  return pool_ != nullptr ? rte_mempool_in_use_count(pool_) : 0;
 }
 
 void DpdkRuntime::shutdown() {
@@ -204,6 +242,13 @@ void DpdkRuntime::shutdown() {
         .kv("sleeps", s.sleeps);
   }
   loops_.clear();  // frames still pending go back to the pool
+  // Frames handed to a loop that stopped before taking them.
+  for (rte_ring* ring : steering_.rings) {
+    void* frame = nullptr;
+    while (rte_ring_sc_dequeue(ring, &frame) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(frame));
+    rte_ring_free(ring);
+  }
+  steering_.rings.clear();
   ports_.clear();  // stop + close: the drivers return their rings' mbufs
   if (pool_ != nullptr) {
     rte_mempool_free(pool_);

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "dataplane/transport/dpdk/dpdk_settings.h"
+#include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/dpdk/mempool_sizing.h"
 #include "dataplane/transport/dpdk/port.h"
@@ -51,11 +52,19 @@ class DpdkRuntime {
   rte_mempool* mempool() const { return pool_; }
   // Mbufs in the pool now (not lent to rings, loops or caches' owners): a leak check for tests.
   uint32_t mempool_available() const;
+  // Mbufs out of the pool now (rx/tx rings, loops, the stack): the dp.dpdk.mempool gauge.
+  uint32_t mempool_in_use() const;
   size_t port_count() const { return ports_.size(); }
   const Port& port(size_t index) const { return ports_[index]; }
   // The ports as a loop sees them, for a PortLoop built by hand (tests, benchmarks).
   std::vector<LoopPort> loop_ports() const;
   size_t loop_count() const { return loops_.size(); }
+  // Several rx queues: who owns a frame and each loop's hand-off ring (the same for every
+  // PortLoop of this runtime, and what a DpdkTransport's active opens consult); null with one.
+  const LoopSteering* steering() const { return steering_.rings.empty() ? nullptr : &steering_; }
+  std::shared_ptr<const FlowSteering> flow_steering() const { return flow_steering_; }
+  // Frames waiting in the hand-off rings now (0 with one queue).
+  uint32_t handoff_frames() const;
   const PortLoop& loop(size_t i) const { return *loops_[i]; }
 
  private:
@@ -66,6 +75,8 @@ class DpdkRuntime {
   MempoolSize mempool_size_;
   rte_mempool* pool_ = nullptr;
   std::vector<Port> ports_;
+  std::shared_ptr<const FlowSteering> flow_steering_;
+  LoopSteering steering_;  // rings owned here (freed at shutdown, their frames with them)
   std::vector<std::unique_ptr<PortLoop>> loops_;
   std::vector<unsigned> loop_lcores_;
   std::atomic<bool> stop_{false};

@@ -94,13 +94,19 @@ std::string with_ring_size(const std::string& port, const DpdkSettings& settings
 
 }  // namespace
 
-std::vector<std::string> eal_arguments(const DpdkSettings& settings) {
+std::vector<std::string> eal_arguments(const DpdkSettings& settings, unsigned cpus) {
   std::vector<std::string> args = {"herald-dataplane"};
+  const std::vector<uint16_t> wanted = effective_lcores(settings);
+  cpus = std::max(cpus, 1u);
+  const bool fits =
+      std::all_of(wanted.begin(), wanted.end(), [cpus](uint16_t lcore) { return lcore < cpus; });
   std::string lcores;
-  for (uint16_t lcore : effective_lcores(settings)) {
+  for (uint16_t lcore : wanted) {
     absl::StrAppend(&lcores, lcores.empty() ? "" : ",", lcore);
+    if (!fits) absl::StrAppend(&lcores, "@", lcore % cpus);
   }
-  args.insert(args.end(), {"-l", lcores, "--file-prefix", settings.file_prefix});
+  args.insert(args.end(),
+              {fits ? "-l" : "--lcores", lcores, "--file-prefix", settings.file_prefix});
   if (!settings.huge_pages) {
     args.insert(args.end(), {"--no-huge", "-m", absl::StrCat(settings.memory_mb)});
   }

@@ -49,8 +49,11 @@ struct DpdkSettings {
 
 // The EAL command line, argv[0] included: -l, --file-prefix, huge pages or --no-huge -m,
 // -a for each PCI port and --no-pci when there is none (so a test never probes the host's
-// NICs), --vdev for each virtual port, then the extra arguments.
-[[nodiscard]] std::vector<std::string> eal_arguments(const DpdkSettings& settings);
+// NICs), --vdev for each virtual port, then the extra arguments. `cpus`: the machine's CPU
+// count. An lcore id the machine has no CPU for (3 lcores for 2 workers on a 2-CPU box: the
+// workers share CPUs in adaptive mode) is given as --lcores id@cpu with cpu = id mod cpus;
+// otherwise -l as configured.
+[[nodiscard]] std::vector<std::string> eal_arguments(const DpdkSettings& settings, unsigned cpus);
 
 // True for "0000:01:00.0" / "01:00.0" (the config's rule); anything else is a vdev.
 [[nodiscard]] bool is_pci_port(const std::string& port);

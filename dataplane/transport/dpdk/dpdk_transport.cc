@@ -223,10 +223,14 @@ DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock c
   tcp.mss = std::min<uint16_t>(tcp.mss, binding_->path_mss());
   tcp.send_buffer_bytes = options_.limits.send_queue_bytes;
   tcp.send_low_water_bytes = options_.limits.send_low_water_bytes;
-  // TIME-WAIT blocks count in the engine's table: room for as many as live connections, so a
-  // full house closing does not lock new clients out for 2 MSL.
-  tcp.max_connections = static_cast<uint32_t>(
-      std::min<uint64_t>(UINT32_MAX, uint64_t{options_.limits.max_connections} * 2 + 16));
+  // Blocks: the connections handed up (each keeps its block until its on_closed) plus the
+  // listener's half-open SYN queue and accept backlog. TIME-WAIT holds no block (56-byte
+  // entries in the engine's TIME-WAIT table): room for as many as connections, so a full house
+  // closing keeps its TIME-WAIT (past it the oldest end early: tcp.time_wait_overflow).
+  tcp.max_connections = static_cast<uint32_t>(std::min<uint64_t>(
+      UINT32_MAX,
+      uint64_t{options_.limits.max_connections} + tcp.syn_queue + tcp.accept_backlog + 16));
+  tcp.max_time_wait = options_.limits.max_connections;
   tcp.checksum_offload_tx = false;  // NetStack owns checksums (l4.h), never the engine
   if (options_.random_secrets) {
     fill_random(tcp.isn_key, sizeof(tcp.isn_key));
@@ -235,6 +239,18 @@ DpdkTransport::DpdkTransport(const DpdkTransportOptions& options, clock::Clock c
   tcp_ = std::make_unique<net::tcp::TcpEngine>(tcp, clock_, wheel_, *binding_, *engine_events_);
   binding_->attach(tcp_.get());
   stack_->set_receiver(net::kIpProtocolTcp, binding_.get());
+  if (options_.steering != nullptr && options_.steering->queues() > 1) {
+    HERALD_CHECK(options_.queue < options_.steering->queues(), "a transport's queue is a loop's");
+    // The peer's segments, as the port receives them, must hash to this loop's queue.
+    tcp_->set_local_port_filter([steering = options_.steering,
+                                 queue = options_.queue](const net::tcp::FourTuple& t) {
+      auto v4 = [](const net::tcp::IpAddr& a) {
+        return uint32_t{a.bytes[0]} << 24 | uint32_t{a.bytes[1]} << 16 | uint32_t{a.bytes[2]} << 8 |
+               a.bytes[3];
+      };
+      return steering->queue_for(v4(t.remote), v4(t.local), t.remote_port, t.local_port) == queue;
+    });
+  }
 }
 
 DpdkTransport::~DpdkTransport() {
@@ -369,6 +385,7 @@ void DpdkTransport::on_frames(std::span<const RxFrame> frames, TxBatch& tx) {
     net::RxMeta meta;
     meta.ipv4_checksum = static_cast<net::ChecksumHint>(f.ip_checksum);
     meta.l4_checksum = static_cast<net::ChecksumHint>(f.l4_checksum);
+    meta.replica = f.replica;
     // Zero copy: the mbuf's bytes as they are (impairment copies only what it holds or flips).
     rx_impair_->receive(
         f.bytes, meta, now,

@@ -20,6 +20,7 @@
 #include "dataplane/net/stack.h"
 #include "dataplane/net/tcp/l4_binding.h"
 #include "dataplane/net/tcp/tcp.h"
+#include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/transport.h"
 #include "platform/clock/clock.h"
@@ -70,6 +71,11 @@ struct DpdkTransportOptions {
   // cookies or aim hash collisions at the table. Only tests needing reproducible sequence
   // numbers turn it off.
   bool random_secrets = true;
+  // Several loops on the port (DpdkRuntime::flow_steering()): this transport is `queue`'s, and
+  // its active opens take only source ports whose flow hashes to that queue, so the replies
+  // arrive at (or are handed to) this loop. Null with one loop.
+  std::shared_ptr<const FlowSteering> steering;
+  uint16_t queue = 0;
 };
 
 class DpdkTransport final : public Transport, public FrameHandler {

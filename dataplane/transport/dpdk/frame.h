@@ -18,6 +18,9 @@ struct RxFrame {
   uint16_t port = 0;               // the port's index in the config (dataplane.dpdk.ports)
   RxChecksum ip_checksum = RxChecksum::kUnknown;
   RxChecksum l4_checksum = RxChecksum::kUnknown;  // TCP or UDP
+  // An ARP frame another loop received and answers, copied to this one to learn from (several
+  // worker lcores on a port: flow_steering.h); the stack must not answer it.
+  bool replica = false;
 };
 
 // What a port can do itself (port.h). The stack asks for checksums through TxOffload whatever

@@ -24,7 +24,11 @@ namespace herald::dataplane::dpdk {
   X(tx_bad_offload_drops, "tx frames whose checksum request did not fit the frame (refused)") \
   X(tx_hw_checksums, "tx frames checksummed by the port")                                     \
   X(tx_sw_checksums, "tx frames checksummed in software (the port lacks the offload)")        \
-  X(sleeps, "idle sleeps (adaptive / blocking poll mode)")
+  X(sleeps, "idle sleeps (adaptive / blocking poll mode)")                                    \
+  X(steered_out, "frames received here but owned by another loop's lcore: handed over")       \
+  X(steered_in, "frames another loop received and handed to this one (its own flows)")        \
+  X(steered_copies, "ARP frames copied to every other loop (each learns; this one answers)")  \
+  X(steer_ring_full_drops, "frames for another loop dropped: its hand-off ring was full")
 
 class RelaxedCounter {
  public:

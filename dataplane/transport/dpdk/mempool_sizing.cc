@@ -1,6 +1,8 @@
 // The mbuf pool's size formula (mempool_sizing.h): pure arithmetic in 64 bits, checked bounds.
 #include "dataplane/transport/dpdk/mempool_sizing.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -12,10 +14,18 @@ uint64_t round_up_pow2_minus_1(uint64_t n) {
   return m;
 }
 
+uint32_t handoff_ring_slots(uint32_t ports, uint32_t rx_descriptors, uint32_t loops) {
+  if (loops <= 1) return 0;
+  const uint64_t want = uint64_t{ports} * rx_descriptors + 1;  // a ring holds slots - 1
+  uint64_t slots = 1;
+  while (slots < want) slots <<= 1;
+  return static_cast<uint32_t>(std::min<uint64_t>(slots, uint64_t{1} << 30));
+}
+
 std::string MempoolSize::to_string() const {
   return absl::StrCat("rings=", rings, " bursts=", bursts, " caches=", caches,
-                      " connections=", connections, " needed=", needed, " mbufs=", mbufs,
-                      " bytes=", bytes);
+                      " connections=", connections, " handoffs=", handoffs, " needed=", needed,
+                      " mbufs=", mbufs, " bytes=", bytes);
 }
 
 absl::StatusOr<MempoolSize> mempool_size(const MempoolInputs& in) {
@@ -38,7 +48,8 @@ absl::StatusOr<MempoolSize> mempool_size(const MempoolInputs& in) {
         " mbufs each is more than the ", kMaxMempoolMbufs, " mbufs a DPDK mempool holds"));
   }
   out.connections = in.connections * in.mbufs_per_connection;
-  out.needed = out.rings + out.bursts + out.caches + out.connections;
+  out.handoffs = uint64_t{in.lcores} * in.handoff_ring_slots;
+  out.needed = out.rings + out.bursts + out.caches + out.connections + out.handoffs;
   if (out.needed > kMaxMempoolMbufs) {
     return absl::InvalidArgumentError(absl::StrCat("mempool sizing: ", out.needed,
                                                    " mbufs needed, more than the ",

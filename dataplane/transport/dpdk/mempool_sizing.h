@@ -21,7 +21,15 @@ struct MempoolInputs {
   uint64_t connections = 0;
   uint32_t mbufs_per_connection = 0;
   uint64_t element_bytes = 2432;  // one mbuf with its headers, as the pool lays it out
+  // Slots of each loop's hand-off ring when several loops share the ports
+  // (handoff_ring_slots()); 0 for one loop.
+  uint32_t handoff_ring_slots = 0;
 };
+
+// Each loop's hand-off ring (port_loop.h LoopSteering) when `loops` > 1, else 0: a power of two
+// (rte_ring) holding at least what every rx ring of the loop's ports can deliver at once,
+// so a loop a whole rx ring behind still takes what the others hand it.
+[[nodiscard]] uint32_t handoff_ring_slots(uint32_t ports, uint32_t rx_descriptors, uint32_t loops);
 
 // The formula, term by term (what the start-up log prints):
 //   rings       = ports * (rx_queues * rx_descriptors + tx_queues * tx_descriptors)
@@ -34,7 +42,9 @@ struct MempoolInputs {
 //                 available to other lcores;
 //   connections = connections * mbufs_per_connection
 //                 segments the stack holds per connection (unacknowledged, out of order);
-//   needed = rings + bursts + caches + connections
+//   handoffs    = lcores * handoff_ring_slots
+//                 frames waiting in the loops' hand-off rings (several loops only);
+//   needed = rings + bursts + caches + connections + handoffs
 //   mbufs  = the smallest 2^k - 1 >= needed (a mempool's ring has 2^k slots, one kept empty,
 //            so 2^k - 1 objects use it fully: DPDK's rte_mempool_create documentation)
 //   bytes  = mbufs * element_bytes
@@ -43,6 +53,7 @@ struct MempoolSize {
   uint64_t bursts = 0;
   uint64_t caches = 0;
   uint64_t connections = 0;
+  uint64_t handoffs = 0;
   uint64_t needed = 0;
   uint32_t mbufs = 0;
   uint64_t bytes = 0;

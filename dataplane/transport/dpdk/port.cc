@@ -5,6 +5,7 @@
 #include <rte_mempool.h>
 
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -62,19 +63,30 @@ absl::StatusOr<Port> Port::open(const PortConfig& config, rte_mempool* pool) {
   conf.txmode.offloads =
       info.tx_offload_capa &
       (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM);
-  if (config.rx_queues > 1) {
-    // Spread connections over the loops by their addresses and ports; a port without RSS
-    // cannot have several rx queues usefully, so that is an error rather than a silent skew.
-    const uint64_t hash =
-        info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
-    if (hash == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("dpdk port ", config.index, " (", config.device, "): ", config.rx_queues,
-                       " rx queues need RSS, which the driver ", port.driver_, " does not have"));
-    }
-    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-    conf.rx_adv_conf.rss_conf.rss_hf = hash;
+  // Several rx queues: RSS where the driver has it with a key we can set, so the NIC puts each
+  // flow on the queue our software steering names; without it (memif, af_packet, null) frames
+  // arrive on any queue and the loops hand them to their owners (port_loop.h).
+  const uint64_t rss_hash = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+  const bool hardware_rss =
+      config.rx_queues > 1 && config.steering != nullptr &&
+      (info.flow_type_rss_offloads & rss_hash) == rss_hash && info.hash_key_size == kRssKeyBytes &&
+      info.reta_size >= config.steering->table_size() &&
+      (info.reta_size & (info.reta_size - 1)) == 0 && info.reta_size <= RTE_ETH_RSS_RETA_SIZE_512;
+  uint8_t rss_key[kRssKeyBytes];
+  std::memcpy(rss_key, kSymmetricRssKey.data(), kRssKeyBytes);
+  if (config.rx_queues > 1 && config.steering == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("dpdk port ", config.index, " (", config.device,
+                                                   "): several rx queues need flow steering"));
   }
+  if (hardware_rss) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_key = rss_key;
+    conf.rx_adv_conf.rss_conf.rss_key_len = kRssKeyBytes;
+    conf.rx_adv_conf.rss_conf.rss_hf = rss_hash;
+  }
+  port.rx_spread_ = config.rx_queues == 1 ? RxSpread::kSingleQueue
+                    : hardware_rss        ? RxSpread::kHardwareRss
+                                          : RxSpread::kSoftware;
   if (int rc = rte_eth_dev_configure(port_id, config.rx_queues, config.tx_queues, &conf); rc != 0) {
     return dpdk_error(config, "rte_eth_dev_configure", rc);
   }
@@ -105,6 +117,22 @@ absl::StatusOr<Port> Port::open(const PortConfig& config, rte_mempool* pool) {
     return dpdk_error(config, "rte_eth_dev_start", rc);
   }
   port.started_ = true;
+  if (hardware_rss) {
+    // The NIC indexes its table with the hash's low bits, as FlowSteering does with fewer of
+    // them: entry i is the steering table's entry i mod its size, so both name the same queue
+    // for every hash (both sizes powers of two, the NIC's the larger).
+    std::vector<rte_eth_rss_reta_entry64> reta((info.reta_size + RTE_ETH_RETA_GROUP_SIZE - 1) /
+                                               RTE_ETH_RETA_GROUP_SIZE);
+    for (uint16_t i = 0; i < info.reta_size; ++i) {
+      rte_eth_rss_reta_entry64& group = reta[i / RTE_ETH_RETA_GROUP_SIZE];
+      group.mask |= uint64_t{1} << (i % RTE_ETH_RETA_GROUP_SIZE);
+      group.reta[i % RTE_ETH_RETA_GROUP_SIZE] =
+          config.steering->table()[i & (config.steering->table_size() - 1u)];
+    }
+    if (int rc = rte_eth_dev_rss_reta_update(port_id, reta.data(), info.reta_size); rc != 0) {
+      return dpdk_error(config, "rte_eth_dev_rss_reta_update", rc);
+    }
+  }
   if (config.promiscuous) {
     // Some virtual drivers have no such mode (they see every frame anyway): say so, go on.
     if (int rc = rte_eth_promiscuous_enable(port_id); rc != 0) {
@@ -132,6 +160,9 @@ absl::StatusOr<Port> Port::open(const PortConfig& config, rte_mempool* pool) {
       .kv("rx_descriptors", rx_desc)
       .kv("tx_descriptors", tx_desc)
       .kv("promiscuous", port.promiscuous_)
+      .kv("rx_spread", std::string(port.rx_spread_ == RxSpread::kSingleQueue   ? "single_queue"
+                                   : port.rx_spread_ == RxSpread::kHardwareRss ? "hardware_rss"
+                                                                               : "software"))
       .kv("link_up", link.up)
       .kv("speed_mbps", link.speed_mbps)
       .kv("rx_cksum_ipv4", off.rx_ipv4_checksum)
@@ -149,6 +180,7 @@ Port::Port(Port&& other) noexcept
       mac_(other.mac_),
       offloads_(other.offloads_),
       promiscuous_(other.promiscuous_),
+      rx_spread_(other.rx_spread_),
       rx_descriptors_(other.rx_descriptors_),
       tx_descriptors_(other.tx_descriptors_) {}
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/frame.h"
 
 struct rte_mempool;
@@ -24,6 +25,16 @@ struct PortConfig {
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
   bool promiscuous = false;
+  // Several rx queues: the key and table the NIC's RSS is programmed with when it has RSS, so
+  // that it puts a flow on the queue the loops' software steering says (null with one queue).
+  const FlowSteering* steering = nullptr;
+};
+
+// How a port with several rx queues spreads flows over them.
+enum class RxSpread : uint8_t {
+  kSingleQueue,  // one rx queue
+  kHardwareRss,  // the NIC hashes with our symmetric key and table: flows arrive on their loop
+  kSoftware,     // no usable RSS (memif, af_packet, null): the loops hand frames to their owner
 };
 
 struct LinkStatus {
@@ -34,9 +45,10 @@ struct LinkStatus {
 
 class Port {
  public:
-  // Finds the probed ethdev for `config.device`, configures it (RSS over the rx queues when
-  // there are several; the checksum offloads it has), sets up every queue on `pool`, starts it
-  // and sets promiscuous mode. Errors name the port and the DPDK call.
+  // Finds the probed ethdev for `config.device`, configures it (with several rx queues, RSS with
+  // the symmetric key and config.steering's table when the driver has RSS with a 40-byte key,
+  // else software steering; the checksum offloads it has), sets up every queue on `pool`, starts
+  // it and sets promiscuous mode. Errors name the port and the DPDK call.
   static absl::StatusOr<Port> open(const PortConfig& config, rte_mempool* pool);
 
   Port(Port&& other) noexcept;
@@ -52,6 +64,7 @@ class Port {
   std::string mac_string() const;  // "02:00:00:00:00:01"
   const PortOffloads& offloads() const { return offloads_; }
   bool promiscuous() const { return promiscuous_; }
+  RxSpread rx_spread() const { return rx_spread_; }
   // Descriptors per queue after the driver's adjustment (rte_eth_dev_adjust_nb_rx_tx_desc).
   uint16_t rx_descriptors() const { return rx_descriptors_; }
   uint16_t tx_descriptors() const { return tx_descriptors_; }
@@ -77,6 +90,7 @@ class Port {
   std::array<uint8_t, 6> mac_{};
   PortOffloads offloads_;
   bool promiscuous_ = false;
+  RxSpread rx_spread_ = RxSpread::kSingleQueue;
   uint16_t rx_descriptors_ = 0;
   uint16_t tx_descriptors_ = 0;
 };

@@ -7,6 +7,7 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_pause.h>
+#include <rte_ring.h>
 #include <rte_tcp.h>
 #include <rte_udp.h>
 #include <time.h>
@@ -46,8 +47,8 @@ constexpr uint8_t kUdpHeaderBytes = 8;
 }  // namespace
 
 PortLoop::PortLoop(const LoopConfig& config, std::vector<LoopPort> ports, rte_mempool* pool,
-                   FrameHandler& handler)
-    : config_(config), pool_(pool), handler_(handler) {
+                   FrameHandler& handler, const LoopSteering* steering)
+    : config_(config), pool_(pool), handler_(handler), steering_(steering) {
   HERALD_CHECK(config_.burst_size > 0, "a port loop needs a burst size");
   HERALD_CHECK(pool_ != nullptr, "a port loop needs a mempool");
   const uint32_t room = rte_pktmbuf_data_room_size(pool_);
@@ -65,6 +66,15 @@ PortLoop::PortLoop(const LoopConfig& config, std::vector<LoopPort> ports, rte_me
   rx_mbufs_.resize(config_.burst_size);
   rx_frames_.resize(config_.burst_size);
   tx_mbufs_.resize(config_.burst_size);
+  if (steering_ != nullptr) {
+    HERALD_CHECK(steering_->steering != nullptr &&
+                     steering_->rings.size() == steering_->steering->queues() &&
+                     config_.queue < steering_->rings.size(),
+                 "loop steering: one ring per queue, this loop's queue among them");
+    // A port's burst stages at most burst_size frames per loop before hand_over() empties them.
+    staged_.resize(steering_->rings.size());
+    for (auto& staged : staged_) staged.reserve(config_.burst_size);
+  }
 }
 
 PortLoop::~PortLoop() {
@@ -110,26 +120,9 @@ bool PortLoop::poll_once() {
         rte_eth_rx_burst(state.port.port_id, config_.queue, rx_mbufs_.data(), config_.burst_size);
     if (n == 0) continue;
     work = true;
-    uint16_t frames = 0;
-    uint64_t bytes = 0;
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_mbuf* m = rx_mbufs_[i];
-      bytes += m->pkt_len;
-      // Frames up to the MTU fit one mbuf; a chained one means a driver or MTU setting the
-      // stack does not expect: dropped and counted rather than half-read.
-      if (m->nb_segs != 1) {
-        stats_.rx_multi_segment_drops.add(1);
-        continue;
-      }
-      rx_frames_[frames++] =
-          RxFrame{std::span<const uint8_t>(rte_pktmbuf_mtod(m, const uint8_t*), m->data_len),
-                  state.port.index, ip_verdict(m->ol_flags), l4_verdict(m->ol_flags)};
-    }
-    stats_.rx_packets.add(n);
-    stats_.rx_bytes.add(bytes);
-    if (frames != 0) handler_.on_frames(std::span<const RxFrame>(rx_frames_.data(), frames), *this);
-    rte_pktmbuf_free_bulk(rx_mbufs_.data(), n);
+    receive(state, n);
   }
+  if (steering_ != nullptr && receive_handed_over()) work = true;
   if (handler_.on_turn(rte_rdtsc(), *this)) work = true;
   for (PortState& state : ports_) {
     if (!state.pending.empty()) {
@@ -139,6 +132,94 @@ bool PortLoop::poll_once() {
   }
   if (!work) stats_.empty_polls.add(1);
   return work;
+}
+
+void PortLoop::receive(const PortState& state, uint16_t count) {
+  uint16_t frames = 0;
+  uint16_t kept = 0;  // mbufs this loop frees after its handler: its own frames and the drops
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < count; ++i) {
+    rte_mbuf* m = rx_mbufs_[i];
+    bytes += m->pkt_len;
+    // Frames up to the MTU fit one mbuf; a chained one means a driver or MTU setting the
+    // stack does not expect: dropped and counted rather than half-read.
+    if (m->nb_segs != 1) {
+      stats_.rx_multi_segment_drops.add(1);
+      rx_mbufs_[kept++] = m;
+      continue;
+    }
+    const std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), m->data_len);
+    if (steering_ != nullptr) {
+      const FlowSteering::Owner owner = steering_->steering->owner(frame);
+      if (owner.kind == FlowSteering::Owner::Kind::kQueue && owner.queue != config_.queue) {
+        staged_[owner.queue].push_back(m);  // the owner frees it
+        continue;
+      }
+      if (owner.kind == FlowSteering::Owner::Kind::kEvery) {
+        // One mbuf, one reference per loop: each frees its own.
+        for (uint16_t q = 0; q < staged_.size(); ++q) {
+          if (q == config_.queue) continue;
+          rte_mbuf_refcnt_update(m, 1);
+          staged_[q].push_back(m);
+          stats_.steered_copies.add(1);
+        }
+      }
+    }
+    rx_frames_[frames++] =
+        RxFrame{frame, state.port.index, ip_verdict(m->ol_flags), l4_verdict(m->ol_flags)};
+    rx_mbufs_[kept++] = m;
+  }
+  stats_.rx_packets.add(count);
+  stats_.rx_bytes.add(bytes);
+  // Handed over before this loop's own work, so the owner sees them on its next turn.
+  if (steering_ != nullptr) hand_over();
+  deliver(frames, rx_mbufs_.data(), kept);
+}
+
+void PortLoop::hand_over() {
+  for (uint16_t q = 0; q < staged_.size(); ++q) {
+    std::vector<rte_mbuf*>& staged = staged_[q];
+    if (staged.empty()) continue;
+    const auto count = static_cast<unsigned>(staged.size());
+    const unsigned taken = rte_ring_mp_enqueue_burst(
+        steering_->rings[q], reinterpret_cast<void* const*>(staged.data()), count, nullptr);
+    stats_.steered_out.add(taken);
+    if (taken < count) {
+      // The owner is that far behind: dropping here is what a full rx ring would have done
+      // (TCP retransmits), and this loop never waits on another.
+      stats_.steer_ring_full_drops.add(count - taken);
+      rte_pktmbuf_free_bulk(staged.data() + taken, count - taken);
+    }
+    staged.clear();
+  }
+}
+
+bool PortLoop::receive_handed_over() {
+  const unsigned n = rte_ring_sc_dequeue_burst(steering_->rings[config_.queue],
+                                               reinterpret_cast<void**>(rx_mbufs_.data()),
+                                               config_.burst_size, nullptr);
+  if (n == 0) return false;
+  stats_.steered_in.add(n);
+  for (unsigned i = 0; i < n; ++i) {
+    rte_mbuf* m = rx_mbufs_[i];
+    // The driver stamped the ethdev it came from; the stack wants its index in the config.
+    uint16_t index = UINT16_MAX;  // not one of ours: the stack counts it (rx_other_port)
+    for (const PortState& state : ports_) {
+      if (state.port.port_id == m->port) index = state.port.index;
+    }
+    const std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), m->data_len);
+    const bool replica =
+        steering_->steering->owner(frame).kind == FlowSteering::Owner::Kind::kEvery;
+    rx_frames_[i] =
+        RxFrame{frame, index, ip_verdict(m->ol_flags), l4_verdict(m->ol_flags), replica};
+  }
+  deliver(static_cast<uint16_t>(n), rx_mbufs_.data(), static_cast<uint16_t>(n));
+  return true;
+}
+
+void PortLoop::deliver(uint16_t frames, rte_mbuf** mbufs, uint16_t mbuf_count) {
+  if (frames != 0) handler_.on_frames(std::span<const RxFrame>(rx_frames_.data(), frames), *this);
+  if (mbuf_count != 0) rte_pktmbuf_free_bulk(mbufs, mbuf_count);
 }
 
 std::span<uint8_t> PortLoop::append(uint16_t port, uint16_t length, const TxOffload& offload) {

@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "dataplane/transport/dpdk/dpdk_settings.h"
+#include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/dpdk/loop_stats.h"
 
 struct rte_mbuf;
 struct rte_mempool;
+struct rte_ring;
 
 namespace herald::dataplane::dpdk {
 
@@ -34,6 +36,17 @@ struct LoopConfig {
   uint32_t idle_sleep_us = 100;
 };
 
+// Several loops sharing a port's traffic (DpdkRuntime makes it when rx_queues > 1): who owns a
+// frame, and every loop's hand-off ring (multi-producer: any loop hands over; single-consumer:
+// its owner drains it). A frame a loop receives for another loop's flow goes through the ring,
+// so a connection is only ever touched by one lcore whatever queue the port put it on: a NIC
+// whose RSS uses our key and table never needs the ring (except for ARP); af_packet's kernel
+// fanout, memif and anything without RSS do.
+struct LoopSteering {
+  const FlowSteering* steering = nullptr;
+  std::vector<rte_ring*> rings;  // rings[q]: loop q's
+};
+
 // Attempts of a tx burst on a full ring before the rest of the batch is dropped: enough to ride
 // out a NIC that is a few descriptors behind, short enough not to stall the loop's rx.
 inline constexpr int kTxBurstAttempts = 4;
@@ -41,9 +54,10 @@ inline constexpr int kTxBurstAttempts = 4;
 class PortLoop final : private TxBatch {
  public:
   // `ports`: the ports this loop polls and sends on (any subset, each once), addressed by
-  // LoopPort::index. `pool` gives tx mbufs.
+  // LoopPort::index. `pool` gives tx mbufs. `steering` (outlives the loop): null for a loop
+  // alone on its ports; else config.queue is this loop's ring in it.
   PortLoop(const LoopConfig& config, std::vector<LoopPort> ports, rte_mempool* pool,
-           FrameHandler& handler);
+           FrameHandler& handler, const LoopSteering* steering = nullptr);
   ~PortLoop() override;
   PortLoop(const PortLoop&) = delete;
   PortLoop& operator=(const PortLoop&) = delete;
@@ -69,6 +83,14 @@ class PortLoop final : private TxBatch {
   };
 
   std::span<uint8_t> append(uint16_t port, uint16_t length, const TxOffload& offload) override;
+  // Frames from the port: this loop's own to the handler, others' staged for their rings.
+  void receive(const PortState& state, uint16_t count);
+  // The staged frames into their owners' rings (what does not fit is dropped and counted).
+  void hand_over();
+  // Frames other loops handed to this one; true when there were some.
+  bool receive_handed_over();
+  // The handler's turn on rx_frames_[0, frames), then the mbufs freed.
+  void deliver(uint16_t frames, rte_mbuf** mbufs, uint16_t mbuf_count);
   // Sends `state`'s batch; returns frames the port took.
   uint32_t flush(PortState& state);
   // Fills in the checksums `pending.offload` asks for, by the port or in software. False when
@@ -85,6 +107,8 @@ class PortLoop final : private TxBatch {
   std::vector<rte_mbuf*> rx_mbufs_;
   std::vector<RxFrame> rx_frames_;
   std::vector<rte_mbuf*> tx_mbufs_;
+  const LoopSteering* steering_;
+  std::vector<std::vector<rte_mbuf*>> staged_;  // [queue]: frames for that loop, this turn
   uint32_t idle_turns_ = 0;
   LoopStats stats_;
 };

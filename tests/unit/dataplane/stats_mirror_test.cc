@@ -213,6 +213,48 @@ TEST(StatsMirror, DpdkTablesWhenAsked) {
   EXPECT_EQ(counter(s, "dp.dpdk.transport.close.peer_reset"), 1u);
 }
 
+// The levels the soak test watches (TCP blocks, SYN queue, ring bytes, the mbuf pool) are
+// gauges: published as values, so they come back down in the segment when they fall.
+TEST(StatsMirror, DpdkLevelsAreGaugesThatComeBackDown) {
+  counters::CountersSegment segment = make_segment();
+  StatsMirror mirror({.worker = 0, .with_dpdk = true});
+  ASSERT_TRUE(mirror.attach(segment.fd()).ok());
+  FakeWorker w;
+  net::tcp::TcpStats tcp;
+  DpdkPoolGauges pool;
+  WorkerStatsView v = w.view();
+  v.tcp = &tcp;
+  v.dpdk_pool = &pool;
+  auto publish = [&](uint64_t blocks, uint64_t syn, uint64_t time_wait, uint64_t ring_bytes,
+                     uint64_t in_use) {
+    tcp[net::tcp::TcpStats::connection_blocks] = blocks;
+    tcp[net::tcp::TcpStats::syn_queue_length] = syn;
+    tcp[net::tcp::TcpStats::time_wait_blocks] = time_wait;
+    tcp[net::tcp::TcpStats::buffer_bytes_in_use] = ring_bytes;
+    pool = {.mbufs_free = 4095 - in_use, .mbufs_in_use = in_use};
+    mirror.publish(0, v);
+    return read(segment);
+  };
+  counters::Snapshot up = publish(300'000, 96, 40, 1 << 20, 2048);
+  EXPECT_EQ(gauge(up, "dp.tcp.connection_blocks"), 300'000);
+  EXPECT_EQ(gauge(up, "dp.tcp.syn_queue_length"), 96);
+  EXPECT_EQ(gauge(up, "dp.tcp.time_wait_blocks"), 40);
+  EXPECT_EQ(gauge(up, "dp.tcp.buffer_bytes_in_use"), 1 << 20);
+  EXPECT_EQ(gauge(up, "dp.dpdk.mempool.mbufs_in_use"), 2048);
+  EXPECT_EQ(gauge(up, "dp.dpdk.mempool.mbufs_free"), 4095 - 2048);
+  counters::Snapshot down = publish(0, 0, 0, 0, 512);
+  EXPECT_EQ(gauge(down, "dp.tcp.connection_blocks"), 0);
+  EXPECT_EQ(gauge(down, "dp.tcp.syn_queue_length"), 0);
+  EXPECT_EQ(gauge(down, "dp.tcp.time_wait_blocks"), 0);
+  EXPECT_EQ(gauge(down, "dp.tcp.buffer_bytes_in_use"), 0);
+  EXPECT_EQ(gauge(down, "dp.dpdk.mempool.mbufs_in_use"), 512);
+  EXPECT_EQ(gauge(down, "dp.dpdk.mempool.mbufs_free"), 4095 - 512);
+  // Without the pool's view (workers other than 0) its gauges are left as they were.
+  v.dpdk_pool = nullptr;
+  counters::Snapshot other = publish(0, 0, 0, 0, 0);
+  EXPECT_EQ(gauge(other, "dp.dpdk.mempool.mbufs_in_use"), 512);
+}
+
 TEST(StatsMirror, WorkersWriteTheirOwnBlocksAndReadersSumThem) {
   counters::CountersSegment segment = make_segment();
   // The control plane's own thread block 0 is left alone.

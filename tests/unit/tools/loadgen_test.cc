@@ -3,8 +3,10 @@
 // the message body, and the Herald protocol adapter fed frames in arbitrary pieces.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "schemas/codec/frame_builder.h"
@@ -123,6 +125,40 @@ TEST(Merge, DuplicatesAndRedeliveriesAreSummedAndDuplicatesExitTwo) {
   EXPECT_EQ(exit_code_of(s, /*restarts_expected=*/true), 1);
 }
 
+TEST(Merge, DuplicatesOfResentMessagesAreRetryDuplicates) {
+  // Sender 0's sequence 1 was resent after its connection dropped (across a dataplane restart
+  // that is allowed to show twice); sequence 2 was sent once and still shown twice.
+  WorkerResult sender, recipient;
+  sender.acks = {{0, 1, 1}, {0, 1, 2}};
+  sender.resent_messages = {{0, 0, 1}};
+  recipient.deliveries = {{0, 1, 1}, {0, 1, 2}};
+  recipient.duplicates = 2;
+  recipient.duplicate_deliveries = {{0, 1, 1}, {0, 1, 2}};
+  Summary s = merge({sender, recipient}, one_to_one(2));
+  EXPECT_EQ(s.retry_duplicates, 1u);
+  EXPECT_EQ(s.duplicates, 1u);
+  EXPECT_EQ(exit_code_of(s), 2);
+  EXPECT_NE(to_json(s).find("\"retry_duplicates\": 1"), std::string::npos);
+  // Only the retry's: still 2 without a restart (the live dedup window should have caught it),
+  // 0 when restarts are expected.
+  recipient.duplicates = 1;
+  recipient.duplicate_deliveries = {{0, 1, 1}};
+  s = merge({sender, recipient}, one_to_one(2));
+  EXPECT_EQ(s.duplicates, 0u);
+  EXPECT_EQ(s.retry_duplicates, 1u);
+  EXPECT_EQ(exit_code_of(s), 2);
+  EXPECT_EQ(exit_code_of(s, /*restarts_expected=*/true), 0);
+  // The records travel the pipe.
+  auto back = deserialize(serialize(sender));
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->resent_messages.size(), 1u);
+  EXPECT_EQ(back->resent_messages[0].sequence, 1u);
+  back = deserialize(serialize(recipient));
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->duplicate_deliveries.size(), 1u);
+  EXPECT_EQ(back->duplicate_deliveries[0].recipient, 1u);
+}
+
 TEST(Merge, RedeliveriesAloneAreClean) {
   WorkerResult a;
   a.acks = {{0, 1, 1}};
@@ -194,6 +230,84 @@ TEST(Results, SerializeRoundTripsAndRejectsTruncation) {
     EXPECT_FALSE(deserialize(std::string_view(bytes).substr(0, cut)).ok()) << cut;
   }
   EXPECT_FALSE(deserialize(bytes + "x").ok());
+}
+
+// ---- a dataplane restart (DPDK mode's link loss) ------------------------------------------
+
+TEST(Results, LinkLossTravelsThePipe) {
+  WorkerResult r;
+  r.link_downs = 2;
+  r.link_dropped = 5000;
+  r.link_outage_ns = 1'500'000'000;
+  r.relogin_ns = 3'250'000'000;
+  auto back = deserialize(serialize(r));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->link_downs, 2u);
+  EXPECT_EQ(back->link_dropped, 5000u);
+  EXPECT_EQ(back->link_outage_ns, 1'500'000'000);
+  EXPECT_EQ(back->relogin_ns, 3'250'000'000);
+  // None: -1 both ways.
+  back = deserialize(serialize(WorkerResult{}));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->link_outage_ns, -1);
+  EXPECT_EQ(back->relogin_ns, -1);
+}
+
+TEST(Merge, RestartFigureIsTheSlowestWorkerAndNoneIfOneNeverCameBack) {
+  WorkerResult a, b, idle;
+  a.link_downs = b.link_downs = 1;
+  a.link_dropped = 10;
+  b.link_dropped = 20;
+  a.link_outage_ns = 2'000'000'000;
+  b.link_outage_ns = 1'000'000'000;
+  a.relogin_ns = 1'000'000'000;
+  b.relogin_ns = 4'000'000'000;
+  Summary s = merge({a, b, idle}, one_to_one(2));
+  EXPECT_EQ(s.link_downs, 2u);
+  EXPECT_EQ(s.link_dropped, 30u);
+  EXPECT_DOUBLE_EQ(s.link_outage_s, 2.0);
+  EXPECT_DOUBLE_EQ(s.restart_relogin_s, 4.0);
+  EXPECT_NE(to_json(s).find("\"restart_relogin_s\": 4.000"), std::string::npos) << to_json(s);
+  EXPECT_NE(to_text(s).find("logged in again 4.000 s after"), std::string::npos);
+  // A worker whose link went down and whose clients did not all come back: no figure.
+  b.relogin_ns = -1;
+  s = merge({a, b}, one_to_one(2));
+  EXPECT_LT(s.restart_relogin_s, 0);
+  EXPECT_EQ(to_json(s).find("restart_relogin_s"), std::string::npos);
+  EXPECT_NE(to_json(s).find("\"link_dropped\": 30"), std::string::npos);
+  // No link loss at all: nothing about links in the output.
+  s = merge({idle}, one_to_one(2));
+  EXPECT_EQ(to_json(s).find("link_"), std::string::npos);
+  EXPECT_EQ(to_text(s).find("dataplane restart"), std::string::npos);
+}
+
+TEST(Backoff, DoublesFromMinToMaxAndJittersWithinHalfToFull) {
+  EXPECT_EQ(Backoff::next_ms(0), Backoff::kMinMs);
+  uint32_t ms = 0;
+  std::vector<uint32_t> seen;
+  for (int i = 0; i < 10; ++i) seen.push_back(ms = Backoff::next_ms(ms));
+  EXPECT_EQ(seen[0], 100u);
+  EXPECT_EQ(seen[1], 200u);
+  EXPECT_EQ(seen[5], 3200u);
+  EXPECT_EQ(seen[6], Backoff::kMaxMs);  // 6400 capped
+  EXPECT_EQ(seen[9], Backoff::kMaxMs);
+  // No overflow from a huge current value.
+  EXPECT_EQ(Backoff::next_ms(0xffffffffu), Backoff::kMaxMs);
+  // The wait is in [delay / 2, delay], both edges reachable.
+  EXPECT_EQ(Backoff::jittered_ms(100, 0), 50);
+  EXPECT_EQ(Backoff::jittered_ms(100, 50), 100);
+  EXPECT_EQ(Backoff::jittered_ms(100, 51), 50);
+  std::mt19937_64 rng(3);
+  int64_t lo = 1 << 30, hi = 0;
+  for (int i = 0; i < 10'000; ++i) {
+    const int64_t w = Backoff::jittered_ms(5000, rng());
+    lo = std::min(lo, w);
+    hi = std::max(hi, w);
+  }
+  EXPECT_GE(lo, 2500);
+  EXPECT_LE(hi, 5000);
+  EXPECT_LT(lo, 2600);  // spread over the range: a storm's clients come back apart
+  EXPECT_GT(hi, 4900);
 }
 
 TEST(Results, PercentilesMergeAcrossWorkers) {
@@ -278,6 +392,10 @@ TEST(Options, BadFlagsExit64WithTheFlagNamed) {
        "--source-addresses"},
       {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--dpdk-lcores", "0"},
        "--dpdk-lcores"},
+      {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--dpdk-queues", "0"},
+       "--dpdk-queues"},
+      {{"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--dpdk-queues", "17"},
+       "--dpdk-queues"},
       {{"--dpdk-address", "10.0.0.2/33"}, "--dpdk-address"},
       {{"--dpdk-address", "10.0.0.2/0"}, "--dpdk-address"},
       {{"--dpdk-address", "10.0.0.2/x"}, "--dpdk-address"},
@@ -299,6 +417,11 @@ TEST(Options, DpdkModeIsOneProcessWithoutTheFdBound) {
                                 "--dpdk-address", "10.78.0.2/16", "--connections", "1000000"});
   ASSERT_FALSE(p.exit_code.has_value()) << p.message;
   EXPECT_EQ(p.options.processes, 1u);
+  EXPECT_EQ(p.options.dpdk_queues, 1u);  // one queue pair unless the dataplane has more workers
+  const ParseOutcome sixteen =
+      parse({"--dpdk-port", "net_memif0", "--dpdk-address", "10.0.0.2/24", "--dpdk-queues", "16"});
+  ASSERT_FALSE(sixteen.exit_code.has_value()) << sixteen.message;
+  EXPECT_EQ(sixteen.options.dpdk_queues, 16u);
   EXPECT_EQ(ntohl(p.options.dpdk_address.s_addr), 0x0a4e0002u);
   EXPECT_EQ(p.options.dpdk_prefix_length, 16);
   auto plain = parse_address_prefix("10.1.2.3");

@@ -27,8 +27,10 @@ struct Out {
 
 class Harness : public TcpEvents, public TcpOutput {
  public:
-  explicit Harness(TcpConfig config = defaults())
-      : wheel_({.capacity = 64, .tick_ns = 1'000'000, .levels = 4, .start_ns = clock_.now_ns()}),
+  // timers: the wheel's capacity (1 leaves no timer for the TIME-WAIT table: blocks keep it).
+  explicit Harness(TcpConfig config = defaults(), uint32_t timers = 64)
+      : wheel_(
+            {.capacity = timers, .tick_ns = 1'000'000, .levels = 4, .start_ns = clock_.now_ns()}),
         engine_(config, clock::Clock::fake(&clock_), wheel_, *this, *this) {}
 
   static TcpConfig defaults() {
@@ -118,9 +120,15 @@ class Harness : public TcpEvents, public TcpOutput {
     }
     engine_.poll();
   }
+  // Our side of the connection with the peer at peer_port_.
+  FourTuple tuple() const { return FourTuple{local_, peer_, kPort, peer_port_}; }
+  // The connection's block by id; once it is gone, its TIME-WAIT entry by tuple.
+  bool info(ConnectionInfo* out) {
+    return engine_.info(id_, out) || engine_.time_wait_info(tuple(), out);
+  }
   TcpState state() {
     ConnectionInfo info;
-    return engine_.info(id_, &info) ? info.state : TcpState::kClosed;
+    return this->info(&info) ? info.state : TcpState::kClosed;
   }
   uint64_t stat(TcpStats::Index i) const { return engine_.stats()[i]; }
 
@@ -593,7 +601,7 @@ TEST(TcpEngineTest, RstInEachSynchronizedState) {
     Harness h;
     drive_to(h, c.state);
     ConnectionInfo info;
-    ASSERT_TRUE(h.engine_.info(h.id_, &info));
+    ASSERT_TRUE(h.info(&info));
     h.log_.clear();
     h.in(kRst, info.rcv_nxt + static_cast<uint32_t>(c.seq_offset), 0);
     h.engine_.poll();
@@ -809,10 +817,79 @@ TEST(TcpEngineTest, SimultaneousCloseAndTimeWait) {
   h.in(kFin | kAck, p, iss + 2);
   EXPECT_EQ(h.pop().seg.ack, p + 1);
   h.advance_ms(1999);
-  EXPECT_EQ(h.engine_.connections(), 1u);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  EXPECT_EQ(h.engine_.connections(), 0u) << "an entry, no block";
   h.advance_ms(2);
-  EXPECT_EQ(h.engine_.connections(), 0u) << "2*MSL";
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u) << "2*MSL";
   EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+}
+
+// The gauges (connection_blocks, syn_queue_length, time_wait_blocks, time_wait_entries) follow
+// every way in and out: half-open SYNs, a cookie ACK, an established connection, TIME-WAIT
+// until 2*MSL, a TIME-WAIT entry reused by a new SYN, a half-open one given up, stop(). Each
+// returns to 0.
+TEST(TcpEngineTest, BlockAndQueueGaugesGoUpAndComeBackDown) {
+  TcpConfig c = Harness::defaults();
+  c.syn_queue = 2;
+  Harness h(c);
+  auto gauges = [&] {
+    return std::vector<uint64_t>{
+        h.stat(TcpStats::connection_blocks), h.stat(TcpStats::syn_queue_length),
+        h.stat(TcpStats::time_wait_blocks), h.stat(TcpStats::time_wait_entries)};
+  };
+  using V = std::vector<uint64_t>;
+  EXPECT_EQ(gauges(), (V{0, 0, 0, 0}));
+  h.engine_.listen(h.local_, kPort);
+  h.peer_port_ = kPeerPort + 1;
+  h.in(kSyn, 7000, 0);
+  h.peer_port_ = kPeerPort + 2;
+  h.in(kSyn, 8000, 0);
+  EXPECT_EQ(gauges(), (V{2, 2, 0, 0})) << "two half-open";
+  // The queue is full: a cookie (no block, no queue entry), then its ACK makes a block.
+  h.out_.clear();
+  h.peer_port_ = kPeerPort + 3;
+  h.in(kSyn, 9000, 0);
+  EXPECT_EQ(gauges(), (V{2, 2, 0, 0})) << "a cookie holds nothing";
+  const uint32_t cookie = h.pop().seg.seq;
+  h.in(kAck, 9001, cookie + 1);
+  const ConnectionId cookie_id = h.id_;
+  EXPECT_EQ(gauges(), (V{3, 2, 0, 0}));
+  // The first half-open one completes; our close then the peer's FIN: TIME-WAIT.
+  h.peer_port_ = kPeerPort + 1;
+  h.out_.clear();
+  h.in(kSyn, 7000, 0);  // a retransmitted SYN: the SYN-ACK again
+  Out sa = h.pop();
+  h.in(kAck, 7001, sa.seg.seq + 1);
+  EXPECT_EQ(gauges(), (V{3, 1, 0, 0}));
+  const uint32_t iss = sa.seg.seq;
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, 7001, iss + 2);
+  h.in(kFin | kAck, 7001, iss + 2);
+  EXPECT_EQ(gauges(), (V{2, 1, 0, 1})) << "TIME-WAIT is an entry, not a block";
+  h.advance_ms(2001);
+  EXPECT_EQ(gauges(), (V{2, 1, 0, 0})) << "2*MSL";
+  // TIME-WAIT again on the cookie connection (port +3), this time reused by a newer SYN.
+  h.peer_port_ = kPeerPort + 3;
+  h.engine_.close(cookie_id, CloseMode::kGraceful);
+  h.in(kAck, 9001, cookie + 2);
+  h.in(kFin | kAck, 9001, cookie + 2);
+  EXPECT_EQ(gauges(), (V{1, 1, 0, 1}));
+  h.in(kSyn, 50'000, 0);  // above RCV.NXT: the TIME-WAIT entry makes way (RFC 6191)
+  EXPECT_EQ(h.stat(TcpStats::time_wait_reused), 1u);
+  EXPECT_EQ(gauges(), (V{2, 2, 0, 0})) << "the tuple is half-open now";
+  // The half-open ones give up after their SYN-ACK retransmissions.
+  h.advance_ms(20'000);
+  EXPECT_EQ(gauges(), (V{0, 0, 0, 0}));
+  // And stop() with a half-open and an established connection.
+  h.peer_port_ = kPeerPort + 4;
+  h.in(kSyn, 1000, 0);
+  h.peer_port_ = kPeerPort + 5;
+  h.out_.clear();
+  h.in(kSyn, 2000, 0);
+  h.in(kAck, 2001, h.pop().seg.seq + 1);
+  EXPECT_EQ(gauges(), (V{2, 1, 0, 0}));
+  h.engine_.stop();
+  EXPECT_EQ(gauges(), (V{0, 0, 0, 0}));
 }
 
 TEST(TcpEngineTest, PassiveCloseThroughLastAck) {
@@ -894,6 +971,45 @@ TEST(TcpEngineTest, RtoBacksOffThenAborts) {
   EXPECT_EQ(h.pop().seg.flags, kRst | kAck);
   EXPECT_EQ(h.log_.back(), "closed:retransmit_timeout");
   EXPECT_EQ(h.stat(TcpStats::aborted_retransmit), 1u);
+}
+
+// After the application closed, a vanished peer costs max_orphan_retransmits RTOs, not
+// max_retransmits: the FIN (and data before it) is resent that often, then the block is reset.
+TEST(TcpEngineTest, AClosedConnectionGivesUpAfterTheOrphanRetries) {
+  TcpConfig config = Harness::defaults();
+  config.max_retransmits = 5;
+  config.max_orphan_retransmits = 2;
+  Harness h(config);
+  uint32_t iss = h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 'a'));
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.out_.clear();
+  for (uint64_t w : {1000, 2000}) {  // two retransmissions, each with the FIN
+    h.advance_ms(w);
+    ASSERT_FALSE(h.out_.empty()) << w;
+    EXPECT_EQ(h.out_.back().seg.seq, iss + 1);
+    h.out_.clear();
+  }
+  h.advance_ms(4000);  // the third RTO: past the orphan limit
+  EXPECT_EQ(h.pop().seg.flags, kRst | kAck);
+  EXPECT_EQ(h.log_.back(), "closed:retransmit_timeout");
+  EXPECT_EQ(h.stat(TcpStats::aborted_retransmit), 1u);
+  EXPECT_EQ(h.stat(TcpStats::aborted_orphan_retransmit), 1u);
+}
+
+// The orphan limit never extends the ordinary one.
+TEST(TcpEngineTest, TheOrphanLimitIsCappedByMaxRetransmits) {
+  TcpConfig config = Harness::defaults();  // max_retransmits 3
+  config.max_orphan_retransmits = 10;
+  Harness h(config);
+  (void)h.establish();
+  h.out_.clear();
+  h.engine_.send(h.id_, std::vector<uint8_t>(10, 'a'));
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.advance_ms(1000 + 2000 + 4000 + 8000);
+  EXPECT_EQ(h.log_.back(), "closed:retransmit_timeout");
+  EXPECT_EQ(h.stat(TcpStats::aborted_orphan_retransmit), 1u);
 }
 
 TEST(TcpEngineTest, RttSamplesSetRto) {
@@ -1509,7 +1625,7 @@ TEST(TcpEngineTest, FinWait2TimesOutWhenThePeerGoesSilent) {
 }
 
 // RFC 6191: a SYN above the old incarnation (ISN here, timestamps when both used them) takes
-// over the TIME-WAIT block; an older one does not.
+// over the TIME-WAIT entry; an older one does not.
 TEST(TcpEngineTest, TimeWaitIsReusedByANewerSyn) {
   for (bool ts : {false, true}) {
     Harness h;
@@ -1530,6 +1646,7 @@ TEST(TcpEngineTest, TimeWaitIsReusedByANewerSyn) {
     ASSERT_EQ(h.out_.size(), 1u);
     EXPECT_EQ(h.pop().seg.flags, kSyn | kAck);
     EXPECT_EQ(h.engine_.connections(), 1u);
+    EXPECT_EQ(h.engine_.time_wait_entries(), 0u) << "the entry made way";
   }
 }
 
@@ -1678,7 +1795,336 @@ TEST(TcpEngineBuffers, TimeWaitHoldsNoRing) {
   EXPECT_EQ(h.stat(TcpStats::time_wait_entered), 1u);
   EXPECT_EQ(h.engine_.memory().buffers_bytes, 0u);
   EXPECT_EQ(h.engine_.memory().ranges_bytes, 0u);
-  EXPECT_EQ(h.engine_.connections(), 1u);  // the TIME-WAIT block
+  EXPECT_EQ(h.engine_.connections(), 0u);  // no block: a TIME-WAIT entry
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+}
+
+// ------------------------------------------------------------------ the TIME-WAIT table
+
+// We close first; the peer ACKs our FIN and sends its own: TIME-WAIT once the application has
+// its on_closed. The peer's FIN carries TSval 300 when timestamps are on. Returns our ISS.
+uint32_t to_time_wait(Harness& h, bool ts = false) {
+  const uint32_t iss = h.establish(ts);
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, kPeerIsn + 1, iss + 2, "", 4000, ts, 299, 0);
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 2, "", 4000, ts, 300, 0);
+  h.out_.clear();
+  return iss;
+}
+
+TEST(TcpTimeWait, EnteringFreesTheBlockForAnEntry) {
+  Harness h;
+  const uint32_t iss = h.establish();
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, kPeerIsn + 1, iss + 2);  // FIN-WAIT-2
+  EXPECT_EQ(h.stat(TcpStats::connection_blocks), 1u);
+  h.log_.clear();
+  h.out_.clear();
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 2);
+  // The application sees what it always did: the peer's FIN, then the normal end.
+  EXPECT_EQ(h.log_, (std::vector<std::string>{"peer_closed", "closed:normal"}));
+  Out ack = h.pop();
+  EXPECT_EQ(ack.seg.flags, kAck);
+  EXPECT_EQ(ack.seg.ack, kPeerIsn + 2);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entered), 1u);
+  EXPECT_EQ(h.stat(TcpStats::connection_blocks), 0u);
+  EXPECT_EQ(h.engine_.connections(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_blocks), 0u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entries), 1u);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  ConnectionInfo info;
+  EXPECT_FALSE(h.engine_.info(h.id_, &info)) << "the id went with its block";
+  ASSERT_TRUE(h.engine_.time_wait_info(h.tuple(), &info));
+  EXPECT_EQ(info.state, TcpState::kTimeWait);
+  EXPECT_EQ(info.snd_nxt, iss + 2);
+  EXPECT_EQ(info.rcv_nxt, kPeerIsn + 2);
+  EXPECT_EQ(TcpEngine::time_wait_entry_bytes(), 56u);
+  EXPECT_GE(h.engine_.memory().time_wait_bytes, 256u * 56u) << "one chunk of entries";
+  EXPECT_EQ(h.engine_.memory().buffers_bytes, 0u);
+  // The tuple is taken while TIME-WAIT lasts: connect() to it is refused.
+  EXPECT_EQ(h.engine_.connect(h.local_, kPort, h.peer_, kPeerPort), kNoConnection);
+  EXPECT_EQ(h.stat(TcpStats::active_opens), 0u);
+}
+
+// A FIN again (our ACK was lost) is ACKed as the block did, and 2*MSL starts over from it.
+TEST(TcpTimeWait, RetransmittedFinIsAckedAndRestarts2Msl) {
+  Harness h;
+  const uint32_t iss = to_time_wait(h, true);
+  h.advance_ms(500);
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 2, "", 4000, true, 301, 0);
+  Out ack = h.pop();
+  EXPECT_EQ(ack.seg.flags, kAck);
+  EXPECT_EQ(ack.seg.seq, iss + 2);
+  EXPECT_EQ(ack.seg.ack, kPeerIsn + 2);
+  EXPECT_EQ(ack.seg.window, 4000u >> 2) << "recv_buffer_bytes at our window scale";
+  EXPECT_TRUE(ack.seg.options.has_timestamps);
+  EXPECT_EQ(ack.seg.options.ts_ecr, 300u) << "TS.Recent: the FIN's, not the resent one's";
+  EXPECT_EQ(h.stat(TcpStats::drop_out_of_window), 1u);
+  h.advance_ms(1999);  // past the first 2*MSL, 1 ms before the restarted one ends
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 0u);
+  h.advance_ms(1);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entries), 0u);
+  EXPECT_EQ(h.wheel_.armed_count(), 0u) << "the table's timer is off when it is empty";
+}
+
+// RFC 1337: an exact RST does not end TIME-WAIT; an inexact one in the window gets a challenge
+// ACK (RFC 5961); one outside the window nothing.
+TEST(TcpTimeWait, RstIsIgnored) {
+  Harness h;
+  to_time_wait(h);
+  const uint32_t rcv_nxt = kPeerIsn + 2;
+  h.in(kRst, rcv_nxt, 0);
+  EXPECT_EQ(h.stat(TcpStats::rst_in_time_wait), 1u);
+  EXPECT_TRUE(h.out_.empty());
+  EXPECT_EQ(h.state(), TcpState::kTimeWait);
+  h.in(kRst, rcv_nxt + 10, 0);
+  EXPECT_EQ(h.stat(TcpStats::challenge_acks), 1u);
+  EXPECT_EQ(h.pop().seg.flags, kAck);
+  h.in(kRst, rcv_nxt + 100'000, 0);
+  EXPECT_EQ(h.stat(TcpStats::drop_rst_out_of_window), 1u);
+  EXPECT_TRUE(h.out_.empty());
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  EXPECT_EQ(h.stat(TcpStats::rst_received), 0u);
+}
+
+// An old duplicate (a lost ACK, a spurious resend) is answered with an ACK of RCV.NXT; with
+// SACK agreed it reports the duplicate as a D-SACK block (RFC 2883), once.
+TEST(TcpTimeWait, OldDuplicateGetsAnAck) {
+  for (bool sack : {false, true}) {
+    SCOPED_TRACE(sack ? "sack" : "no sack");
+    Harness h;
+    h.syn_sack_ = sack;
+    const uint32_t iss = h.establish();
+    const uint32_t p = kPeerIsn + 1;
+    h.in(kAck, p, iss + 1, "hello");
+    EXPECT_EQ(h.received_, "hello");
+    h.engine_.close(h.id_, CloseMode::kGraceful);
+    h.in(kAck, p + 5, iss + 2);
+    h.in(kFin | kAck, p + 5, iss + 2);
+    ASSERT_EQ(h.engine_.time_wait_entries(), 1u);
+    h.out_.clear();
+    h.in(kAck | kPsh, p, iss + 2, "hello");
+    Out ack = h.pop();
+    EXPECT_EQ(ack.seg.flags, kAck);
+    EXPECT_EQ(ack.seg.seq, iss + 2);
+    EXPECT_EQ(ack.seg.ack, p + 6);
+    if (sack) {
+      ASSERT_EQ(ack.seg.options.sack_count, 1u);
+      EXPECT_EQ(ack.seg.options.sack[0].left, p);
+      EXPECT_EQ(ack.seg.options.sack[0].right, p + 5);
+      EXPECT_EQ(h.stat(TcpStats::dsack_sent), 1u);
+    } else {
+      EXPECT_EQ(ack.seg.options.sack_count, 0u);
+    }
+    EXPECT_EQ(h.received_, "hello") << "nothing delivered twice";
+    EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  }
+}
+
+// Exactly 2*MSL after entering TIME-WAIT the entry is gone, not a tick before; then the tuple
+// is an ordinary stranger (an ACK to the listener: RST).
+TEST(TcpTimeWait, ExpiresAfterExactly2Msl) {
+  Harness h;
+  const uint32_t iss = to_time_wait(h);
+  h.advance_ms(1999);
+  h.in(kAck, kPeerIsn - 10, iss + 2, "old");  // still TIME-WAIT: an ACK answers it
+  EXPECT_EQ(h.pop().seg.flags, kAck);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  h.advance_ms(1);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+  h.in(kAck, kPeerIsn - 10, iss + 2, "old");
+  EXPECT_EQ(h.pop().seg.flags, kRst);
+  EXPECT_EQ(h.stat(TcpStats::rst_listen_ack), 1u);
+}
+
+// A wheel that has not come round yet (it fires up to a tick late) does not stretch 2*MSL: the
+// entry is found expired and ends there.
+TEST(TcpTimeWait, ExpiredEntryEndsWhenFound) {
+  Harness h;
+  const uint32_t iss = to_time_wait(h);
+  h.clock_.advance_ns(2000 * 1'000'000ull);  // no wheel.advance: the timer has not fired
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 2);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entries), 0u);
+  EXPECT_EQ(h.pop().seg.flags, kRst) << "no TIME-WAIT: an ACK to a listener";
+  (void)h.wheel_.advance(h.clock_.now_ns());  // the timer finds nothing left
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+}
+
+// max_time_wait at its edge: two entries fit; a third makes the oldest end early (counted);
+// the others keep their own 2*MSL. 0 keeps no TIME-WAIT at all.
+TEST(TcpTimeWait, FullTableDropsTheOldest) {
+  TcpConfig c = Harness::defaults();
+  c.max_time_wait = 2;
+  Harness h(c);
+  for (uint16_t i = 1; i <= 3; ++i) {
+    h.peer_port_ = static_cast<uint16_t>(kPeerPort + i);
+    to_time_wait(h);
+    EXPECT_EQ(h.engine_.time_wait_entries(), std::min<uint32_t>(i, 2));
+    EXPECT_EQ(h.stat(TcpStats::time_wait_overflow), i == 3 ? 1u : 0u);
+    h.advance_ms(10);
+  }
+  EXPECT_EQ(h.stat(TcpStats::connection_blocks), 0u);
+  ConnectionInfo info;
+  auto in_time_wait = [&](uint16_t i) {
+    return h.engine_.time_wait_info(FourTuple{h.local_, h.peer_, kPort, uint16_t(kPeerPort + i)},
+                                    &info);
+  };
+  EXPECT_FALSE(in_time_wait(1)) << "the oldest went early";
+  EXPECT_TRUE(in_time_wait(2));
+  EXPECT_TRUE(in_time_wait(3));
+  // The second entered 10 ms after the first: it ends 2*MSL after that.
+  h.advance_ms(2000 - 30 + 10 - 1);
+  EXPECT_TRUE(in_time_wait(2));
+  h.advance_ms(1);
+  EXPECT_FALSE(in_time_wait(2));
+  EXPECT_TRUE(in_time_wait(3));
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_overflow), 1u);
+
+  c.max_time_wait = 0;
+  Harness none(c);
+  to_time_wait(none);
+  EXPECT_EQ(none.stat(TcpStats::time_wait_entered), 1u);
+  EXPECT_EQ(none.stat(TcpStats::time_wait_overflow), 1u);
+  EXPECT_EQ(none.engine_.time_wait_entries(), 0u);
+  EXPECT_EQ(none.stat(TcpStats::connection_blocks), 0u);
+  EXPECT_EQ(none.log_.back(), "closed:normal");
+}
+
+TEST(TcpTimeWait, StopClearsTheTable) {
+  Harness h;
+  to_time_wait(h);
+  h.peer_port_ = kPeerPort + 1;
+  to_time_wait(h);
+  ASSERT_EQ(h.engine_.time_wait_entries(), 2u);
+  const size_t events = h.log_.size();
+  h.engine_.stop();
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_entries), 0u);
+  EXPECT_EQ(h.log_.size(), events) << "nobody held them: no event";
+  EXPECT_EQ(h.wheel_.armed_count(), 0u);
+  EXPECT_TRUE(h.out_.empty()) << "no RST for TIME-WAIT";
+}
+
+// An application not reading when the FIN came holds its block in TIME-WAIT (its on_closed
+// waits for the FIN to be delivered); once it reads, the block becomes an entry that still
+// ends 2*MSL after TIME-WAIT began.
+TEST(TcpTimeWait, HeldBlockBecomesAnEntryWithItsOwnExpiry) {
+  Harness h;
+  const uint32_t iss = h.establish();
+  h.engine_.set_reading(h.id_, false);
+  h.engine_.close(h.id_, CloseMode::kGraceful);
+  h.in(kAck, kPeerIsn + 1, iss + 2);
+  h.in(kFin | kAck, kPeerIsn + 1, iss + 2);
+  EXPECT_EQ(h.state(), TcpState::kTimeWait);
+  EXPECT_EQ(h.stat(TcpStats::time_wait_blocks), 1u);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u);
+  EXPECT_EQ(h.log_.back(), "accepted");
+  h.advance_ms(500);
+  h.engine_.set_reading(h.id_, true);
+  h.engine_.poll();
+  EXPECT_EQ(h.log_.back(), "closed:normal");
+  EXPECT_EQ(h.stat(TcpStats::time_wait_blocks), 0u);
+  EXPECT_EQ(h.stat(TcpStats::connection_blocks), 0u);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  h.advance_ms(1499);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 1u);
+  h.advance_ms(1);
+  EXPECT_EQ(h.engine_.time_wait_entries(), 0u) << "2*MSL from entering TIME-WAIT";
+  EXPECT_EQ(h.stat(TcpStats::time_wait_expired), 1u);
+}
+
+// The entry answers every kind of segment exactly as the block did: the same script against
+// an engine whose wheel has no timer to spare (its blocks keep TIME-WAIT, the code that was
+// there before the table) gives the same segments, byte for byte, the same events and the
+// same counters.
+TEST(TcpTimeWait, AnswersExactlyAsTheBlockDid) {
+  for (bool options : {false, true}) {
+    SCOPED_TRACE(options ? "timestamps and sack" : "no options");
+    Harness entry;
+    Harness block(Harness::defaults(), 1);
+    for (Harness* h : {&entry, &block}) {
+      h->syn_sack_ = options;
+      h->peer_isn_ = kPeerIsn;
+      to_time_wait(*h, options);
+      h->log_.clear();
+    }
+    ASSERT_EQ(entry.engine_.time_wait_entries(), 1u);
+    ASSERT_EQ(block.engine_.time_wait_entries(), 0u);
+    ASSERT_EQ(block.stat(TcpStats::time_wait_blocks), 1u);
+    ASSERT_EQ(entry.iss_, block.iss_);
+    const uint32_t p = kPeerIsn + 2, s = entry.iss_ + 2;  // RCV.NXT, SND.NXT
+    struct Step {
+      const char* name;
+      uint8_t flags;
+      uint32_t seq, ack;
+      std::string payload;
+      uint16_t window = 4000;
+      uint32_t ts_val = 400;
+      std::vector<SackBlock> sack = {};
+    };
+    const Step steps[] = {
+        {"fin again", kFin | kAck, p - 1, s},
+        {"pure ack", kAck, p, s},
+        {"ack of unsent", kAck, p, s + 10},
+        {"ack too old", kAck, p, s - 100'000},
+        {"ack old but fine", kAck, p, s - 10},
+        {"data after fin", kAck | kPsh, p, s, "late"},
+        {"old duplicate", kAck | kPsh, p - 6, s, "dup"},
+        {"data out of window", kAck, p + 100'000, s, "x"},
+        {"ack out of window", kAck, p + 100'000, s},
+        {"rst exact", kRst, p, 0},
+        {"rst in window", kRst, p + 10, 0},
+        {"rst out of window", kRst, p + 100'000, 0},
+        {"older syn", kSyn, kPeerIsn - 5000, 0, "", 4000, 200},
+        {"syn-ack", kSyn | kAck, p, s},
+        {"no ack", kFin, p, 0},
+        {"paws", kAck, p, s, "", 4000, 1},
+        {"sack blocks", kAck, p, s, "", 4000, 401, {{s - 10, s - 5}, {s, s}}},
+        {"sack straddling", kAck, p, s, "", 4000, 401, {{s - 4, s + 3}}},
+        {"wider window", kAck, p, s, "", 65535, 402},
+        {"old after wider", kAck, p, s - 70'000, "", 65535, 403},
+        {"fin again later", kFin | kAck, p - 1, s, "", 4000, 404},
+        {"newer syn", kSyn, kPeerIsn + 100'000, 0, "", 4000, 500},
+    };
+    size_t answered = 0;
+    for (const Step& st : steps) {
+      SCOPED_TRACE(st.name);
+      for (Harness* h : {&entry, &block}) {
+        h->advance_ms(7);
+        h->sack_ = st.sack;
+        h->in(st.flags, st.seq, st.ack, st.payload, st.window, options, st.ts_val, 0);
+        h->engine_.poll();
+      }
+      ASSERT_EQ(entry.out_.size(), block.out_.size());
+      answered += entry.out_.size();
+      for (size_t i = 0; i < entry.out_.size(); ++i) {
+        EXPECT_EQ(entry.out_[i].bytes, block.out_[i].bytes) << "segment " << i;
+      }
+      entry.out_.clear();
+      block.out_.clear();
+    }
+    EXPECT_EQ(answered, options ? 13u : 12u) << "segments compared";
+    EXPECT_EQ(entry.log_, block.log_);
+    EXPECT_EQ(entry.stat(TcpStats::time_wait_reused), 1u);
+    // Then both expire alike: the new half-open connection gives up, nothing is left.
+    for (Harness* h : {&entry, &block}) h->advance_ms(20'000);
+    for (uint32_t i = 0; i < TcpStats::kCount; ++i) {
+      const auto idx = static_cast<TcpStats::Index>(i);
+      if (idx == TcpStats::timer_alloc_failed || idx == TcpStats::time_wait_blocks ||
+          idx == TcpStats::time_wait_entries || idx == TcpStats::connection_blocks) {
+        continue;  // where TIME-WAIT was kept, and the block engine's failed attempts
+      }
+      EXPECT_EQ(entry.stat(idx), block.stat(idx)) << TcpStats::name(idx);
+    }
+    EXPECT_GT(block.stat(TcpStats::timer_alloc_failed), 0u);
+    EXPECT_EQ(entry.engine_.connections() + block.engine_.connections(), 0u);
+  }
 }
 
 }  // namespace

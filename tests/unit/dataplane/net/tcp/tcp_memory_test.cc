@@ -155,5 +155,58 @@ TEST(TcpMemory, IdleConnectionBytes) {
               static_cast<double>(heap1 - heap0) / 2);
 }
 
+// Memory per connection in TIME-WAIT: 10,000 connections closed by engine 0 first, so all of
+// them wait there as TIME-WAIT entries; before the table each kept its whole block, its wheel
+// timer and its share of the block table (the idle figures above).
+TEST(TcpMemory, TimeWaitEntryBytes) {
+  constexpr uint32_t kConnections = 10'000;
+  TcpConfig config;
+  config.max_connections = kConnections + 16;
+  config.max_time_wait = kConnections;
+  const IpAddr server = IpAddr::v4(0x0a000001), client = IpAddr::v4(0x0a000002);
+  Pair pair(config, kConnections + 16 + 1);  // + the TIME-WAIT table's one timer
+  std::vector<ConnectionId> ids;
+  ids.reserve(kConnections);
+  pair.side_[0].accepted_.reserve(kConnections);
+  ASSERT_TRUE(pair.engine_[0]->listen(server, 443));
+  for (uint32_t i = 0; i < kConnections; ++i) {
+    ids.push_back(pair.engine_[1]->connect(client, 0, server, 443));
+    ASSERT_NE(ids.back(), kNoConnection);
+    pair.pump();
+  }
+  ASSERT_EQ(pair.side_[0].accepted_.size(), kConnections);
+  const uint64_t heap1 = heap_bytes();
+  const TcpMemory before = pair.engine_[0]->memory();
+  for (ConnectionId id : pair.side_[0].accepted_) pair.engine_[0]->close(id, CloseMode::kGraceful);
+  pair.pump();
+  for (ConnectionId id : ids) pair.engine_[1]->close(id, CloseMode::kGraceful);
+  pair.pump();
+  const uint64_t heap2 = heap_bytes();
+  TcpEngine& tw = *pair.engine_[0];
+  ASSERT_EQ(tw.time_wait_entries(), kConnections);
+  ASSERT_EQ(tw.stats()[TcpStats::time_wait_entries], kConnections);
+  ASSERT_EQ(tw.stats()[TcpStats::time_wait_overflow], 0u);
+  ASSERT_EQ(tw.connections(), 0u) << "no block left in TIME-WAIT";
+  ASSERT_EQ(pair.engine_[1]->connections(), 0u);
+  const TcpMemory m = tw.memory();
+  const double n = kConnections;
+  const double after = static_cast<double>(m.time_wait_bytes) / n;
+  std::printf("TCP connection in TIME-WAIT, bytes each (%u entries, max_time_wait %u):\n",
+              kConnections, config.max_time_wait);
+  std::printf(" before: a block   sizeof %zu + timer 32 + table share %.1f = %.1f\n",
+              TcpEngine::connection_block_bytes(), before.table_bytes / n,
+              TcpEngine::connection_block_bytes() + 32 + before.table_bytes / n);
+  std::printf(" after:  an entry  sizeof %zu; entries as allocated (chunks) + buckets = %.1f\n",
+              TcpEngine::time_wait_entry_bytes(), after);
+  std::printf(
+      "         heap growth (mallinfo2) / entry %.1f (the buckets were allocated at start)\n",
+      static_cast<double>(heap2 - heap1) / n);
+  EXPECT_LE(after, 64.0) << "a TIME-WAIT entry with its share of the table";
+  // And they all end 2*MSL later, with the table's one timer.
+  pair.advance_ms(2 * config.msl_ms + 1);
+  EXPECT_EQ(tw.time_wait_entries(), 0u);
+  EXPECT_EQ(tw.stats()[TcpStats::time_wait_expired], kConnections);
+}
+
 }  // namespace
 }  // namespace herald::net::tcp

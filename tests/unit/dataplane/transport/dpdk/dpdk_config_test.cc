@@ -426,21 +426,54 @@ TEST(EalArguments, TestSettingsGiveNoHugeNoPciAndVdevs) {
   s.file_prefix = "t42";
   s.rx_queues = 2;
   s.extra_eal_args = {"--log-level", "7"};
-  EXPECT_THAT(eal_arguments(s), ElementsAre("herald-dataplane", "-l", "0,1,2", "--file-prefix",
-                                            "t42", "--no-huge", "-m", "128", "--vdev", "net_null0",
-                                            "--vdev", "net_memif0,role=server,socket=/tmp/a.sock",
-                                            "--no-pci", "--log-level", "7"));
+  EXPECT_THAT(
+      eal_arguments(s, 64),
+      ElementsAre("herald-dataplane", "-l", "0,1,2", "--file-prefix", "t42", "--no-huge", "-m",
+                  "128", "--vdev", "net_null0", "--vdev",
+                  "net_memif0,role=server,socket=/tmp/a.sock", "--no-pci", "--log-level", "7"));
 }
 
 TEST(EalArguments, PciPortsAreAllowListedAndLcoresAsConfigured) {
   DpdkSettings s;
   s.ports = {"0000:01:00.0", "02:00.1"};
   s.lcores = {4, 6};
-  EXPECT_THAT(eal_arguments(s), ElementsAre("herald-dataplane", "-l", "4,6", "--file-prefix",
-                                            "herald", "-a", "0000:01:00.0", "-a", "02:00.1"));
+  EXPECT_THAT(eal_arguments(s, 64), ElementsAre("herald-dataplane", "-l", "4,6", "--file-prefix",
+                                                "herald", "-a", "0000:01:00.0", "-a", "02:00.1"));
   EXPECT_EQ(port_device_name("02:00.1"), "0000:02:00.1");
   EXPECT_EQ(port_device_name("0000:01:00.0"), "0000:01:00.0");
   EXPECT_EQ(port_device_name("net_af_packet0,iface=veth0"), "net_af_packet0");
+}
+
+TEST(EalArguments, LcoresPastTheMachinesCpusShareThemThroughLcoresMapping) {
+  DpdkSettings s;
+  s.ports = {"net_null0"};
+  s.rx_queues = 2;  // main + 2 workers = lcores 0,1,2 on a 2-CPU machine
+  EXPECT_THAT(eal_arguments(s, 2),
+              ElementsAre("herald-dataplane", "--lcores", "0@0,1@1,2@0", "--file-prefix", "herald",
+                          "--vdev", "net_null0", "--no-pci"));
+  // Exactly at the edge: lcore 2 with 3 CPUs is a real CPU, -l as configured.
+  EXPECT_THAT(eal_arguments(s, 3), ElementsAre("herald-dataplane", "-l", "0,1,2", "--file-prefix",
+                                               "herald", "--vdev", "net_null0", "--no-pci"));
+  s.lcores = {5, 7};
+  EXPECT_THAT(eal_arguments(s, 4),
+              ElementsAre("herald-dataplane", "--lcores", "5@1,7@3", "--file-prefix", "herald",
+                          "--vdev", "net_null0", "--no-pci"));
+}
+
+TEST(MempoolSizing, HandOffRingsHoldEveryRxRingOfTheLoopAndCountInThePool) {
+  EXPECT_EQ(handoff_ring_slots(1, 1024, 1), 0u);     // one loop: no ring
+  EXPECT_EQ(handoff_ring_slots(1, 1024, 2), 2048u);  // 1024 frames need 1025 slots
+  EXPECT_EQ(handoff_ring_slots(1, 1023, 2), 1024u);  // 1023 fit in 1024 exactly
+  EXPECT_EQ(handoff_ring_slots(2, 512, 4), 2048u);
+  MempoolInputs in;
+  in.rx_queues = in.tx_queues = in.lcores = 2;
+  in.handoff_ring_slots = handoff_ring_slots(in.ports, in.rx_descriptors, in.lcores);
+  absl::StatusOr<MempoolSize> size = mempool_size(in);
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(size->handoffs, 2u * 2048);
+  EXPECT_EQ(size->needed,
+            size->rings + size->bursts + size->caches + size->connections + size->handoffs);
+  EXPECT_THAT(size->to_string(), HasSubstr("handoffs=4096"));
 }
 
 TEST(EalArguments, AfPacketRingsFollowTheDescriptorsUnlessThePortSetsThem) {
@@ -449,7 +482,7 @@ TEST(EalArguments, AfPacketRingsFollowTheDescriptorsUnlessThePortSetsThem) {
   s.tx_descriptors = 1024;
   s.ports = {"net_af_packet0,iface=veth0", "net_af_packet1,iface=veth1,framecnt=256", "net_null0"};
   EXPECT_THAT(
-      eal_arguments(s),
+      eal_arguments(s, 64),
       ElementsAre("herald-dataplane", "-l", "0,1", "--file-prefix", "herald", "--vdev",
                   "net_af_packet0,iface=veth0,framecnt=2048", "--vdev",
                   "net_af_packet1,iface=veth1,framecnt=256", "--vdev", "net_null0", "--no-pci"));

@@ -519,3 +519,150 @@ TEST_F(DpdkTransportTest, AsksThePortForChecksumsWhenItFillsThem) {
 
 }  // namespace
 }  // namespace herald::dataplane::dpdk
+
+namespace herald::dataplane::dpdk {
+namespace {
+
+// Several workers on one port: a client transport of worker `queue` opens connections to the
+// fixture's server, frames moved between the two transports' batches.
+class SteeredClientTest : public DpdkTransportTest {
+ protected:
+  static constexpr uint16_t kFirstPort = 40000;
+  static constexpr uint16_t kPorts = 64;
+
+  void build_client(uint16_t queue) {
+    DpdkTransportOptions o;
+    o.net = net_options(kClientIp, 2);
+    o.port = 0;  // no listener: a client
+    o.port_fills_checksums = false;
+    o.tcp.ephemeral_port_min = kFirstPort;
+    o.tcp.ephemeral_port_max = kFirstPort + kPorts - 1;
+    o.steering = steering_;
+    o.queue = queue;
+    client_transport_ =
+        std::make_unique<DpdkTransport>(o, clock::Clock::fake(&clock_), client_transport_wheel_);
+    client_transport_->start(client_upper_);
+  }
+
+  // Both ways until quiet; every frame the client sends is kept in `sent_`.
+  void pump_transports(int steps = 50) {
+    for (int i = 0; i < steps; ++i) {
+      clock_.advance_ns(1'000'000);
+      (void)server_wheel_.advance(clock_.now_ns());
+      (void)client_transport_wheel_.advance(clock_.now_ns());
+      (void)client_transport_->on_turn(0, client_batch_);
+      std::vector<RxFrame> rx;
+      std::deque<std::vector<uint8_t>> in;
+      in.swap(client_batch_.frames);
+      client_batch_.offloads.clear();
+      for (const auto& f : in) {
+        sent_.push_back(f);
+        rx.push_back(RxFrame{.bytes = f});
+      }
+      server_->on_frames(rx, batch_);
+      (void)server_->on_turn(0, batch_);
+      std::deque<std::vector<uint8_t>> back;
+      back.swap(batch_.frames);
+      batch_.offloads.clear();
+      std::vector<RxFrame> rx_back;
+      for (const auto& f : back) rx_back.push_back(RxFrame{.bytes = f});
+      client_transport_->on_frames(rx_back, client_batch_);
+    }
+  }
+
+  std::shared_ptr<const FlowSteering> steering_ = std::make_shared<const FlowSteering>(2);
+  timer::TimerWheel client_transport_wheel_{
+      timer::TimerWheelConfig{.capacity = 4096, .tick_ns = 1'000'000, .start_ns = 1'000'000'000}};
+  Upper client_upper_;
+  FakeBatch client_batch_;
+  std::unique_ptr<DpdkTransport> client_transport_;
+  std::vector<std::vector<uint8_t>> sent_;
+};
+
+// An active open takes only a source port whose flow (as the port receives the server's
+// segments) hashes to the opening worker's queue; when the range has no such port left, the
+// connect is refused and counted, exactly at the number of qualifying ports.
+TEST_F(SteeredClientTest, ActiveOpensTakeOnlyPortsThatHashToTheirOwnQueue) {
+  build();
+  const uint32_t server = kServerIp.v4_host_order(), client = kClientIp.v4_host_order();
+  for (uint16_t queue = 0; queue < 2; ++queue) {
+    build_client(queue);
+    sent_.clear();
+    uint32_t qualifying = 0;
+    for (uint32_t p = kFirstPort; p < uint32_t{kFirstPort} + kPorts; ++p) {
+      if (steering_->queue_for(server, client, kPort, static_cast<uint16_t>(p)) == queue) {
+        ++qualifying;
+      }
+    }
+    ASSERT_GT(qualifying, 0u);
+    ASSERT_LT(qualifying, kPorts);  // the filter really excludes ports
+    const size_t accepted_before = upper_.accepted.size();
+    // Resolved first: otherwise the SYNs past the ARP queue's per-entry limit wait for their
+    // retransmission.
+    client_transport_->introduce_to(kServerIp);
+    pump_transports(5);
+    uint32_t opened = 0;
+    while (client_transport_->connect(kServerIp, kPort) != kNoConnection) ++opened;
+    EXPECT_EQ(opened, qualifying);
+    EXPECT_EQ(client_transport_->stats().connect_refused_local, 1u);
+    pump_transports();
+    // Every SYN left from a port of this queue; the server accepted each connection.
+    uint32_t syns = 0;
+    for (const auto& f : sent_) {
+      if (f.size() < 14 + 20 + 20 || f[12] != 0x08 || f[13] != 0x00 || f[14 + 9] != 6) continue;
+      const uint8_t* tcp = f.data() + 14 + (f[14] & 0x0f) * 4;
+      if ((tcp[13] & 0x12) != 0x02) continue;  // SYN without ACK
+      ++syns;
+      const auto source_port = static_cast<uint16_t>(tcp[0] << 8 | tcp[1]);
+      EXPECT_EQ(steering_->queue_for(server, client, kPort, source_port), queue) << source_port;
+    }
+    EXPECT_EQ(syns, qualifying);
+    EXPECT_EQ(upper_.accepted.size() - accepted_before, qualifying);
+    client_transport_->stop();  // resets every connection: the server forgets them
+    pump_transports(5);
+    client_transport_.reset();
+  }
+}
+
+// A copy of an ARP frame another worker received (RxFrame::replica): learned, never answered,
+// counted apart from the frames this worker received.
+TEST_F(DpdkTransportTest, ArpReplicasAreLearnedNotAnswered) {
+  build();
+  // The client asks who has the server's address (before it: its own announcement).
+  (void)client_->connect(net::tcp::to_tcp_address(kClientIp), 0,
+                         net::tcp::to_tcp_address(kServerIp), kPort);
+  client_stack_->poll(clock_.now_ns());
+  std::vector<uint8_t> request;
+  const uint32_t server = kServerIp.v4_host_order();
+  for (const auto& f : client_port_.out) {
+    const size_t tpa = 14 + 24;
+    if (f.size() >= tpa + 4 && f[12] == 0x08 && f[13] == 0x06 &&
+        (uint32_t{f[tpa]} << 24 | uint32_t{f[tpa + 1]} << 16 | uint32_t{f[tpa + 2]} << 8 |
+         f[tpa + 3]) == server) {
+      request = f;
+    }
+  }
+  ASSERT_FALSE(request.empty());
+  (void)server_->on_turn(0, batch_);  // the server's own announcement out of the way
+  batch_.frames.clear();
+  batch_.offloads.clear();
+  const uint64_t rx_before = server_->net_stats().count(net::NetCounter::kRxFrames);
+  const uint64_t learned_before = server_->net_stats().count(net::NetCounter::kArpLearned);
+  std::vector<RxFrame> rx{RxFrame{.bytes = request, .replica = true}};
+  server_->on_frames(rx, batch_);
+  (void)server_->on_turn(0, batch_);
+  EXPECT_TRUE(batch_.frames.empty()) << "a replica was answered";
+  EXPECT_EQ(server_->net_stats().count(net::NetCounter::kArpReplicas), 1u);
+  EXPECT_EQ(server_->net_stats().count(net::NetCounter::kRxFrames), rx_before);
+  EXPECT_EQ(server_->net_stats().count(net::NetCounter::kArpLearned), learned_before + 1);
+  EXPECT_EQ(server_->net_stats().count(net::NetCounter::kArpRepliesSent), 0u);
+  // The same frame as received from the port is answered.
+  rx[0].replica = false;
+  server_->on_frames(rx, batch_);
+  (void)server_->on_turn(0, batch_);
+  EXPECT_EQ(batch_.frames.size(), 1u);
+  EXPECT_EQ(server_->net_stats().count(net::NetCounter::kArpRepliesSent), 1u);
+}
+
+}  // namespace
+}  // namespace herald::dataplane::dpdk
