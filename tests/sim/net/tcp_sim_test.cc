@@ -277,6 +277,10 @@ Outcome run_seed(uint64_t seed, bool verbose, const Mode& mode) {
     c.initial_rto_ms = 1000;
     c.max_rto_ms = 10'000;
     c.max_retransmits = 30;
+    // The same for a side that has closed: under this much loss a graceful close can see more
+    // than the default orphan limit's RTOs in a row, and this sim checks that every stream
+    // completes, not the limit (its own unit tests do).
+    c.max_orphan_retransmits = 30;
     c.max_syn_retransmits = 30;
     c.msl_ms = 60000;  // longer than the peer's FIN retransmissions under heavy loss
     // A peer that is only retransmitting into a loss burst is silent for up to
