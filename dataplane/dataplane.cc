@@ -23,11 +23,20 @@ namespace {
 constexpr int kReconnectIntervalMs = 250;
 // How often the supervisor checks the link socket and the ticket-rotation clock.
 constexpr int kSupervisePollMs = 200;
+// How often the supervisor reads the process's heap and RSS (process_memory.h: a heap walk,
+// kept off the workers' threads and rare).
+constexpr uint64_t kMemorySampleIntervalMs = 1000;
 
 uint64_t monotonic_s() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec);
+}
+
+uint64_t monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
 }
 
 }  // namespace
@@ -90,10 +99,12 @@ absl::StatusOr<std::unique_ptr<Dataplane>> Dataplane::start(config::Config confi
     setup.mesh = dp->mesh_.get();
     setup.instance_id = dp->instance_id_;
     setup.dpdk = dpdk_runtime;  // the last worker to go shuts the ports and the EAL down
+    setup.memory = &dp->memory_;
     const auto* cores = dp->config_->dataplane().cores();
     setup.pin_core = cores != nullptr && cores->size() == workers ? cores->Get(i) : -1;
     dp->workers_.push_back(std::make_unique<Worker>(std::move(setup)));
   }
+  dp->memory_.sample();  // the first publish carries a reading
   for (auto& worker : dp->workers_) {
     Worker* w = worker.get();
     dp->threads_.emplace_back([w] {
@@ -159,6 +170,12 @@ void Dataplane::supervise() {
   client.timeout_ms = 2000;
   uint64_t failures = 0;
   uint64_t next_rotation_s = monotonic_s() + tls_->ticket_rotation_s();
+  uint64_t next_memory_sample_ms = monotonic_ms() + kMemorySampleIntervalMs;
+  auto sample_memory_when_due = [&] {
+    if (monotonic_ms() < next_memory_sample_ms) return;
+    memory_.sample();
+    next_memory_sample_ms = monotonic_ms() + kMemorySampleIntervalMs;
+  };
   while (!stopping_.load()) {
     auto link = ipc::connect_to_controlplane(client);
     if (!link.ok()) {
@@ -170,6 +187,7 @@ void Dataplane::supervise() {
       for (int waited = 0; waited < kReconnectIntervalMs && !stopping_.load(); waited += 50) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
+      sample_memory_when_due();
       continue;
     }
     failures = 0;
@@ -187,6 +205,7 @@ void Dataplane::supervise() {
         const ssize_t n = recv(shared->socket.get(), &byte, 1, MSG_DONTWAIT | MSG_PEEK);
         if (n <= 0) break;  // closed (or an error): the control plane is gone
       }
+      sample_memory_when_due();
       if (monotonic_s() >= next_rotation_s) {
         tls_->rotate_ticket_keys();
         ticket_rotations_.fetch_add(1);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "dataplane/process_memory.h"
 #include "dataplane/routing/directory.h"
 #include "dataplane/routing/worker_mesh.h"
 #include "dataplane/tls/chat_tls.h"
@@ -63,6 +64,7 @@ class Dataplane {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> ticket_rotations_{0};
+  ProcessMemory memory_;  // sampled by the supervisor, published by worker 0
 };
 
 }  // namespace herald::dataplane

@@ -137,6 +137,7 @@ const void* source_of(const WorkerStatsView& v, Source s) {
     case Source::kDpdkLoop: return v.dpdk_loop;
     case Source::kDpdkTransport: return v.dpdk_transport;
     case Source::kDpdkPool: return v.dpdk_pool;
+    case Source::kProcess: return v.process;
   }
   return nullptr;
 }
@@ -290,6 +291,14 @@ void StatsMirror::add_entries() {
   add("dp." name, Source::kGauges, offset_of(probe, probe.field), true);
     HERALD_WORKER_GAUGES(HERALD_WORKER_GAUGE_ENTRY)
 #undef HERALD_WORKER_GAUGE_ENTRY
+  }
+  {
+    static const ProcessMemoryGauges probe{};
+    add("dp.process.heap_in_use_bytes", Source::kProcess, offset_of(probe, probe.heap_in_use_bytes),
+        true);
+    add("dp.process.heap_free_bytes", Source::kProcess, offset_of(probe, probe.heap_free_bytes),
+        true);
+    add("dp.process.rss_bytes", Source::kProcess, offset_of(probe, probe.rss_bytes), true);
   }
   if (options_.with_dpdk) {
     // The stack's drop table and counters, the TCP engine's table, the port loop's and the

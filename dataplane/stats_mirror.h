@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "dataplane/net/net_stats.h"
 #include "dataplane/net/tcp/stats.h"
+#include "dataplane/process_memory.h"
 #include "dataplane/routing/device_lists.h"
 #include "dataplane/routing/directory.h"
 #include "dataplane/routing/group_cache.h"
@@ -107,6 +108,8 @@ struct WorkerStatsView {
   const dpdk::LoopStatsSnapshot* dpdk_loop = nullptr;
   const dpdk::DpdkTransportStats* dpdk_transport = nullptr;
   const DpdkPoolGauges* dpdk_pool = nullptr;  // dp.dpdk.mempool.*: worker 0 only
+  // The process's heap and RSS (dp.process.*, either backend): worker 0 only.
+  const ProcessMemoryGauges* process = nullptr;
 };
 
 // Storage for what collect_worker_stats() computes (gauges, a copy of the directory's stats).
@@ -116,6 +119,7 @@ struct WorkerStatsScratch {
   routing::DirectoryStats directory;
   dpdk::LoopStatsSnapshot dpdk_loop;  // the port loop's relaxed atomics, read as plain values
   DpdkPoolGauges dpdk_pool;
+  ProcessMemoryGauges process;
 };
 
 // The view of a worker's parts (directory: null unless this worker mirrors it; it takes the
@@ -193,6 +197,7 @@ class StatsMirror {
     kDpdkLoop,
     kDpdkTransport,
     kDpdkPool,
+    kProcess,
   };
   static constexpr const char* kStoreLatencyName = "dp.store.append_latency_ns";
 

@@ -373,6 +373,10 @@ absl::Status Worker::run_loop() {
     WorkerStatsView view = collect_worker_stats(
         *parts.active, *parts.tls, *parts.sessions, *parts.router, *parts.store, mesh, loop_stats,
         setup_.index == 0 ? setup_.directory : nullptr, parts.mirror_scratch);
+    if (setup_.index == 0 && setup_.memory != nullptr) {
+      parts.mirror_scratch.process = setup_.memory->read();
+      view.process = &parts.mirror_scratch.process;
+    }
     if (use_dpdk) {
       view.net = &parts.dpdk_transport->net_stats();
       view.tcp = &parts.dpdk_transport->tcp_stats();

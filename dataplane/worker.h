@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "dataplane/process_memory.h"
 #include "dataplane/routing/directory.h"
 #include "dataplane/routing/worker_mesh.h"
 #include "platform/config/config.h"
@@ -41,6 +42,8 @@ struct WorkerSetup {
   // backend dpdk: the process's DPDK runtime (EAL, pool, ports started, loops not launched);
   // the worker drives queue `index` of its port itself (a PortLoop polled from its loop).
   std::shared_ptr<dpdk::DpdkRuntime> dpdk;
+  // The process's memory readings (sampled by the supervisor): worker 0 publishes them.
+  const ProcessMemory* memory = nullptr;  // outlives the workers; null: not published
   // The chat port to listen on (0: the config's chat_port; tests pass an ephemeral one through
   // the config instead).
 };

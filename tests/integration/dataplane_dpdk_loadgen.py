@@ -17,19 +17,13 @@ Usage: dataplane_dpdk_loadgen.py <herald-controlplane> <herald-dataplane> <heral
 import sys
 import tempfile
 
-from dataplane_dpdk_netns import DpdkNode, Link, loadgen_verdict, skip_reason
+from dataplane_dpdk_netns import DpdkNode, Link, run_linux_loadgen, skip_reason
 
 CONNECTIONS = 200
 
 
 def run_loadgen(loadgen, node, link, scenario, *extra):
-    args = [loadgen, "--target", f"{link.stack_ip}:{node.chat_port}",
-            "--admin", f"127.0.0.1:{node.node.admin_port}",
-            "--public", f"127.0.0.1:{node.node.public_port}",
-            "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
-            "--connections", str(CONNECTIONS), "--processes", "1", "--settle-timeout", "30",
-            *extra]
-    return loadgen_verdict(args, scenario, CONNECTIONS)
+    return run_linux_loadgen(loadgen, node, link, scenario, CONNECTIONS, *extra)
 
 
 def main():

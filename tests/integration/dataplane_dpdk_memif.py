@@ -19,63 +19,18 @@ Root only (huge pages or --no-huge memory for two EALs, a unix socket for memif)
 Usage: dataplane_dpdk_memif.py <herald-controlplane> <herald-dataplane> <herald-loadgen>
 """
 import os
-import shutil
 import sys
 import tempfile
 
-import herald_node
-from dataplane_dpdk_netns import DataplaneRun, loadgen_verdict
+from dataplane_dpdk_netns import MemifNode, loadgen_verdict
 
 CONNECTIONS = 300
 STACK_IP = "10.78.0.1"
 LOADGEN_IP = "10.78.0.2"
 
 
-class MemifNode(DataplaneRun):
-    """herald-controlplane and herald-dataplane (backend dpdk, one memif server port), both in
-    the root namespace: memif is a unix socket and shared memory, no link to make."""
-
-    def __init__(self, controlplane, dataplane, tmp, workers=1):
-        self.workers = workers
-        self.socket = os.path.join(tmp, "memif.sock")
-        self.prefix = f"hmemif{os.getpid()}"
-        self.chat_port = herald_node.free_port()
-        super().__init__(controlplane, dataplane, tmp, {
-            "limits": {"max_connections": 2000},
-            "dataplane": {
-                "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
-                "workers": workers, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
-                "dpdk": {"ports": [f"net_memif0,role=server,socket={self.socket}"],
-                         "huge_pages": False, "memory_mb": 256, "file_prefix": self.prefix,
-                         "address": STACK_IP, "prefix_length": 24, "rx_descriptors": 1024,
-                         "tx_descriptors": 1024, "mempool_cache_size": 32,
-                         "rx_queues": workers, "tx_queues": workers},
-            },
-        })
-
-    def __enter__(self):
-        try:
-            self.start_dataplane()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        return False
-
-
 def run_loadgen(loadgen, node, scenario, *extra):
-    args = [loadgen, "--target", f"{STACK_IP}:{node.chat_port}",
-            "--dpdk-port", f"net_memif0,role=client,socket={node.socket}",
-            "--dpdk-address", f"{LOADGEN_IP}/24", "--dpdk-memory-mb", "256",
-            "--admin", f"127.0.0.1:{node.node.admin_port}",
-            "--public", f"127.0.0.1:{node.node.public_port}",
-            "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
-            # One queue pair per dataplane worker: worker i answers on queue pair i.
-            "--dpdk-queues", str(node.workers),
+    args = [*node.loadgen_memif_args(loadgen, LOADGEN_IP), "--scenario", scenario,
             "--connections", str(CONNECTIONS), "--settle-timeout", "30", *extra]
     return loadgen_verdict(args, scenario, CONNECTIONS)
 
@@ -89,7 +44,7 @@ def main():
         return 77
     controlplane, dataplane, loadgen = sys.argv[1:4]
     with tempfile.TemporaryDirectory() as tmp:
-        with MemifNode(controlplane, dataplane, tmp) as node:
+        with MemifNode(controlplane, dataplane, tmp, "memif", STACK_IP) as node:
             try:
                 # From three addresses of the loadgen's stack (connections in turn): the
                 # dataplane learns them by ARP and answers each from its own.

@@ -242,6 +242,74 @@ class DpdkNode(DataplaneRun):
             return False
 
 
+class MemifNode(DataplaneRun):
+    """herald-controlplane and herald-dataplane (backend dpdk, one net_memif server port, one
+    queue pair per worker), both in the root namespace: memif is a unix socket and shared
+    memory, no link to make. herald-loadgen's DPDK client mode joins it as the memif client
+    (loadgen_memif_args). `tag` names the EAL's file prefix (removed at exit); `dpdk_extra`
+    merges into dataplane.dpdk."""
+
+    def __init__(self, controlplane, dataplane, tmp, tag, stack_ip, workers=1,
+                 max_connections=2000, memory_mb=256, dpdk_extra=None):
+        self.workers = workers
+        self.stack_ip = stack_ip
+        self.socket = os.path.join(tmp, "memif.sock")
+        self.prefix = f"h{tag}{os.getpid()}"
+        self.chat_port = herald_node.free_port()
+        dpdk = {"ports": [f"net_memif0,role=server,socket={self.socket}"],
+                "huge_pages": False, "memory_mb": memory_mb, "file_prefix": self.prefix,
+                "address": stack_ip, "prefix_length": 24, "rx_descriptors": 1024,
+                "tx_descriptors": 1024, "mempool_cache_size": 32,
+                "rx_queues": workers, "tx_queues": workers}
+        dpdk.update(dpdk_extra or {})
+        super().__init__(controlplane, dataplane, tmp, {
+            "limits": {"max_connections": max_connections},
+            "dataplane": {
+                "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
+                "workers": workers, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
+                "dpdk": dpdk,
+            },
+        })
+
+    def __enter__(self):
+        try:
+            self.start_dataplane()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        # The EAL's runtime directory: DPDK 22.11 leaves a few MB there, on tmpfs.
+        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
+        return False
+
+    def loadgen_memif_args(self, loadgen, loadgen_ip, memory_mb=256):
+        """herald-loadgen's command line up to its scenario: DPDK client mode on this node's
+        memif socket from `loadgen_ip`/24, one queue pair per dataplane worker (worker i
+        answers on queue pair i), the node's APIs and data dir, JSON output."""
+        return [loadgen, "--target", f"{self.stack_ip}:{self.chat_port}",
+                "--dpdk-port", f"net_memif0,role=client,socket={self.socket}",
+                "--dpdk-address", f"{loadgen_ip}/24", "--dpdk-memory-mb", str(memory_mb),
+                "--dpdk-queues", str(self.workers),
+                "--admin", f"127.0.0.1:{self.node.admin_port}",
+                "--public", f"127.0.0.1:{self.node.public_port}",
+                "--data-dir", self.node.data_dir, "--quiet", "--json"]
+
+
+def run_linux_loadgen(loadgen, node, link, scenario, connections, *extra):
+    """herald-loadgen from Linux (kernel sockets, one process, root namespace) against a
+    DpdkNode over its link: `scenario` over `connections`; its verdict (loadgen_verdict)."""
+    args = [loadgen, "--target", f"{link.stack_ip}:{node.chat_port}",
+            "--admin", f"127.0.0.1:{node.node.admin_port}",
+            "--public", f"127.0.0.1:{node.node.public_port}",
+            "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
+            "--connections", str(connections), "--processes", "1", "--settle-timeout", "30",
+            *extra]
+    return loadgen_verdict(args, scenario, connections)
+
+
 def gauge(values, name):
     """A dp.* gauge from DataplaneRun.counters(); absent is a failure (metric() would read 0 and
     a leak check would pass)."""

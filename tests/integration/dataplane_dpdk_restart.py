@@ -20,7 +20,6 @@ Root only (two DPDK EALs and a memif socket): exits 77 (skipped) otherwise.
 Usage: dataplane_dpdk_restart.py <herald-controlplane> <herald-dataplane> <herald-loadgen>
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import threading
 import time
 
 import herald_node
-from dataplane_dpdk_netns import DataplaneRun, loadgen_verdict, wait_for
+from dataplane_dpdk_netns import MemifNode, loadgen_verdict, wait_for
 
 CONNECTIONS = 3000
 RATE = 1500         # one-to-one messages/s, open loop, for the whole send phase
@@ -39,38 +38,12 @@ STACK_IP = "10.81.0.1"
 LOADGEN_IP = "10.81.0.2"
 
 
-class RestartNode(DataplaneRun):
-    """herald-controlplane and herald-dataplane (backend dpdk, one memif server port) in the
-    root namespace; the dataplane can be killed and started again on the same config."""
+class RestartNode(MemifNode):
+    """A MemifNode whose dataplane can be killed and started again on the same config."""
 
     def __init__(self, controlplane, dataplane, tmp):
-        self.socket = os.path.join(tmp, "memif.sock")
-        self.prefix = f"hrestart{os.getpid()}"
-        self.chat_port = herald_node.free_port()
-        super().__init__(controlplane, dataplane, tmp, {
-            "limits": {"max_connections": 2 * CONNECTIONS},
-            "dataplane": {
-                "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
-                "workers": 1, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
-                "dpdk": {"ports": [f"net_memif0,role=server,socket={self.socket}"],
-                         "huge_pages": False, "memory_mb": 512, "file_prefix": self.prefix,
-                         "address": STACK_IP, "prefix_length": 24, "rx_descriptors": 1024,
-                         "tx_descriptors": 1024, "mempool_cache_size": 32},
-            },
-        })
-
-    def __enter__(self):
-        try:
-            self.start_dataplane()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        return False
+        super().__init__(controlplane, dataplane, tmp, "restart", STACK_IP,
+                         max_connections=2 * CONNECTIONS, memory_mb=512)
 
     def kill_and_restart(self):
         """SIGKILL (no goodbye on any connection, as a crash), then the same dataplane again;
@@ -98,13 +71,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         with RestartNode(controlplane, dataplane, tmp) as node:
             try:
-                args = [loadgen, "--target", f"{STACK_IP}:{node.chat_port}",
-                        "--dpdk-port", f"net_memif0,role=client,socket={node.socket}",
-                        "--dpdk-address", f"{LOADGEN_IP}/24", "--dpdk-memory-mb", "256",
-                        "--admin", f"127.0.0.1:{node.node.admin_port}",
-                        "--public", f"127.0.0.1:{node.node.public_port}",
-                        "--data-dir", node.node.data_dir, "--quiet", "--json",
-                        "--scenario", "one-to-one", "--connections", str(CONNECTIONS),
+                args = [*node.loadgen_memif_args(loadgen, LOADGEN_IP), "--scenario", "one-to-one", "--connections", str(CONNECTIONS),
                         "--rate", str(RATE), "--duration", str(DURATION_S),
                         "--settle-timeout", "60", "--connect-timeout", "60",
                         "--restarts-expected"]

@@ -18,8 +18,11 @@ round the dataplane is idle again and its levels must be back where the first ro
   ring bytes, the transport's, TLS's, the sessions' and the router's objects, the router's
   pending messages, the mbufs out of the DPDK pool, the ARP queue's balance (every frame queued
   for resolution released or dropped);
-- within a tolerance: the process's RSS (see RSS_TOLERANCE_*; not in a sanitizer build, where
-  LeakSanitizer checks the dataplane's exit instead).
+- within a tolerance: the heap in use by live objects (dp.process.heap_in_use_bytes less the
+  TCP buffer pools' caches; HEAP_TOLERANCE_*), the leak check proper, and the process's RSS
+  (RSS_TOLERANCE_*), which also counts what the allocator keeps free for reuse
+  (dp.process.heap_free_bytes, reported). Neither in a sanitizer build, where LeakSanitizer
+  checks the dataplane's exit instead.
 
 Scale (env): HERALD_SOAK_SESSIONS (default 100,000; 2,000 in a sanitizer build),
 HERALD_SOAK_ROUNDS (default 2), HERALD_SOAK_IDLE_S (default 10). A long run:
@@ -31,14 +34,12 @@ Usage: dataplane_dpdk_soak.py <herald-controlplane> <herald-dataplane> <herald-l
 import json
 import mmap
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import herald_node
-from dataplane_dpdk_netns import DataplaneRun, gauge, loadgen_verdict, wait_for
+from dataplane_dpdk_netns import MemifNode, gauge, loadgen_verdict, wait_for
 
 STACK_IP = "10.77.0.1"
 LOADGEN_IP = "10.77.0.2"
@@ -83,6 +84,16 @@ SETTLE_S = 90
 # 100,000 sessions is 34 MiB per round, past it.
 RSS_TOLERANCE_FRACTION = 0.05
 RSS_TOLERANCE_MIB = 16
+# The heap in use (dp.process.heap_in_use_bytes, mallinfo2) against the first round's, less the
+# TCP buffer pools' caches (reported apart): what live objects hold. Freed memory the allocator
+# keeps does not count here (dp.process.heap_free_bytes), so this is the leak check proper;
+# the tolerance covers bounded caches that fill over rounds (device lists, groups: at most
+# their configured entries) and tables sized by their peak.
+HEAP_TOLERANCE_FRACTION = 0.02
+HEAP_TOLERANCE_MIB = 8
+# The supervisor samples the heap every second: a reading this long after the levels settled
+# is of the settled heap.
+HEAP_SAMPLE_WAIT_S = 2.5
 
 
 def env_int(name, default):
@@ -104,41 +115,15 @@ def rss_kib(pid):
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-class SoakNode(DataplaneRun):
-    """herald-controlplane and herald-dataplane (backend dpdk, one memif server port) in the
-    root namespace, sized for `sessions` at once."""
+class SoakNode(MemifNode):
+    """A MemifNode sized for `sessions` at once, with its levels read after each round."""
 
     def __init__(self, controlplane, dataplane, tmp, sessions):
-        self.socket = os.path.join(tmp, "memif.sock")
-        self.prefix = f"hsoak{os.getpid()}"
-        self.chat_port = herald_node.free_port()
-        super().__init__(controlplane, dataplane, tmp, {
-            "limits": {"max_connections": sessions + 1000},
-            "dataplane": {
-                "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
-                "workers": 1, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
-                # No mbuf per connection: received bytes are copied into TCP's pooled rings,
-                # so the pool does not scale with the sessions (and a leak shows at once).
-                "dpdk": {"ports": [f"net_memif0,role=server,socket={self.socket}"],
-                         "huge_pages": False, "memory_mb": 256, "file_prefix": self.prefix,
-                         "address": STACK_IP, "prefix_length": 24, "rx_descriptors": 1024,
-                         "tx_descriptors": 1024, "mempool_cache_size": 32,
-                         "mbufs_per_connection": 0},
-            },
-        })
-
-    def __enter__(self):
-        try:
-            self.start_dataplane()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        shutil.rmtree(f"/var/run/dpdk/{self.prefix}", ignore_errors=True)
-        return False
+        # No mbuf per connection: received bytes are copied into TCP's pooled rings, so the
+        # pool does not scale with the sessions (and a leak shows at once).
+        super().__init__(controlplane, dataplane, tmp, "soak", STACK_IP,
+                         max_connections=sessions + 1000,
+                         dpdk_extra={"mbufs_per_connection": 0})
 
     def levels(self):
         """The gauges (absent is a failure: a missing name would read 0 and pass), the ARP
@@ -157,6 +142,9 @@ class SoakNode(DataplaneRun):
         for name in ENDINGS:
             out[name] = int(herald_node.metric(values, name))
         out["rss_kib"] = rss_kib(self.dp.pid)
+        heap = gauge(values, "dp.process.heap_in_use_bytes")
+        out["heap_live_kib"] = (heap - out["dp.tcp.buffer_bytes_cached"]) // 1024
+        out["heap_free_kib"] = gauge(values, "dp.process.heap_free_bytes") // 1024
         return out
 
 
@@ -165,13 +153,8 @@ def run_loadgen(loadgen, node, scenario, connections, prefix, *extra,
     """One loadgen process: connects, runs `scenario`, leaves (resets every connection at
     exit). Its verdict, plus no stalled session."""
     addresses = max(1, -(-connections // ports_per_address))
-    args = [loadgen, "--target", f"{STACK_IP}:{node.chat_port}",
-            "--dpdk-port", f"net_memif0,role=client,socket={node.socket}",
-            "--dpdk-address", f"{LOADGEN_IP}/24", "--dpdk-addresses", str(addresses),
-            "--dpdk-memory-mb", "512",
-            "--admin", f"127.0.0.1:{node.node.admin_port}",
-            "--public", f"127.0.0.1:{node.node.public_port}",
-            "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
+    args = [*node.loadgen_memif_args(loadgen, LOADGEN_IP, memory_mb=512),
+            "--dpdk-addresses", str(addresses), "--scenario", scenario,
             "--connections", str(connections), "--phone-prefix", prefix,
             "--connect-timeout", "900", "--settle-timeout", "60", *extra]
     started = time.monotonic()
@@ -271,9 +254,13 @@ def main():
                         runs.append(storm)
                     t1 = time.monotonic()
                     if baseline is None:
-                        levels = baseline = idle_levels(node)
+                        idle_levels(node)
                     else:
-                        levels = settle(node, baseline, SETTLE_S)
+                        settle(node, baseline, SETTLE_S)
+                    time.sleep(HEAP_SAMPLE_WAIT_S)  # a heap reading taken once settled
+                    levels = node.levels()
+                    if baseline is None:
+                        baseline = levels
                     summary = {
                         "round": r + 1, "loadgen_s": round(t1 - t0, 1),
                         "settle_s": round(time.monotonic() - t1, 1),
@@ -295,6 +282,14 @@ def main():
                         RSS_TOLERANCE_MIB * 1024
                     # Under ASan freed memory waits in its quarantine (up to 256 MiB) before it is
                     # reused: RSS says nothing there, LeakSanitizer at the dataplane's exit does.
+                    heap_limit = baseline["heap_live_kib"] * (1 + HEAP_TOLERANCE_FRACTION) + \
+                        HEAP_TOLERANCE_MIB * 1024
+                    # mallinfo2 does not see ASan's allocator (it reads 0 there).
+                    if not small and levels["heap_live_kib"] > heap_limit:
+                        raise AssertionError(f"round {r + 1}: heap in use "
+                                             f"{levels['heap_live_kib']} KiB, baseline "
+                                             f"{baseline['heap_live_kib']} KiB, limit "
+                                             f"{heap_limit:.0f}: a leak")
                     if not small and levels["rss_kib"] > limit:
                         raise AssertionError(f"round {r + 1}: RSS {levels['rss_kib']} KiB, "
                                              f"baseline {baseline['rss_kib']} KiB, limit "
@@ -302,7 +297,9 @@ def main():
                 accepted = node.counter("dp.dpdk.transport.accepted")
                 print(f"ok: {rounds} rounds, {accepted:.0f} connections accepted over memif, "
                       f"RSS {start['rss_kib']} KiB at start, {baseline['rss_kib']} KiB after "
-                      f"round 1, {levels['rss_kib']} KiB at the end "
+                      f"round 1, {levels['rss_kib']} KiB at the end; heap in use "
+                      f"{baseline['heap_live_kib']} -> {levels['heap_live_kib']} KiB, free "
+                      f"{baseline['heap_free_kib']} -> {levels['heap_free_kib']} KiB "
                       f"({time.monotonic() - started:.0f} s)")
             except BaseException:
                 node.dump_logs()

@@ -26,21 +26,10 @@ import sys
 import tempfile
 
 import dataplane_dpdk_memif
-from dataplane_dpdk_memif import MemifNode
-from dataplane_dpdk_netns import DpdkNode, Link, loadgen_verdict, skip_reason
+from dataplane_dpdk_netns import DpdkNode, Link, MemifNode, run_linux_loadgen, skip_reason
 
 CONNECTIONS = 300
 WORKERS = 2
-
-
-def run_loadgen(loadgen, node, link, scenario, *extra):
-    args = [loadgen, "--target", f"{link.stack_ip}:{node.chat_port}",
-            "--admin", f"127.0.0.1:{node.node.admin_port}",
-            "--public", f"127.0.0.1:{node.node.public_port}",
-            "--data-dir", node.node.data_dir, "--quiet", "--json", "--scenario", scenario,
-            "--connections", str(CONNECTIONS), "--processes", "1", "--settle-timeout", "30",
-            *extra]
-    return loadgen_verdict(args, scenario, CONNECTIONS)
 
 
 def worker_summaries(log):
@@ -58,7 +47,8 @@ def worker_summaries(log):
 def memif_workers(controlplane, dataplane, loadgen, tmp):
     tmp = os.path.join(tmp, "memif")  # a node of its own: fresh accounts and store
     os.makedirs(tmp)
-    with MemifNode(controlplane, dataplane, tmp, workers=WORKERS) as node:
+    with MemifNode(controlplane, dataplane, tmp, "workers", dataplane_dpdk_memif.STACK_IP,
+                   workers=WORKERS) as node:
         try:
             dataplane_dpdk_memif.run_loadgen(loadgen, node, "one-to-one", "--rate", "2000",
                                              "--duration", "3")
@@ -96,12 +86,13 @@ def main():
                 "rx_queues": WORKERS, "tx_queues": WORKERS})
             with node:
                 try:
-                    run_loadgen(loadgen, node, link, "one-to-one", "--rate", "2000",
-                                "--duration", "3")
-                    run_loadgen(loadgen, node, link, "group", "--group-size", "8", "--rate",
-                                "500", "--duration", "3")
-                    run_loadgen(loadgen, node, link, "reconnect-storm", "--rate", "1000",
-                                "--duration", "4", "--storm-after", "1.5")
+                    run_linux_loadgen(loadgen, node, link, "one-to-one", CONNECTIONS,
+                                      "--rate", "2000", "--duration", "3")
+                    run_linux_loadgen(loadgen, node, link, "group", CONNECTIONS,
+                                      "--group-size", "8", "--rate", "500", "--duration", "3")
+                    run_linux_loadgen(loadgen, node, link, "reconnect-storm", CONNECTIONS,
+                                      "--rate", "1000", "--duration", "4",
+                                      "--storm-after", "1.5")
                     counters = {name: node.counter(f"dp.dpdk.{name}") for name in (
                         "steered_out", "steered_in", "steered_copies", "steer_ring_full_drops")}
                     replicas = node.counter("dp.net.arp_replicas")

@@ -1,42 +1,43 @@
 // Symmetric Toeplitz flow steering (flow_steering.h).
 #include "dataplane/transport/dpdk/flow_steering.h"
 
+#include "dataplane/net/wire.h"
 #include "platform/assert/assert.h"
 
 namespace herald::dataplane::dpdk {
 namespace {
 
-constexpr size_t kEthHeaderBytes = 14;
-constexpr uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr uint16_t kEtherTypeArp = 0x0806;
+using net::wire::kEtherTypeArp;
+using net::wire::kEtherTypeIpv4;
+using net::wire::kEthHeaderBytes;
+using net::wire::kEthType;
+using net::wire::kIcmpHeaderBytes;
+using net::wire::kIpv4Dst;
+using net::wire::kIpv4FlagMf;
+using net::wire::kIpv4FlagsFragment;
+using net::wire::kIpv4HeaderBytes;
+using net::wire::kIpv4OffsetMask;
+using net::wire::kIpv4Protocol;
+using net::wire::kIpv4Src;
+using net::wire::load16;
+using net::wire::load32;
+using net::wire::store32;
+
+// IP protocol numbers (IANA) the steering reads ports from or looks inside.
 constexpr uint8_t kProtoIcmp = 1;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
-constexpr size_t kIpv4MinHeaderBytes = 20;
-constexpr size_t kIcmpHeaderBytes = 8;
-
-uint16_t load16(const uint8_t* p) {
-  return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
-uint32_t load32(const uint8_t* p) {
-  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
-}
-void store32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
 
 // The IPv4 header at `ip` (of `size` bytes): its length when it is a whole, unfragmented
 // IPv4 header that fits, else 0. Fragments are not steered by ports (only the first has them);
 // the stack does not reassemble, so they stay where they arrive and are counted there.
 size_t unfragmented_header_bytes(const uint8_t* ip, size_t size) {
-  if (size < kIpv4MinHeaderBytes || (ip[0] >> 4) != 4) return 0;
+  if (size < kIpv4HeaderBytes || (ip[0] >> 4) != 4) return 0;
   const size_t header = size_t{ip[0] & 0x0fu} * 4;
-  if (header < kIpv4MinHeaderBytes || header > size) return 0;
-  const uint16_t flags_fragment = load16(ip + 6);
-  if ((flags_fragment & 0x3fffu) != 0) return 0;  // MF set or a non-zero offset
+  if (header < kIpv4HeaderBytes || header > size) return 0;
+  const uint16_t flags_fragment = load16(ip + kIpv4FlagsFragment);
+  // MF set or a non-zero offset
+  if ((flags_fragment & (kIpv4FlagMf | kIpv4OffsetMask)) != 0) return 0;
   return header;
 }
 
@@ -113,20 +114,20 @@ uint32_t FlowSteering::hash(uint32_t src_ip, uint32_t dst_ip) const {
 FlowSteering::Owner FlowSteering::owner(std::span<const uint8_t> frame) const {
   Owner local;
   if (frame.size() < kEthHeaderBytes) return local;
-  const uint16_t type = load16(frame.data() + 12);
+  const uint16_t type = load16(frame.data() + kEthType);
   if (type == kEtherTypeArp) return Owner{Owner::Kind::kEvery, 0};
   if (type != kEtherTypeIpv4) return local;
   const uint8_t* ip = frame.data() + kEthHeaderBytes;
   const size_t ip_size = frame.size() - kEthHeaderBytes;
   const size_t header = unfragmented_header_bytes(ip, ip_size);
   if (header == 0) return local;
-  const uint8_t protocol = ip[9];
+  const uint8_t protocol = ip[kIpv4Protocol];
   const uint8_t* l4 = ip + header;
   const size_t l4_size = ip_size - header;
   if (protocol == kProtoTcp || protocol == kProtoUdp) {
     if (l4_size < 4) return local;
-    return Owner{Owner::Kind::kQueue,
-                 queue_for(load32(ip + 12), load32(ip + 16), load16(l4), load16(l4 + 2))};
+    return Owner{Owner::Kind::kQueue, queue_for(load32(ip + kIpv4Src), load32(ip + kIpv4Dst),
+                                                load16(l4), load16(l4 + 2))};
   }
   if (protocol == kProtoIcmp && l4_size >= kIcmpHeaderBytes && is_icmp_error(l4[0])) {
     // The datagram inside is one we sent (source us, destination the peer): with a symmetric
@@ -135,9 +136,9 @@ FlowSteering::Owner FlowSteering::owner(std::span<const uint8_t> frame) const {
     const size_t inner_size = l4_size - kIcmpHeaderBytes;
     const size_t inner_header = unfragmented_header_bytes(inner, inner_size);
     if (inner_header == 0 || inner_size < inner_header + 4) return local;
-    if (inner[9] != kProtoTcp && inner[9] != kProtoUdp) return local;
+    if (inner[kIpv4Protocol] != kProtoTcp && inner[kIpv4Protocol] != kProtoUdp) return local;
     const uint8_t* inner_l4 = inner + inner_header;
-    return Owner{Owner::Kind::kQueue, queue_for(load32(inner + 12), load32(inner + 16),
+    return Owner{Owner::Kind::kQueue, queue_for(load32(inner + kIpv4Src), load32(inner + kIpv4Dst),
                                                 load16(inner_l4), load16(inner_l4 + 2))};
   }
   return local;

@@ -255,6 +255,29 @@ TEST(StatsMirror, DpdkLevelsAreGaugesThatComeBackDown) {
   EXPECT_EQ(gauge(other, "dp.dpdk.mempool.mbufs_in_use"), 512);
 }
 
+// The process's memory (worker 0 publishes it, either backend): gauges, down as well as up.
+TEST(StatsMirror, ProcessMemoryIsGauges) {
+  counters::CountersSegment segment = make_segment();
+  StatsMirror mirror({.worker = 0});
+  ASSERT_TRUE(mirror.attach(segment.fd()).ok());
+  FakeWorker w;
+  ProcessMemoryGauges memory{
+      .heap_in_use_bytes = 300u << 20, .heap_free_bytes = 40u << 20, .rss_bytes = 500u << 20};
+  WorkerStatsView v = w.view();
+  v.process = &memory;
+  mirror.publish(0, v);
+  counters::Snapshot up = read(segment);
+  EXPECT_EQ(gauge(up, "dp.process.heap_in_use_bytes"), 300 << 20);
+  EXPECT_EQ(gauge(up, "dp.process.heap_free_bytes"), 40 << 20);
+  EXPECT_EQ(gauge(up, "dp.process.rss_bytes"), 500 << 20);
+  memory = {.heap_in_use_bytes = 20u << 20, .heap_free_bytes = 320u << 20, .rss_bytes = 480u << 20};
+  mirror.publish(0, v);
+  counters::Snapshot down = read(segment);
+  EXPECT_EQ(gauge(down, "dp.process.heap_in_use_bytes"), 20 << 20);
+  EXPECT_EQ(gauge(down, "dp.process.heap_free_bytes"), 320 << 20);
+  EXPECT_EQ(gauge(down, "dp.process.rss_bytes"), 480 << 20);
+}
+
 TEST(StatsMirror, WorkersWriteTheirOwnBlocksAndReadersSumThem) {
   counters::CountersSegment segment = make_segment();
   // The control plane's own thread block 0 is left alone.

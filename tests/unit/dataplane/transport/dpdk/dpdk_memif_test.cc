@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "dataplane/transport/dpdk/dpdk_runtime.h"
 #include "tests/unit/dataplane/transport/dpdk/eal_test_util.h"
 
@@ -120,16 +119,14 @@ class Stream : public FrameHandler {
 };
 
 std::string socket_path() {
-  return absl::StrCat("/tmp/herald-memif-test-", getpid(), ".sock");
+  return testing::memif_socket_path("memif");
 }
 
 class DpdkMemif : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     DpdkSettings s = test_settings("memif");
-    unlink(socket_path().c_str());
-    s.ports = {absl::StrCat("net_memif0,role=server,id=0,socket=", socket_path()),
-               absl::StrCat("net_memif1,role=client,id=0,socket=", socket_path())};
+    s.ports = testing::memif_port_pair(socket_path());
     absl::StatusOr<std::unique_ptr<DpdkRuntime>> rt = DpdkRuntime::start(s);
     ASSERT_TRUE(rt.ok()) << rt.status();
     runtime_ = std::move(*rt);

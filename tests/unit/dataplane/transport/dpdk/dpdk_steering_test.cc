@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "dataplane/transport/dpdk/dpdk_runtime.h"
 #include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/mempool_sizing.h"
@@ -102,7 +101,7 @@ class Receiver final : public FrameHandler {
 };
 
 std::string socket_path() {
-  return absl::StrCat("/tmp/herald-steering-test-", getpid(), ".sock");
+  return testing::memif_socket_path("steering");
 }
 
 class DpdkSteering : public ::testing::Test {
@@ -112,9 +111,7 @@ class DpdkSteering : public ::testing::Test {
     s.lcores = {0, 1, 2};  // main + one per rx queue (mapped onto this machine's CPUs)
     s.rx_queues = kQueues;
     s.tx_queues = kQueues;
-    unlink(socket_path().c_str());
-    s.ports = {absl::StrCat("net_memif0,role=server,id=0,socket=", socket_path()),
-               absl::StrCat("net_memif1,role=client,id=0,socket=", socket_path())};
+    s.ports = testing::memif_port_pair(socket_path());
     absl::StatusOr<std::unique_ptr<DpdkRuntime>> rt = DpdkRuntime::start(s);
     ASSERT_TRUE(rt.ok()) << rt.status();
     runtime_ = std::move(*rt);

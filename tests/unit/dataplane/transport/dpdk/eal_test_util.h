@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "dataplane/transport/dpdk/dpdk_settings.h"
@@ -47,6 +48,19 @@ inline DpdkSettings test_settings(const std::string& test) {
   s.idle_sleep_us = 50;
   s.extra_eal_args = {"--log-level", "lib.eal:warning"};
   return s;
+}
+
+// A memif socket path of this process's own for `test` (under /tmp, removed by the caller).
+inline std::string memif_socket_path(const std::string& test) {
+  return absl::StrCat("/tmp/herald-", test, "-test-", getpid(), ".sock");
+}
+
+// Two ports joined in this process by a memif socket at `socket` (an old file there removed):
+// port 0 the server, port 1 its client. In memif the client owns the buffers of both rings.
+inline std::vector<std::string> memif_port_pair(const std::string& socket) {
+  unlink(socket.c_str());
+  return {absl::StrCat("net_memif0,role=server,id=0,socket=", socket),
+          absl::StrCat("net_memif1,role=client,id=0,socket=", socket)};
 }
 
 // Polls `done` every millisecond for up to `timeout`; true once it held.
