@@ -89,6 +89,9 @@ absl::StatusOr<std::unique_ptr<Dataplane>> Dataplane::start(config::Config confi
     dpdk_runtime = std::shared_ptr<dpdk::DpdkRuntime>(std::move(*runtime));
   }
 
+  HeapTrimPolicy trim;
+  trim.free_bytes_threshold = uint64_t{dp->config_->dataplane().heap_trim_free_mb()} << 20;
+  dp->memory_ = std::make_unique<ProcessMemory>(trim);
   for (uint16_t i = 0; i < workers; ++i) {
     WorkerSetup setup;
     setup.index = i;
@@ -99,12 +102,12 @@ absl::StatusOr<std::unique_ptr<Dataplane>> Dataplane::start(config::Config confi
     setup.mesh = dp->mesh_.get();
     setup.instance_id = dp->instance_id_;
     setup.dpdk = dpdk_runtime;  // the last worker to go shuts the ports and the EAL down
-    setup.memory = &dp->memory_;
+    setup.memory = dp->memory_.get();
     const auto* cores = dp->config_->dataplane().cores();
     setup.pin_core = cores != nullptr && cores->size() == workers ? cores->Get(i) : -1;
     dp->workers_.push_back(std::make_unique<Worker>(std::move(setup)));
   }
-  dp->memory_.sample();  // the first publish carries a reading
+  dp->memory_->sample(monotonic_ms());  // the first publish carries a reading
   for (auto& worker : dp->workers_) {
     Worker* w = worker.get();
     dp->threads_.emplace_back([w] {
@@ -173,7 +176,7 @@ void Dataplane::supervise() {
   uint64_t next_memory_sample_ms = monotonic_ms() + kMemorySampleIntervalMs;
   auto sample_memory_when_due = [&] {
     if (monotonic_ms() < next_memory_sample_ms) return;
-    memory_.sample();
+    memory_->sample(monotonic_ms());
     next_memory_sample_ms = monotonic_ms() + kMemorySampleIntervalMs;
   };
   while (!stopping_.load()) {

@@ -64,7 +64,7 @@ class Dataplane {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> ticket_rotations_{0};
-  ProcessMemory memory_;  // sampled by the supervisor, published by worker 0
+  std::unique_ptr<ProcessMemory> memory_;  // sampled by the supervisor, published by worker 0
 };
 
 }  // namespace herald::dataplane

@@ -299,6 +299,9 @@ void StatsMirror::add_entries() {
     add("dp.process.heap_free_bytes", Source::kProcess, offset_of(probe, probe.heap_free_bytes),
         true);
     add("dp.process.rss_bytes", Source::kProcess, offset_of(probe, probe.rss_bytes), true);
+    add("dp.process.heap_trims", Source::kProcess, offset_of(probe, probe.heap_trims), false);
+    add("dp.process.heap_trim_released_bytes", Source::kProcess,
+        offset_of(probe, probe.heap_trim_released_bytes), false);
   }
   if (options_.with_dpdk) {
     // The stack's drop table and counters, the TCP engine's table, the port loop's and the

@@ -247,10 +247,10 @@ class MemifNode(DataplaneRun):
     queue pair per worker), both in the root namespace: memif is a unix socket and shared
     memory, no link to make. herald-loadgen's DPDK client mode joins it as the memif client
     (loadgen_memif_args). `tag` names the EAL's file prefix (removed at exit); `dpdk_extra`
-    merges into dataplane.dpdk."""
+    merges into dataplane.dpdk, `dataplane_extra` into dataplane."""
 
     def __init__(self, controlplane, dataplane, tmp, tag, stack_ip, workers=1,
-                 max_connections=2000, memory_mb=256, dpdk_extra=None):
+                 max_connections=2000, memory_mb=256, dpdk_extra=None, dataplane_extra=None):
         self.workers = workers
         self.stack_ip = stack_ip
         self.socket = os.path.join(tmp, "memif.sock")
@@ -262,14 +262,12 @@ class MemifNode(DataplaneRun):
                 "tx_descriptors": 1024, "mempool_cache_size": 32,
                 "rx_queues": workers, "tx_queues": workers}
         dpdk.update(dpdk_extra or {})
+        section = {"backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
+                   "workers": workers, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
+                   "dpdk": dpdk}
+        section.update(dataplane_extra or {})
         super().__init__(controlplane, dataplane, tmp, {
-            "limits": {"max_connections": max_connections},
-            "dataplane": {
-                "backend": "dpdk", "listen_address": "0.0.0.0", "chat_port": self.chat_port,
-                "workers": workers, "poll_mode": "adaptive", "adaptive_idle_polls": 200,
-                "dpdk": dpdk,
-            },
-        })
+            "limits": {"max_connections": max_connections}, "dataplane": section})
 
     def __enter__(self):
         try:

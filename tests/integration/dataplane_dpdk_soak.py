@@ -91,6 +91,8 @@ RSS_TOLERANCE_MIB = 16
 # their configured entries) and tables sized by their peak.
 HEAP_TOLERANCE_FRACTION = 0.02
 HEAP_TOLERANCE_MIB = 8
+# dataplane.heap_trim_free_mb for the soak (the default is 128).
+HEAP_TRIM_FREE_MB = 32
 # The supervisor samples the heap every second: a reading this long after the levels settled
 # is of the settled heap.
 HEAP_SAMPLE_WAIT_S = 2.5
@@ -123,7 +125,10 @@ class SoakNode(MemifNode):
         # pool does not scale with the sessions (and a leak shows at once).
         super().__init__(controlplane, dataplane, tmp, "soak", STACK_IP,
                          max_connections=sessions + 1000,
-                         dpdk_extra={"mbufs_per_connection": 0})
+                         dpdk_extra={"mbufs_per_connection": 0},
+                         # Free heap past this goes back to the kernel (malloc_trim): low
+                         # enough that every round's departures pass it.
+                         dataplane_extra={"heap_trim_free_mb": HEAP_TRIM_FREE_MB})
 
     def levels(self):
         """The gauges (absent is a failure: a missing name would read 0 and pass), the ARP
@@ -145,6 +150,9 @@ class SoakNode(MemifNode):
         heap = gauge(values, "dp.process.heap_in_use_bytes")
         out["heap_live_kib"] = (heap - out["dp.tcp.buffer_bytes_cached"]) // 1024
         out["heap_free_kib"] = gauge(values, "dp.process.heap_free_bytes") // 1024
+        out["heap_trims"] = int(herald_node.metric(values, "dp.process.heap_trims"))
+        out["heap_trim_released_kib"] = int(
+            herald_node.metric(values, "dp.process.heap_trim_released_bytes")) // 1024
         return out
 
 
@@ -282,6 +290,10 @@ def main():
                         RSS_TOLERANCE_MIB * 1024
                     # Under ASan freed memory waits in its quarantine (up to 256 MiB) before it is
                     # reused: RSS says nothing there, LeakSanitizer at the dataplane's exit does.
+                    # The departures freed more than the trim threshold: it ran.
+                    if not small and levels["heap_trims"] == 0:
+                        raise AssertionError(f"round {r + 1}: no heap trim (free "
+                                             f"{levels['heap_free_kib']} KiB)")
                     heap_limit = baseline["heap_live_kib"] * (1 + HEAP_TOLERANCE_FRACTION) + \
                         HEAP_TOLERANCE_MIB * 1024
                     # mallinfo2 does not see ASan's allocator (it reads 0 there).
@@ -294,6 +306,9 @@ def main():
                         raise AssertionError(f"round {r + 1}: RSS {levels['rss_kib']} KiB, "
                                              f"baseline {baseline['rss_kib']} KiB, limit "
                                              f"{limit:.0f}")
+                for line in node.dp_log().splitlines():  # each trim's size and duration
+                    if "dataplane.heap_trimmed" in line:
+                        print(line[line.index("dataplane.heap_trimmed"):])
                 accepted = node.counter("dp.dpdk.transport.accepted")
                 print(f"ok: {rounds} rounds, {accepted:.0f} connections accepted over memif, "
                       f"RSS {start['rss_kib']} KiB at start, {baseline['rss_kib']} KiB after "

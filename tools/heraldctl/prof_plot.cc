@@ -462,7 +462,12 @@ std::string chart_svg(const Capture& c, const Chart& chart, double width, const 
         continue;
       }
       for (size_t k = 0; k < run.size(); ++k) {
-        d += (k == 0 ? "M" : "L") + num(px(run[k].t_s)) + " " + num(py(run[k].value));
+        // Appended piece by piece: `"M" + std::string&&` trips GCC 12's -Wrestrict false
+        // positive at -O3 (the release build, tools/run-node).
+        d += k == 0 ? 'M' : 'L';
+        d += num(px(run[k].t_s));
+        d += ' ';
+        d += num(py(run[k].value));
       }
     }
     s += "<g class=\"series\"><title>" + tip + "</title>";

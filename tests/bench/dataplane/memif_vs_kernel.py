@@ -11,6 +11,9 @@
 #   tests/bench/dataplane/memif_vs_kernel.py CP DP LOADGEN SECS RATE CONNECTIONS memif,kernel
 # Env: HERALD_BENCH_POLL=busy|adaptive (the dataplane's worker; adaptive by default),
 #      HERALD_BENCH_PERF=1 (perf record of the dataplane to /tmp/herald-bench-<mode>.perf),
+#      HERALD_BENCH_PIN=1 (the deployment's layout on this 2-CPU machine: the dataplane's
+#      worker pinned to CPU 1, the loadgen and the control plane to CPU 0, so the worker never
+#      waits for the CPU behind another process),
 #      HERALD_BENCH_SCENARIO=idle (hold the sessions SECS; prints the dataplane's RSS and
 #      heap per session: peak while held less the baseline before the loadgen started),
 #      HERALD_BENCH_ADDRESSES=N (the loadgen's stack opens from N addresses: ~28,000
@@ -33,6 +36,7 @@ from bench_util import cpu_s, tsc_hz  # noqa: E402
 cp, dpb, lg, secs, rate, connections = sys.argv[1:7]
 modes = sys.argv[7].split(",") if len(sys.argv) > 7 else ["memif", "kernel"]
 poll = os.environ.get("HERALD_BENCH_POLL", "adaptive")
+pin = os.environ.get("HERALD_BENCH_PIN") == "1"
 scenario = os.environ.get("HERALD_BENCH_SCENARIO", "one-to-one")
 
 
@@ -58,6 +62,8 @@ for mode in modes:
         prefix = f"hmb{os.getpid()}"
         dpcfg = {"backend": "kernel", "listen_address": "127.0.0.1", "chat_port": chat_port,
                  "workers": 1, "poll_mode": poll, "adaptive_idle_polls": 200}
+        if pin:
+            dpcfg["cores"] = [1]
         if mode == "memif":
             dpcfg.update({"backend": "dpdk", "listen_address": "0.0.0.0"})
             dpcfg["dpdk"] = {"ports": [f"net_memif0,role=server,socket={sock}"],
@@ -68,13 +74,16 @@ for mode in modes:
         node = herald_node.Node(cp, tmp, extra_config={
             "limits": {"max_connections": int(connections) + 1000}, "dataplane": dpcfg})
         node.start()
+        if pin:  # every thread of the control plane
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(node.proc.pid)], check=True,
+                           capture_output=True)
         log = open(os.path.join(tmp, "dp.log"), "a")
         dp = subprocess.Popen([dpb, "--config", node.config_path, "--data-dir", node.data_dir],
                               stdout=log, stderr=log)
         herald_node.wait_for("the worker", lambda: "dataplane.worker.started" in
                              open(os.path.join(tmp, "dp.log")).read(), timeout_s=30, poll_s=0.1)
         target = f"{STACK_IP if mode == 'memif' else '127.0.0.1'}:{chat_port}"
-        args = [lg, "--target", target, "--admin", f"127.0.0.1:{node.admin_port}",
+        args = (["taskset", "-c", "0"] if pin else []) + [lg, "--target", target, "--admin", f"127.0.0.1:{node.admin_port}",
                 "--public", f"127.0.0.1:{node.public_port}", "--data-dir", node.data_dir,
                 "--quiet", "--json", "--scenario", scenario, "--connections", connections,
                 "--connect-timeout", "600",

@@ -276,6 +276,13 @@ TEST(StatsMirror, ProcessMemoryIsGauges) {
   EXPECT_EQ(gauge(down, "dp.process.heap_in_use_bytes"), 20 << 20);
   EXPECT_EQ(gauge(down, "dp.process.heap_free_bytes"), 320 << 20);
   EXPECT_EQ(gauge(down, "dp.process.rss_bytes"), 480 << 20);
+  // The trims are counters: totals in the struct, the segment's value follows them.
+  memory.heap_trims = 2;
+  memory.heap_trim_released_bytes = 300u << 20;
+  mirror.publish(0, v);
+  counters::Snapshot trimmed = read(segment);
+  EXPECT_EQ(counter(trimmed, "dp.process.heap_trims"), 2u);
+  EXPECT_EQ(counter(trimmed, "dp.process.heap_trim_released_bytes"), 300u << 20);
 }
 
 TEST(StatsMirror, WorkersWriteTheirOwnBlocksAndReadersSumThem) {
