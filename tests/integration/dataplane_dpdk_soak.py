@@ -87,8 +87,9 @@ RSS_TOLERANCE_MIB = 16
 # The heap in use (dp.process.heap_in_use_bytes, mallinfo2) against the first round's, less the
 # TCP buffer pools' caches (reported apart): what live objects hold. Freed memory the allocator
 # keeps does not count here (dp.process.heap_free_bytes), so this is the leak check proper;
-# the tolerance covers bounded caches that fill over rounds (device lists, groups: at most
-# their configured entries) and tables sized by their peak.
+# the tolerance covers the device-list cache filling towards its cap, the group table (it
+# holds every group; each round's group run adds sessions/80 of them, a few hundred bytes
+# each) and tables sized by their peak.
 HEAP_TOLERANCE_FRACTION = 0.02
 HEAP_TOLERANCE_MIB = 8
 # dataplane.heap_trim_free_mb for the soak (the default is 128).

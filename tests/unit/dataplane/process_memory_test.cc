@@ -10,13 +10,7 @@
 #include <memory>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HERALD_DP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HERALD_DP_ASAN 1
-#endif
-#endif
+#include "tests/unit/asan.h"
 
 namespace herald::dataplane {
 namespace {
@@ -26,7 +20,7 @@ constexpr size_t kBlockBytes = 1000;  // below the mmap threshold: arena chunks,
 constexpr uint64_t kAllocated = kBlocks * kBlockBytes;
 
 TEST(ProcessMemory, HeapInUseFollowsAllocationsAndFrees) {
-#ifdef HERALD_DP_ASAN
+#ifdef HERALD_TEST_ASAN
   GTEST_SKIP() << "mallinfo2 does not see the AddressSanitizer allocator";
 #endif
   const ProcessMemoryGauges before = sample_process_memory();
@@ -63,7 +57,7 @@ TEST(ProcessMemory, ReadReturnsTheLastSample) {
   const ProcessMemoryGauges g = memory.read();
   EXPECT_GT(g.rss_bytes, 0u);
   EXPECT_EQ(g.heap_trims, 0u);  // no policy: never trims
-#ifndef HERALD_DP_ASAN
+#ifndef HERALD_TEST_ASAN
   EXPECT_GT(g.heap_in_use_bytes, 0u);
 #endif
 }
@@ -72,7 +66,7 @@ TEST(ProcessMemory, ReadReturnsTheLastSample) {
 // past the threshold, once the free heap stopped growing, returns their pages, once per
 // interval, again only when they are resident again, and counts what it released.
 TEST(ProcessMemory, TrimReturnsFreePagesPastTheThreshold) {
-#ifdef HERALD_DP_ASAN
+#ifdef HERALD_TEST_ASAN
   GTEST_SKIP() << "mallinfo2 and malloc_trim do not see the AddressSanitizer allocator";
 #endif
   constexpr uint64_t kThreshold = 16u << 20;

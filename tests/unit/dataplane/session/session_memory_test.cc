@@ -9,15 +9,8 @@
 #include <memory>
 #include <vector>
 
+#include "tests/unit/asan.h"
 #include "tests/unit/dataplane/session/stack_test_util.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HERALD_DP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HERALD_DP_ASAN 1
-#endif
-#endif
 
 namespace herald::dataplane {
 namespace {
@@ -50,7 +43,7 @@ double fake_transport_bytes_per_connection(size_t n) {
 }
 
 TEST(DataplaneSessionMemory, IdleAuthenticatedSessionIsSmall) {
-#ifdef HERALD_DP_ASAN
+#ifdef HERALD_TEST_ASAN
   GTEST_SKIP() << "mallinfo2 does not see the AddressSanitizer allocator";
 #endif
   constexpr size_t kSessions = 500;

@@ -7,15 +7,8 @@
 #include <memory>
 #include <vector>
 
+#include "tests/unit/asan.h"
 #include "tests/unit/platform/tls/tls_test_util.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define HERALD_TLS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HERALD_TLS_ASAN 1
-#endif
-#endif
 
 namespace herald::tls {
 namespace {
@@ -110,7 +103,7 @@ Measured measure(KeyType key_type, TlsVersion version, bool with_traffic, size_t
 }
 
 TEST(TlsSessionMemory, IdleEstablishedSessionIsSmall) {
-#ifdef HERALD_TLS_ASAN
+#ifdef HERALD_TEST_ASAN
   GTEST_SKIP() << "mallinfo2 does not see the AddressSanitizer allocator";
 #endif
   constexpr size_t kSessions = 1000;
