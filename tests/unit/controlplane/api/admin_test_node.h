@@ -28,6 +28,7 @@
 #include "controlplane/registration/auth_names.h"
 #include "controlplane/storage/tables.h"
 #include "platform/assert/assert.h"
+#include "tests/unit/blocking_socket.h"
 #include "tests/unit/controlplane/http/loop_server.h"
 
 namespace herald::api::testing {
@@ -189,18 +190,7 @@ struct Reply {
 };
 
 inline int connect_to(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{.tv_sec = 5, .tv_usec = 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  return herald::testing::connect_loopback(port);
 }
 
 inline void send_request(int fd, std::string_view method, std::string_view path,
@@ -213,12 +203,7 @@ inline void send_request(int fd, std::string_view method, std::string_view path,
   }
   req += "\r\n";
   req += body;
-  std::string_view data = req;
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n <= 0) return;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
+  (void)herald::testing::send_all_retrying(fd, req);
 }
 
 inline Reply read_reply(int fd) {
@@ -227,7 +212,7 @@ inline Reply read_reply(int fd) {
   char chunk[4096];
   size_t end;
   while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
-    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    const ssize_t n = herald::testing::recv_retrying(fd, chunk, sizeof(chunk));
     if (n <= 0) return r;
     buffer.append(chunk, static_cast<size_t>(n));
   }
@@ -236,7 +221,7 @@ inline Reply read_reply(int fd) {
   const std::string cl = r.header("Content-Length");
   const size_t length = cl.empty() ? 0 : std::stoul(cl);
   while (buffer.size() < length) {
-    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    const ssize_t n = herald::testing::recv_retrying(fd, chunk, sizeof(chunk));
     if (n <= 0) return r;
     buffer.append(chunk, static_cast<size_t>(n));
   }

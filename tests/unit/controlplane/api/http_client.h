@@ -2,15 +2,13 @@
 // response with a Content-Length body, on a fresh connection each time).
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "tests/unit/blocking_socket.h"
 
 namespace herald::api::testing {
 
@@ -32,18 +30,8 @@ struct HttpResponse {
 inline HttpResponse http_request(uint16_t port, std::string_view method, std::string_view target,
                                  std::string_view body = {}, std::string_view extra_headers = {}) {
   HttpResponse r;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = herald::testing::connect_loopback(port);
   if (fd < 0) return r;
-  timeval tv{.tv_sec = 5, .tv_usec = 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return r;
-  }
   std::string request = std::string(method) + " " + std::string(target) +
                         " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n" +
                         std::string(extra_headers);
@@ -52,16 +40,11 @@ inline HttpResponse http_request(uint16_t port, std::string_view method, std::st
   }
   request += "\r\n";
   request += body;
-  std::string_view rest = request;
-  while (!rest.empty()) {
-    const ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
-    if (n <= 0) break;
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
+  (void)herald::testing::send_all_retrying(fd, request);
   std::string data;
   char chunk[4096];
   for (;;) {
-    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    const ssize_t n = herald::testing::recv_retrying(fd, chunk, sizeof(chunk));
     if (n <= 0) break;
     data.append(chunk, static_cast<size_t>(n));
   }

@@ -22,6 +22,7 @@
 
 #include "gtest/gtest.h"
 #include "platform/uring/event_loop.h"
+#include "tests/unit/blocking_socket.h"
 
 namespace herald::uring::testing {
 
@@ -66,36 +67,16 @@ inline int listen_loopback(uint16_t* port, int backlog = 256) {
   return fd;
 }
 
-// A blocking client socket connected to 127.0.0.1:port, with a receive timeout so a test
-// thread cannot block forever.
+// A blocking client socket connected to 127.0.0.1:port, with send and receive timeouts so a
+// test thread cannot block forever (EINTR handled: see tests/unit/blocking_socket.h).
 inline int connect_blocking(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   EXPECT_GE(fd, 0);
-  timeval tv{.tv_sec = kTestDeadline.count(), .tv_usec = 0};
-  EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-  EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
-  sockaddr_in addr = loopback(port);
-  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  int err = rc == 0 ? 0 : errno;
-  if (rc != 0 && err == EINTR) {
-    // A thread that owns io_uring rings can see EINTR from a blocking call: io_uring queues
-    // some task work (creating an io-wq worker, for one) with a signal-like notification. A
-    // connect with a send timeout then returns EINTR while the handshake goes on: wait for it.
-    pollfd p{.fd = fd, .events = POLLOUT, .revents = 0};
-    do {
-      rc = ::poll(&p, 1, static_cast<int>(kTestDeadline.count() * 1000));
-    } while (rc < 0 && errno == EINTR);
-    socklen_t len = sizeof(err);
-    if (rc != 1) {
-      err = rc == 0 ? ETIMEDOUT : errno;
-      rc = -1;
-    } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-      rc = -1;
-    } else {
-      rc = 0;
-    }
-  }
-  EXPECT_EQ(rc, 0) << "connect to 127.0.0.1:" << port << ": " << std::strerror(err);
+  herald::testing::set_socket_timeouts(fd, kTestDeadline);
+  const sockaddr_in addr = loopback(port);
+  const int err = herald::testing::connect_retrying(fd, reinterpret_cast<const sockaddr*>(&addr),
+                                                    sizeof(addr), kTestDeadline);
+  EXPECT_EQ(err, 0) << "connect to 127.0.0.1:" << port << ": " << std::strerror(err);
   return fd;
 }
 
@@ -112,14 +93,7 @@ inline bool read_exact(int fd, uint8_t* out, size_t n) {
 }
 
 inline bool write_all(int fd, const uint8_t* data, size_t n) {
-  size_t put = 0;
-  while (put < n) {
-    const ssize_t w = ::send(fd, data + put, n - put, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;  // see connect_blocking
-    if (w <= 0) return false;
-    put += static_cast<size_t>(w);
-  }
-  return true;
+  return herald::testing::send_all_retrying(fd, data, n);
 }
 
 // Deterministic, position-dependent bytes so misordered or lost data shows.
