@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "dataplane/routing/router.h"
 #include "dataplane/routing/store_client.h"
@@ -20,6 +21,7 @@
 #include "dataplane/transport/dpdk/dpdk_runtime.h"
 #include "dataplane/transport/dpdk/dpdk_transport.h"
 #include "dataplane/transport/dpdk/port_loop.h"
+#include "dataplane/transport/dpdk/unmap_guard.h"
 #include "dataplane/transport/kernel/kernel_transport.h"
 #include "platform/auth/token_verifier.h"
 #include "platform/clock/clock.h"
@@ -398,8 +400,15 @@ absl::Status Worker::run_loop() {
   // dataplane.dpdk.idle_sleep_us (the latency an idle worker adds to a first packet).
   const uint64_t dpdk_sleep_ns =
       use_dpdk ? uint64_t{setup_.dpdk->settings().idle_sleep_us} * 1000 : kMaxSleepNs;
+  // A DPDK worker calls into the port's PMD all through its turn (rx bursts, and tx bursts
+  // whenever a burst of frames fills): it reports a quiescent state at the top of each turn and
+  // is offline while asleep, so a departing memif peer's memory is not unmapped under a burst
+  // (unmap_guard.h).
+  std::optional<dpdk::PmdPoller> pmd_poller;
+  if (use_dpdk) pmd_poller.emplace();
   uint32_t idle_polls = 0;
   while (!stop_.load(std::memory_order_acquire)) {
+    if (pmd_poller) pmd_poller->quiescent();
     // The control plane came or went.
     if (const uint64_t g = link_generation_.load(std::memory_order_acquire);
         g != parts.link_generation) {
@@ -469,7 +478,9 @@ absl::Status Worker::run_loop() {
     const uint64_t next = parts.wheel->next_wakeup_ns();
     const uint64_t sleep_ns = next <= now ? 0 : std::min<uint64_t>(next - now, dpdk_sleep_ns);
     status_.sleeps.fetch_add(1, std::memory_order_relaxed);
+    if (pmd_poller) pmd_poller->offline();
     (void)parts.loop->run_once(static_cast<int64_t>(sleep_ns));
+    if (pmd_poller) pmd_poller->online();
     if (parts.store->attached()) parts.store->woke();
     mesh.woke();
   }
@@ -497,6 +508,7 @@ absl::Status Worker::run_loop() {
     for (int i = 0; i < 10'000 && !parts.transport->idle(); ++i)
       (void)parts.loop->run_once(1'000'000);
   }
+  pmd_poller.reset();  // no PMD call from here on
   parts.store_doorbell.disarm(*parts.loop);
   parts.mesh_doorbell.disarm(*parts.loop);
   parts.wake.disarm(*parts.loop);

@@ -16,6 +16,7 @@
 #include "dataplane/transport/dpdk/dpdk_settings.h"
 #include "dataplane/transport/dpdk/dpdk_transport.h"
 #include "dataplane/transport/dpdk/port_loop.h"
+#include "dataplane/transport/dpdk/unmap_guard.h"
 #include "platform/clock/clock.h"
 #include "platform/timer/timer_wheel.h"
 #include "rte_ethdev.h"
@@ -125,7 +126,8 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
     // connection for nothing, and a million at once overflowed the stack's tx slots.
     if (transport_ != nullptr) abort_all_paced();
     tokens_.clear();
-    report();  // drops the stack: what is left (closing, TIME-WAIT) ends silently
+    report();           // drops the stack: what is left (closing, TIME-WAIT) ends silently
+    poller_.offline();  // no burst from here; the port's shutdown may wait on the EAL's threads
     runtime_->shutdown();
   }
 
@@ -192,6 +194,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
           next <= now ? 0 : std::min<uint64_t>(next - now, uint64_t{idle_sleep_us_} * 1000);
       if (sleep_ns > 0) {
         const timespec ts{0, static_cast<long>(sleep_ns)};
+        dpdk::PmdPollerAsleep asleep(poller_);
         nanosleep(&ts, nullptr);
         ++sleeps_;
       }
@@ -267,6 +270,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
 
   // A turn of every queue's loop; true when any did work.
   bool poll_loops() {
+    poller_.quiescent();  // no PMD call of this thread is in progress here
     bool work = false;
     for (const auto& loop : loops_) work = loop->poll_once() || work;
     return work;
@@ -332,6 +336,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
       }
       if (now >= next_port_restart_ns_) {
         const uint16_t port_id = runtime_->port(0).port_id();
+        dpdk::PmdPollerAsleep restarting(poller_);  // no burst here; stop may wait on EAL threads
         (void)rte_eth_dev_stop(port_id);
         const bool started = rte_eth_dev_start(port_id) == 0;
         ++port_restarts_;
@@ -344,6 +349,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
       const uint64_t sleep_ns =
           std::min({deadline_ns - now, kLinkDownSleepNs, next_port_restart_ns_ - now});
       const timespec ts{0, static_cast<long>(sleep_ns)};
+      dpdk::PmdPollerAsleep asleep(poller_);
       nanosleep(&ts, nullptr);
       ++sleeps_;
     }
@@ -378,6 +384,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
         } else if (++idle_polls >= kIdlePollsBeforeSleep) {
           idle_polls = 0;
           const timespec ts{0, 100'000};
+          dpdk::PmdPollerAsleep asleep(poller_);
           nanosleep(&ts, nullptr);
         }
       }
@@ -445,6 +452,9 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
   const Options& options_;
   const uint32_t connections_;
   std::unique_ptr<dpdk::DpdkRuntime> runtime_;
+  // This thread calls into the port's PMD (bursts in poll_loops, and tx bursts whenever the
+  // engine's sends fill one): a dataplane that dies unmaps nothing under them (unmap_guard.h).
+  dpdk::PmdPoller poller_;
   clock::Clock clock_;
   uint32_t idle_sleep_us_;
   net::IpAddress target_;

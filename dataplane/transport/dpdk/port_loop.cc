@@ -86,17 +86,19 @@ PortLoop::~PortLoop() {
 }
 
 void PortLoop::run(const std::atomic<bool>& stop) {
+  PmdPoller poller;  // the port's shared memory stays mapped while this thread may read it
   while (!stop.load(std::memory_order_relaxed)) {
+    poller.quiescent();
     if (poll_once()) {
       idle_turns_ = 0;
     } else {
-      idle();
+      idle(poller);
     }
   }
   for (PortState& state : ports_) flush(state);
 }
 
-void PortLoop::idle() {
+void PortLoop::idle(PmdPoller& poller) {
   if (idle_turns_ != UINT32_MAX) ++idle_turns_;  // saturates: a long idle stays asleep
   const bool sleep =
       config_.poll_mode == LoopPollMode::kBlocking ||
@@ -108,7 +110,10 @@ void PortLoop::idle() {
   // No rx interrupts here (virtual ports often have none), so idling is a short timed sleep:
   // idle_sleep_us bounds the latency it adds to the first packet of a burst.
   timespec ts{0, static_cast<long>(config_.idle_sleep_us) * 1000};
-  nanosleep(&ts, nullptr);
+  {
+    PmdPollerAsleep asleep(poller);
+    nanosleep(&ts, nullptr);
+  }
   stats_.sleeps.add(1);
 }
 

@@ -14,6 +14,7 @@
 #include "dataplane/transport/dpdk/flow_steering.h"
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/dpdk/loop_stats.h"
+#include "dataplane/transport/dpdk/unmap_guard.h"
 
 struct rte_mbuf;
 struct rte_mempool;
@@ -66,8 +67,9 @@ class PortLoop final : private TxBatch {
   void run(const std::atomic<bool>& stop);
   // One turn: rx bursts, the handler's turn, tx bursts. True when it did any work.
   bool poll_once();
-  // What poll mode does after an idle turn: nothing, a pause, or a sleep (counted).
-  void idle();
+  // What poll mode does after an idle turn: nothing, a pause, or a sleep (counted; `poller`
+  // offline meanwhile).
+  void idle(PmdPoller& poller);
 
   const LoopStats& stats() const { return stats_; }
   const LoopConfig& config() const { return config_; }

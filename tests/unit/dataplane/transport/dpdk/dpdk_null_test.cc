@@ -110,12 +110,13 @@ TEST_F(DpdkNull, NoPortIsRefusedWithoutTouchingTheEal) {
 
 TEST_F(DpdkNull, AdaptiveLoopPausesThenSleepsAfterIdlePolls) {
   Reflector idle;
+  PmdPoller poller;
   for (LoopPollMode mode :
        {LoopPollMode::kBusy, LoopPollMode::kAdaptive, LoopPollMode::kBlocking}) {
     std::unique_ptr<PortLoop> loop = manual_loop(1, mode, idle);
     for (int i = 0; i < 100; ++i) {
       ASSERT_FALSE(loop->poll_once());
-      loop->idle();
+      loop->idle(poller);
     }
     const LoopStatsSnapshot s = snapshot(loop->stats());
     EXPECT_EQ(s.polls, 100u);
