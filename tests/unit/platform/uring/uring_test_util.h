@@ -47,11 +47,7 @@ bool run_until(EventLoop& loop, Pred done) {
 }
 
 inline sockaddr_in loopback(uint16_t port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return addr;
+  return herald::testing::loopback_address(port);
 }
 
 // A non-blocking listener on 127.0.0.1 with an ephemeral port.
