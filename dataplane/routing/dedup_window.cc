@@ -201,7 +201,7 @@ size_t DedupWindow::forget_device(const wire::DeviceAddress& device) {
 void DedupWindow::remove_entry(uint32_t e) {
   Entry& entry = entries_pool_[e];
   HERALD_DCHECK(entry.state != State::kFree, "removing a free dedup entry");
-  entry_index_.erase(entry_hash(e), e, [this](uint32_t s) { return entry_hash(s); });
+  entry_index_.erase(entry_hash(e), e);
   const uint32_t d = entry.device;
   Device& dev = devices_[d];
   // Unlink from the device's list.
@@ -227,11 +227,7 @@ void DedupWindow::remove_entry(uint32_t e) {
   entry.age_next = free_entries_;
   free_entries_ = e;
   if (--dev.count == 0) {
-    device_index_.erase(device_hash(dev.account_hi, dev.account_lo, dev.device), d,
-                        [this](uint32_t s) {
-                          const Device& o = devices_[s];
-                          return device_hash(o.account_hi, o.account_lo, o.device);
-                        });
+    device_index_.erase(device_hash(dev.account_hi, dev.account_lo, dev.device), d);
     dev = Device{};
     dev.next_free = free_devices_;
     free_devices_ = d;

@@ -17,7 +17,8 @@ struct DedupOptions {
   // config limits.dedup_window: ids remembered per device. Keep it >= max_unacked_messages,
   // so a device's pending messages are never pushed out by its own newer ones.
   uint32_t window_per_device = 1024;
-  // Entries for all devices of the worker (56 bytes each, allocated at construction).
+  // Entries for all devices of the worker (56 bytes each, and 16 of index: allocated at
+  // construction).
   uint32_t max_entries = 1 << 20;
 };
 

@@ -86,8 +86,7 @@ void DeviceListCache::touch(uint32_t e) {
 }
 
 void DeviceListCache::remove_entry(uint32_t e) {
-  index_.erase(account_hash(entries_[e].hi, entries_[e].lo), e,
-               [this](uint32_t s) { return account_hash(entries_[s].hi, entries_[s].lo); });
+  index_.erase(account_hash(entries_[e].hi, entries_[e].lo), e);
   unlink(e);
   entries_[e] = Entry{};
   entries_[e].lru_next = free_entries_;
@@ -172,8 +171,7 @@ void DeviceListCache::finish(uint32_t p, DeviceListResult result,
   list.swap(scratch_);  // a nested finish() (from an answer's lookup) gets its own buffer
   const wire::AccountId account(pending_[p].hi, pending_[p].lo);
   uint32_t w = pending_[p].first_waiter;
-  pending_index_.erase(account_hash(pending_[p].hi, pending_[p].lo), p,
-                       [this](uint32_t s) { return account_hash(pending_[s].hi, pending_[s].lo); });
+  pending_index_.erase(account_hash(pending_[p].hi, pending_[p].lo), p);
   pending_[p] = Pending{};
   pending_[p].next_free = free_pending_;
   free_pending_ = p;

@@ -165,7 +165,36 @@ struct WorkerRouter::Pending {
   uint64_t append_id = 0;
   bool ephemeral = false;
   bool no_push = false;
+
+  // As new, keeping the vectors' capacity.
+  void reset() {
+    sender_connection = kNoConnection;
+    sender = wire::DeviceAddress();
+    client_msg_id = 0;
+    id = MintedId{};
+    frame.clear();
+    joined.clear();
+    recipients.clear();
+    waiting = 0;
+    lookup_error = wire::ErrorCode::Unspecified;
+    append_id = 0;
+    ephemeral = false;
+    no_push = false;
+  }
 };
+
+std::unique_ptr<WorkerRouter::Pending> WorkerRouter::take_pending() {
+  if (spare_pendings_.empty()) return std::make_unique<Pending>();
+  std::unique_ptr<Pending> p = std::move(spare_pendings_.back());
+  spare_pendings_.pop_back();
+  return p;
+}
+
+void WorkerRouter::recycle(std::unique_ptr<Pending> p) {
+  if (spare_pendings_.size() >= kMaxSparePendings) return;  // freed
+  p->reset();
+  spare_pendings_.push_back(std::move(p));
+}
 
 WorkerRouter::WorkerRouter(const WorkerRouterOptions& options, clock::Clock clock,
                            Directory& directory, StoreClient& store, MeshEndpoint& mesh)
@@ -348,7 +377,7 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
       message.client_time_ms(), id.server_time_ms, message.flags(), client_msg_id));
 
   const uint64_t pending_id = next_pending_id_++;
-  auto p = std::make_unique<Pending>();
+  std::unique_ptr<Pending> p = take_pending();
   p->sender_connection = from.connection();
   p->sender = sender;
   p->client_msg_id = client_msg_id;
@@ -615,6 +644,7 @@ void WorkerRouter::answer(uint64_t pending_id, wire::ErrorCode error) {
       }
     }
   }
+  recycle(std::move(p));
 }
 
 void WorkerRouter::on_store_outcome(const StoreOutcome& o) {

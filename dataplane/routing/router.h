@@ -296,6 +296,12 @@ class WorkerRouter final : public Router, private DeviceListSink {
   std::unordered_map<ConnectionId, std::unique_ptr<Session>> sessions_;
   std::unordered_map<uint64_t, std::unique_ptr<Pending>> pending_;  // by pending id
   std::unordered_map<uint64_t, uint64_t> pending_by_lo_;            // ServerMsgId.lo -> pending id
+  // Answered Pendings kept for the next messages with their vectors' capacity (a loaded worker
+  // takes and answers thousands a second in bursts, past what malloc's thread cache holds).
+  static constexpr size_t kMaxSparePendings = 1024;
+  std::vector<std::unique_ptr<Pending>> spare_pendings_;
+  std::unique_ptr<Pending> take_pending();
+  void recycle(std::unique_ptr<Pending> p);
   uint64_t next_pending_id_ = 1;
   std::vector<wire::ServerMsgId> scratch_ids_;
   // Presence subscriptions of this worker's sessions: account -> subscribed connections.
