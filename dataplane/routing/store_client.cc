@@ -758,10 +758,10 @@ void StoreClient::append_timers(uint64_t now_ns) {
 size_t StoreClient::read(uint64_t now_ns) {
   if (!link_ || broken_) return 0;
   size_t total = 0;
-  shm::RecordView views[64];
+  const std::span<shm::RecordView> views(read_views_);
   while (total < options_.max_records_per_poll) {
-    const size_t want = std::min<size_t>(std::size(views), options_.max_records_per_poll - total);
-    const shm::ReadResult r = link_->from_cp.read_batch(std::span(views, want));
+    const size_t want = std::min<size_t>(views.size(), options_.max_records_per_poll - total);
+    const shm::ReadResult r = link_->from_cp.read_batch(views.first(want));
     for (size_t i = 0; i < r.count; ++i) dispatch(views[i].type, views[i].payload, now_ns);
     total += r.count;
     link_->from_cp.release();

@@ -365,6 +365,9 @@ class StoreClient {
   PushFn push_handlers_[ipc::kRecordTypeCount];
 
   std::optional<StoreLink> link_;
+  // read()'s views, kept here: a local array is zeroed on every call, and read runs every loop
+  // turn (nothing read() dispatches to polls the store again).
+  shm::RecordView read_views_[64];
   bool hello_due_ = false;
   bool broken_ = false;        // the attached rings are corrupt: away until the next attach
   bool lost_records_ = false;  // a ring broke: what it held is lost, re-send at the next attach

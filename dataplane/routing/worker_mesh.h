@@ -163,6 +163,9 @@ class MeshEndpoint {
   std::vector<std::unique_ptr<Out>> out_;  // by destination; out_[worker_] is null (no ring)
   std::vector<std::unique_ptr<In>> in_;    // by source; in_[worker_] is null
   uint16_t next_in_ = 0;  // round-robin start, so one busy peer cannot starve the others
+  // poll()'s views, kept here: a local array is zeroed on every call, and poll runs every loop
+  // turn (poll's callback never polls again).
+  shm::RecordView poll_views_[32];
   MeshEndpointStats stats_;
 };
 
@@ -199,14 +202,14 @@ template <typename Fn>
 size_t MeshEndpoint::poll(Fn&& fn, size_t max_records) {
   const uint16_t n = static_cast<uint16_t>(in_.size());
   size_t done = 0;
-  shm::RecordView views[32];
+  std::span<shm::RecordView> views(poll_views_);
   for (uint16_t k = 0; k < n && done < max_records; ++k) {
     const uint16_t from = static_cast<uint16_t>((next_in_ + k) % n);
     if (from == worker_) continue;
     In& in = *in_[from];
     while (done < max_records) {
-      const size_t want = std::min<size_t>(std::size(views), max_records - done);
-      const shm::ReadResult r = in.ring.read_batch(std::span(views, want));
+      const size_t want = std::min<size_t>(views.size(), max_records - done);
+      const shm::ReadResult r = in.ring.read_batch(views.first(want));
       for (size_t i = 0; i < r.count; ++i) {
         MeshRecord record;
         if (!decode(from, views[i], record)) continue;  // malformed, counted
