@@ -166,20 +166,18 @@ struct WorkerRouter::Pending {
   bool ephemeral = false;
   bool no_push = false;
 
-  // As new, keeping the vectors' capacity.
+  // As new, keeping the vectors' capacity (every other field from its initializer above).
   void reset() {
-    sender_connection = kNoConnection;
-    sender = wire::DeviceAddress();
-    client_msg_id = 0;
-    id = MintedId{};
-    frame.clear();
-    joined.clear();
-    recipients.clear();
-    waiting = 0;
-    lookup_error = wire::ErrorCode::Unspecified;
-    append_id = 0;
-    ephemeral = false;
-    no_push = false;
+    std::vector<uint8_t> kept_frame = std::move(frame);
+    std::vector<ConnectionId> kept_joined = std::move(joined);
+    std::vector<Recipient> kept_recipients = std::move(recipients);
+    *this = Pending{};
+    kept_frame.clear();
+    kept_joined.clear();
+    kept_recipients.clear();
+    frame = std::move(kept_frame);
+    joined = std::move(kept_joined);
+    recipients = std::move(kept_recipients);
   }
 };
 

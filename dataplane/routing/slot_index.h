@@ -82,7 +82,6 @@ class SlotIndex {
 
   uint32_t size() const { return size_; }
   size_t cells() const { return cells_.size(); }
-  static constexpr size_t kCellBytes = sizeof(uint64_t);
 
  private:
   // A cell: the hash's low 32 bits above the slot; all ones (slot kNone) is empty.
