@@ -54,7 +54,8 @@ STORM_MAX = 10_000
 # Back to the baseline exactly once the round's sessions are gone (gauges).
 EXACT = (
     "dp.tcp.connection_blocks", "dp.tcp.time_wait_blocks", "dp.tcp.syn_queue_length",
-    "dp.tcp.buffer_bytes_in_use", "dp.transport.connections", "dp.tls.connections",
+    "dp.tcp.buffer_bytes_in_use", "dp.tcp.block_bytes_held", "dp.transport.connections",
+    "dp.tls.connections",
     "dp.worker.sessions", "dp.router.sessions", "dp.router.pending_messages",
     "dp.store.pending_appends", "dp.store.held_appends", "dp.dpdk.mempool.mbufs_in_use",
 )

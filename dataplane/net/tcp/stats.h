@@ -97,7 +97,8 @@ namespace herald::net::tcp {
   X(time_wait_blocks, "gauge: TIME-WAIT kept in a block (app still holds it, or IPv6)")           \
   X(time_wait_entries, "gauge: connections in TIME-WAIT as table entries (no block)")             \
   X(time_wait_overflow, "TIME-WAIT entry ended early: max_time_wait reached (oldest goes)")       \
-  X(syn_queue_length, "gauge: half-open passive opens in the listeners' SYN queues")
+  X(syn_queue_length, "gauge: half-open passive opens in the listeners' SYN queues")              \
+  X(block_bytes_held, "gauge: connection-block chunks held (emptied chunks are given back)")
 
 struct TcpStats {
   enum Index : uint32_t {
@@ -120,7 +121,7 @@ struct TcpStats {
   static bool is_gauge(Index i) {
     return i == buffer_bytes_in_use || i == buffer_bytes_high_water || i == buffer_bytes_cached ||
            i == connection_blocks || i == time_wait_blocks || i == time_wait_entries ||
-           i == syn_queue_length;
+           i == syn_queue_length || i == block_bytes_held;
   }
 };
 

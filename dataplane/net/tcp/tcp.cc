@@ -3,6 +3,7 @@
 #include "dataplane/net/tcp/tcp.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "dataplane/net/tcp/range_list.h"
@@ -234,20 +235,83 @@ TcpEngine::TcpEngine(const TcpConfig& config, clock::Clock clock, timer::TimerWh
   table_mask_ = capacity - 1;
   table_key_[0] = config_.isn_key[0] ^ 0x5be0cd19137e2179ULL;  // a key of its own, derived
   table_key_[1] = config_.isn_key[1] ^ 0x1f83d9abfb41bd6bULL;
-  free_slots_.reserve(config_.max_connections);
 }
 
 TcpEngine::~TcpEngine() {
-  for (uint32_t i = 0; i < slot_count_; ++i) {
-    Connection* c = slot_at(i);
-    if (c->timer != timer::kInvalidTimerId) wheel_.release(c->timer);
-    release_all(c);
+  for (Chunk& chunk : chunks_) {
+    if (chunk.blocks != nullptr) destroy_blocks(std::move(chunk.blocks));
   }
+  if (spare_blocks_ != nullptr) destroy_blocks(std::move(spare_blocks_));
   if (time_wait_timer_ != timer::kInvalidTimerId) wheel_.release(time_wait_timer_);
 }
 
 TcpEngine::Connection* TcpEngine::slot_at(uint32_t slot) const {
-  return &chunks_[slot >> kChunkShift][slot & (kChunkSlots - 1)];
+  return &chunks_[slot >> kChunkShift].blocks[slot & (kChunkSlots - 1)];
+}
+
+uint32_t TcpEngine::lowest_chunk_with_room() {
+  for (uint32_t w = room_hint_; w < chunks_with_room_.size(); ++w) {
+    if (chunks_with_room_[w] != 0) {
+      room_hint_ = w;
+      return w * 64 + static_cast<uint32_t>(std::countr_zero(chunks_with_room_[w]));
+    }
+  }
+  room_hint_ = static_cast<uint32_t>(chunks_with_room_.size());
+  return static_cast<uint32_t>(chunks_.size());
+}
+
+void TcpEngine::mark_slot_free(uint32_t slot) {
+  const uint32_t k = slot >> kChunkShift;
+  Chunk& chunk = chunks_[k];
+  chunk.used &= ~(uint64_t{1} << (slot & (kChunkSlots - 1)));
+  chunks_with_room_[k / 64] |= uint64_t{1} << (k % 64);
+  room_hint_ = std::min(room_hint_, k / 64);
+  if (chunk.used == 0 && !chunk.listed) {
+    chunk.listed = true;
+    emptied_chunks_.push_back(k);
+  }
+}
+
+// Blocks for a released (or new) chunk: the spare's if there is one, timers and all.
+void TcpEngine::attach_blocks(uint32_t k) {
+  Chunk& chunk = chunks_[k];
+  if (spare_blocks_ != nullptr) {
+    chunk.blocks = std::move(spare_blocks_);
+  } else {
+    chunk.blocks = std::make_unique<Connection[]>(kChunkSlots);
+    ++held_chunks_;
+  }
+  for (uint32_t i = 0; i < kChunkSlots; ++i) {
+    chunk.blocks[i].slot = k * kChunkSlots + i;
+    chunk.blocks[i].generation = chunk.last_generation;
+  }
+  stats_[TcpStats::block_bytes_held] = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+}
+
+void TcpEngine::destroy_blocks(std::unique_ptr<Connection[]> blocks) {
+  for (uint32_t i = 0; i < kChunkSlots; ++i) {
+    if (blocks[i].timer != timer::kInvalidTimerId) wheel_.release(blocks[i].timer);
+    release_all(&blocks[i]);
+  }
+  --held_chunks_;
+  stats_[TcpStats::block_bytes_held] = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+}
+
+void TcpEngine::release_emptied_chunks() {
+  for (uint32_t k : emptied_chunks_) {
+    Chunk& chunk = chunks_[k];
+    chunk.listed = false;
+    if (chunk.used != 0 || chunk.blocks == nullptr) continue;  // refilled since
+    uint32_t last = 0;
+    for (uint32_t i = 0; i < kChunkSlots; ++i) last = std::max(last, chunk.blocks[i].generation);
+    chunk.last_generation = last;
+    if (spare_blocks_ == nullptr) {
+      spare_blocks_ = std::move(chunk.blocks);
+    } else {
+      destroy_blocks(std::move(chunk.blocks));
+    }
+  }
+  emptied_chunks_.clear();
 }
 
 size_t TcpEngine::connection_block_bytes() {
@@ -256,15 +320,19 @@ size_t TcpEngine::connection_block_bytes() {
 
 TcpMemory TcpEngine::memory() const {
   TcpMemory m;
-  m.blocks_bytes = uint64_t{chunks_.size()} * kChunkSlots * sizeof(Connection);
-  m.table_bytes = table_.capacity() * sizeof(uint32_t) + free_slots_.capacity() * sizeof(uint32_t) +
-                  chunks_.capacity() * sizeof(chunks_[0]);
+  m.blocks_bytes = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+  m.table_bytes = table_.capacity() * sizeof(uint32_t) + chunks_.capacity() * sizeof(Chunk) +
+                  chunks_with_room_.capacity() * sizeof(uint64_t) +
+                  emptied_chunks_.capacity() * sizeof(uint32_t);
   m.buffers_bytes = pool_.in_use_bytes();
   m.buffers_cached_bytes = pool_.cached_bytes();
   m.time_wait_bytes = time_wait_.memory_bytes();
-  for (uint32_t i = 0; i < slot_count_; ++i) {
-    const Connection* c = slot_at(i);
-    m.ranges_bytes += (c->ooo.capacity() + c->scoreboard.capacity()) * sizeof(c->ooo[0]);
+  for (const Chunk& chunk : chunks_) {
+    if (chunk.blocks == nullptr) continue;
+    for (uint32_t i = 0; i < kChunkSlots; ++i) {
+      const Connection& c = chunk.blocks[i];
+      m.ranges_bytes += (c.ooo.capacity() + c.scoreboard.capacity()) * sizeof(c.ooo[0]);
+    }
   }
   return m;
 }
@@ -321,6 +389,7 @@ void TcpEngine::table_erase(const FourTuple& t) {
 TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
   uint32_t slot = static_cast<uint32_t>(id & 0xffffffffu);
   if (slot == 0 || slot > slot_count_) return nullptr;
+  if (chunks_[(slot - 1) >> kChunkShift].blocks == nullptr) return nullptr;  // released
   Connection* c = slot_at(slot - 1);
   return c->live && c->id() == id ? c : nullptr;
 }
@@ -339,22 +408,25 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
     ++stats_[TcpStats::drop_connection_limit];
     return nullptr;
   }
-  Connection* c;
-  if (!free_slots_.empty()) {
-    c = slot_at(free_slots_.back());
-    free_slots_.pop_back();
-  } else {
-    if ((slot_count_ & (kChunkSlots - 1)) == 0) {
-      chunks_.push_back(std::make_unique<Connection[]>(kChunkSlots));
-    }
-    c = slot_at(slot_count_);
-    c->slot = slot_count_++;
+  const uint32_t k = lowest_chunk_with_room();
+  if (k == chunks_.size()) {
+    chunks_.emplace_back();
+    slot_count_ += kChunkSlots;
+    if (k / 64 == chunks_with_room_.size()) chunks_with_room_.push_back(0);
+    chunks_with_room_[k / 64] |= uint64_t{1} << (k % 64);
+    room_hint_ = std::min(room_hint_, k / 64);
   }
+  Chunk& chunk = chunks_[k];
+  if (chunk.blocks == nullptr) attach_blocks(k);
+  const uint32_t i = static_cast<uint32_t>(std::countr_one(chunk.used));
+  chunk.used |= uint64_t{1} << i;
+  if (chunk.used == ~uint64_t{0}) chunks_with_room_[k / 64] &= ~(uint64_t{1} << (k % 64));
+  Connection* c = &chunk.blocks[i];
   if (c->timer == timer::kInvalidTimerId) {
     c->timer = wheel_.alloc(&TcpEngine::on_timer, reinterpret_cast<uint64_t>(c));
     if (c->timer == timer::kInvalidTimerId) {
       ++stats_[TcpStats::timer_alloc_failed];
-      free_slots_.push_back(c->slot);
+      mark_slot_free(c->slot);
       return nullptr;
     }
   }
@@ -393,7 +465,7 @@ void TcpEngine::free_connection(Connection* c) {
   c->state = TcpState::kClosed;
   --live_count_;
   stats_[TcpStats::connection_blocks] = live_count_;
-  free_slots_.push_back(c->slot);
+  mark_slot_free(c->slot);
 }
 
 void TcpEngine::maybe_free(Connection* c) {
@@ -648,6 +720,7 @@ void TcpEngine::stop() {
   for (auto& l : listeners_) l->backlog.clear();
   listeners_.clear();
   for (uint32_t i = 0; i < slot_count_; ++i) {
+    if (chunks_[i >> kChunkShift].blocks == nullptr) continue;  // released before stop()
     Connection* c = slot_at(i);
     if (!c->live) continue;
     c->listener = nullptr;
@@ -698,6 +771,8 @@ void TcpEngine::poll() {
   events_queue_.clear();
   events_head_ = 0;
   dispatching_ = false;
+  // Nothing of the engine holds a block pointer across the outermost poll().
+  if (!emptied_chunks_.empty()) release_emptied_chunks();
 }
 
 void TcpEngine::deliver_readable(Connection* c) {

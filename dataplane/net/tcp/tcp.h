@@ -172,8 +172,8 @@ struct ConnectionInfo {
 
 // Where an engine's memory goes (diagnostics and the memory test), bytes.
 struct TcpMemory {
-  uint64_t blocks_bytes = 0;          // connection blocks allocated (live, free and TIME-WAIT)
-  uint64_t table_bytes = 0;           // the 4-tuple table, the free-slot list, the chunk index
+  uint64_t blocks_bytes = 0;          // block chunks held (live, free and TIME-WAIT blocks)
+  uint64_t table_bytes = 0;           // the 4-tuple table, the chunk index and its bitmap
   uint64_t buffers_bytes = 0;         // send + receive rings held by connections
   uint64_t buffers_cached_bytes = 0;  // freed rings the pool keeps for reuse
   uint64_t ranges_bytes = 0;          // out-of-order and SACK scoreboard lists (capacity)
@@ -337,13 +337,34 @@ class TcpEngine {
   BufferPool pool_;
 
   // Connection blocks in chunks of kChunkSlots: no allocation (and no malloc header) per
-  // connection, and a block's address never changes (its timer carries it).
+  // connection, and a block's address never changes while its chunk is held (its timer carries
+  // it). A new block takes the lowest free slot of the lowest chunk with room, so after a mass
+  // departure the survivors sit in the low chunks and the emptied ones go back to the allocator
+  // (release_emptied_chunks, at the end of the outermost poll(): code that freed a block may
+  // still read it until then). One emptied chunk is kept as a spare against churn at the edge.
   static constexpr uint32_t kChunkShift = 6;
   static constexpr uint32_t kChunkSlots = 1u << kChunkShift;
-  Connection* slot_at(uint32_t slot) const;
-  std::vector<std::unique_ptr<Connection[]>> chunks_;
-  uint32_t slot_count_ = 0;
-  std::vector<uint32_t> free_slots_;
+  struct Chunk {
+    std::unique_ptr<Connection[]> blocks;  // null: released, every slot free
+    uint64_t used = 0;                     // bit i: slot i holds a live block
+    // While released: the highest generation its slots had, so an id of a block that lived
+    // here never matches a block made here later.
+    uint32_t last_generation = 0;
+    bool listed = false;  // on emptied_chunks_
+  };
+  Connection* slot_at(uint32_t slot) const;  // a held chunk's slot
+  uint32_t lowest_chunk_with_room();         // chunks_.size() when every chunk is full
+  void mark_slot_free(uint32_t slot);
+  void attach_blocks(uint32_t chunk);
+  void release_emptied_chunks();
+  void destroy_blocks(std::unique_ptr<Connection[]> blocks);  // gives back their timers
+  std::vector<Chunk> chunks_;
+  uint32_t slot_count_ = 0;                     // chunks_.size() * kChunkSlots
+  std::vector<uint64_t> chunks_with_room_;      // bit k: chunk k has a free slot
+  uint32_t room_hint_ = 0;                      // no word of chunks_with_room_ below has a bit
+  std::vector<uint32_t> emptied_chunks_;        // chunks whose last block went, to release
+  std::unique_ptr<Connection[]> spare_blocks_;  // one released chunk's blocks (timers kept)
+  uint32_t held_chunks_ = 0;                    // chunks with blocks, the spare included
   uint32_t live_count_ = 0;
   // The 4-tuple table: open addressing with linear probing, allocated once at construction
   // for max_connections at most half full (no allocation per connection); an entry is a slot

@@ -141,7 +141,7 @@ TEST(TcpMemory, IdleConnectionBytes) {
               kConnections);
   std::printf("  connection block (sizeof)      %6zu\n", TcpEngine::connection_block_bytes());
   std::printf("  blocks as allocated (chunks)   %8.1f\n", m.blocks_bytes / n);
-  std::printf("  table + free list (max_conns)  %8.1f\n", m.table_bytes / n);
+  std::printf("  table + chunk index            %8.1f\n", m.table_bytes / n);
   std::printf("  timer (wheel pool node)        %6u\n", 32u);  // timer_wheel.h: 32 B each
   std::printf("  send + receive rings           %8.1f\n", m.buffers_bytes / n);
   std::printf("  ooo + SACK range lists         %8.1f\n", m.ranges_bytes / n);
@@ -206,6 +206,86 @@ TEST(TcpMemory, TimeWaitEntryBytes) {
   pair.advance_ms(2 * config.msl_ms + 1);
   EXPECT_EQ(tw.time_wait_entries(), 0u);
   EXPECT_EQ(tw.stats()[TcpStats::time_wait_expired], kConnections);
+}
+
+// After a mass departure the emptied block chunks go back to the allocator: the survivors sit
+// in their chunks, the next connections fill the lowest free slots first, and an id of a block
+// that lived in a released chunk never finds the block made there later.
+TEST(TcpMemory, EmptiedChunksAreGivenBack) {
+  constexpr uint32_t kConnections = 6'400;  // 100 chunks of 64
+  constexpr uint32_t kSurvivorEvery = 1'000;
+  constexpr uint64_t kBlocksPerChunk = 64;  // tcp.h's kChunkSlots
+  TcpConfig config;
+  config.max_connections = kConnections + 16;
+  const IpAddr server = IpAddr::v4(0x0a000001), client = IpAddr::v4(0x0a000002);
+  Pair pair(config, kConnections + 16);
+  ASSERT_TRUE(pair.engine_[0]->listen(server, 443));
+  TcpEngine& engine = *pair.engine_[1];  // the client side: its ids are ours to keep
+  const uint64_t block_chunk = kBlocksPerChunk * TcpEngine::connection_block_bytes();
+  auto open_all = [&](std::vector<ConnectionId>* ids) {
+    for (uint32_t i = 0; i < kConnections; ++i) {
+      ids->push_back(engine.connect(client, 0, server, 443));
+      ASSERT_NE(ids->back(), kNoConnection);
+      pair.pump();
+    }
+  };
+  std::vector<ConnectionId> first;
+  open_all(&first);
+  ASSERT_EQ(engine.connections(), kConnections);
+  EXPECT_EQ(engine.memory().blocks_bytes, kConnections / 64 * block_chunk);
+  EXPECT_EQ(engine.stats()[TcpStats::block_bytes_held], engine.memory().blocks_bytes);
+
+  // Everyone but every thousandth connection leaves (resets: no TIME-WAIT on either side).
+  std::vector<ConnectionId> survivors;
+  for (uint32_t i = 0; i < kConnections; ++i) {
+    if (i % kSurvivorEvery == 0) {
+      survivors.push_back(first[i]);
+    } else {
+      engine.close(first[i], CloseMode::kAbort);
+    }
+  }
+  pair.pump();
+  ASSERT_EQ(engine.connections(), survivors.size());
+  ASSERT_EQ(pair.engine_[0]->connections(), survivors.size());
+  // Held: the chunks holding a survivor (7 here, one each) and the one spare.
+  const uint64_t survivor_chunks = survivors.size();
+  EXPECT_EQ(engine.memory().blocks_bytes, (survivor_chunks + 1) * block_chunk);
+  EXPECT_EQ(engine.stats()[TcpStats::block_bytes_held], (survivor_chunks + 1) * block_chunk);
+  EXPECT_EQ(pair.engine_[0]->memory().blocks_bytes, (survivor_chunks + 1) * block_chunk);
+  for (uint32_t i = 0; i < kConnections; ++i) {
+    ConnectionInfo info;
+    EXPECT_EQ(engine.info(first[i], &info), i % kSurvivorEvery == 0) << i;
+  }
+
+  // The next round fills the holes from the lowest chunk up and grows back to what it needs.
+  std::vector<ConnectionId> second;
+  second.reserve(kConnections);
+  open_all(&second);
+  ASSERT_EQ(engine.connections(), kConnections + survivors.size());
+  EXPECT_EQ(engine.memory().blocks_bytes,
+            (kConnections + survivors.size() + 63) / 64 * block_chunk);
+  // Old ids never reach the new blocks made in the same slots (generations carried over).
+  for (uint32_t i = 0; i < kConnections; ++i) {
+    ConnectionInfo info;
+    EXPECT_EQ(engine.info(first[i], &info), i % kSurvivorEvery == 0) << i;
+    ASSERT_TRUE(engine.info(second[i], &info)) << i;
+    EXPECT_EQ(info.state, TcpState::kEstablished);
+  }
+  // The survivors still carry data both ways.
+  const uint8_t hello[100] = {7};
+  const uint64_t received = pair.side_[0].received_;
+  for (ConnectionId id : survivors) ASSERT_EQ(engine.send(id, hello), SendResult::kOk);
+  pair.pump();
+  EXPECT_EQ(pair.side_[0].received_, received + 100 * survivors.size());
+
+  // All gone: one spare chunk stays, nothing else.
+  for (ConnectionId id : survivors) engine.close(id, CloseMode::kAbort);
+  for (ConnectionId id : second) engine.close(id, CloseMode::kAbort);
+  pair.pump();
+  EXPECT_EQ(engine.connections(), 0u);
+  EXPECT_EQ(engine.memory().blocks_bytes, block_chunk);
+  EXPECT_EQ(pair.engine_[0]->connections(), 0u);
+  EXPECT_EQ(pair.engine_[0]->memory().blocks_bytes, block_chunk);
 }
 
 }  // namespace
