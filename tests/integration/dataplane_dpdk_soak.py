@@ -206,6 +206,16 @@ def settle(node, baseline, deadline_s):
         time.sleep(0.5)
 
 
+def check_heap(r, levels, reference, name, fraction, mib, verdict):
+    """The heap in use by live objects after round r against a reference reading's, within
+    `fraction` of it plus `mib`."""
+    limit = reference["heap_live_kib"] * (1 + fraction) + mib * 1024
+    if levels["heap_live_kib"] > limit:
+        raise AssertionError(f"round {r + 1}: heap in use {levels['heap_live_kib']} KiB, "
+                             f"{name} {reference['heap_live_kib']} KiB, limit {limit:.0f}: "
+                             f"{verdict}")
+
+
 def idle_levels(node):
     """The first round's end: nothing open (every gauge of a connection at 0, the pool's
     in-use count steady; TCP keeps one emptied block chunk as a spare), then the whole set."""
@@ -309,21 +319,13 @@ def main():
                     if not small and levels["heap_trims"] == 0:
                         raise AssertionError(f"round {r + 1}: no heap trim (free "
                                              f"{levels['heap_free_kib']} KiB)")
-                    heap_limit = baseline["heap_live_kib"] * (1 + HEAP_TOLERANCE_FRACTION) + \
-                        HEAP_TOLERANCE_MIB * 1024
                     # mallinfo2 does not see ASan's allocator (it reads 0 there).
-                    if not small and levels["heap_live_kib"] > heap_limit:
-                        raise AssertionError(f"round {r + 1}: heap in use "
-                                             f"{levels['heap_live_kib']} KiB, baseline "
-                                             f"{baseline['heap_live_kib']} KiB, limit "
-                                             f"{heap_limit:.0f}: a leak")
-                    start_limit = start["heap_live_kib"] * (1 + START_HEAP_TOLERANCE_FRACTION) + \
-                        START_HEAP_TOLERANCE_MIB * 1024
-                    if not small and levels["heap_live_kib"] > start_limit:
-                        raise AssertionError(f"round {r + 1}: heap in use "
-                                             f"{levels['heap_live_kib']} KiB, before any session "
-                                             f"{start['heap_live_kib']} KiB, limit "
-                                             f"{start_limit:.0f}: the sessions' memory stayed")
+                    if not small:
+                        check_heap(r, levels, baseline, "baseline", HEAP_TOLERANCE_FRACTION,
+                                   HEAP_TOLERANCE_MIB, "a leak")
+                        check_heap(r, levels, start, "before any session",
+                                   START_HEAP_TOLERANCE_FRACTION, START_HEAP_TOLERANCE_MIB,
+                                   "the sessions' memory stayed")
                     if not small and levels["rss_kib"] > limit:
                         raise AssertionError(f"round {r + 1}: RSS {levels['rss_kib']} KiB, "
                                              f"baseline {baseline['rss_kib']} KiB, limit "
