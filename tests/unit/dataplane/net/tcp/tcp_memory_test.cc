@@ -288,5 +288,61 @@ TEST(TcpMemory, EmptiedChunksAreGivenBack) {
   EXPECT_EQ(pair.engine_[0]->memory().blocks_bytes, block_chunk);
 }
 
+// Random opens and resets against a model: every id the engine ever handed out is found while
+// its connection lives and never after (however often its chunk was released and made again),
+// and the chunks held are exactly those with a live block, plus at most the one spare.
+TEST(TcpMemory, ChunkReleaseAgainstAModel) {
+  constexpr uint32_t kMaxConnections = 700;  // 11 chunks, the last one partial
+  constexpr uint64_t kBlocksPerChunk = 64;   // tcp.h's kChunkSlots
+  TcpConfig config;
+  config.max_connections = kMaxConnections;
+  const IpAddr server = IpAddr::v4(0x0a000001), client = IpAddr::v4(0x0a000002);
+  Pair pair(config, kMaxConnections + 16);
+  ASSERT_TRUE(pair.engine_[0]->listen(server, 443));
+  TcpEngine& engine = *pair.engine_[1];
+  const uint64_t block_chunk = kBlocksPerChunk * TcpEngine::connection_block_bytes();
+  std::vector<ConnectionId> live, ended;
+  uint64_t seed = 0x9e3779b97f4a7c15ULL;
+  auto next = [&seed](uint64_t n) {
+    seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;  // xorshift64
+    return seed % n;
+  };
+  for (int step = 0; step < 6'000; ++step) {
+    // Phases that fill towards the limit and drain towards zero, so chunks empty and refill.
+    const bool filling = (step / 1'000) % 2 == 0;
+    const bool open =
+        live.empty() || (live.size() < kMaxConnections && next(100) < (filling ? 75u : 25u));
+    if (open) {
+      const ConnectionId id = engine.connect(client, 0, server, 443);
+      ASSERT_NE(id, kNoConnection) << step;
+      live.push_back(id);
+    } else {
+      const size_t i = next(live.size());
+      engine.close(live[i], CloseMode::kAbort);
+      ended.push_back(live[i]);
+      live[i] = live.back();
+      live.pop_back();
+    }
+    pair.pump();
+    if (step % 97 != 0) continue;
+    ASSERT_EQ(engine.connections(), live.size()) << step;
+    ConnectionInfo info;
+    for (ConnectionId id : live) ASSERT_TRUE(engine.info(id, &info)) << step;
+    for (ConnectionId id : ended) ASSERT_FALSE(engine.info(id, &info)) << step;
+    // A chunk is held while any block of it lives: at least the chunks the live blocks need,
+    // at most one per live block (and no more than the limit needs), plus the spare.
+    const uint64_t held = engine.memory().blocks_bytes / block_chunk;
+    EXPECT_GE(held, (live.size() + kBlocksPerChunk - 1) / kBlocksPerChunk) << step;
+    EXPECT_LE(held, std::min<uint64_t>(live.size(), (kMaxConnections + 63) / 64) + 1) << step;
+    EXPECT_EQ(engine.stats()[TcpStats::block_bytes_held], held * block_chunk) << step;
+  }
+  for (ConnectionId id : live) engine.close(id, CloseMode::kAbort);
+  pair.pump();
+  EXPECT_EQ(engine.memory().blocks_bytes, block_chunk) << "only the spare";
+  // Every id ever given out is dead now, and never matched a later connection.
+  ConnectionInfo info;
+  for (ConnectionId id : ended) EXPECT_FALSE(engine.info(id, &info));
+}
+
 }  // namespace
 }  // namespace herald::net::tcp
