@@ -285,7 +285,7 @@ void TcpEngine::attach_blocks(uint32_t k) {
     chunk.blocks[i].slot = k * kChunkSlots + i;
     chunk.blocks[i].generation = chunk.last_generation;
   }
-  stats_[TcpStats::block_bytes_held] = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+  stats_[TcpStats::block_bytes_held] = block_bytes_held();
 }
 
 void TcpEngine::destroy_blocks(std::unique_ptr<Connection[]> blocks) {
@@ -294,7 +294,7 @@ void TcpEngine::destroy_blocks(std::unique_ptr<Connection[]> blocks) {
     release_all(&blocks[i]);
   }
   --held_chunks_;
-  stats_[TcpStats::block_bytes_held] = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+  stats_[TcpStats::block_bytes_held] = block_bytes_held();
 }
 
 void TcpEngine::release_emptied_chunks() {
@@ -314,13 +314,17 @@ void TcpEngine::release_emptied_chunks() {
   emptied_chunks_.clear();
 }
 
+uint64_t TcpEngine::block_bytes_held() const {
+  return uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+}
+
 size_t TcpEngine::connection_block_bytes() {
   return sizeof(Connection);
 }
 
 TcpMemory TcpEngine::memory() const {
   TcpMemory m;
-  m.blocks_bytes = uint64_t{held_chunks_} * kChunkSlots * sizeof(Connection);
+  m.blocks_bytes = block_bytes_held();
   m.table_bytes = table_.capacity() * sizeof(uint32_t) + chunks_.capacity() * sizeof(Chunk) +
                   chunks_with_room_.capacity() * sizeof(uint64_t) +
                   emptied_chunks_.capacity() * sizeof(uint32_t);
@@ -388,7 +392,7 @@ void TcpEngine::table_erase(const FourTuple& t) {
 
 TcpEngine::Connection* TcpEngine::find(ConnectionId id) const {
   uint32_t slot = static_cast<uint32_t>(id & 0xffffffffu);
-  if (slot == 0 || slot > slot_count_) return nullptr;
+  if (slot == 0 || slot > slot_count()) return nullptr;
   if (chunks_[(slot - 1) >> kChunkShift].blocks == nullptr) return nullptr;  // released
   Connection* c = slot_at(slot - 1);
   return c->live && c->id() == id ? c : nullptr;
@@ -411,7 +415,6 @@ TcpEngine::Connection* TcpEngine::new_connection(const FourTuple& tuple) {
   const uint32_t k = lowest_chunk_with_room();
   if (k == chunks_.size()) {
     chunks_.emplace_back();
-    slot_count_ += kChunkSlots;
     if (k / 64 == chunks_with_room_.size()) chunks_with_room_.push_back(0);
     chunks_with_room_[k / 64] |= uint64_t{1} << (k % 64);
     room_hint_ = std::min(room_hint_, k / 64);
@@ -719,7 +722,7 @@ bool TcpEngine::info(ConnectionId id, ConnectionInfo* out) const {
 void TcpEngine::stop() {
   for (auto& l : listeners_) l->backlog.clear();
   listeners_.clear();
-  for (uint32_t i = 0; i < slot_count_; ++i) {
+  for (uint32_t i = 0; i < slot_count(); ++i) {
     if (chunks_[i >> kChunkShift].blocks == nullptr) continue;  // released before stop()
     Connection* c = slot_at(i);
     if (!c->live) continue;

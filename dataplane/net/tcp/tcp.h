@@ -358,8 +358,9 @@ class TcpEngine {
   void attach_blocks(uint32_t chunk);
   void release_emptied_chunks();
   void destroy_blocks(std::unique_ptr<Connection[]> blocks);  // gives back their timers
+  uint64_t block_bytes_held() const;  // the held chunks' blocks, the spare included
+  uint32_t slot_count() const { return static_cast<uint32_t>(chunks_.size()) << kChunkShift; }
   std::vector<Chunk> chunks_;
-  uint32_t slot_count_ = 0;                     // chunks_.size() * kChunkSlots
   std::vector<uint64_t> chunks_with_room_;      // bit k: chunk k has a free slot
   uint32_t room_hint_ = 0;                      // no word of chunks_with_room_ below has a bit
   std::vector<uint32_t> emptied_chunks_;        // chunks whose last block went, to release
