@@ -56,9 +56,28 @@ uint32_t DedupWindow::device_entries(const wire::DeviceAddress& device) const {
   return d == kNil ? 0 : devices_[d].count;
 }
 
+uint32_t DedupWindow::locate(const wire::DeviceAddress& device, uint64_t client_msg_id,
+                             DedupHint hint) const {
+  if (hint.entry < entries_pool_.size()) {
+    // (device, client_msg_id) is unique in the window, so an entry holding both is its entry.
+    const Entry& entry = entries_pool_[hint.entry];
+    if (entry.state != State::kFree && entry.client_msg_id == client_msg_id) {
+      const Device& d = devices_[entry.device];
+      if (d.account_hi == device.account().hi() && d.account_lo == device.account().lo() &&
+          d.device == device.device()) {
+        return hint.entry;
+      }
+    }
+  }
+  const uint32_t d = find_device(device);
+  return d == kNil ? kNil : find_entry(d, client_msg_id);
+}
+
 DedupCheck DedupWindow::find(const wire::DeviceAddress& device, uint64_t client_msg_id) {
   DedupCheck check;
+  check.epoch = epoch_;
   const uint32_t d = find_device(device);
+  check.device_slot = d;
   if (d == kNil) return check;
   const uint32_t e = find_entry(d, client_msg_id);
   if (e == kNil) return check;
@@ -75,12 +94,17 @@ DedupCheck DedupWindow::find(const wire::DeviceAddress& device, uint64_t client_
   return check;
 }
 
-void DedupWindow::insert_pending(const wire::DeviceAddress& device, uint64_t client_msg_id,
-                                 const MintedId& server) {
-  uint32_t d = find_device(device);
-  if (d != kNil && find_entry(d, client_msg_id) != kNil) {
-    ++stats_.duplicate_inserts;
-    return;
+DedupHint DedupWindow::insert_pending(const wire::DeviceAddress& device, uint64_t client_msg_id,
+                                      const MintedId& server, const DedupCheck* found) {
+  uint32_t d;
+  if (found != nullptr && found->epoch == epoch_ && found->verdict == DedupVerdict::kNew) {
+    d = found->device_slot;  // nothing changed since find() saw the id absent
+  } else {
+    d = find_device(device);
+    if (d != kNil && find_entry(d, client_msg_id) != kNil) {
+      ++stats_.duplicate_inserts;
+      return DedupHint{};
+    }
   }
   // Make room first: the device's own window, then the worker's pool. Either eviction may
   // remove the device record when it held the last entry, so look it up again afterwards.
@@ -130,13 +154,15 @@ void DedupWindow::insert_pending(const wire::DeviceAddress& device, uint64_t cli
   newest_ = e;
   if (oldest_ == kNil) oldest_ = e;
   ++entries_;
+  ++epoch_;
   entry_index_.insert(entry_hash(e), e);
   ++stats_.inserted;
+  return DedupHint{e};
 }
 
-bool DedupWindow::mark_acked(const wire::DeviceAddress& device, uint64_t client_msg_id) {
-  const uint32_t d = find_device(device);
-  const uint32_t e = d == kNil ? kNil : find_entry(d, client_msg_id);
+bool DedupWindow::mark_acked(const wire::DeviceAddress& device, uint64_t client_msg_id,
+                             DedupHint hint) {
+  const uint32_t e = locate(device, client_msg_id, hint);
   if (e == kNil) {
     ++stats_.unknown;
     return false;
@@ -146,9 +172,9 @@ bool DedupWindow::mark_acked(const wire::DeviceAddress& device, uint64_t client_
   return true;
 }
 
-bool DedupWindow::forget(const wire::DeviceAddress& device, uint64_t client_msg_id) {
-  const uint32_t d = find_device(device);
-  const uint32_t e = d == kNil ? kNil : find_entry(d, client_msg_id);
+bool DedupWindow::forget(const wire::DeviceAddress& device, uint64_t client_msg_id,
+                         DedupHint hint) {
+  const uint32_t e = locate(device, client_msg_id, hint);
   if (e == kNil) {
     ++stats_.unknown;
     return false;
@@ -179,13 +205,10 @@ void DedupWindow::import_device(const wire::DeviceAddress& device,
   for (const DedupRecord& r : records) {
     const uint32_t d = find_device(device);
     if (d != kNil && find_entry(d, r.client_msg_id) != kNil) continue;
-    insert_pending(device, r.client_msg_id, r.server);
+    const DedupHint at = insert_pending(device, r.client_msg_id, r.server);
     --stats_.inserted;  // counted as imported, not as a new message
     ++stats_.imported;
-    if (r.acked) {
-      const uint32_t e = find_entry(find_device(device), r.client_msg_id);
-      entries_pool_[e].state = State::kAcked;
-    }
+    if (r.acked) entries_pool_[at.entry].state = State::kAcked;
   }
 }
 
@@ -223,6 +246,7 @@ void DedupWindow::remove_entry(uint32_t e) {
   else
     newest_ = entry.age_prev;
   --entries_;
+  ++epoch_;
   entry = Entry{};
   entry.age_next = free_entries_;
   free_entries_ = e;

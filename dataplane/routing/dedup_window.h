@@ -31,6 +31,17 @@ enum class DedupVerdict : uint8_t {
 struct DedupCheck {
   DedupVerdict verdict = DedupVerdict::kNew;
   MintedId server;  // kPending / kAcked: the id the first copy was given
+  // What find() learnt, so insert_pending() right after it need not look again: the device's
+  // record (or none) and the window's mutation count then (stale once anything changed).
+  uint32_t device_slot = UINT32_MAX;
+  uint64_t epoch = 0;
+};
+
+// Where insert_pending() put an id: passed back to mark_acked()/forget(), it saves their two
+// lookups when the entry is still there (checked against the id and device, so a hint gone
+// stale, the entry evicted or reused, only costs the lookup).
+struct DedupHint {
+  uint32_t entry = UINT32_MAX;
 };
 
 // One remembered id, as handed from worker to worker when a device's session moves.
@@ -65,13 +76,14 @@ class DedupWindow {
   explicit DedupWindow(const DedupOptions& options);
 
   DedupCheck find(const wire::DeviceAddress& device, uint64_t client_msg_id);
-  // Remembers a new id as pending with the id minted for it (find() said kNew).
-  void insert_pending(const wire::DeviceAddress& device, uint64_t client_msg_id,
-                      const MintedId& server);
+  // Remembers a new id as pending with the id minted for it (find() said kNew). `found`, that
+  // find()'s answer, spares the lookups when nothing changed in the window since.
+  DedupHint insert_pending(const wire::DeviceAddress& device, uint64_t client_msg_id,
+                           const MintedId& server, const DedupCheck* found = nullptr);
   // The ServerAck went out: resends now get it again. False when the entry is gone.
-  bool mark_acked(const wire::DeviceAddress& device, uint64_t client_msg_id);
+  bool mark_acked(const wire::DeviceAddress& device, uint64_t client_msg_id, DedupHint hint = {});
   // The message failed (an error, not a ServerAck): forget it so a resend is tried again.
-  bool forget(const wire::DeviceAddress& device, uint64_t client_msg_id);
+  bool forget(const wire::DeviceAddress& device, uint64_t client_msg_id, DedupHint hint = {});
 
   // Hand-over when a device's session moves to another worker (a reconnect lands wherever the
   // kernel or RSS puts it): its ids, oldest first, into `out` (window_per_device records always
@@ -115,6 +127,8 @@ class DedupWindow {
   uint64_t entry_hash(uint32_t e) const;
   uint32_t find_device(const wire::DeviceAddress& device) const;
   uint32_t find_entry(uint32_t device_slot, uint64_t client_msg_id) const;
+  // The entry of (device, client_msg_id): the hint's when it holds them, else looked up.
+  uint32_t locate(const wire::DeviceAddress& device, uint64_t client_msg_id, DedupHint hint) const;
   void remove_entry(uint32_t e);
 
   DedupOptions options_;
@@ -126,6 +140,7 @@ class DedupWindow {
   uint32_t free_devices_ = kNil;
   uint32_t oldest_ = kNil, newest_ = kNil;
   uint32_t entries_ = 0;
+  uint64_t epoch_ = 0;  // bumped by every insert and removal: a DedupCheck older is stale
   DedupStats stats_;
 };
 

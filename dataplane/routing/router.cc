@@ -155,6 +155,7 @@ struct WorkerRouter::Pending {
   ConnectionId sender_connection = kNoConnection;
   wire::DeviceAddress sender;
   uint64_t client_msg_id = 0;
+  DedupHint dedup_entry;  // where the window holds (sender, client_msg_id), while it does
   MintedId id;
   std::vector<uint8_t> frame;  // the Deliver, encoded once for every recipient
   // Resends of the same client_msg_id (a new connection of the sender) answered with it.
@@ -288,15 +289,16 @@ uint32_t WorkerRouter::attach(SessionPort& session) {
 void WorkerRouter::detach(SessionPort& session) {
   const ConnectionId connection = session.connection();
   const wire::DeviceAddress device = session.device();
-  auto it = sessions_.find(connection);
-  if (it == sessions_.end()) return;  // a refused login
+  Session* s = find_session(connection);
+  if (s == nullptr) return;  // a refused login
   ++stats_.detaches;
   directory_.logout(device, {options_.worker, connection});
   // The device's drains end, unless a newer session of it on this worker owns them now.
   const auto now_at = directory_.find(device);
   if (!now_at || now_at->worker != options_.worker) store_.forget_drains(device);
-  unsubscribe(*it->second);
-  sessions_.erase(it);
+  unsubscribe(*s);
+  sessions_.erase(connection);
+  shrink_when_sparse(sessions_);
 }
 
 // ---- Messages ------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
     return;
   }
   const MintedId id = minter_.mint(unix_ms());
-  dedup_.insert_pending(sender, client_msg_id, id);
+  const DedupHint dedup_entry = dedup_.insert_pending(sender, client_msg_id, id, &check);
 
   // The Deliver, encoded once: every recipient, the store and a held message use these bytes.
   frames_.clear();
@@ -379,6 +381,7 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
   p->sender_connection = from.connection();
   p->sender = sender;
   p->client_msg_id = client_msg_id;
+  p->dedup_entry = dedup_entry;
   p->id = id;
   p->frame.assign(frame.begin(), frame.end());
   const auto flags = static_cast<uint32_t>(message.flags());
@@ -411,7 +414,8 @@ WorkerRouter::Lookup WorkerRouter::add_account(Pending& p, uint64_t pending_id,
 void WorkerRouter::resolve(uint64_t pending_id) {
   Pending& p = *pending_.at(pending_id);
   const wire::Deliver& d = deliver_of(p);
-  std::vector<Recipient> out;
+  std::vector<Recipient>& out = p.recipients;  // kept capacity: no allocation per message
+  out.clear();
   uint32_t waiting = 0;
   bool busy = false;
   auto note = [&](Lookup l) {
@@ -497,7 +501,6 @@ void WorkerRouter::resolve(uint64_t pending_id) {
     answer(pending_id, wire::ErrorCode::InvalidRequest);
     return;
   }
-  p.recipients = std::move(out);
   dispatch(pending_id);
 }
 
@@ -551,8 +554,8 @@ void WorkerRouter::dispatch(uint64_t pending_id) {
     return;
   }
   if (!p.ephemeral) {
-    std::vector<wire::DeviceAddress> devices;
-    devices.reserve(p.recipients.size());
+    std::vector<wire::DeviceAddress>& devices = append_devices_scratch_;
+    devices.clear();
     for (const Recipient& r : p.recipients) devices.push_back(r.device);
     const AppendResult a = store_.append(deliver_of(p), devices, p.client_msg_id, pending_id);
     if (!a.ok()) {
@@ -606,10 +609,10 @@ void WorkerRouter::answer(uint64_t pending_id, wire::ErrorCode error) {
   pending_.erase(it);
   pending_by_lo_.erase(p->id.id.lo());
   if (error == wire::ErrorCode::Unspecified) {
-    dedup_.mark_acked(p->sender, p->client_msg_id);
+    dedup_.mark_acked(p->sender, p->client_msg_id, p->dedup_entry);
     stats_.server_acks += 1 + p->joined.size();
   } else {
-    dedup_.forget(p->sender, p->client_msg_id);
+    dedup_.forget(p->sender, p->client_msg_id, p->dedup_entry);
     uint64_t* counter = &stats_.errors_store_unavailable;
     switch (error) {
       case wire::ErrorCode::RecipientNotFound: counter = &stats_.errors_recipient_not_found; break;
@@ -625,7 +628,7 @@ void WorkerRouter::answer(uint64_t pending_id, wire::ErrorCode error) {
   for (ConnectionId c : p->joined) complete(c, p->client_msg_id, p->id, error);
   // The sender moved to another worker (which may hold this entry, handed over as pending):
   // tell it, so it answers resends that joined there.
-  if (find_session(p->sender_connection) == nullptr && options_.workers > 1) {
+  if (options_.workers > 1 && find_session(p->sender_connection) == nullptr) {
     const auto at = directory_.find(p->sender);
     if (at && at->worker != options_.worker && at->worker < options_.workers) {
       struct {

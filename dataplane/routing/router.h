@@ -27,6 +27,7 @@
 #include "dataplane/routing/worker_mesh.h"
 #include "dataplane/session/router.h"
 #include "platform/clock/clock.h"
+#include "platform/containers/flat_map.h"
 #include "schemas/codec/frame_builder.h"
 
 namespace herald::dataplane::routing {
@@ -293,9 +294,11 @@ class WorkerRouter final : public Router, private DeviceListSink {
   DeviceListCache device_lists_;
   codec::FrameBuilder frames_;
 
-  std::unordered_map<ConnectionId, std::unique_ptr<Session>> sessions_;
-  std::unordered_map<uint64_t, std::unique_ptr<Pending>> pending_;  // by pending id
-  std::unordered_map<uint64_t, uint64_t> pending_by_lo_;            // ServerMsgId.lo -> pending id
+  // Looked up several times per message (FlatMap: no node per entry). Values are pointers, so
+  // a Session& or Pending& stays valid while its map grows.
+  FlatMap<ConnectionId, std::unique_ptr<Session>> sessions_;
+  FlatMap<uint64_t, std::unique_ptr<Pending>> pending_;  // by pending id
+  FlatMap<uint64_t, uint64_t> pending_by_lo_;            // ServerMsgId.lo -> pending id
   // Answered Pendings kept for the next messages with their vectors' capacity (a loaded worker
   // takes and answers thousands a second in bursts, past what malloc's thread cache holds).
   static constexpr size_t kMaxSparePendings = 1024;
@@ -321,6 +324,7 @@ class WorkerRouter final : public Router, private DeviceListSink {
   std::unordered_map<JoinKey, RemoteJoin, JoinKeyHash> remote_joins_;
   uint64_t next_remote_join_check_ns_ = 0;
   std::vector<DedupRecord> records_scratch_;  // one device's export (window_per_device)
+  std::vector<wire::DeviceAddress> append_devices_scratch_;  // one append's recipients
   // An account's online devices (receipts, typing): max_devices_per_account entries.
   std::vector<OnlineDevice> online_scratch_;
   // Receipts waiting for their addressee's device list, by waiter token (kReceiptToken | n;

@@ -47,11 +47,14 @@ constexpr uint64_t kLinkDownSleepNs = 10'000'000;
 constexpr uint64_t kPortRestartFailedNs = 200'000'000;
 constexpr uint64_t kPortRestartStartedNs = 3'000'000'000;
 // At exit, RSTs go out in batches of at most this many (a quarter of the memif ring, under the
-// smallest tx_slots), each confirmed by an ARP round trip before the next (a batch whose answer
-// does not come within kExitAbortBatchWaitNs is taken as handled: an ARP reply may be rate
-// limited).
+// smallest tx_slots), each confirmed by an ARP round trip before the next. Requests unanswered
+// for kExitAbortAskAgainNs are sent again (one may be lost, or the dataplane slow: a loaded one
+// took over a second for a batch, and moving on then overflowed its ring); once one answer is
+// in, the batch's other answers get kExitAbortStragglerWaitNs (one lost to the dataplane's
+// rate limit must not hold the exit up).
 constexpr uint32_t kExitAbortBatch = 4096;
-constexpr int64_t kExitAbortBatchWaitNs = 1'000'000'000;
+constexpr int64_t kExitAbortAskAgainNs = 1'000'000'000;
+constexpr int64_t kExitAbortStragglerWaitNs = 50'000'000;
 constexpr int64_t kExitAbortTimeoutNs = 60'000'000'000;
 
 int64_t mono_ns() {
@@ -371,14 +374,30 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
       if (!runtime_->port(0).link().up) break;  // nobody to tell
       const size_t end = std::min(open.size(), at + kExitAbortBatch);
       for (; at < end; ++at) transport_->close(open[at], dp::CloseMode::kAbort);
-      // A reply, not any learning: the dataplane's own requests (refreshing its entries for
+      // Replies, not any learning: the dataplane's own requests (refreshing its entries for
       // our addresses) teach us too, and counting those let batches pile up on the ring.
-      const uint64_t replies = transport_->net_stats().count(net::NetCounter::kArpRepliesReceived);
-      (void)transport_->introduce_to(target_);
-      const int64_t batch_deadline_ns = std::min(deadline_ns, mono_ns() + kExitAbortBatchWaitNs);
+      // introduce_to() asks from each of our addresses; every answer comes after the batch's
+      // RSTs were handled. Waiting for all of them (not the first) keeps this batch's late
+      // answers from confirming the next batch before the dataplane has seen it.
+      auto replies = [&] {
+        return transport_->net_stats().count(net::NetCounter::kArpRepliesReceived);
+      };
+      const uint64_t replies_before = replies();
+      uint64_t asked = transport_->introduce_to(target_);
+      int64_t asked_at_ns = mono_ns(), first_answer_ns = 0;
       uint32_t idle_polls = 0;
-      while (transport_->net_stats().count(net::NetCounter::kArpRepliesReceived) == replies &&
-             mono_ns() < batch_deadline_ns) {
+      while (mono_ns() < deadline_ns && runtime_->port(0).link().up) {
+        const uint64_t answered = replies() - replies_before;
+        if (answered >= asked) break;
+        const int64_t now_ns = mono_ns();
+        if (answered > 0) {
+          if (first_answer_ns == 0) first_answer_ns = now_ns;
+          if (now_ns - first_answer_ns >= kExitAbortStragglerWaitNs) break;
+        } else if (now_ns - asked_at_ns >= kExitAbortAskAgainNs) {
+          asked += transport_->introduce_to(target_);
+          asked_at_ns = now_ns;
+          ++exit_reasks_;
+        }
         if (poll_loops() || transport_->pending_tx_frames() > 0) {
           idle_polls = 0;
         } else if (++idle_polls >= kIdlePollsBeforeSleep) {
@@ -402,11 +421,11 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
                  "tx_ring_full_drops %llu alloc_failures %llu tx_slots_exhausted %llu "
                  "segments_retransmitted %llu rto_fired %llu sleeps %llu link_downs %llu "
                  "link_dropped %llu port_restarts %llu port_restart_failures %llu "
-                 "exit_resets %llu\n",
+                 "exit_resets %llu exit_arp_reasks %llu\n",
                  u(t.rx_packets), u(t.tx_packets), u(t.tx_ring_full_drops), u(t.alloc_failures),
                  u(t.tx_slots_exhausted), u(t.segments_retransmitted), u(t.rto_fired), u(sleeps_),
                  u(link_downs_), u(link_dropped_), u(port_restarts_), u(port_restart_failures_),
-                 u(exit_resets_));
+                 u(exit_resets_), u(exit_reasks_));
   }
 
   // TransportEvents: from inside wait() only (poll_once, the wheel), per network.h.
@@ -474,6 +493,7 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
   uint64_t port_restarts_ = 0;
   uint64_t port_restart_failures_ = 0;
   uint64_t exit_resets_ = 0;
+  uint64_t exit_reasks_ = 0;  // times an exit batch went unanswered for 1 s and was asked again
   Totals totals_;
 };
 

@@ -152,6 +152,7 @@ class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
     if (it == t_.conns_.end()) return;  // refused at accept, never handed up
     const ConnState state = it->second;
     t_.conns_.erase(it);
+    shrink_when_sparse(t_.conns_);
     CloseReason out = net::tcp::to_transport_reason(reason);
     if (state.queue_full) {
       out = CloseReason::kSendQueueFull;

@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <memory>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "dataplane/net/frame_io.h"
@@ -24,6 +23,7 @@
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/transport.h"
 #include "platform/clock/clock.h"
+#include "platform/containers/flat_map.h"
 #include "platform/timer/timer_wheel.h"
 
 namespace herald::dataplane::dpdk {
@@ -159,7 +159,7 @@ class DpdkTransport final : public Transport, public FrameHandler {
   std::unique_ptr<EngineEvents> engine_events_;
   std::unique_ptr<net::tcp::TcpEngine> tcp_;
   // Connections the layer above holds (accepted, on_closed not yet delivered).
-  std::unordered_map<ConnectionId, ConnState> conns_;
+  FlatMap<ConnectionId, ConnState> conns_;
   DpdkTransportStats stats_;
   uint32_t next_local_ = 0;  // connect(): the next of our addresses to open from
 };

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <list>
+#include <map>
 #include <random>
 
 namespace herald::dataplane::routing {
@@ -167,15 +168,28 @@ struct Model {
   }
 };
 
+// The hints (find()'s answer passed to insert_pending(), insert_pending()'s passed to
+// mark_acked()/forget()) are taken at random fresh, stale (from earlier ops, their entry or
+// device record evicted and reused since) or another key's: the window must answer as if it had
+// looked each id up.
 TEST(DedupWindow, MatchesTheModelUnderRandomTraffic) {
   for (uint32_t seed = 1; seed <= 20; ++seed) {
     std::mt19937_64 rng(seed);
     const uint32_t window_size = 4 + seed % 5, total = 16 + seed * 3;
     DedupWindow window(DedupOptions{window_size, total});
     Model model{window_size, total, {}};
+    std::map<std::pair<uint32_t, uint64_t>, DedupCheck> old_checks;
+    std::map<std::pair<uint32_t, uint64_t>, DedupHint> hints;
+    auto some_hint = [&](std::pair<uint32_t, uint64_t> key) {
+      if (rng() % 4 == 0 && !hints.empty())
+        return std::next(hints.begin(), rng() % hints.size())->second;
+      auto h = hints.find(key);
+      return h == hints.end() ? DedupHint{} : h->second;
+    };
     for (int op = 0; op < 4000; ++op) {
       const uint32_t device = static_cast<uint32_t>(rng() % 12) + 1;
       const uint64_t id = rng() % 24;
+      const auto key = std::make_pair(device, id);
       const auto address = dev(device % 5, device);
       const DedupCheck check = window.find(address, id);
       auto it = model.find(device, id);
@@ -187,25 +201,68 @@ TEST(DedupWindow, MatchesTheModelUnderRandomTraffic) {
         case 0:
         case 1:
           if (it == model.items.end()) {
-            window.insert_pending(address, id, server_id(id));
+            const DedupCheck* found = &check;
+            if (rng() % 3 == 0) {
+              auto old = old_checks.find(key);
+              found = old == old_checks.end() ? nullptr : &old->second;
+            }
+            hints[key] = window.insert_pending(address, id, server_id(id), found);
             model.insert(device, id);
           }
           break;
         case 2:
           if (it != model.items.end()) {
-            ASSERT_TRUE(window.mark_acked(address, id));
+            ASSERT_TRUE(window.mark_acked(address, id, some_hint(key)));
             it->acked = true;
           }
           break;
         case 3:
-          ASSERT_EQ(window.forget(address, id), it != model.items.end());
+          ASSERT_EQ(window.forget(address, id, some_hint(key)), it != model.items.end());
           if (it != model.items.end()) model.items.erase(it);
           break;
       }
+      old_checks[key] = check;
       ASSERT_EQ(window.entries(), model.items.size());
       ASSERT_LE(window.entries(), total);
+      uint32_t of_device = 0;
+      for (const auto& item : model.items) of_device += item.device == device ? 1 : 0;
+      ASSERT_EQ(window.device_entries(address), of_device) << "seed " << seed << " op " << op;
     }
+    EXPECT_EQ(window.stats().duplicate_inserts, 0u);
   }
+}
+
+// A find() answer goes stale when the window changes before the insert: here the device's
+// record is freed and taken by another device in between, so trusting it would file the id
+// under the other device.
+TEST(DedupWindow, AStaleFindAnswerIsNotTrusted) {
+  DedupWindow window(DedupOptions{4, 8});
+  const auto a = dev(1, 1), b = dev(2, 1);
+  window.insert_pending(a, 1, server_id(1));
+  const DedupCheck a2 = window.find(a, 2);  // a's record exists: its slot is in the answer
+  ASSERT_EQ(a2.verdict, DedupVerdict::kNew);
+  ASSERT_TRUE(window.forget(a, 1));           // a's last entry: its record is freed ...
+  window.insert_pending(b, 7, server_id(7));  // ... and taken by b
+  window.insert_pending(a, 2, server_id(2), &a2);
+  EXPECT_EQ(window.device_entries(a), 1u);
+  EXPECT_EQ(window.device_entries(b), 1u);
+  EXPECT_EQ(window.find(a, 2).verdict, DedupVerdict::kPending);
+  EXPECT_EQ(window.find(b, 2).verdict, DedupVerdict::kNew);
+}
+
+// A hint whose entry now holds another id (evicted and reused) acks the right entry anyway.
+TEST(DedupWindow, AStaleHintFallsBackToTheLookup) {
+  DedupWindow window(DedupOptions{1, 8});  // a window of one: each insert evicts the last
+  const auto a = dev(1, 1);
+  const DedupHint first = window.insert_pending(a, 1, server_id(1));
+  const DedupHint second = window.insert_pending(a, 2, server_id(2));  // 1 evicted
+  EXPECT_FALSE(window.mark_acked(a, 1, first));
+  EXPECT_FALSE(window.mark_acked(a, 1, second));  // holds id 2, not 1
+  EXPECT_TRUE(window.mark_acked(a, 2, first));    // first's entry is free or another's: looked up
+  EXPECT_EQ(window.find(a, 2).verdict, DedupVerdict::kAcked);
+  EXPECT_FALSE(window.forget(dev(1, 2), 2, second));  // same id, another device
+  EXPECT_TRUE(window.forget(a, 2, second));
+  EXPECT_EQ(window.entries(), 0u);
 }
 
 }  // namespace
