@@ -16,7 +16,6 @@
 #include <functional>
 #include <memory>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "dataplane/net/tcp/buffer_pool.h"
