@@ -10,13 +10,15 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <map>
 #include <optional>
 #include <queue>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "platform/assert/assert.h"
 #include "platform/tls/connection.h"
 #include "tools/loadgen/dpdk_network.h"
 #include "tools/loadgen/message_body.h"
@@ -60,6 +62,37 @@ struct InFlight {
   bool on_wire = false;
 };
 
+// A client's unacknowledged messages by client message id, ascending (resends go out in the
+// order first sent). A window holds a handful, so a sorted vector searched by bisection: a
+// std::map allocated a node per message and chased pointers on every ack, and that was the
+// loadgen's largest single cost over memif at 40,000 msg/s (its own 8% of samples).
+class InFlightList {
+ public:
+  using Item = std::pair<uint64_t, InFlight>;
+  using iterator = std::vector<Item>::iterator;
+
+  // A new id (a fresh sequence: after every id held, in practice).
+  InFlight& insert(uint64_t id) {
+    auto at = std::lower_bound(items_.begin(), items_.end(), id, less_id);
+    HERALD_CHECK(at == items_.end() || at->first != id, "in-flight id inserted twice");
+    return items_.insert(at, Item{id, InFlight{}})->second;
+  }
+  iterator find(uint64_t id) {
+    auto at = std::lower_bound(items_.begin(), items_.end(), id, less_id);
+    return at != items_.end() && at->first == id ? at : items_.end();
+  }
+  void erase(iterator at) { items_.erase(at); }
+  void clear() { items_.clear(); }
+  iterator begin() { return items_.begin(); }
+  iterator end() { return items_.end(); }
+  size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+
+ private:
+  static bool less_id(const Item& item, uint64_t id) { return item.first < id; }
+  std::vector<Item> items_;
+};
+
 struct Client {
   uint32_t index = 0;
   uint32_t generation = 0;
@@ -86,8 +119,7 @@ struct Client {
   std::unique_ptr<tls::Connection> tls;
   std::unique_ptr<ClientProtocol> protocol;
   std::vector<uint8_t> out;  // plaintext the TLS connection has not taken yet
-  // By client message id (= run << 32 | sequence): resends go out in the order first sent.
-  std::map<uint64_t, InFlight> in_flight;
+  InFlightList in_flight;    // by client message id (= run << 32 | sequence)
 };
 
 struct DeliveryKey {
@@ -403,7 +435,7 @@ class Engine final : public ProtocolEvents, private NetworkEvents {
     if (c.state != State::kReady || c.in_flight.size() >= c.max_unacked) return false;
     const uint64_t sequence = c.next_sequence++;
     const uint64_t id = client_msg_id_of(plan_.run_id, sequence);
-    InFlight& f = c.in_flight[id];
+    InFlight& f = c.in_flight.insert(id);
     f.sequence = sequence;
     f.send_ns = due_ns;
     f.target = to;
