@@ -129,9 +129,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "controlplane/storage/hash_maps.h"
 #include "controlplane/storage/log.h"
 #include "controlplane/storage/record.h"
+#include "platform/containers/hash_maps.h"
 
 namespace herald::storage {
 

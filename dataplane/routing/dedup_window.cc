@@ -25,13 +25,13 @@ DedupWindow::DedupWindow(const DedupOptions& options)
 }
 
 uint64_t DedupWindow::device_hash(uint64_t hi, uint64_t lo, uint32_t device) {
-  return mix64(hi ^ mix64(lo ^ mix64(device)));
+  return hash_mix(hi ^ hash_mix(lo ^ hash_mix(device)));
 }
 
 uint64_t DedupWindow::entry_hash(uint32_t e) const {
   const Entry& entry = entries_pool_[e];
   const Device& d = devices_[entry.device];
-  return mix64(device_hash(d.account_hi, d.account_lo, d.device) ^ entry.client_msg_id);
+  return hash_mix(device_hash(d.account_hi, d.account_lo, d.device) ^ entry.client_msg_id);
 }
 
 uint32_t DedupWindow::find_device(const wire::DeviceAddress& device) const {
@@ -44,7 +44,7 @@ uint32_t DedupWindow::find_device(const wire::DeviceAddress& device) const {
 
 uint32_t DedupWindow::find_entry(uint32_t device_slot, uint64_t client_msg_id) const {
   const Device& d = devices_[device_slot];
-  const uint64_t hash = mix64(device_hash(d.account_hi, d.account_lo, d.device) ^ client_msg_id);
+  const uint64_t hash = hash_mix(device_hash(d.account_hi, d.account_lo, d.device) ^ client_msg_id);
   return entry_index_.find(hash, [&](uint32_t e) {
     return entries_pool_[e].device == device_slot &&
            entries_pool_[e].client_msg_id == client_msg_id;

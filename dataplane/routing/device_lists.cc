@@ -43,7 +43,7 @@ DeviceListCache::DeviceListCache(const DeviceListOptions& options, DeviceListSin
 }
 
 uint64_t DeviceListCache::account_hash(uint64_t hi, uint64_t lo) {
-  return mix64(hi ^ mix64(lo));
+  return hash_mix(hi ^ hash_mix(lo));
 }
 
 uint32_t DeviceListCache::find_entry(uint64_t hi, uint64_t lo) const {

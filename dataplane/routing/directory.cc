@@ -36,7 +36,7 @@ Directory::Directory(const DirectoryOptions& options) : options_(options) {
 // Devices of one account hash to the same home cell, so an account's online devices are the
 // matching cells of one probe run (found without a second index).
 uint64_t Directory::account_hash(uint64_t hi, uint64_t lo) {
-  return mix64(hi ^ mix64(lo));
+  return hash_mix(hi ^ hash_mix(lo));
 }
 
 uint64_t Directory::probe(uint64_t hi, uint64_t lo, uint32_t device) const {

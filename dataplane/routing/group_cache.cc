@@ -19,7 +19,7 @@ bool account_equal(const wire::AccountId& a, const wire::AccountId& b) {
 }  // namespace
 
 size_t GroupCache::KeyHash::operator()(const Key& k) const {
-  return mix64(k.hi ^ mix64(k.lo));
+  return hash_mix(k.hi ^ hash_mix(k.lo));
 }
 
 const GroupCache::Group* GroupCache::find(const wire::GroupId& group) const {

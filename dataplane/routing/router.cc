@@ -222,8 +222,19 @@ uint64_t WorkerRouter::unix_ms() const {
 }
 
 WorkerRouter::Session* WorkerRouter::find_session(ConnectionId c) {
-  auto it = sessions_.find(c);
-  return it == sessions_.end() ? nullptr : it->second.get();
+  std::unique_ptr<Session>* s = sessions_.find(c);
+  return s == nullptr ? nullptr : s->get();
+}
+
+WorkerRouter::Pending* WorkerRouter::find_pending(uint64_t pending_id) {
+  std::unique_ptr<Pending>* p = pending_.find(pending_id);
+  return p == nullptr ? nullptr : p->get();
+}
+
+WorkerRouter::Pending& WorkerRouter::pending_at(uint64_t pending_id) {
+  Pending* p = find_pending(pending_id);
+  HERALD_CHECK(p != nullptr, "pending message missing from the router's map");
+  return *p;
 }
 
 const wire::Deliver& WorkerRouter::deliver_of(const Pending& p) const {
@@ -247,7 +258,7 @@ uint32_t WorkerRouter::attach(SessionPort& session) {
   s->connection = connection;
   s->device = device;
   Session& self = *s;
-  sessions_[connection] = std::move(s);
+  *sessions_.try_emplace(connection).first = std::move(s);
   if (login.result == LoginResult::kReplaced) {
     // One live session per device: the older one goes, wherever it is. Its detach may run
     // right here (re-entrantly); it must not end the drain of this one, which starts after.
@@ -298,7 +309,7 @@ void WorkerRouter::detach(SessionPort& session) {
   if (!now_at || now_at->worker != options_.worker) store_.forget_drains(device);
   unsubscribe(*s);
   sessions_.erase(connection);
-  shrink_when_sparse(sessions_);
+  sessions_.shrink_when_sparse();
 }
 
 // ---- Messages ------------------------------------------------------------------------------
@@ -338,10 +349,9 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
     return;
   }
   if (check.verdict == DedupVerdict::kPending) {
-    auto it = pending_by_lo_.find(check.server.id.lo());
-    if (it != pending_by_lo_.end()) {
+    if (const uint64_t* pending_id = pending_by_lo_.find(check.server.id.lo())) {
       ++stats_.resends_joined;
-      pending_.at(it->second)->joined.push_back(from.connection());
+      pending_at(*pending_id).joined.push_back(from.connection());
       return;
     }
     // Pending on the worker that handed the entry over: its answer comes as kDedupOutcome.
@@ -387,8 +397,8 @@ void WorkerRouter::on_message(SessionPort& from, const wire::Message& message) {
   const auto flags = static_cast<uint32_t>(message.flags());
   p->ephemeral = (flags & static_cast<uint32_t>(wire::MessageFlags::Ephemeral)) != 0;
   p->no_push = (flags & static_cast<uint32_t>(wire::MessageFlags::NoPush)) != 0;
-  pending_[pending_id] = std::move(p);
-  pending_by_lo_[id.id.lo()] = pending_id;
+  *pending_.try_emplace(pending_id).first = std::move(p);
+  *pending_by_lo_.try_emplace(id.id.lo()).first = pending_id;
   resolve(pending_id);
 }
 
@@ -412,7 +422,7 @@ WorkerRouter::Lookup WorkerRouter::add_account(Pending& p, uint64_t pending_id,
 
 // Finds the message's recipient devices (asking for device lists it lacks), then dispatches.
 void WorkerRouter::resolve(uint64_t pending_id) {
-  Pending& p = *pending_.at(pending_id);
+  Pending& p = pending_at(pending_id);
   const wire::Deliver& d = deliver_of(p);
   std::vector<Recipient>& out = p.recipients;  // kept capacity: no allocation per message
   out.clear();
@@ -512,9 +522,9 @@ void WorkerRouter::device_list_answer(uint64_t waiter, const wire::AccountId& ac
     receipt_device_list_answer(waiter, result);
     return;
   }
-  auto it = pending_.find(waiter);
-  if (it == pending_.end() || it->second->waiting == 0) return;  // answered meanwhile
-  Pending& p = *it->second;
+  Pending* found = find_pending(waiter);
+  if (found == nullptr || found->waiting == 0) return;  // answered meanwhile
+  Pending& p = *found;
   if (result == DeviceListResult::kTimeout || result == DeviceListResult::kError) {
     p.lookup_error = wire::ErrorCode::StoreUnavailable;
   }
@@ -547,7 +557,7 @@ void WorkerRouter::on_controlplane_hello(uint64_t server_msg_time_floor_ms) {
 // Store first (a refused append delivers nothing, so a resend is never a duplicate), then
 // every online recipient.
 void WorkerRouter::dispatch(uint64_t pending_id) {
-  Pending& p = *pending_.at(pending_id);
+  Pending& p = pending_at(pending_id);
   if (p.recipients.empty()) {
     ++stats_.acks_no_recipients;
     answer(pending_id, wire::ErrorCode::Unspecified);
@@ -603,10 +613,10 @@ bool WorkerRouter::deliver_online(const wire::DeviceAddress& device, std::span<c
 // The one place a taken Message is finished: ServerAck (error Unspecified) or Error, to the
 // sender and every resend that joined it; dedup remembers the ack or forgets the failure.
 void WorkerRouter::answer(uint64_t pending_id, wire::ErrorCode error) {
-  auto it = pending_.find(pending_id);
-  if (it == pending_.end()) return;
-  std::unique_ptr<Pending> p = std::move(it->second);
-  pending_.erase(it);
+  std::unique_ptr<Pending>* found = pending_.find(pending_id);
+  if (found == nullptr) return;
+  std::unique_ptr<Pending> p = std::move(*found);
+  pending_.erase(pending_id);
   pending_by_lo_.erase(p->id.id.lo());
   if (error == wire::ErrorCode::Unspecified) {
     dedup_.mark_acked(p->sender, p->client_msg_id, p->dedup_entry);
@@ -653,12 +663,12 @@ void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
     on_receipt_outcome(o);
     return;
   }
-  auto it = pending_.find(o.cookie);
-  if (it == pending_.end() || it->second->append_id != o.append_id) {
+  Pending* found = find_pending(o.cookie);
+  if (found == nullptr || found->append_id != o.append_id) {
     ++stats_.outcomes_unknown;  // answered already (every recipient acked first)
     return;
   }
-  Pending& p = *it->second;
+  Pending& p = *found;
   switch (o.status) {
     case ipc::AppendStatus::Durable: {
       if (!o.queue_full.empty()) ++stats_.queue_full_partial;
@@ -699,15 +709,15 @@ void WorkerRouter::on_store_outcome(const StoreOutcome& o) {
 
 void WorkerRouter::device_ack_local(const wire::DeviceAddress& device, const wire::ServerMsgId& id,
                                     std::vector<wire::ServerMsgId>& stored) {
-  auto it = pending_by_lo_.find(id.lo());
-  if (it != pending_by_lo_.end()) {
-    Pending& p = *pending_.at(it->second);
+  if (const uint64_t* found = pending_by_lo_.find(id.lo())) {
+    const uint64_t pending_id = *found;  // copied: the map's slots move when it changes
+    Pending& p = pending_at(pending_id);
     if (p.id.id.hi() == id.hi() && p.append_id != 0) {
       const AckProgress progress = store_.device_acked(p.append_id, device);
       if (progress == AckProgress::kAllAcked) {
         ++stats_.device_acks_pending;
         ++stats_.acks_all_devices;
-        answer(it->second, wire::ErrorCode::Unspecified);
+        answer(pending_id, wire::ErrorCode::Unspecified);
         return;
       }
       if (progress == AckProgress::kPending) {
@@ -1366,13 +1376,13 @@ size_t WorkerRouter::close_device_sessions(const wire::AccountId& account, uint3
                                            wire::ErrorCode code) {
   // Collected first: close_with_error detaches (and erases) re-entrantly.
   std::vector<SessionPort*> matching;
-  for (const auto& [connection, session] : sessions_) {
+  sessions_.for_each([&](ConnectionId, const std::unique_ptr<Session>& session) {
     const wire::DeviceAddress& d = session->device;
     if (d.account().hi() == account.hi() && d.account().lo() == account.lo() &&
         (device == UINT32_MAX || d.device() == device)) {
       matching.push_back(session->port);
     }
-  }
+  });
   for (SessionPort* port : matching) {
     ++stats_.revoked_closed;
     port->close_with_error(code, "the device's tokens were revoked");

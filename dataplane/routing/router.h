@@ -27,7 +27,7 @@
 #include "dataplane/routing/worker_mesh.h"
 #include "dataplane/session/router.h"
 #include "platform/clock/clock.h"
-#include "platform/containers/flat_map.h"
+#include "platform/containers/hash_maps.h"
 #include "schemas/codec/frame_builder.h"
 
 namespace herald::dataplane::routing {
@@ -215,6 +215,8 @@ class WorkerRouter final : public Router, private DeviceListSink {
   uint64_t now_ns() const { return clock_.now_ns(); }
   uint64_t unix_ms() const;
   Session* find_session(ConnectionId c);
+  Pending* find_pending(uint64_t pending_id);
+  Pending& pending_at(uint64_t pending_id);  // one that must be there
   const wire::Deliver& deliver_of(const Pending& p) const;
 
   // The message path, after dedup and minting.
@@ -296,9 +298,10 @@ class WorkerRouter final : public Router, private DeviceListSink {
 
   // Looked up several times per message (FlatMap: no node per entry). Values are pointers, so
   // a Session& or Pending& stays valid while its map grows.
-  FlatMap<ConnectionId, std::unique_ptr<Session>> sessions_;
-  FlatMap<uint64_t, std::unique_ptr<Pending>> pending_;  // by pending id
-  FlatMap<uint64_t, uint64_t> pending_by_lo_;            // ServerMsgId.lo -> pending id
+  // Slots move on insert and erase: keep no pointer into a map across a change of it.
+  FlatMap<ConnectionId, std::unique_ptr<Session>, U64Hash> sessions_;
+  FlatMap<uint64_t, std::unique_ptr<Pending>, U64Hash> pending_;  // by pending id
+  FlatMap<uint64_t, uint64_t, U64Hash> pending_by_lo_;            // ServerMsgId.lo -> pending id
   // Answered Pendings kept for the next messages with their vectors' capacity (a loaded worker
   // takes and answers thousands a second in bursts, past what malloc's thread cache holds).
   static constexpr size_t kMaxSparePendings = 1024;

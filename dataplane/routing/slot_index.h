@@ -9,18 +9,9 @@
 #include <vector>
 
 #include "platform/assert/assert.h"
+#include "platform/containers/hash.h"
 
 namespace herald::dataplane::routing {
-
-// SplitMix64's finalizer: spreads ids whose entropy sits in a few bits over all 64.
-inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 // The index holds slot numbers; the caller keeps keys in its pool and answers "does slot s hold
 // this key" (find). Each cell also keeps the low 32 bits of its key's hash: a probe past another

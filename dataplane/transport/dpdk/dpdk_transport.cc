@@ -118,7 +118,7 @@ class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
       t_.tcp_->close(id, CloseMode::kAbort);
       return;
     }
-    t_.conns_.emplace(id, ConnState{});
+    t_.conns_.try_emplace(id);
     ++t_.stats_.accepted;
     PeerAddress peer;
     auto* sin = reinterpret_cast<sockaddr_in*>(&peer.address);
@@ -148,11 +148,11 @@ class DpdkTransport::EngineEvents final : public net::tcp::TcpEvents {
     if (t_.conns_.contains(id)) t_.events_->on_writable(id);
   }
   void on_closed(ConnectionId id, net::tcp::TcpCloseReason reason) override {
-    auto it = t_.conns_.find(id);
-    if (it == t_.conns_.end()) return;  // refused at accept, never handed up
-    const ConnState state = it->second;
-    t_.conns_.erase(it);
-    shrink_when_sparse(t_.conns_);
+    const ConnState* found = t_.conns_.find(id);
+    if (found == nullptr) return;  // refused at accept, never handed up
+    const ConnState state = *found;
+    t_.conns_.erase(id);
+    t_.conns_.shrink_when_sparse();
     CloseReason out = net::tcp::to_transport_reason(reason);
     if (state.queue_full) {
       out = CloseReason::kSendQueueFull;
@@ -279,23 +279,23 @@ void DpdkTransport::start(TransportEvents& events) {
 }
 
 SendResult DpdkTransport::send(ConnectionId id, std::span<const uint8_t> bytes) {
-  auto it = conns_.find(id);
-  if (it == conns_.end() || it->second.local_close || it->second.queue_full) {
+  if (!sendable(id)) {
     ++stats_.unknown_id_calls;
     return SendResult::kClosed;
   }
   const SendResult r = tcp_->send(id, bytes);
   if (r == SendResult::kQueueFull) {
     ++stats_.send_queue_full;
-    it->second.queue_full = true;
+    // Found again: a call into the stack may erase connections, which moves others in conns_.
+    if (ConnState* state = conns_.find(id)) state->queue_full = true;
   }
   return r;
 }
 
 SendResult DpdkTransport::send_gather(ConnectionId id,
                                       std::span<const std::span<const uint8_t>> parts) {
-  auto it = conns_.find(id);
-  if (it == conns_.end() || it->second.local_close || it->second.queue_full) {
+  ConnState* state = conns_.find(id);
+  if (state == nullptr || state->local_close || state->queue_full) {
     ++stats_.unknown_id_calls;
     return SendResult::kClosed;
   }
@@ -305,7 +305,7 @@ SendResult DpdkTransport::send_gather(ConnectionId id,
   // connection is cut off (reset) as a slow consumer.
   if (total > tcp_->send_space(id)) {
     ++stats_.send_queue_full;
-    it->second.queue_full = true;
+    state->queue_full = true;
     tcp_->close(id, CloseMode::kAbort);
     return SendResult::kQueueFull;
   }
@@ -318,13 +318,13 @@ SendResult DpdkTransport::send_gather(ConnectionId id,
 }
 
 void DpdkTransport::close(ConnectionId id, CloseMode mode) {
-  auto it = conns_.find(id);
-  if (it == conns_.end()) {
+  ConnState* state = conns_.find(id);
+  if (state == nullptr) {
     ++stats_.unknown_id_calls;
     return;
   }
-  if (it->second.local_close && mode == CloseMode::kGraceful) return;
-  it->second.local_close = true;
+  if (state->local_close && mode == CloseMode::kGraceful) return;
+  state->local_close = true;
   tcp_->close(id, mode);
 }
 
@@ -357,13 +357,12 @@ ConnectionId DpdkTransport::connect(const net::IpAddress& remote, uint16_t remot
     return kNoConnection;
   }
   ++stats_.connects;
-  conns_.emplace(id, ConnState{});
+  conns_.try_emplace(id);
   return id;
 }
 
 uint32_t DpdkTransport::send_space(ConnectionId id) const {
-  auto it = conns_.find(id);
-  if (it == conns_.end() || it->second.local_close || it->second.queue_full) return 0;
+  if (!sendable(id)) return 0;
   return tcp_->send_space(id);
 }
 

@@ -23,7 +23,7 @@
 #include "dataplane/transport/dpdk/frame.h"
 #include "dataplane/transport/transport.h"
 #include "platform/clock/clock.h"
-#include "platform/containers/flat_map.h"
+#include "platform/containers/hash_maps.h"
 #include "platform/timer/timer_wheel.h"
 
 namespace herald::dataplane::dpdk {
@@ -138,6 +138,11 @@ class DpdkTransport final : public Transport, public FrameHandler {
     bool queue_full = false;   // aborted because a send overflowed: kSendQueueFull
   };
 
+  // Handed up, and neither closed by us nor cut off for a full send queue.
+  bool sendable(ConnectionId id) const {
+    const ConnState* state = conns_.find(id);
+    return state != nullptr && !state->local_close && !state->queue_full;
+  }
   uint32_t flush(TxBatch& tx);
   void release_impaired(uint64_t now_ns);
   void deliver(std::span<const uint8_t> frame, const net::RxMeta& meta, uint64_t now_ns);
@@ -159,7 +164,7 @@ class DpdkTransport final : public Transport, public FrameHandler {
   std::unique_ptr<EngineEvents> engine_events_;
   std::unique_ptr<net::tcp::TcpEngine> tcp_;
   // Connections the layer above holds (accepted, on_closed not yet delivered).
-  FlatMap<ConnectionId, ConnState> conns_;
+  FlatMap<ConnectionId, ConnState, U64Hash> conns_;
   DpdkTransportStats stats_;
   uint32_t next_local_ = 0;  // connect(): the next of our addresses to open from
 };

@@ -1,4 +1,5 @@
-// Open-addressing hash maps for the storage engine's in-memory indexes (queue_table.h).
+// Open-addressing hash maps without a node per element: the storage engine's in-memory indexes
+// (queue_table.h) and the dataplane's per-connection and per-message maps (router, transport).
 //
 // Both use linear probing with backward-shift deletion (no tombstones) and one control byte per
 // slot: 0 when empty, else a 7-bit tag of the hash with the top bit set, so a probe run is walked
@@ -27,31 +28,9 @@
 #include <vector>
 
 #include "platform/assert/assert.h"
+#include "platform/containers/hash.h"
 
-namespace herald::storage {
-
-// splitmix64's finalizer: message ids are time-ordered and sequences dense, so their bits are
-// spread before the low ones pick a slot and the high ones make the tag.
-inline uint64_t hash_mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
-// Starts loading the cache line at `p` (a hint: never faults). Not __builtin_prefetch: once the
-// hashes were made inline, GCC 12 at -O3 dropped the index prefetches from the binary without a
-// word (objdump found one prefetcht0 left; the 10 M-message restart went from 2.5 s to 3.4 s).
-// An asm statement is always emitted.
-inline void prefetch_line(const void* p) {
-#if defined(__x86_64__)
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p);
-#endif
-}
+namespace herald {
 
 namespace hash_map_internal {
 // Allocates arrays of 2 MiB and more on 2 MiB boundaries and asks for transparent huge pages
@@ -79,6 +58,13 @@ struct HugePageAllocator {
   friend bool operator==(const HugePageAllocator&, const HugePageAllocator&) { return true; }
 };
 
+// The smallest power-of-two capacity (at least 16) that holds n elements at most 3/4 full.
+inline size_t capacity_for(size_t n) {
+  size_t capacity = 16;
+  while (n * 4 > capacity * 3) capacity *= 2;
+  return capacity;
+}
+
 inline uint8_t tag_of(size_t hash) {
   return static_cast<uint8_t>(0x80 | (hash >> 57));
 }
@@ -97,6 +83,7 @@ class FlatMap {
  public:
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  size_t capacity() const { return slots_.size(); }  // slots, 0 before the first insert
 
   V* find(const K& key) {
     if (size_ == 0) return nullptr;
@@ -108,6 +95,7 @@ class FlatMap {
     }
   }
   const V* find(const K& key) const { return const_cast<FlatMap*>(this)->find(key); }
+  bool contains(const K& key) const { return find(key) != nullptr; }
 
   // The value of `key`, default-constructed and inserted if absent; true when inserted.
   std::pair<V*, bool> try_emplace(const K& key) {
@@ -176,9 +164,32 @@ class FlatMap {
   }
 
   void reserve(size_t n) {
-    size_t capacity = 16;
-    while (n * 4 > capacity * 3) capacity *= 2;
+    const size_t capacity = hash_map_internal::capacity_for(n);
     if (capacity > slots_.size()) rehash(capacity);
+  }
+
+  // Gives a table's peak back after departures. A table keeps the slots of its largest size
+  // after its elements leave; once it is an eighth full this rehashes it to the smallest size
+  // that holds what is left (an empty one frees its arrays). The result is more than 3/8 full
+  // and grows again only past 3/4, so at least a quarter of its capacity in erases or 3/8 in
+  // inserts separates two rehashes: amortized O(1) per erase. Call after an erase, never from
+  // inside for_each or erase_if. Small tables are not worth a rehash and are left as they are.
+  void shrink_when_sparse() {
+    constexpr size_t kKeptCapacity = 1024;
+    if (slots_.size() <= kKeptCapacity || size_ >= slots_.size() / 8) return;
+    if (size_ == 0) {
+      clear();
+    } else {
+      rehash(hash_map_internal::capacity_for(size_));
+    }
+  }
+
+  // Erases every element and frees the arrays.
+  void clear() {
+    SlotVector().swap(slots_);
+    CtrlVector().swap(ctrl_);
+    mask_ = 0;
+    size_ = 0;
   }
 
  private:
@@ -243,6 +254,7 @@ class DenseMap {
     return i == kNone ? nullptr : &cells_[index_[i].cell].value;
   }
   const V* find(const K& key) const { return const_cast<DenseMap*>(this)->find(key); }
+  bool contains(const K& key) const { return find(key) != nullptr; }
 
   // The value of `key`, default-constructed and inserted if absent; true when inserted.
   std::pair<V*, bool> try_emplace(const K& key) {
@@ -297,8 +309,7 @@ class DenseMap {
   }
 
   void reserve(size_t n) {
-    size_t capacity = 16;
-    while (n * 4 > capacity * 3) capacity *= 2;
+    const size_t capacity = hash_map_internal::capacity_for(n);
     if (capacity > index_.size()) rehash(capacity);
     if (n > cells_.capacity()) {
       cells_.reserve(n);
@@ -393,4 +404,4 @@ class DenseMap {
   size_t size_ = 0;
 };
 
-}  // namespace herald::storage
+}  // namespace herald
