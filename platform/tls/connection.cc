@@ -242,8 +242,10 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::client(
   HERALD_CHECK(context != nullptr, "client connection needs a context");
   SSL_CTX* ctx = context->ssl_ctx();
   const bool verify_name = !context->options().ca_file.empty();
+  const bool compact = context->options().compact_after_handshake;
   std::unique_ptr<Connection> conn(new Connection(std::move(context), false));
   if (absl::Status s = conn->init(ctx); !s.ok()) return s;
+  conn->compact_enabled_ = compact;
   SSL* ssl = conn->ssl_.get();
   SSL_set_connect_state(ssl);
   in6_addr ip;
@@ -457,12 +459,24 @@ const char* compact_reason(CompactError error) {
   return "UNKNOWN";
 }
 
-constexpr uint8_t kKeyUpdateType = 24;  // RFC 8446 §4: HandshakeType key_update
+constexpr uint8_t kKeyUpdateType = 24;        // RFC 8446 §4: HandshakeType key_update
+constexpr uint8_t kNewSessionTicketType = 4;  // §4: new_session_ticket
+// §4.6.1: lifetime, age_add, a nonce length, a ticket of at least one byte, extensions.
+constexpr uint32_t kMinNewSessionTicketBytes = 4 + 4 + 1 + 2 + 1 + 2;
+
+uint32_t get24(const uint8_t* p) {
+  return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2];
+}
+void put24(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 16);
+  p[1] = static_cast<uint8_t>(v >> 8);
+  p[2] = static_cast<uint8_t>(v);
+}
 
 }  // namespace
 
 void Connection::try_compact() {
-  if (!compact_enabled_ || records_ != nullptr || ssl_ == nullptr || !is_server_ ||
+  if (!compact_enabled_ || records_ != nullptr || ssl_ == nullptr ||
       state_ != HandshakeState::kDone || error_ != TlsError::kNone || closed_ ||
       close_notify_received_ || version_ != TLS1_3_VERSION) {
     return;
@@ -470,7 +484,8 @@ void Connection::try_compact() {
   SSL* ssl = ssl_.get();
   // Nothing may be left inside the SSL: no decrypted plaintext and no partial record (TLS
   // has no read-ahead, so SSL_has_pending covers both; the handshake consumed exactly the
-  // client's last flight), and no unsent output. BoringSSL holds a TLS 1.3 server's
+  // peer's last flight; a server's tickets come only after the client's Finished, so a
+  // client switches before any arrives), and no unsent output. BoringSSL holds a TLS 1.3 server's
   // NewSessionTickets back until the first write; a zero-byte SSL_write flushes them (its
   // documented way), and our BIO never refuses a write, so they are then in out_ and the
   // write sequence number counts them.
@@ -541,23 +556,42 @@ IoStatus Connection::compact_fail(CompactError error, uint8_t alert) {
 }
 
 IoStatus Connection::compact_handshake(std::span<const uint8_t> content, size_t record_bytes) {
-  // After the handshake a client may send exactly one handshake message: KeyUpdate (§4.6.3).
-  // Reassembled in handshake_, since it may be split over records; it changes the read key,
-  // so it must end its record (§5.1), which also rules out coalescing messages behind it.
+  // After the handshake (§4.6) either peer may send a KeyUpdate, and a server may send a
+  // client NewSessionTickets, which a compact client passes over (it keeps no session to
+  // resume: ClientOptions::compact_after_handshake says so). A message may be split across
+  // records: its header (and a KeyUpdate's one-byte body) is gathered in handshake_, a
+  // ticket's body only counted off, what is left of it kept in the header's length field
+  // (handshake_[1..3]). A KeyUpdate changes the read key, so it must end its record (§5.1).
   if (content.empty())
     return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
   int request = -1;
-  for (size_t i = 0; i < content.size(); ++i) {
-    handshake_[handshake_bytes_++] = content[i];
-    if (handshake_bytes_ == 1 && handshake_[0] != kKeyUpdateType) {
-      return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
+  size_t i = 0;
+  while (i < content.size()) {
+    if (handshake_bytes_ == 4 && handshake_[0] == kNewSessionTicketType) {
+      const uint32_t left = get24(&handshake_[1]);
+      const auto n = static_cast<uint32_t>(std::min<size_t>(left, content.size() - i));
+      i += n;
+      put24(&handshake_[1], left - n);
+      if (left == n) handshake_bytes_ = 0;
+      continue;
     }
-    if (handshake_bytes_ == 4 && (handshake_[1] != 0 || handshake_[2] != 0 || handshake_[3] != 1)) {
-      return compact_fail(CompactError::kDecode, SSL_AD_DECODE_ERROR);
-    }
-    if (handshake_bytes_ == 5) {
+    handshake_[handshake_bytes_++] = content[i++];
+    if (handshake_bytes_ == 1) {
+      const bool ticket = !is_server_ && handshake_[0] == kNewSessionTicketType;
+      if (handshake_[0] != kKeyUpdateType && !ticket) {
+        return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
+      }
+    } else if (handshake_bytes_ == 4) {
+      if (handshake_[0] == kNewSessionTicketType) {
+        if (get24(&handshake_[1]) < kMinNewSessionTicketBytes) {
+          return compact_fail(CompactError::kDecode, SSL_AD_DECODE_ERROR);
+        }
+      } else if (handshake_[1] != 0 || handshake_[2] != 0 || handshake_[3] != 1) {
+        return compact_fail(CompactError::kDecode, SSL_AD_DECODE_ERROR);
+      }
+    } else if (handshake_bytes_ == 5) {
       if (handshake_[4] > 1) return compact_fail(CompactError::kDecode, SSL_AD_ILLEGAL_PARAMETER);
-      if (i + 1 != content.size()) {
+      if (i != content.size()) {
         return compact_fail(CompactError::kHandshakeMessage, SSL_AD_UNEXPECTED_MESSAGE);
       }
       request = handshake_[4];

@@ -103,9 +103,10 @@ class Connection {
   // Queues close_notify (RFC 8446 §6.1). Further writes fail.
   void close();
 
-  // Compact mode (TLS 1.3 servers, ServerOptions::compact_after_handshake): once the handshake
-  // is over and nothing is buffered inside BoringSSL, the connection exports the traffic
-  // secrets and sequence numbers, frees its SSL, and protects records itself (RecordLayer).
+  // Compact mode (TLS 1.3; ServerOptions and ClientOptions::compact_after_handshake): once the
+  // handshake is over and nothing is buffered inside BoringSSL, the connection exports the
+  // traffic secrets and sequence numbers, frees its SSL, and protects records itself
+  // (RecordLayer).
   bool compact() const { return records_ != nullptr; }
   // Idle: drop the AEAD contexts (~1.2 KB); the next record re-derives them. No-op unless
   // compact. The owner calls it when the connection has been quiet for a while.
@@ -194,7 +195,8 @@ class Connection {
   CompactError compact_error_ = CompactError::kNone;
   // Compact mode: a decrypted record's content waits at the front of in_ (decrypted in place):
   // plain_left_ bytes of it, then plain_skip_ bytes of type, padding and tag to drop.
-  uint8_t handshake_bytes_ = 0;  // of a KeyUpdate split across records, in handshake_
+  // A post-handshake message split across records (compact_handshake): header bytes gathered.
+  uint8_t handshake_bytes_ = 0;
   uint8_t handshake_[5] = {};
   uint16_t plain_left_ = 0;
   uint16_t plain_skip_ = 0;

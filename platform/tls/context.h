@@ -103,6 +103,11 @@ struct ClientOptions {
   Sha256 pinned_sha256{};
   // Presented when the server asks (mTLS). Null: none.
   std::shared_ptr<const CertifiedKey> client_certificate;
+  // Compact mode for clients (see Connection::compact()): after a TLS 1.3 handshake the SSL
+  // is freed and records are protected by our RecordLayer, for clients that hold many
+  // sessions (herald-loadgen). The server's NewSessionTickets are then passed over, so such
+  // a connection never has a session() to resume with. Off by default.
+  bool compact_after_handshake = false;
 };
 
 // Client side, for tests and tools. Resumable sessions are handed to the connection that

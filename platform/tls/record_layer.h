@@ -20,7 +20,8 @@ enum class CompactError : uint8_t {
   kRecordVersion,     // legacy_record_version not 0x0303
   kRecordOverflow,    // ciphertext > 2^14+256 or inner plaintext > 2^14+1 (record_overflow)
   kEmptyRecord,       // inner plaintext with no non-zero byte (unexpected_message)
-  kHandshakeMessage,  // a handshake message other than KeyUpdate, or misaligned with a key change
+  kHandshakeMessage,  // not KeyUpdate (or to a client NewSessionTicket), or misaligned with a
+                      // key change
   kDecode,            // malformed KeyUpdate or alert (decode_error / illegal_parameter)
   kSequenceOverflow,  // 2^64-1 records on one key: the connection ends
 };

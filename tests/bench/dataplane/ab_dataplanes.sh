@@ -13,34 +13,47 @@
 # TMPDIR=/dev/shm puts the node's store on tmpfs (no disk in the figure). The control plane
 # and the loadgen are build/rel's (BUILD= to change); each run is memif_vs_kernel.py's
 # one-to-one scenario, 10 s, 1,000 connections.
+# AB_ROLE=loadgen alternates herald-loadgen binaries instead (the dataplane then build/rel's)
+# and prints the loadgen's CPU per message.
 set -u
 if [ $# -lt 4 ]; then
-  echo "usage: $0 RATE ROUNDS DATAPLANE DATAPLANE..." >&2
+  echo "usage: [AB_ROLE=dataplane|loadgen] $0 RATE ROUNDS BINARY BINARY..." >&2
   exit 64
 fi
 rate=$1
 rounds=$2
 shift 2
 B=${BUILD:-build/rel}
+role=${AB_ROLE:-dataplane}
+case "$role" in
+  dataplane | loadgen) ;;
+  *)
+    echo "AB_ROLE must be dataplane or loadgen" >&2
+    exit 64
+    ;;
+esac
 here=$(dirname "$0")
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq 1 "$rounds"); do
-  for dataplane in "$@"; do
+  for binary in "$@"; do
+    dataplane=$B/dataplane/herald-dataplane
+    loadgen=$B/tools/loadgen/herald-loadgen
+    if [ "$role" = dataplane ]; then dataplane=$binary; else loadgen=$binary; fi
     out=$(timeout 300 /usr/bin/python3 "$here/memif_vs_kernel.py" \
-      "$B/controlplane/herald-controlplane" "$dataplane" "$B/tools/loadgen/herald-loadgen" \
+      "$B/controlplane/herald-controlplane" "$dataplane" "$loadgen" \
       10 "$rate" 1000 memif 2>&1)
     delivered=$(grep -o '"msgs_per_s": [0-9.]*' <<< "$out" | head -1 | awk '{print $2}')
     errors=$(grep -o '"errors": {[^}]*}' <<< "$out" | head -1 | cut -d' ' -f2-)
-    us=$(grep -o '"dataplane_us_per_msg": [0-9.]*' <<< "$out" | head -1 | awk '{print $2}')
+    us=$(grep -o "\"${role}_us_per_msg\": [0-9.]*" <<< "$out" | head -1 | awk '{print $2}')
     if [ -z "$us" ]; then
-      echo "round $round $dataplane: no result" >&2
+      echo "round $round $binary: no result" >&2
       tail -5 <<< "$out" >&2
       continue
     fi
-    echo "$(date -u +%H:%M:%S) round $round $dataplane delivered/s ${delivered:-?}" \
-      "errors ${errors:-?} dataplane_us_per_msg $us"
-    echo "$dataplane $us" >> "$results"
+    echo "$(date -u +%H:%M:%S) round $round $binary delivered/s ${delivered:-?}" \
+      "errors ${errors:-?} ${role}_us_per_msg $us"
+    echo "$binary $us" >> "$results"
   done
 done
 awk '{sum[$1] += $2; n[$1]++; runs[$1] = runs[$1] " " $2}

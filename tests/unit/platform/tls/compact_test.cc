@@ -1,6 +1,7 @@
 // Compact mode: a TLS 1.3 server Connection that freed its SSL after the handshake, driven
 // by a raw BoringSSL client (KeyUpdate, close_notify) and by records forged with the client's
-// exported keys (every rejection RFC 8446 asks for, padding, split KeyUpdates).
+// exported keys (every rejection RFC 8446 asks for, padding, split KeyUpdates); and a compact
+// client against herald's server and a raw BoringSSL server (tickets passed over, KeyUpdates).
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
@@ -566,6 +567,226 @@ TEST_F(CompactTest, ParkDropsContextsAndResumesTransparently) {
     EXPECT_EQ(s->key_updates_sent(), static_cast<uint32_t>(i + 1));
   }
   EXPECT_EQ(s->error(), TlsError::kNone);
+}
+
+// ---- Compact clients (ClientOptions::compact_after_handshake) --------------------------------
+
+// A raw BoringSSL server over a BIO pair talking to a herald client Connection: its exported
+// keys forge the post-handshake messages a server may send (tickets, KeyUpdates).
+struct RawServer {
+  bssl::UniquePtr<SSL_CTX> ctx{SSL_CTX_new(TLS_method())};
+  bssl::UniquePtr<SSL> ssl;
+  BIO* net = nullptr;  // our end of the pair
+  Connection* client = nullptr;
+  std::vector<uint8_t> client_in;  // plaintext the client read
+  IoStatus client_status = IoStatus::kWantMore;
+  size_t feed_step = 0;  // 0: everything at once; n: n bytes per feed
+
+  RawServer(const CertifiedKey& key, Connection* c) : client(c) {
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    EXPECT_EQ(SSL_CTX_set_chain_and_key(ctx.get(), key.chain_data(), key.chain_length(),
+                                        key.private_key(), nullptr),
+              1);
+    ssl.reset(SSL_new(ctx.get()));
+    BIO* internal = nullptr;
+    BIO_new_bio_pair(&internal, 1 << 20, &net, 1 << 20);
+    SSL_set_bio(ssl.get(), internal, internal);
+    SSL_set_accept_state(ssl.get());
+  }
+  ~RawServer() { BIO_free(net); }
+
+  void feed_client(std::span<const uint8_t> bytes) {
+    uint8_t buf[1000];
+    auto drain = [&] {
+      for (;;) {
+        const IoResult r = client->read_plaintext(buf);
+        client_status = r.status;
+        if (r.status != IoStatus::kOk) return;
+        client_in.insert(client_in.end(), buf, buf + r.bytes);
+      }
+    };
+    while (!bytes.empty() && client->error() == TlsError::kNone) {
+      const size_t step = feed_step == 0 ? bytes.size() : std::min(feed_step, bytes.size());
+      bytes = bytes.subspan(client->feed_ciphertext(bytes.subspan(0, step)));
+      drain();
+    }
+    drain();
+  }
+  // The server's pending output to the client.
+  void to_client() {
+    std::vector<uint8_t> bytes(BIO_ctrl_pending(net));
+    if (bytes.empty()) return;
+    ASSERT_EQ(BIO_read(net, bytes.data(), static_cast<int>(bytes.size())),
+              static_cast<int>(bytes.size()));
+    feed_client(bytes);
+  }
+  // The client's pending output into the server's SSL.
+  void to_server() {
+    const std::vector<uint8_t> bytes = client->take_ciphertext();
+    if (!bytes.empty()) BIO_write(net, bytes.data(), static_cast<int>(bytes.size()));
+  }
+  void handshake() {
+    for (int i = 0; i < 8 && !(SSL_is_init_finished(ssl.get()) && client->handshake_done()); ++i) {
+      to_server();
+      (void)SSL_do_handshake(ssl.get());
+      to_client();
+    }
+    to_server();
+    (void)SSL_do_handshake(ssl.get());  // the client's Finished
+  }
+  // What the server's SSL reads from the client now.
+  std::vector<uint8_t> server_read() {
+    to_server();
+    std::vector<uint8_t> got;
+    uint8_t buf[16384];
+    int n;
+    while ((n = SSL_read(ssl.get(), buf, sizeof(buf))) > 0) got.insert(got.end(), buf, buf + n);
+    return got;
+  }
+  std::unique_ptr<RecordLayer> forge() {
+    bssl::Span<const uint8_t> r;
+    bssl::Span<const uint8_t> w;
+    EXPECT_TRUE(bssl::SSL_get_traffic_secrets(ssl.get(), &r, &w));
+    return RecordLayer::create(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl.get())),
+                               {r.data(), r.size()}, SSL_get_read_sequence(ssl.get()),
+                               {w.data(), w.size()}, SSL_get_write_sequence(ssl.get()));
+  }
+};
+
+class CompactClientTest : public CompactTest {
+ protected:
+  std::unique_ptr<Connection> compact_client() {
+    ClientOptions opt;
+    opt.pin = true;
+    opt.pinned_sha256 = key_->leaf_sha256();
+    opt.compact_after_handshake = true;
+    auto ctx = ClientContext::create(opt);
+    EXPECT_TRUE(ctx.ok()) << ctx.status();
+    auto c = Connection::client(*ctx, "localhost");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(*c);
+  }
+  // A NewSessionTicket message of `body_bytes` (at least 15): lifetime, age_add, a 1-byte
+  // nonce, a ticket filling the rest, no extensions.
+  static std::vector<uint8_t> ticket(uint32_t body_bytes) {
+    std::vector<uint8_t> m = {4, static_cast<uint8_t>(body_bytes >> 16),
+                              static_cast<uint8_t>(body_bytes >> 8),
+                              static_cast<uint8_t>(body_bytes)};
+    const uint32_t ticket_bytes = body_bytes - 14;
+    const std::vector<uint8_t> fixed = {0, 0, 0x1c, 0x20, 1, 2, 3, 4, 1, 9};
+    m.insert(m.end(), fixed.begin(), fixed.end());
+    m.push_back(static_cast<uint8_t>(ticket_bytes >> 8));
+    m.push_back(static_cast<uint8_t>(ticket_bytes));
+    m.insert(m.end(), ticket_bytes, 0xab);
+    m.push_back(0);
+    m.push_back(0);
+    return m;
+  }
+};
+
+// Against herald's server both ways (its tickets come through the SSL's first write, or are
+// flushed as the compact server switches): the client passes them over and keeps no session.
+TEST_F(CompactClientTest, AgainstAServerWithAndWithoutItsSsl) {
+  for (const bool server_compact : {true, false}) {
+    auto s = server(server_compact);
+    auto c = compact_client();
+    Wire wire{c.get(), s.get()};
+    wire.pump();
+    ASSERT_TRUE(c->handshake_done());
+    EXPECT_TRUE(c->compact()) << server_compact;
+    EXPECT_EQ(s->compact(), server_compact);
+    std::vector<uint8_t> up;
+    std::vector<uint8_t> down;
+    for (uint32_t i = 0; i < 5; ++i) {
+      const auto a = random_bytes(20000 + i, i);
+      const auto b = random_bytes(30000 + i, i + 100);
+      ASSERT_EQ(c->write_plaintext(a).bytes, a.size());
+      ASSERT_EQ(s->write_plaintext(b).bytes, b.size());
+      wire.pump();
+      up.insert(up.end(), a.begin(), a.end());
+      down.insert(down.end(), b.begin(), b.end());
+    }
+    EXPECT_EQ(wire.b_received, up) << server_compact;
+    EXPECT_EQ(wire.a_received, down) << server_compact;
+    EXPECT_EQ(c->error(), TlsError::kNone) << c->error_reason();
+    EXPECT_EQ(c->session(), nullptr);  // tickets passed over: nothing to resume with
+    c->close();
+    wire.pump();
+    EXPECT_TRUE(wire.b_closed);
+  }
+}
+
+// Tickets split at every place across records and coalesced behind each other, a KeyUpdate
+// asking for ours at the end of a record, then data under the server's next key; fed whole
+// and byte by byte.
+TEST_F(CompactClientTest, PassesOverTicketsSplitAndCoalesced) {
+  for (const size_t step : {size_t{0}, size_t{1}}) {
+    auto c = compact_client();
+    RawServer s(*key_, c.get());
+    s.handshake();
+    ASSERT_TRUE(c->handshake_done());
+    ASSERT_TRUE(c->compact());
+    auto f = s.forge();
+    s.feed_step = step;
+    const auto t1 = ticket(40);
+    const auto t2 = ticket(15);
+    std::vector<uint8_t> wire;
+    auto add = [&wire](const std::vector<uint8_t>& r) {
+      wire.insert(wire.end(), r.begin(), r.end());
+    };
+    add(seal(*f, RecordLayer::kHandshake, {t1.begin(), t1.begin() + 2}));  // inside the header
+    add(seal(*f, RecordLayer::kHandshake, {t1.begin() + 2, t1.begin() + 10}));
+    std::vector<uint8_t> rest(t1.begin() + 10, t1.end());
+    rest.insert(rest.end(), t2.begin(), t2.end());
+    rest.insert(rest.end(), {24, 0, 0, 1, 1});  // KeyUpdate(update_requested) ends the record
+    add(seal(*f, RecordLayer::kHandshake, rest));
+    ASSERT_TRUE(f->update_write_key());
+    add(seal(*f, RecordLayer::kApplicationData, {'h', 'e', 'l', 'l', 'o'}));
+    s.feed_client(wire);
+    EXPECT_EQ(c->error(), TlsError::kNone) << c->error_reason() << " step " << step;
+    EXPECT_EQ(s.client_in, (std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o'})) << step;
+    EXPECT_EQ(c->key_updates_received(), 1u);
+    EXPECT_EQ(c->key_updates_sent(), 1u);
+    // The server's SSL reads the client's answering KeyUpdate and what follows under its key.
+    const auto pong = random_bytes(3000, 7);
+    ASSERT_EQ(c->write_plaintext(pong).bytes, pong.size());
+    EXPECT_EQ(s.server_read(), pong) << step;
+  }
+}
+
+TEST_F(CompactClientTest, RejectsWhatAServerMayNotSend) {
+  struct Case {
+    const char* name;
+    std::vector<std::vector<uint8_t>> records;  // each sealed as handshake, except 'x'
+    CompactError want;
+  };
+  const std::vector<uint8_t> data = {'x'};
+  const Case cases[] = {
+      {"ticket_too_short",
+       {{4, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+       CompactError::kDecode},
+      {"certificate_request", {{13, 0, 0, 0}}, CompactError::kHandshakeMessage},
+      {"data_inside_a_split_ticket", {{4, 0, 0, 40, 0, 0}, data}, CompactError::kHandshakeMessage},
+      {"key_update_inside_a_ticket_record", {{24, 0, 0, 1, 0, 4}}, CompactError::kHandshakeMessage},
+  };
+  for (const Case& k : cases) {
+    auto c = compact_client();
+    RawServer s(*key_, c.get());
+    s.handshake();
+    ASSERT_TRUE(c->compact()) << k.name;
+    auto f = s.forge();
+    std::vector<uint8_t> wire;
+    for (const auto& r : k.records) {
+      const auto sealed = seal(*f,
+                               &r == &k.records.back() && r == data ? RecordLayer::kApplicationData
+                                                                    : RecordLayer::kHandshake,
+                               r);
+      wire.insert(wire.end(), sealed.begin(), sealed.end());
+    }
+    s.feed_client(wire);
+    EXPECT_EQ(c->compact_error(), k.want) << k.name;
+    EXPECT_NE(c->error(), TlsError::kNone) << k.name;
+  }
 }
 
 TEST(RecordLayerTest, AllThreeSuitesRoundTripAndRejectOthers) {
