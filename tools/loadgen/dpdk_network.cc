@@ -386,10 +386,11 @@ class DpdkNetwork final : public ClientNetwork, private dp::TransportEvents {
       uint64_t asked = transport_->introduce_to(target_);
       int64_t asked_at_ns = mono_ns(), first_answer_ns = 0;
       uint32_t idle_polls = 0;
-      while (mono_ns() < deadline_ns && runtime_->port(0).link().up) {
+      while (runtime_->port(0).link().up) {
+        const int64_t now_ns = mono_ns();
+        if (now_ns >= deadline_ns) break;
         const uint64_t answered = replies() - replies_before;
         if (answered >= asked) break;
-        const int64_t now_ns = mono_ns();
         if (answered > 0) {
           if (first_answer_ns == 0) first_answer_ns = now_ns;
           if (now_ns - first_answer_ns >= kExitAbortStragglerWaitNs) break;
