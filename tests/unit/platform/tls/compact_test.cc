@@ -26,58 +26,94 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   return v;
 }
 
-// A BoringSSL client over a BIO pair talking to a herald server Connection.
-struct RawClient {
+// Feeds `bytes` to a herald Connection (`step` at a time, 0: all at once), reading its
+// plaintext into `sink` after each feed in pieces smaller than a record (partial reads of one
+// record exercised); stops when the connection fails.
+void feed_and_read(Connection& conn, std::span<const uint8_t> bytes, size_t step,
+                   std::vector<uint8_t>& sink, IoStatus& status) {
+  auto drain = [&] {
+    uint8_t buf[1000];
+    for (;;) {
+      const IoResult r = conn.read_plaintext(buf);
+      status = r.status;
+      if (r.status != IoStatus::kOk) return;
+      sink.insert(sink.end(), buf, buf + r.bytes);
+    }
+  };
+  while (!bytes.empty() && conn.error() == TlsError::kNone) {
+    const size_t n = step == 0 ? bytes.size() : std::min(step, bytes.size());
+    bytes = bytes.subspan(conn.feed_ciphertext(bytes.subspan(0, n)));
+    drain();
+  }
+  drain();
+}
+
+// A raw BoringSSL SSL over a BIO pair, the peer of a herald Connection under test.
+struct RawPeer {
   bssl::UniquePtr<SSL_CTX> ctx{SSL_CTX_new(TLS_method())};
   bssl::UniquePtr<SSL> ssl;
-  BIO* net = nullptr;  // our end of the pair; the SSL owns the other
-  Connection* server = nullptr;
-  std::vector<uint8_t> server_in;  // plaintext the server read
-  std::vector<uint8_t> client_in;  // plaintext the client read
-  IoStatus server_status = IoStatus::kWantMore;
-  size_t feed_step = 0;  // 0: everything at once; n: n bytes per feed
+  BIO* net = nullptr;    // our end of the pair; the SSL owns the other
+  size_t feed_step = 0;  // 0: everything at once; n: n bytes per feed to the Connection
 
-  explicit RawClient(Connection* s, SSL_SESSION* resume = nullptr, int max_version = TLS1_3_VERSION)
-      : server(s) {
-    SSL_CTX_set_max_proto_version(ctx.get(), static_cast<uint16_t>(max_version));
+  ~RawPeer() { BIO_free(net); }
+  // After the context is set up: the SSL, on a BIO pair, as a server or a client.
+  void make_ssl(bool server_side) {
     ssl.reset(SSL_new(ctx.get()));
     BIO* internal = nullptr;
     BIO_new_bio_pair(&internal, 1 << 20, &net, 1 << 20);
     SSL_set_bio(ssl.get(), internal, internal);
-    SSL_set_connect_state(ssl.get());
+    if (server_side) {
+      SSL_set_accept_state(ssl.get());
+    } else {
+      SSL_set_connect_state(ssl.get());
+    }
+  }
+  // What the SSL has written, taken off the pair.
+  std::vector<uint8_t> written() {
+    std::vector<uint8_t> bytes(BIO_ctrl_pending(net));
+    if (!bytes.empty()) {
+      EXPECT_EQ(BIO_read(net, bytes.data(), static_cast<int>(bytes.size())),
+                static_cast<int>(bytes.size()));
+    }
+    return bytes;
+  }
+  // Ciphertext from the Connection into the SSL.
+  void give(Connection& conn) {
+    const std::vector<uint8_t> bytes = conn.take_ciphertext();
+    if (!bytes.empty()) BIO_write(net, bytes.data(), static_cast<int>(bytes.size()));
+  }
+  // A record layer with the SSL's current keys: forges what this peer could send and reads
+  // what the Connection sends (the SSL is out of step afterwards).
+  std::unique_ptr<RecordLayer> forge() {
+    bssl::Span<const uint8_t> r;
+    bssl::Span<const uint8_t> w;
+    EXPECT_TRUE(bssl::SSL_get_traffic_secrets(ssl.get(), &r, &w));
+    return RecordLayer::create(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl.get())),
+                               {r.data(), r.size()}, SSL_get_read_sequence(ssl.get()),
+                               {w.data(), w.size()}, SSL_get_write_sequence(ssl.get()));
+  }
+};
+
+// A BoringSSL client talking to a herald server Connection.
+struct RawClient : RawPeer {
+  Connection* server = nullptr;
+  std::vector<uint8_t> server_in;  // plaintext the server read
+  std::vector<uint8_t> client_in;  // plaintext the client read
+  IoStatus server_status = IoStatus::kWantMore;
+
+  explicit RawClient(Connection* s, SSL_SESSION* resume = nullptr, int max_version = TLS1_3_VERSION)
+      : server(s) {
+    SSL_CTX_set_max_proto_version(ctx.get(), static_cast<uint16_t>(max_version));
+    make_ssl(/*server_side=*/false);
     if (resume != nullptr) SSL_set_session(ssl.get(), resume);
   }
-  ~RawClient() { BIO_free(net); }
 
-  void drain_server() {
-    uint8_t buf[1000];  // smaller than a record: exercises partial reads of one record
-    for (;;) {
-      const IoResult r = server->read_plaintext(buf);
-      server_status = r.status;
-      if (r.status != IoStatus::kOk) return;
-      server_in.insert(server_in.end(), buf, buf + r.bytes);
-    }
-  }
   void feed_server(std::span<const uint8_t> bytes) {
-    while (!bytes.empty()) {
-      const size_t step = feed_step == 0 ? bytes.size() : std::min(feed_step, bytes.size());
-      const size_t n = server->feed_ciphertext(bytes.subspan(0, step));
-      bytes = bytes.subspan(n);
-      drain_server();
-      if (server->error() != TlsError::kNone) return;
-    }
-    drain_server();
+    feed_and_read(*server, bytes, feed_step, server_in, server_status);
   }
-  void to_server() {
-    std::vector<uint8_t> bytes(BIO_ctrl_pending(net));
-    if (bytes.empty()) return;
-    ASSERT_EQ(BIO_read(net, bytes.data(), static_cast<int>(bytes.size())),
-              static_cast<int>(bytes.size()));
-    feed_server(bytes);
-  }
+  void to_server() { feed_server(written()); }
   void to_client() {
-    const std::vector<uint8_t> bytes = server->take_ciphertext();
-    if (!bytes.empty()) BIO_write(net, bytes.data(), static_cast<int>(bytes.size()));
+    give(*server);
     if (!SSL_is_init_finished(ssl.get())) {
       (void)SSL_do_handshake(ssl.get());
       return;
@@ -113,16 +149,6 @@ struct RawClient {
       to_client();
     }
     to_client();
-  }
-  // A record layer with the client's current keys: forges what a peer could send and reads
-  // what the server sends (the client SSL is out of step afterwards).
-  std::unique_ptr<RecordLayer> forge() {
-    bssl::Span<const uint8_t> r;
-    bssl::Span<const uint8_t> w;
-    EXPECT_TRUE(bssl::SSL_get_traffic_secrets(ssl.get(), &r, &w));
-    return RecordLayer::create(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl.get())),
-                               {r.data(), r.size()}, SSL_get_read_sequence(ssl.get()),
-                               {w.data(), w.size()}, SSL_get_write_sequence(ssl.get()));
   }
 };
 
@@ -522,7 +548,7 @@ TEST_F(CompactRejectTest, SequenceExhaustionAndTruncation) {
     c.feed_server(r);
     EXPECT_EQ(c.server_status, IoStatus::kWantMore);
     s->feed_eof();
-    c.drain_server();
+    c.feed_server({});  // nothing more: reads what is there
     EXPECT_EQ(c.server_status, IoStatus::kError);
     EXPECT_EQ(s->error(), TlsError::kTruncated);
   }
@@ -571,85 +597,41 @@ TEST_F(CompactTest, ParkDropsContextsAndResumesTransparently) {
 
 // ---- Compact clients (ClientOptions::compact_after_handshake) --------------------------------
 
-// A raw BoringSSL server over a BIO pair talking to a herald client Connection: its exported
-// keys forge the post-handshake messages a server may send (tickets, KeyUpdates).
-struct RawServer {
-  bssl::UniquePtr<SSL_CTX> ctx{SSL_CTX_new(TLS_method())};
-  bssl::UniquePtr<SSL> ssl;
-  BIO* net = nullptr;  // our end of the pair
+// A raw BoringSSL server talking to a herald client Connection: its exported keys forge the
+// post-handshake messages a server may send (tickets, KeyUpdates).
+struct RawServer : RawPeer {
   Connection* client = nullptr;
   std::vector<uint8_t> client_in;  // plaintext the client read
   IoStatus client_status = IoStatus::kWantMore;
-  size_t feed_step = 0;  // 0: everything at once; n: n bytes per feed
 
   RawServer(const CertifiedKey& key, Connection* c) : client(c) {
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
     EXPECT_EQ(SSL_CTX_set_chain_and_key(ctx.get(), key.chain_data(), key.chain_length(),
                                         key.private_key(), nullptr),
               1);
-    ssl.reset(SSL_new(ctx.get()));
-    BIO* internal = nullptr;
-    BIO_new_bio_pair(&internal, 1 << 20, &net, 1 << 20);
-    SSL_set_bio(ssl.get(), internal, internal);
-    SSL_set_accept_state(ssl.get());
+    make_ssl(/*server_side=*/true);
   }
-  ~RawServer() { BIO_free(net); }
 
   void feed_client(std::span<const uint8_t> bytes) {
-    uint8_t buf[1000];
-    auto drain = [&] {
-      for (;;) {
-        const IoResult r = client->read_plaintext(buf);
-        client_status = r.status;
-        if (r.status != IoStatus::kOk) return;
-        client_in.insert(client_in.end(), buf, buf + r.bytes);
-      }
-    };
-    while (!bytes.empty() && client->error() == TlsError::kNone) {
-      const size_t step = feed_step == 0 ? bytes.size() : std::min(feed_step, bytes.size());
-      bytes = bytes.subspan(client->feed_ciphertext(bytes.subspan(0, step)));
-      drain();
-    }
-    drain();
-  }
-  // The server's pending output to the client.
-  void to_client() {
-    std::vector<uint8_t> bytes(BIO_ctrl_pending(net));
-    if (bytes.empty()) return;
-    ASSERT_EQ(BIO_read(net, bytes.data(), static_cast<int>(bytes.size())),
-              static_cast<int>(bytes.size()));
-    feed_client(bytes);
-  }
-  // The client's pending output into the server's SSL.
-  void to_server() {
-    const std::vector<uint8_t> bytes = client->take_ciphertext();
-    if (!bytes.empty()) BIO_write(net, bytes.data(), static_cast<int>(bytes.size()));
+    feed_and_read(*client, bytes, feed_step, client_in, client_status);
   }
   void handshake() {
     for (int i = 0; i < 8 && !(SSL_is_init_finished(ssl.get()) && client->handshake_done()); ++i) {
-      to_server();
+      give(*client);
       (void)SSL_do_handshake(ssl.get());
-      to_client();
+      feed_client(written());
     }
-    to_server();
+    give(*client);
     (void)SSL_do_handshake(ssl.get());  // the client's Finished
   }
   // What the server's SSL reads from the client now.
   std::vector<uint8_t> server_read() {
-    to_server();
+    give(*client);
     std::vector<uint8_t> got;
     uint8_t buf[16384];
     int n;
     while ((n = SSL_read(ssl.get(), buf, sizeof(buf))) > 0) got.insert(got.end(), buf, buf + n);
     return got;
-  }
-  std::unique_ptr<RecordLayer> forge() {
-    bssl::Span<const uint8_t> r;
-    bssl::Span<const uint8_t> w;
-    EXPECT_TRUE(bssl::SSL_get_traffic_secrets(ssl.get(), &r, &w));
-    return RecordLayer::create(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl.get())),
-                               {r.data(), r.size()}, SSL_get_read_sequence(ssl.get()),
-                               {w.data(), w.size()}, SSL_get_write_sequence(ssl.get()));
   }
 };
 
